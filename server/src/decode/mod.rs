@@ -1,0 +1,14 @@
+//! Turns a wal2json format-version 2 payload into a borrowed change view (simd-json, in place) and
+//! builds the outgoing `change` frame once per change. Knows nothing about subscriptions.
+
+mod change;
+mod frame;
+mod parser;
+
+pub use change::{Change, Column, Image, Op, Value};
+pub(crate) use change::Action;
+pub use frame::{FrameEncoder, Projection};
+pub use parser::{DecodeError, Decoder};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,17 @@
+//! walcast: streams PostgreSQL changes (wal2json over logical replication) to WebSocket clients.
+//!
+//! The modules mirror the pipeline: `source` (replication connection, slot, LSN feedback) ->
+//! `decode` (simd-json -> change view, frame encoding) -> `filter` (query-string predicates,
+//! catalog) -> `hub` (subscription registry, indexes, fan-out, per-session queues) -> `ws` (axum
+//! router, sessions, wire protocol). `app` wires them; `embedded` runs the throwaway demo cluster.
+
+pub mod app;
+pub mod config;
+pub mod decode;
+pub mod embedded;
+pub mod filter;
+pub mod hub;
+pub mod metrics;
+pub mod source;
+pub mod telemetry;
+pub mod ws;

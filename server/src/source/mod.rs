@@ -1,0 +1,3 @@
+//! stub
+mod lsn;
+pub use lsn::{Lsn, ParseLsnError};
