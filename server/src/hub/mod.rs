@@ -1,1 +1,10 @@
-//! stub
+//! Subscription registry, indexes and fan-out into bounded per-session queues. Takes decoded
+//! changes from `source` through `Intake`; never writes to sockets (that is `ws`).
+
+mod intake;
+mod registry;
+mod session;
+
+pub use intake::Intake;
+pub use registry::{Hub, Subscription, SubscriptionId};
+pub use session::{close_code, session_queue, Frame, Push, SessionSignal, SessionTx};

@@ -1,1 +1,7 @@
-//! stub
+//! The axum router and WebSocket sessions: request validation, the wire protocol, writers.
+//! Does not filter or fan out (see `hub`).
+
+mod router;
+mod session;
+
+pub use router::{router, AppState};

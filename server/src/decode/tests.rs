@@ -1,0 +1,229 @@
+use proptest::prelude::*;
+use serde_json::Value as Json;
+
+use super::*;
+
+const SAMPLES: &str = include_str!("../../testdata/wal2json_v2_samples.jsonl");
+
+fn sample(action: &str, nth: usize) -> Vec<u8> {
+    let tag = format!("{{\"action\":\"{action}\"");
+    SAMPLES.lines().filter(|l| l.starts_with(&tag)).nth(nth).expect("sample").as_bytes().to_vec()
+}
+
+fn frame(payload: &mut [u8], projection: Projection<'_>) -> Json {
+    let mut decoder = Decoder::new();
+    let change = decoder.decode(payload).expect("decodes");
+    let bytes = FrameEncoder::new().change(&change, projection);
+    serde_json::from_slice(&bytes).expect("frame is valid JSON")
+}
+
+#[test]
+fn every_sample_decodes() {
+    let mut decoder = Decoder::new();
+    for line in SAMPLES.lines() {
+        let mut buf = line.as_bytes().to_vec();
+        decoder.decode(&mut buf).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}
+
+#[test]
+fn insert_frame_keeps_types_and_exact_numbers() {
+    let mut p = sample("I", 0);
+    let f = frame(&mut p, Projection::All);
+    assert_eq!(f["type"], "change");
+    assert_eq!(f["op"], "insert");
+    assert_eq!(f["schema"], "public");
+    assert_eq!(f["table"], "people");
+    assert_eq!(f["xid"], 725);
+    assert_eq!(f["lsn"], "0/1529830");
+    assert_eq!(f["ts"], "2026-11-22T00:31:09.836807Z");
+    assert_eq!(f["new"]["pk"], 1);
+    assert_eq!(f["new"]["name"], "Paul");
+    assert_eq!(f["new"]["height"], 1.9);
+    assert_eq!(f["new"]["b"], true);
+    assert_eq!(f["new"]["j"], serde_json::json!({"a": [1, 2]}), "jsonb is embedded as JSON");
+    assert!(f["old"].is_null());
+    // Numbers are copied as Postgres printed them, beyond f64 precision.
+    let mut decoder = Decoder::new();
+    let mut p = sample("I", 0);
+    let change = decoder.decode(&mut p).unwrap();
+    assert_eq!(
+        change.get(Image::New, "big").unwrap().value,
+        Value::Number("123456789012345678901234567890.123")
+    );
+    let bytes = FrameEncoder::new().change(&change, Projection::All);
+    let text = std::str::from_utf8(&bytes).unwrap();
+    assert!(text.contains("\"big\":123456789012345678901234567890.123"), "{text}");
+}
+
+#[test]
+fn escaped_strings_round_trip_and_nan_is_null() {
+    let mut p = sample("I", 1);
+    let f = frame(&mut p, Projection::All);
+    assert_eq!(f["new"]["name"], "Q\"uo\\te");
+    assert_eq!(f["new"]["t"], "é");
+    assert!(f["new"]["height"].is_null());
+    assert!(f["new"]["age"].is_null());
+    assert_eq!(f["new"]["b"], false);
+}
+
+#[test]
+fn update_and_delete_images() {
+    let mut p = sample("U", 0);
+    let f = frame(&mut p, Projection::All);
+    assert_eq!(f["op"], "update");
+    assert_eq!(f["new"]["age"], 52);
+    assert_eq!(f["old"], serde_json::json!({"pk": 1}));
+
+    let mut p = sample("U", 1);
+    let f = frame(&mut p, Projection::All);
+    assert_eq!(f["old"]["age"], 52, "REPLICA IDENTITY FULL carries the full old row");
+    assert_eq!(f["new"]["age"], 53);
+
+    let mut p = sample("D", 0);
+    let f = frame(&mut p, Projection::All);
+    assert_eq!(f["op"], "delete");
+    assert!(f["new"].is_null());
+    assert_eq!(f["old"]["pk"], 2);
+}
+
+#[test]
+fn truncate_has_no_images() {
+    let mut p = sample("T", 0);
+    let f = frame(&mut p, Projection::All);
+    assert_eq!(f["op"], "truncate");
+    assert!(f["new"].is_null() && f["old"].is_null());
+}
+
+#[test]
+fn projection_keeps_listed_columns_only() {
+    let cols: Vec<Box<str>> = vec!["name".into(), "age".into()];
+    let mut p = sample("U", 1);
+    let f = frame(&mut p, Projection::Only(&cols));
+    assert_eq!(f["new"], serde_json::json!({"name": "Paul", "age": 53}));
+    assert_eq!(f["old"], serde_json::json!({"name": "Paul", "age": 52}));
+}
+
+#[test]
+fn begin_commit_and_logical_messages() {
+    let mut decoder = Decoder::new();
+    let mut p = sample("B", 0);
+    let c = decoder.decode(&mut p).unwrap();
+    assert_eq!(c.action(), Action::Begin);
+    assert_eq!(c.xid(), Some(724));
+    let mut p = sample("M", 0);
+    let c = decoder.decode(&mut p).unwrap();
+    assert_eq!(c.action(), Action::Message { transactional: false });
+    assert_eq!(c.xid(), None);
+    assert_eq!((c.prefix(), c.content()), ("pfx", "hello"));
+    let mut p = sample("M", 1);
+    let c = decoder.decode(&mut p).unwrap();
+    assert_eq!(c.action(), Action::Message { transactional: true });
+}
+
+#[test]
+fn identity_before_columns_still_resolves_numbers() {
+    let mut p = br#"{"action":"U","xid":1,"schema":"s","table":"t","identity":[{"name":"a","type":"integer","value":7}],"columns":[{"name":"a","type":"numeric","value":-1.5e+300},{"name":"b","type":"integer","value":0}]}"#.to_vec();
+    let mut decoder = Decoder::new();
+    let c = decoder.decode(&mut p).unwrap();
+    assert_eq!(c.get(Image::Old, "a").unwrap().value, Value::Number("7"));
+    assert_eq!(c.get(Image::New, "a").unwrap().value, Value::Number("-1.5e+300"));
+    assert_eq!(c.get(Image::New, "b").unwrap().value, Value::Number("0"));
+}
+
+#[test]
+fn unchanged_toast_column_stays_absent() {
+    let mut p = br#"{"action":"U","xid":1,"schema":"s","table":"t","columns":[{"name":"id","type":"integer","value":1}],"identity":[{"name":"id","type":"integer","value":1}]}"#.to_vec();
+    let mut decoder = Decoder::new();
+    let c = decoder.decode(&mut p).unwrap();
+    assert!(c.get(Image::New, "body").is_none());
+    let bytes = FrameEncoder::new().change(&c, Projection::All);
+    let f: Json = serde_json::from_slice(&bytes).unwrap();
+    assert!(f["new"].get("body").is_none(), "absent is not null");
+}
+
+#[test]
+fn large_messages_decode() {
+    let big = "y".repeat(3 << 20);
+    let mut p = format!(
+        r#"{{"action":"I","xid":9,"schema":"public","table":"t","columns":[{{"name":"id","type":"bigint","value":9223372036854775807}},{{"name":"body","type":"text","value":"{big}"}}]}}"#
+    )
+    .into_bytes();
+    let mut decoder = Decoder::new();
+    let c = decoder.decode(&mut p).unwrap();
+    assert_eq!(c.get(Image::New, "id").unwrap().value, Value::Number("9223372036854775807"));
+    assert_eq!(c.get(Image::New, "body").unwrap().value, Value::String(&big));
+}
+
+#[test]
+fn invalid_payloads_are_errors() {
+    let mut decoder = Decoder::new();
+    for (input, err) in [
+        (&b"not json"[..], DecodeError::InvalidJson),
+        (b"[1,2]", DecodeError::NotAnObject),
+        (b"{\"xid\":1}", DecodeError::MissingAction),
+        (b"{\"action\":\"Z\"}", DecodeError::UnknownAction),
+        (b"{\"action\":\"I\",\"columns\":[1]}", DecodeError::BadColumn),
+        (b"{\"action\":\"I\",\"columns\":{}}", DecodeError::BadType("columns")),
+    ] {
+        let mut p = input.to_vec();
+        assert_eq!(decoder.decode(&mut p).unwrap_err(), err, "{}", String::from_utf8_lossy(input));
+    }
+    // The decoder is still usable afterwards.
+    let mut p = sample("I", 0);
+    assert!(decoder.decode(&mut p).is_ok());
+}
+
+#[test]
+fn timestamps_become_rfc3339() {
+    for (pg, rfc) in [
+        ("2026-11-21 23:54:51.28847+00", "2026-11-21T23:54:51.28847Z"),
+        ("2026-11-21 23:54:51+05:30", "2026-11-21T23:54:51+05:30"),
+        ("2026-11-21 23:54:51.1-08", "2026-11-21T23:54:51.1-08:00"),
+        ("1850-01-01 00:00:00+00:19:32", "1850-01-01T00:00:00+00:19:32"),
+    ] {
+        let mut p = format!(
+            r#"{{"action":"T","xid":1,"timestamp":"{pg}","schema":"s","table":"t"}}"#
+        )
+        .into_bytes();
+        let f = frame(&mut p, Projection::All);
+        let ts = f["ts"].as_str().unwrap();
+        if pg.ends_with(":32") {
+            assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+        } else {
+            assert_eq!(ts, rfc);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn decoder_never_panics_on_bytes(input in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut decoder = Decoder::new();
+        let mut p = input;
+        let _ = decoder.decode(&mut p);
+    }
+
+    #[test]
+    fn decoder_never_panics_on_mutated_samples(idx in 0usize..20, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let lines: Vec<&str> = SAMPLES.lines().collect();
+        let mut p = lines[idx % lines.len()].as_bytes().to_vec();
+        let at = pos.index(p.len());
+        p[at] = byte;
+        let mut decoder = Decoder::new();
+        if let Ok(c) = decoder.decode(&mut p) {
+            if c.op().is_some() {
+                let bytes = FrameEncoder::new().change(&c, Projection::All);
+                prop_assert!(std::str::from_utf8(&bytes).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn string_values_round_trip(s in ".{0,64}") {
+        let escaped = serde_json::to_string(&s).unwrap();
+        let mut p = format!(r#"{{"action":"I","xid":1,"schema":"s","table":"t","columns":[{{"name":"c","type":"text","value":{escaped}}}]}}"#).into_bytes();
+        let f = frame(&mut p, Projection::All);
+        prop_assert_eq!(f["new"]["c"].as_str().unwrap(), s.as_str());
+    }
+}

@@ -1,0 +1,109 @@
+//! The hub's intake: receives each XLogData payload from `source`, decodes it in place, tracks
+//! transaction boundaries (for flush feedback) and replay after a reconnect, and dispatches row
+//! changes. Does not talk the replication protocol.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::decode::{Action, Decoder};
+use crate::metrics::Metrics;
+use crate::source::{Boundary, Consumer, Lsn};
+
+use super::registry::{Hub, Scratch};
+
+/// Progress inside the currently open transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TxnProgress {
+    xid: u64,
+    /// WAL start of the last change handed to the hub.
+    last: Lsn,
+}
+
+/// Implements `source::Consumer` on the replication task: decode, dispatch, report boundaries.
+pub struct Intake {
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    decoder: Decoder,
+    scratch: Scratch,
+    /// The open transaction, if any.
+    current: Option<TxnProgress>,
+    /// A transaction cut off by a disconnect: when Postgres replays it, changes up to `last` were
+    /// already delivered and are skipped, so a reconnect neither loses nor duplicates a change.
+    replay: Option<TxnProgress>,
+    skipping: Option<TxnProgress>,
+}
+
+impl Intake {
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+        Intake {
+            hub,
+            metrics,
+            decoder: Decoder::new(),
+            scratch: Scratch::default(),
+            current: None,
+            replay: None,
+            skipping: None,
+        }
+    }
+
+    fn boundary(&self) -> Boundary {
+        if self.current.is_some() {
+            Boundary::InsideTransaction
+        } else {
+            Boundary::Clean
+        }
+    }
+}
+
+impl Consumer for Intake {
+    fn on_data(&mut self, wal_start: Lsn, _wal_end: Lsn, payload: &mut [u8]) -> Boundary {
+        self.metrics.changes_received.inc();
+        let started = Instant::now();
+        let change = match self.decoder.decode(payload) {
+            Ok(change) => change,
+            Err(error) => {
+                self.metrics.decode_errors.inc();
+                tracing::warn!(lsn = %wal_start, %error, "payload is not valid wal2json; skipped");
+                return self.boundary();
+            }
+        };
+        match change.action() {
+            Action::Begin => {
+                let xid = change.xid().unwrap_or(0);
+                self.skipping = self.replay.take().filter(|r| r.xid == xid);
+                // While replaying, progress starts at what was already delivered, so a second
+                // disconnect during the replay still skips everything sent before the first.
+                let last = self.skipping.map_or(Lsn(0), |s| s.last);
+                self.current = Some(TxnProgress { xid, last });
+            }
+            Action::Commit => {
+                self.current = None;
+                self.skipping = None;
+            }
+            Action::Change(_) => {
+                let replayed = self.skipping.is_some_and(|s| wal_start <= s.last);
+                if !replayed {
+                    self.hub.dispatch(&change, &mut self.scratch);
+                    self.metrics.changes_decoded.inc();
+                }
+                if let Some(cur) = &mut self.current {
+                    cur.last = cur.last.max(wal_start);
+                }
+            }
+            // Logical messages are not part of client protocol v1.
+            Action::Message { .. } => {}
+        }
+        self.hub.advance(wal_start);
+        self.metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
+        self.boundary()
+    }
+
+    fn on_reconnect(&mut self) {
+        if let Some(cur) = self.current.take() {
+            if cur.last > Lsn(0) {
+                self.replay = Some(cur);
+            }
+        }
+        self.skipping = None;
+    }
+}

@@ -1,0 +1,152 @@
+//! HTTP surface: `GET /ws` (validates the subscription request and answers 400/403 before the
+//! upgrade), `/healthz`, `/readyz`, `/metrics`. Session I/O lives in `session`.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::filter::{self, AllowList, Catalog, Filter, QueryError, TableName};
+use crate::hub::{session_queue, Hub};
+use crate::metrics::Metrics;
+use crate::source::SourceStatus;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub catalog: Arc<Catalog>,
+    pub allow: Arc<AllowList>,
+    pub status: Arc<SourceStatus>,
+    pub metrics: Arc<Metrics>,
+    pub queue_capacity: usize,
+    /// Cancelled on server shutdown: every session closes with 1001.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(ws_handler))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// A client-visible error answered before the upgrade.
+struct ApiError(QueryError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (status, Json(json!({"error": self.0.code, "message": self.0.message}))).into_response()
+    }
+}
+
+fn api_error(code: &'static str, message: String) -> ApiError {
+    ApiError(QueryError { code, message })
+}
+
+async fn ws_handler(
+    State(st): State<AppState>,
+    uri: Uri,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (request, filter) = match validate(&st, &uri).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade.on_upgrade(move |socket| session(socket, st, request, filter))
+}
+
+async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter), ApiError> {
+    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| api_error("bad_query", format!("cannot decode the query string: {e}")))?;
+    let request = filter::parse_request(&params).map_err(ApiError)?;
+    let table = &request.table;
+    if !st.allow.allows(&table.schema, &table.name) {
+        return Err(api_error(
+            "table_not_allowed",
+            format!("table {table} is not in this server's allow-list (tables.allow)"),
+        ));
+    }
+    if let Some(plugin) = &request.plugin {
+        return Err(api_error(
+            "unknown_plugin",
+            format!("no filter plugin named {:?} is loaded", plugin.name),
+        ));
+    }
+    let columns = match st.catalog.columns(table).await {
+        Ok(Some(columns)) => columns,
+        Ok(None) => {
+            return Err(api_error("unknown_table", format!("table {table} does not exist")));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "catalog lookup failed");
+            return Err(ApiError(QueryError {
+                code: "catalog_unavailable",
+                message: "the table catalog cannot be read right now; retry shortly".into(),
+            }));
+        }
+    };
+    let filter = filter::bind(&request, &columns).map_err(ApiError)?;
+    Ok((request, filter))
+}
+
+fn subscribed_frame(id: u64, table: &TableName, lsn: &str) -> Message {
+    let body = json!({
+        "type": "subscribed",
+        "subscription": id.to_string(),
+        "table": table.to_string(),
+        "lsn": lsn,
+    });
+    Message::Text(body.to_string().into())
+}
+
+async fn session(socket: WebSocket, st: AppState, request: filter::Request, filter: Filter) {
+    let (tx, rx, signal) = session_queue(st.queue_capacity, &st.shutdown);
+    let table = request.table;
+    // Registered before `subscribed` is sent: every change committed after the client sees it
+    // is dispatched to this subscription.
+    let subscription = st.hub.subscribe(&table.schema, &table.name, request.ops, filter, tx);
+    st.metrics.sessions.inc();
+    let first = subscribed_frame(subscription.id(), &table, &st.hub.position().to_string());
+    let (sink, stream) = socket.split();
+    super::session::serve(sink, stream, rx, signal, first).await;
+    drop(subscription);
+    st.metrics.sessions.dec();
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let connected = st.status.connected();
+    let body = json!({
+        "replication_connected": connected,
+        "flushed_lsn": st.status.flushed().to_string(),
+        "slot_lag_bytes": st.status.lag_bytes(),
+    });
+    let code = if connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body))
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    st.metrics.slot_lag_bytes.set(i64::try_from(st.status.lag_bytes()).unwrap_or(i64::MAX));
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        st.metrics.render(),
+    )
+}

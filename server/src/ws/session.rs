@@ -1,0 +1,150 @@
+//! One WebSocket session: sends `subscribed`, then drains the session queue into the socket in
+//! batches (one flush per batch), watches the client side for close, and closes with the code the
+//! hub or the server decided. Generic over Sink/Stream so it runs without sockets in tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::hub::{close_code, Frame, SessionSignal};
+
+/// Frames written per flush at most.
+const BATCH: usize = 64;
+/// How long a close frame may take to reach a client that stopped reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close_code::SLOW_CONSUMER => "slow consumer: session queue overflowed",
+        close_code::GOING_AWAY => "server shutting down",
+        _ => "",
+    }
+}
+
+/// Serve one session until the client leaves, the hub closes it, or the server shuts down.
+pub(crate) async fn serve<S, R, E>(
+    mut sink: S,
+    mut stream: R,
+    mut queue: mpsc::Receiver<Frame>,
+    signal: Arc<SessionSignal>,
+    first: Message,
+) where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    if sink.send(first).await.is_err() {
+        return;
+    }
+    let client_gone = async {
+        while let Some(msg) = stream.next().await {
+            match msg {
+                Ok(Message::Close(_)) | Err(_) => break,
+                // Protocol v1 has no client messages; pings are answered by the socket layer.
+                Ok(_) => {}
+            }
+        }
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    let write_loop = async {
+        loop {
+            if queue.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+            for frame in batch.drain(..) {
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    };
+    let close = tokio::select! {
+        _ = client_gone => None,
+        _ = write_loop => None,
+        _ = signal.closed() => Some(signal.code()),
+    };
+    if let Some(code) = close {
+        let frame = CloseFrame { code, reason: close_reason(code).into() };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{session_queue, Push};
+    use futures_util::channel::mpsc as fmpsc;
+    use tokio_util::sync::CancellationToken;
+
+    fn text(m: &Message) -> &str {
+        match m {
+            Message::Text(t) => t.as_str(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivers_in_order_then_closes_with_hub_code() {
+        let root = CancellationToken::new();
+        let (tx, rx, signal) = session_queue(8, &root);
+        let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
+        let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
+        for i in 0..3 {
+            assert_eq!(tx.push(&Frame::from(format!("f{i}"))), Push::Queued);
+        }
+        let task = tokio::spawn(serve(
+            out_tx.sink_map_err(|_| ()),
+            in_rx,
+            rx,
+            signal.clone(),
+            Message::Text("hello".into()),
+        ));
+        assert_eq!(text(&out_rx.next().await.unwrap()), "hello");
+        for i in 0..3 {
+            assert_eq!(text(&out_rx.next().await.unwrap()), format!("f{i}"));
+        }
+        signal.close(close_code::SLOW_CONSUMER);
+        match out_rx.next().await.unwrap() {
+            Message::Close(Some(f)) => assert_eq!(f.code, 4008),
+            other => panic!("expected close, got {other:?}"),
+        }
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_with_1001() {
+        let root = CancellationToken::new();
+        let (_tx, rx, signal) = session_queue(8, &root);
+        let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
+        let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
+        let task = tokio::spawn(serve(
+            out_tx.sink_map_err(|_| ()),
+            in_rx,
+            rx,
+            signal,
+            Message::Text("hello".into()),
+        ));
+        out_rx.next().await.unwrap();
+        root.cancel();
+        match out_rx.next().await.unwrap() {
+            Message::Close(Some(f)) => assert_eq!(f.code, 1001),
+            other => panic!("expected close, got {other:?}"),
+        }
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn client_close_ends_session() {
+        let root = CancellationToken::new();
+        let (_tx, rx, signal) = session_queue(8, &root);
+        let (out_tx, _out_rx) = fmpsc::unbounded::<Message>();
+        let (in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
+        in_tx.unbounded_send(Ok(Message::Close(None))).unwrap();
+        serve(out_tx.sink_map_err(|_| ()), in_rx, rx, signal, Message::Text("hello".into())).await;
+    }
+}
