@@ -1,20 +1,119 @@
-//! Wiring (temporary stub while the stages land).
+//! Wiring: builds the source, hub and HTTP router from a `Config`, runs them, and shuts them down
+//! in order (stop accepting, close sessions with 1001, final LSN feedback, join with a timeout).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::filter::{AllowList, Catalog};
+use crate::hub::{Hub, Intake};
+use crate::metrics::Metrics;
+use crate::source::{self, SourceConfig, SourceError, SourceStatus};
+use crate::ws::{router, AppState};
+
+/// How long shutdown waits for sessions and the source to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("not wired yet")]
-    NotWired,
+    #[error("no database configured (set DATABASE_URL or database_url)")]
+    NoDatabase,
+    #[error("tables.allow: {0}")]
+    AllowList(#[from] globset::Error),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("replication task panicked")]
+    SourcePanicked,
 }
 
+/// Run walcast until `shutdown` is cancelled or replication fails fatally.
 pub async fn run(
-    _config: Config,
-    _listener: TcpListener,
-    _shutdown: CancellationToken,
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    Err(AppError::NotWired)
+    let pg = config.pg_config().ok_or(AppError::NoDatabase)?;
+    let allow = Arc::new(AllowList::new(&config.tables.allow)?);
+    let source_config = SourceConfig {
+        pg: pg.clone(),
+        slot: config.replication.slot.clone(),
+        temporary: config.replication.temporary,
+        status_interval: config.replication.status_interval,
+        max_backoff: config.replication.max_backoff,
+        add_tables: allow.wal2json_add_tables(),
+    };
+
+    let (client, sql_connection) = source::connect_sql(&pg).await?;
+    source::check_prerequisites(&client, &source_config).await?;
+    let catalog = Arc::new(Catalog::new(client));
+
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(metrics.clone());
+    let status = Arc::new(SourceStatus::default());
+    let source_stop = CancellationToken::new();
+    let mut source_task = tokio::spawn(source::run(
+        source_config,
+        Intake::new(hub.clone(), metrics.clone()),
+        status.clone(),
+        source_stop.clone(),
+    ));
+
+    let sessions_stop = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let state = AppState {
+        hub,
+        catalog,
+        allow,
+        status,
+        metrics: metrics.clone(),
+        queue_capacity: config.sessions.queue_capacity,
+        shutdown: sessions_stop.clone(),
+    };
+    let serve = axum::serve(listener, router(state))
+        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+    let http = tokio::spawn(async move { serve.await });
+
+    let source_ended = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        ended = &mut source_task => Some(ended),
+    };
+    tracing::info!("shutting down");
+    http_stop.cancel();
+    sessions_stop.cancel();
+    wait_for_sessions(&metrics).await;
+    let http_result = match tokio::time::timeout(SHUTDOWN_GRACE, http).await {
+        Ok(Ok(result)) => result.map_err(AppError::Http),
+        _ => Ok(()),
+    };
+    source_stop.cancel();
+    let source_result = match source_ended {
+        Some(ended) => ended,
+        None => match tokio::time::timeout(SHUTDOWN_GRACE, source_task).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                tracing::warn!("replication task did not stop in time");
+                Ok(Ok(()))
+            }
+        },
+    };
+    sql_connection.abort();
+    match source_result {
+        Ok(result) => result?,
+        Err(_) => return Err(AppError::SourcePanicked),
+    }
+    http_result
+}
+
+/// Sessions are spawned by the upgrade machinery; wait (bounded) until all have sent their
+/// close frame so shutdown does not cut them mid-write.
+async fn wait_for_sessions(metrics: &Metrics) {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while metrics.sessions.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -1,14 +1,88 @@
-//! The configuration tree: file, then env overrides, then CLI flags, then `validate()`.
-//! (skeleton: field set is the contract; loading is filled in by the config work)
+//! The configuration tree: TOML file, then env overrides, then CLI flags, then `validate()`.
+//! Owns loading and checking settings; it never reads the process environment itself (callers
+//! hand in an env lookup) and does not start anything.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use clap::Parser;
+use serde::{Deserialize, Deserializer};
+
+/// Default config file looked up in the working directory when `--config` is not given.
+const DEFAULT_CONFIG_FILE: &str = "walcast.toml";
+
+/// Command-line flags. Every flag overrides the file and the environment.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "walcast",
+    version,
+    about = "Stream PostgreSQL changes to WebSocket clients"
+)]
+pub struct Cli {
+    /// TOML config file (default: ./walcast.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address, e.g. 127.0.0.1:7700.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Postgres URL; without one walcast starts an embedded demo cluster.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Replication slot name.
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// Use a temporary replication slot (dropped when the connection ends).
+    #[arg(long)]
+    pub temporary_slot: bool,
+    /// Allowed tables as schema.table globs; repeat the flag or give a comma list.
+    #[arg(long, value_name = "GLOB", value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Frames a session may have queued before it is closed with 4008.
+    #[arg(long, value_name = "N")]
+    pub queue_capacity: Option<String>,
+    /// Log filter directive, e.g. `info,walcast=debug` (RUST_LOG wins when set).
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Do not create the demo table and writer in the embedded cluster.
+    #[arg(long)]
+    pub no_demo: bool,
+}
+
+/// A configuration problem; the message names the key and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Everything walcast needs to run. Secrets (the database URL's password) never appear in `Debug`.
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP/WebSocket listen address (`listen`, `WALCAST_LISTEN`, `--listen`).
+    #[serde(deserialize_with = "de_socket_addr")]
     pub listen: SocketAddr,
     /// Postgres connection; `None` starts the embedded throwaway cluster with demo data.
     pub database_url: Option<String>,
@@ -19,31 +93,37 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
     /// Slot name (`replication.slot`), created with wal2json when missing.
     pub slot: String,
     /// Temporary slot: dropped by Postgres when the connection ends.
     pub temporary: bool,
     /// Standby status update interval.
+    #[serde(deserialize_with = "de_duration")]
     pub status_interval: Duration,
     /// Upper bound of the reconnect backoff.
+    #[serde(deserialize_with = "de_duration")]
     pub max_backoff: Duration,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TablesConfig {
     /// Glob patterns over `schema.table`; empty means every table outside system schemas.
     pub allow: Vec<String>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     /// Frames a session may have queued before it is closed with 4008.
     pub queue_capacity: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct EmbeddedConfig {
     /// Where the embedded cluster lives; `None` uses a fresh temporary directory.
     pub data_dir: Option<PathBuf>,
@@ -53,10 +133,678 @@ pub struct EmbeddedConfig {
     pub pg_bin: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `tracing` env-filter directive, e.g. `info,walcast=debug`.
     pub level: String,
     /// `text` or `json`.
     pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            database_url: None,
+            replication: ReplicationConfig::default(),
+            tables: TablesConfig::default(),
+            sessions: SessionsConfig::default(),
+            embedded: EmbeddedConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            slot: "walcast".to_owned(),
+            temporary: false,
+            status_interval: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            data_dir: None,
+            demo: true,
+            pg_bin: PathBuf::from("/usr/lib/postgresql/15/bin"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: "text".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_database_url),
+            )
+            .field("replication", &self.replication)
+            .field("tables", &self.tables)
+            .field("sessions", &self.sessions)
+            .field("embedded", &self.embedded)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+impl Config {
+    /// File (explicit `--config`, else `./walcast.toml` if present), then env, then CLI, then
+    /// `validate()`. `env` is the environment lookup, so tests can pass a fake one.
+    pub fn load(cli: &Cli, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let default_file = Path::new(DEFAULT_CONFIG_FILE);
+        let path = match &cli.config {
+            Some(path) => Some(path.as_path()),
+            None if default_file.is_file() => Some(default_file),
+            None => None,
+        };
+        let mut config = match path {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.apply_cli(cli)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses one TOML file (no env, CLI or validation).
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error text carries toml's line/column and the offending key.
+    pub fn from_toml_str(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|err| err.to_string().trim_end().to_owned())
+    }
+
+    /// Applies the documented `DATABASE_URL` / `WALCAST_*` overrides. Empty values are ignored
+    /// so that `WALCAST_SLOT=` in a compose file does not blank a setting.
+    pub fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let get = |key: &str| env(key).filter(|v| !v.trim().is_empty());
+        if let Some(url) = get("DATABASE_URL") {
+            self.database_url = Some(url);
+        }
+        if let Some(v) = get("WALCAST_LISTEN") {
+            self.listen = parse_listen("WALCAST_LISTEN", &v)?;
+        }
+        if let Some(v) = get("WALCAST_SLOT") {
+            self.replication.slot = v;
+        }
+        if let Some(v) = get("WALCAST_TEMPORARY_SLOT") {
+            self.replication.temporary = parse_bool("WALCAST_TEMPORARY_SLOT", &v)?;
+        }
+        if let Some(v) = get("WALCAST_TABLES") {
+            self.tables.allow = split_list(std::iter::once(v.as_str()));
+        }
+        if let Some(v) = get("WALCAST_QUEUE_CAPACITY") {
+            self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
+        }
+        if let Some(v) = get("WALCAST_LOG") {
+            self.log.level = v;
+        }
+        if let Some(v) = get("WALCAST_LOG_FORMAT") {
+            self.log.format = v;
+        }
+        if let Some(v) = get("WALCAST_PG_BIN") {
+            self.embedded.pg_bin = PathBuf::from(v);
+        }
+        if let Some(v) = get("WALCAST_DATA_DIR") {
+            self.embedded.data_dir = Some(PathBuf::from(v));
+        }
+        Ok(())
+    }
+
+    /// Applies CLI flags; flags that were not given leave the value alone.
+    pub fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        if let Some(v) = &cli.listen {
+            self.listen = parse_listen("--listen", v)?;
+        }
+        if let Some(v) = &cli.database_url {
+            self.database_url = Some(v.clone());
+        }
+        if let Some(v) = &cli.slot {
+            self.replication.slot = v.clone();
+        }
+        if cli.temporary_slot {
+            self.replication.temporary = true;
+        }
+        if !cli.tables.is_empty() {
+            self.tables.allow = split_list(cli.tables.iter().map(String::as_str));
+        }
+        if let Some(v) = &cli.queue_capacity {
+            self.sessions.queue_capacity = parse_capacity("--queue-capacity", v)?;
+        }
+        if let Some(v) = &cli.log {
+            self.log.level = v.clone();
+        }
+        if let Some(v) = &cli.log_format {
+            self.log.format = v.clone();
+        }
+        if cli.no_demo {
+            self.embedded.demo = false;
+        }
+        Ok(())
+    }
+
+    /// Checks every value; the first problem is returned, naming the key and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let slot = &self.replication.slot;
+        if !is_valid_slot_name(slot) {
+            return Err(ConfigError::invalid(
+                "replication.slot",
+                format!(
+                    "{slot:?} is not a valid slot name; use lowercase letters, digits and \
+                     underscores (max 63)"
+                ),
+            ));
+        }
+        if self.replication.status_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "replication.status_interval",
+                "must be greater than zero; use e.g. \"10s\"",
+            ));
+        }
+        if self.replication.max_backoff.is_zero() {
+            return Err(ConfigError::invalid(
+                "replication.max_backoff",
+                "must be greater than zero; use e.g. \"30s\"",
+            ));
+        }
+        if self.sessions.queue_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "sessions.queue_capacity",
+                "must be at least 1; use e.g. 1024",
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            if let Err(err) = tokio_postgres::Config::from_str(url) {
+                let message = scrub_password(url, &err.to_string());
+                return Err(ConfigError::invalid(
+                    "database_url",
+                    format!(
+                        "{} is not a valid Postgres connection string ({message}); use e.g. \
+                         postgres://user:password@host:5432/dbname",
+                        redact_database_url(url)
+                    ),
+                ));
+            }
+        }
+        self.tables.glob_set()?;
+        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a valid log filter ({err}); use e.g. \"info\" or \
+                     \"info,walcast=debug\"",
+                    self.log.level
+                ),
+            ));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::invalid(
+                "log.format",
+                format!(
+                    "{:?} is not a log format; use \"text\" or \"json\"",
+                    self.log.format
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed connection settings, `None` when no database is configured (embedded mode).
+    /// `validate()` has already rejected URLs that do not parse.
+    pub fn pg_config(&self) -> Option<tokio_postgres::Config> {
+        self.database_url
+            .as_deref()
+            .and_then(|url| tokio_postgres::Config::from_str(url).ok())
+    }
+}
+
+impl TablesConfig {
+    /// Compiles `allow` into one matcher over `schema.table`.
+    pub fn glob_set(&self) -> Result<globset::GlobSet, ConfigError> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for (i, pattern) in self.allow.iter().enumerate() {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .build()
+                .map_err(|err| {
+                    ConfigError::invalid(
+                        format!("tables.allow[{i}]"),
+                        format!(
+                            "{pattern:?} is not a valid glob ({}); use e.g. \"public.*\" or \
+                             \"sales.orders\"",
+                            err.kind()
+                        ),
+                    )
+                })?;
+            builder.add(glob);
+        }
+        builder
+            .build()
+            .map_err(|err| ConfigError::invalid("tables.allow", err.to_string()))
+    }
+}
+
+/// Replaces the password of a URL (`user:pw@`) or key/value (`password=pw`) connection string.
+pub fn redact_database_url(url: &str) -> String {
+    match find_password(url) {
+        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Byte range of the password in a connection string, found without a full parse so it also
+/// works on strings that do not parse.
+fn find_password(url: &str) -> Option<(usize, usize)> {
+    if let Some(scheme_end) = url.find("://") {
+        let rest_start = scheme_end + 3;
+        let rest = &url[rest_start..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let at = rest[..authority_end].rfind('@')?;
+        let colon = rest[..at].find(':')?;
+        return Some((rest_start + colon + 1, rest_start + at));
+    }
+    let key = url.find("password")?;
+    let after_key = &url[key + "password".len()..];
+    let eq = after_key.find('=')?;
+    if !after_key[..eq].trim().is_empty() {
+        return None;
+    }
+    let value_start = key + "password".len() + eq + 1;
+    let value = &url[value_start..];
+    let skipped = value.len() - value.trim_start().len();
+    let start = value_start + skipped;
+    let value = &url[start..];
+    let len = if let Some(quoted) = value.strip_prefix('\'') {
+        quoted.find('\'').map_or(value.len(), |i| i + 2)
+    } else {
+        value.find(char::is_whitespace).unwrap_or(value.len())
+    };
+    Some((start, start + len))
+}
+
+/// Removes the password from a parser message in case the parser echoed it.
+fn scrub_password(url: &str, message: &str) -> String {
+    match find_password(url) {
+        Some((start, end)) if end > start => message.replace(&url[start..end], "***"),
+        _ => message.to_owned(),
+    }
+}
+
+/// Postgres slot names: lowercase letters, digits and underscores, at most 63 bytes.
+fn is_valid_slot_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a listen address; use ip:port such as 127.0.0.1:7700"),
+        )
+    })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::invalid(
+            key,
+            format!("{value:?} is not a boolean; use true or false"),
+        )),
+    }
+}
+
+fn parse_capacity(key: &str, value: &str) -> Result<usize, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("{value:?} is not a whole number; use e.g. 1024"),
+        )
+    })
+}
+
+/// Flattens comma lists (`a,b`) and repeated values into trimmed, non-empty entries.
+fn split_list<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (one number, one unit). Written here rather than pulling
+/// in `humantime` for four units.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let hint = "use a number with a unit: ms, s, m or h, e.g. \"500ms\", \"10s\", \"2m\"";
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; {hint}"))?;
+    let millis_per_unit = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?} is not a duration; {hint}")),
+    };
+    n.checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long a duration"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(de)?;
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a listen address; use ip:port such as 127.0.0.1:7700"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const EXAMPLE: &str = include_str!("../../walcast.example.toml");
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn example_file() -> PathBuf {
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../walcast.example.toml"
+        ))
+    }
+
+    fn invalid_key(err: ConfigError) -> (String, String) {
+        match err {
+            ConfigError::Invalid { key, message } => (key, message),
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
+
+    #[test]
+    fn example_file_parses_and_validates() {
+        let config = Config::from_toml_str(EXAMPLE).expect("example parses");
+        config.validate().expect("example validates");
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:7700".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(config.replication.slot, "walcast");
+        assert_eq!(config.replication.status_interval, Duration::from_secs(10));
+        assert_eq!(config.replication.max_backoff, Duration::from_secs(30));
+        assert_eq!(config.sessions.queue_capacity, 1024);
+        assert!(config.embedded.demo);
+        assert_eq!(config.log.format, "text");
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = Config::from_toml_str("").unwrap();
+        config.validate().unwrap();
+        assert!(config.database_url.is_none());
+        assert!(config.pg_config().is_none());
+        assert_eq!(
+            config.embedded.pg_bin,
+            PathBuf::from("/usr/lib/postgresql/15/bin")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_str("[replication]\nslott = \"x\"\n").unwrap_err();
+        assert!(err.contains("slott"), "{err}");
+        let err = Config::from_toml_str("lisen = \"1.2.3.4:5\"\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("10").unwrap_err().contains("unit"));
+        assert!(parse_duration("fast").is_err());
+        let err =
+            Config::from_toml_str("[replication]\nstatus_interval = \"10 parsecs\"\n").unwrap_err();
+        assert!(
+            err.contains("status_interval") && err.contains("10 parsecs"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let cli = Cli {
+            config: Some(example_file()),
+            ..Cli::default()
+        };
+        let env = env_of(&[
+            ("DATABASE_URL", "postgres://u:pw@db:5432/app"),
+            ("WALCAST_LISTEN", "0.0.0.0:8800"),
+            ("WALCAST_SLOT", "from_env"),
+            ("WALCAST_TEMPORARY_SLOT", "true"),
+            ("WALCAST_TABLES", "public.*, sales.orders"),
+            ("WALCAST_QUEUE_CAPACITY", "7"),
+            ("WALCAST_LOG", "debug"),
+            ("WALCAST_LOG_FORMAT", "json"),
+            ("WALCAST_PG_BIN", "/opt/pg/bin"),
+            ("WALCAST_DATA_DIR", "/var/tmp/pg"),
+        ]);
+        let config = Config::load(&cli, &env).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:8800");
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://u:pw@db:5432/app")
+        );
+        assert_eq!(config.replication.slot, "from_env");
+        assert!(config.replication.temporary);
+        assert_eq!(config.tables.allow, ["public.*", "sales.orders"]);
+        assert_eq!(config.sessions.queue_capacity, 7);
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.log.format, "json");
+        assert_eq!(config.embedded.pg_bin, PathBuf::from("/opt/pg/bin"));
+        assert_eq!(config.embedded.data_dir, Some(PathBuf::from("/var/tmp/pg")));
+        let pg = config.pg_config().expect("pg config");
+        assert_eq!(pg.get_dbname(), Some("app"));
+    }
+
+    #[test]
+    fn cli_overrides_env() {
+        let args = "walcast --listen 127.0.0.1:9900 --database-url postgres://cli@h/db \
+                    --slot from_cli --temporary-slot --tables a.*,b.c --tables d.e \
+                    --queue-capacity 3 --log warn --log-format text --no-demo";
+        let cli = Cli::try_parse_from(args.split_whitespace()).unwrap();
+        let env = env_of(&[
+            ("DATABASE_URL", "postgres://env@h/db"),
+            ("WALCAST_LISTEN", "0.0.0.0:8800"),
+            ("WALCAST_SLOT", "from_env"),
+            ("WALCAST_TABLES", "x.y"),
+            ("WALCAST_QUEUE_CAPACITY", "7"),
+            ("WALCAST_LOG", "debug"),
+            ("WALCAST_LOG_FORMAT", "json"),
+        ]);
+        let config = Config::load(&cli, &env).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9900");
+        assert_eq!(config.database_url.as_deref(), Some("postgres://cli@h/db"));
+        assert_eq!(config.replication.slot, "from_cli");
+        assert!(config.replication.temporary);
+        assert_eq!(config.tables.allow, ["a.*", "b.c", "d.e"]);
+        assert_eq!(config.sessions.queue_capacity, 3);
+        assert_eq!(config.log.level, "warn");
+        assert_eq!(config.log.format, "text");
+        assert!(!config.embedded.demo);
+    }
+
+    #[test]
+    fn missing_config_file_is_named() {
+        let cli = Cli {
+            config: Some(PathBuf::from("/nonexistent/walcast.toml")),
+            ..Cli::default()
+        };
+        let err = Config::load(&cli, &no_env).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/walcast.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_messages_name_key_and_fix() {
+        type Edit = fn(&mut Config);
+        #[rustfmt::skip]
+        let cases: [(Edit, &str, &str); 10] = [
+            (|c| c.replication.slot = "My Slot".into(), "replication.slot",
+             "\"My Slot\" is not a valid slot name; use lowercase letters, digits and underscores (max 63)"),
+            (|c| c.replication.slot = "a".repeat(64), "replication.slot", "max 63"),
+            (|c| c.replication.slot.clear(), "replication.slot", "not a valid slot name"),
+            (|c| c.sessions.queue_capacity = 0, "sessions.queue_capacity", "at least 1"),
+            (|c| c.replication.status_interval = Duration::ZERO, "replication.status_interval",
+             "greater than zero"),
+            (|c| c.replication.max_backoff = Duration::ZERO, "replication.max_backoff",
+             "greater than zero"),
+            (|c| c.tables.allow = vec!["public.*".into(), "sales.[orders".into()],
+             "tables.allow[1]", "not a valid glob"),
+            (|c| c.log.format = "xml".into(), "log.format", "use \"text\" or \"json\""),
+            (|c| c.log.level = "info,walcast=loud".into(), "log.level", "not a valid log filter"),
+            (|c| c.database_url = Some("postgres://u:pw@h:notaport/db".into()), "database_url",
+             "not a valid Postgres connection string"),
+        ];
+        for (edit, key, needle) in cases {
+            let mut config = Config::default();
+            edit(&mut config);
+            let (k, message) = invalid_key(config.validate().unwrap_err());
+            assert_eq!(k, key);
+            assert!(message.contains(needle), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn bad_listen_and_numbers_name_their_source() {
+        let env = env_of(&[("WALCAST_LISTEN", "localhost")]);
+        let (key, message) = invalid_key(Config::load(&Cli::default(), &env).unwrap_err());
+        assert_eq!(key, "WALCAST_LISTEN");
+        assert!(message.contains("127.0.0.1:7700"), "{message}");
+
+        let cli = Cli::try_parse_from(["walcast", "--queue-capacity", "lots"]).unwrap();
+        let (key, _) = invalid_key(Config::load(&cli, &no_env).unwrap_err());
+        assert_eq!(key, "--queue-capacity");
+
+        let env = env_of(&[("WALCAST_TEMPORARY_SLOT", "maybe")]);
+        let (key, _) = invalid_key(Config::load(&Cli::default(), &env).unwrap_err());
+        assert_eq!(key, "WALCAST_TEMPORARY_SLOT");
+
+        let err = Config::from_toml_str("listen = \"nowhere\"\n").unwrap_err();
+        assert!(err.contains("nowhere") && err.contains("ip:port"), "{err}");
+    }
+
+    #[test]
+    fn bad_database_url_does_not_echo_password() {
+        let mut config = Config {
+            database_url: Some("postgres://u:hunter2@h:notaport/db".into()),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        config.database_url = Some("host=h password=hunter2 port=notaport".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn debug_redacts_password() {
+        let mut config = Config {
+            database_url: Some("postgres://walcast:s3cret@db:5432/app?sslmode=prefer".into()),
+            ..Config::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(
+            debug.contains("postgres://walcast:***@db:5432/app?sslmode=prefer"),
+            "{debug}"
+        );
+
+        config.database_url = Some("host=db user=walcast password='s3 cret' dbname=app".into());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3 cret"), "{debug}");
+        assert!(debug.contains("password=*** dbname=app"), "{debug}");
+
+        assert_eq!(
+            redact_database_url("postgres://walcast@db/app"),
+            "postgres://walcast@db/app"
+        );
+    }
+
+    #[test]
+    fn table_globs_match_schema_dot_table() {
+        let tables = TablesConfig {
+            allow: vec!["public.*".into(), "sales.orders".into()],
+        };
+        let set = tables.glob_set().unwrap();
+        assert!(set.is_match("public.people"));
+        assert!(set.is_match("sales.orders"));
+        assert!(!set.is_match("sales.customers"));
+    }
 }

@@ -10,10 +10,8 @@ pub mod config;
 pub mod decode;
 pub mod embedded;
 pub mod filter;
-#[cfg(any())]
 pub mod hub;
 pub mod metrics;
 pub mod source;
 pub mod telemetry;
-#[cfg(any())]
 pub mod ws;

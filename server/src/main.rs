@@ -1,1 +1,130 @@
-fn main(){}
+//! The `walcast` binary: parses flags, loads config from the real environment, starts the
+//! embedded demo cluster when no database is configured, binds the listener, turns SIGINT/SIGTERM
+//! into the root cancellation token and hands everything to `walcast::app::run`. No pipeline
+//! logic lives here.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use walcast::config::{Cli, Config};
+use walcast::embedded::{self, EmbeddedPostgres};
+
+/// Exit code for an invalid configuration (as clap uses for bad flags).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli, &|key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("walcast: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    walcast::telemetry::init(&config.log);
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("walcast: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("walcast: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mut config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    // Embedded mode: a throwaway cluster (plus demo table and writer) when no database is set.
+    let mut embedded: Option<(
+        EmbeddedPostgres,
+        CancellationToken,
+        Option<tokio::task::JoinHandle<()>>,
+    )> = None;
+    if config.database_url.is_none() {
+        let cluster = EmbeddedPostgres::start(&config.embedded).await.context(
+            "cannot start the embedded demo Postgres (set database_url to use your own)",
+        )?;
+        let url = cluster.database_url();
+        let writer_cancel = shutdown.child_token();
+        let writer = if config.embedded.demo {
+            embedded::seed_demo(&url)
+                .await
+                .context("cannot create the demo table")?;
+            Some(embedded::spawn_demo_writer(&url, writer_cancel.clone()))
+        } else {
+            None
+        };
+        tracing::info!(demo = config.embedded.demo, "using the embedded Postgres");
+        config.database_url = Some(url);
+        embedded = Some((cluster, writer_cancel, writer));
+    }
+
+    let listen = config.listen;
+    let result = match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => {
+            let addr = listener.local_addr().unwrap_or(listen);
+            println!("walcast listening on http://{addr}  (try: websocat 'ws://{addr}/ws?query=*:people')");
+            walcast::app::run(config, listener, shutdown.clone())
+                .await
+                .context("walcast stopped")
+        }
+        Err(err) => Err(anyhow::Error::new(err).context(format!(
+            "cannot listen on {listen} (change `listen`, WALCAST_LISTEN or --listen)"
+        ))),
+    };
+
+    // Whatever happened, wind down the demo pieces; the cluster goes last so the app's
+    // connections close first.
+    shutdown.cancel();
+    if let Some((cluster, writer_cancel, writer)) = embedded {
+        writer_cancel.cancel();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        cluster.stop().await;
+    }
+    signals.abort();
+    result
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => {
+            if let Err(error) = result {
+                tracing::warn!(%error, "cannot listen for SIGINT");
+                return;
+            }
+        }
+        () = terminate => {}
+        () = shutdown.cancelled() => return,
+    }
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}

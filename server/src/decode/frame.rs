@@ -165,12 +165,25 @@ fn put_rfc3339(b: &mut BytesMut, ts: &str) {
 }
 
 fn put_rfc3339_slow(b: &mut BytesMut, ts: &str) {
-    match chrono::DateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.f%#z") {
-        Ok(t) => {
+    match utc_from_pg(ts) {
+        Some(t) => {
             b.put_u8(b'"');
-            b.put_slice(t.to_rfc3339().as_bytes());
+            b.put_slice(t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string().as_bytes());
             b.put_u8(b'"');
         }
-        Err(_) => put_str(b, ts),
+        None => put_str(b, ts),
     }
+}
+
+/// Parse Postgres ISO output with any offset form (`+HH`, `+HH:MM`, `+HH:MM:SS`) into UTC.
+fn utc_from_pg(ts: &str) -> Option<chrono::NaiveDateTime> {
+    let at = ts.rfind(['+', '-']).filter(|&i| i > 10)?;
+    let local = chrono::NaiveDateTime::parse_from_str(&ts[..at], "%Y-%m-%d %H:%M:%S%.f").ok()?;
+    let sign = if ts.as_bytes()[at] == b'-' { -1 } else { 1 };
+    let mut seconds = 0i64;
+    for (i, part) in ts[at + 1..].split(':').enumerate() {
+        let n: i64 = part.parse().ok()?;
+        seconds += n * [3600, 60, 1].get(i)?;
+    }
+    local.checked_sub_signed(chrono::TimeDelta::seconds(sign * seconds))
 }

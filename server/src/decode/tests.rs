@@ -180,7 +180,7 @@ fn timestamps_become_rfc3339() {
         ("2026-11-21 23:54:51.28847+00", "2026-11-21T23:54:51.28847Z"),
         ("2026-11-21 23:54:51+05:30", "2026-11-21T23:54:51+05:30"),
         ("2026-11-21 23:54:51.1-08", "2026-11-21T23:54:51.1-08:00"),
-        ("1850-01-01 00:00:00+00:19:32", "1850-01-01T00:00:00+00:19:32"),
+        ("1850-01-01 00:00:00+00:19:32", "1849-12-31T23:40:28Z"),
     ] {
         let mut p = format!(
             r#"{{"action":"T","xid":1,"timestamp":"{pg}","schema":"s","table":"t"}}"#
@@ -188,11 +188,7 @@ fn timestamps_become_rfc3339() {
         .into_bytes();
         let f = frame(&mut p, Projection::All);
         let ts = f["ts"].as_str().unwrap();
-        if pg.ends_with(":32") {
-            assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
-        } else {
-            assert_eq!(ts, rfc);
-        }
+        assert_eq!(ts, rfc);
     }
 }
 

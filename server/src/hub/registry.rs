@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::decode::{Change, FrameEncoder, Image, Op, Projection};
+use crate::decode::{Change, FrameEncoder, Op, Projection};
 use crate::filter::{self, Filter, TypeClass};
 use crate::metrics::Metrics;
 use crate::source::Lsn;
@@ -238,21 +238,18 @@ impl Hub {
             }
         };
         match sub.session.push(frame) {
-            Push::Queued => self.metrics.frames_delivered.inc(),
+            Push::Queued => {
+                self.metrics.frames_delivered.inc();
+            }
             Push::Overflowed => scratch.dead.push((id, true)),
             Push::Closed => scratch.dead.push((id, false)),
         }
     }
 }
 
-/// The value the eq index is keyed on: the new row for insert/update (falling back to the old
-/// image for an unchanged TOAST column), the old row for delete.
+/// The value the eq index is keyed on: the same row image the filter reads.
 fn row_value<'a>(change: &Change<'a>, op: Op, column: &str) -> Option<crate::decode::Value<'a>> {
-    let col = match op {
-        Op::Delete => change.get(Image::Old, column),
-        _ => change.get(Image::New, column).or_else(|| change.get(Image::Old, column)),
-    };
-    col.map(|c| c.value)
+    filter::row_column(change, op, column).map(|c| c.value)
 }
 
 /// A registered subscription; dropping it unregisters.

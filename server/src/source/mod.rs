@@ -1,3 +1,135 @@
-//! stub
+//! The replication source: our own logical-replication client (postgres-protocol over TCP, Unix
+//! sockets or rustls), the wal2json slot, LSN feedback and reconnects. It hands raw wal2json
+//! payloads to a `Consumer`; it does not decode them (decode/) or fan them out (hub/).
+
+mod conn;
+mod error;
 mod lsn;
+mod prereq;
+mod proto;
+mod stream;
+mod tls;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use error::{ServerError, SourceError};
 pub use lsn::{Lsn, ParseLsnError};
+pub use prereq::check_prerequisites;
+pub use stream::run;
+pub use tls::connect_sql;
+
+/// Settings of the replication source.
+#[derive(Clone)]
+pub struct SourceConfig {
+    /// Parsed DATABASE_URL: hosts (TCP or Unix directory), port, user, password, dbname, sslmode.
+    pub pg: tokio_postgres::Config,
+    pub slot: String,
+    /// `CREATE_REPLICATION_SLOT ... TEMPORARY`: the slot dies with each connection.
+    pub temporary: bool,
+    /// Standby status update period.
+    pub status_interval: Duration,
+    /// Reconnect backoff cap.
+    pub max_backoff: Duration,
+    /// wal2json's `add-tables` option; `None` omits it.
+    pub add_tables: Option<String>,
+}
+
+impl SourceConfig {
+    /// Defaults: persistent slot, 10 s status interval, 30 s backoff cap, all tables.
+    pub fn new(pg: tokio_postgres::Config, slot: impl Into<String>) -> SourceConfig {
+        SourceConfig {
+            pg,
+            slot: slot.into(),
+            temporary: false,
+            status_interval: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(30),
+            add_tables: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SourceConfig {
+    // tokio_postgres::Config's Debug redacts the password; keep it that way here.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("pg", &self.pg)
+            .field("slot", &self.slot)
+            .field("temporary", &self.temporary)
+            .field("status_interval", &self.status_interval)
+            .field("max_backoff", &self.max_backoff)
+            .field("add_tables", &self.add_tables)
+            .finish()
+    }
+}
+
+/// Where a message leaves the stream relative to transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    InsideTransaction,
+    Clean,
+}
+
+/// Receives every XLogData payload in WAL order, synchronously, inside the source task.
+pub trait Consumer: Send {
+    /// `payload` may be modified in place (the decoder unescapes strings in it). Return
+    /// `Boundary::Clean` when no transaction is open after this message (after a C, or an M
+    /// outside a transaction).
+    fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn, payload: &mut [u8]) -> Boundary;
+    /// The connection was lost; the next message replays from the slot's confirmed position.
+    fn on_reconnect(&mut self);
+}
+
+/// Shared, lock-free view of the source for /readyz and /metrics (only the rarely written last
+/// error sits behind a mutex).
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    connected: AtomicBool,
+    flushed: AtomicU64,
+    received: AtomicU64,
+    server_end: AtomicU64,
+    reconnects: AtomicU64,
+    last_error: parking_lot::Mutex<Option<String>>,
+}
+
+impl SourceStatus {
+    /// Streaming (CopyBoth established) right now.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Last flush position reported to the server.
+    pub fn flushed(&self) -> Lsn {
+        Lsn(self.flushed.load(Ordering::Relaxed))
+    }
+
+    /// Highest wal_end received in XLogData.
+    pub fn received(&self) -> Lsn {
+        Lsn(self.received.load(Ordering::Relaxed))
+    }
+
+    /// Server WAL end from the last keepalive/XLogData.
+    pub fn server_end(&self) -> Lsn {
+        Lsn(self.server_end.load(Ordering::Relaxed))
+    }
+
+    /// `server_end - flushed`, saturating.
+    pub fn lag_bytes(&self) -> u64 {
+        self.server_end().0.saturating_sub(self.flushed().0)
+    }
+
+    /// Connection losses so far.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    fn set_last_error(&self, error: String) {
+        *self.last_error.lock() = Some(error);
+    }
+}

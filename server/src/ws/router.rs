@@ -105,13 +105,13 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter),
 }
 
 fn subscribed_frame(id: u64, table: &TableName, lsn: &str) -> Message {
-    let body = json!({
-        "type": "subscribed",
-        "subscription": id.to_string(),
-        "table": table.to_string(),
-        "lsn": lsn,
-    });
-    Message::Text(body.to_string().into())
+    // Built by hand so `type` comes first, as in every other frame.
+    let table = serde_json::Value::from(table.to_string());
+    let lsn = serde_json::Value::from(lsn);
+    let body = format!(
+        r#"{{"type":"subscribed","subscription":"{id}","table":{table},"lsn":{lsn}}}"#
+    );
+    Message::Text(body.into())
 }
 
 async fn session(socket: WebSocket, st: AppState, request: filter::Request, filter: Filter) {
@@ -145,6 +145,11 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     st.metrics.slot_lag_bytes.set(i64::try_from(st.status.lag_bytes()).unwrap_or(i64::MAX));
+    let reconnects = st.status.reconnects();
+    let counted = st.metrics.reconnects.get();
+    if reconnects > counted {
+        st.metrics.reconnects.inc_by(reconnects - counted);
+    }
     (
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         st.metrics.render(),

@@ -78,7 +78,7 @@ pub(crate) async fn serve<S, R, E>(
 mod tests {
     use super::*;
     use crate::hub::{session_queue, Push};
-    use futures_util::channel::mpsc as fmpsc;
+    use futures_channel::mpsc as fmpsc;
     use tokio_util::sync::CancellationToken;
 
     fn text(m: &Message) -> &str {

@@ -1,0 +1,164 @@
+//! The source stage's error type and the retryable/fatal split; it does not decide when to retry
+//! (that is the run loop's backoff).
+
+use std::io;
+
+/// A server `ErrorResponse`, reduced to the fields walcast uses.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.message, self.code)?;
+        if let Some(detail) = &self.detail {
+            write!(f, "; detail: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can stop the replication source. Fatal variants name the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("invalid database configuration: {0}")]
+    Config(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("TLS handshake with the server failed: {0}")]
+    Tls(#[source] io::Error),
+    #[error("the server refused TLS but sslmode=require: enable ssl on the server or use sslmode=prefer/disable")]
+    TlsRefused,
+    #[error("the server closed the replication connection")]
+    Closed,
+    #[error("replication protocol violation: {0}")]
+    Protocol(String),
+    #[error("authentication failed for user {user:?}: {server}; check the password in DATABASE_URL")]
+    AuthFailed { user: String, server: ServerError },
+    #[error("the server asked for a password but DATABASE_URL has none: add one")]
+    PasswordMissing,
+    #[error("the server asked for unsupported authentication {0}: use scram-sha-256, md5, password or trust in pg_hba.conf")]
+    UnsupportedAuth(String),
+    #[error("connection rejected: {0}; add a pg_hba.conf entry for this user/database or use an allowed role")]
+    NotAllowed(ServerError),
+    #[error("database does not exist: {0}; create it or fix the database name in DATABASE_URL")]
+    UnknownDatabase(ServerError),
+    #[error("role {user:?} may not start logical replication: {server}; run ALTER ROLE {user} REPLICATION (or use a superuser)")]
+    MissingPrivilege { user: String, server: ServerError },
+    #[error("logical decoding is off: {0}; set wal_level = logical in postgresql.conf and restart Postgres")]
+    WalLevel(ServerError),
+    #[error("the wal2json output plugin is not installed: {0}; install postgresql-<version>-wal2json (e.g. postgresql-15-wal2json)")]
+    Wal2jsonMissing(ServerError),
+    #[error("the server does not allow wal2json as output plugin: {0}; add wal2json to output_plugin_libraries (e.g. output_plugin_libraries = 'pgoutput,test_decoding,wal2json') and reload")]
+    PluginNotAllowed(ServerError),
+    #[error("no free replication slot: {0}; raise max_replication_slots or drop unused slots (pg_drop_replication_slot)")]
+    SlotsExhausted(ServerError),
+    #[error("replication slot is in use by another connection: {0}")]
+    SlotActive(ServerError),
+    #[error("replication slot {slot:?} uses output plugin {plugin:?}, not wal2json: drop it (SELECT pg_drop_replication_slot('{slot}')) or choose another slot name")]
+    SlotWrongPlugin { slot: String, plugin: String },
+    #[error("server error: {0}")]
+    Server(ServerError),
+    #[error("{context}: {source}")]
+    Sql {
+        context: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl SourceError {
+    /// Whether reconnecting after a backoff can help. Fatal errors need an operator's fix.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Io { .. }
+            | SourceError::Tls(_)
+            | SourceError::Closed
+            | SourceError::Protocol(_)
+            | SourceError::SlotActive(_)
+            | SourceError::Server(_) => true,
+            // A lost SQL connection is worth retrying; a server-side SQL error is not.
+            SourceError::Sql { source, .. } => source.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> SourceError {
+        move |source| SourceError::Io { context, source }
+    }
+
+    /// Maps a tokio-postgres error, sorting server errors like replication-protocol ones.
+    pub(crate) fn from_sql(context: &'static str, source: tokio_postgres::Error, user: &str) -> SourceError {
+        match source.as_db_error() {
+            Some(db) => SourceError::from_server(
+                ServerError {
+                    code: db.code().code().to_owned(),
+                    message: db.message().to_owned(),
+                    detail: db.detail().map(str::to_owned),
+                    hint: db.hint().map(str::to_owned),
+                },
+                user,
+            ),
+            None => SourceError::Sql { context, source },
+        }
+    }
+
+    /// Maps a server `ErrorResponse` to the variant whose message names the fix.
+    pub(crate) fn from_server(server: ServerError, user: &str) -> SourceError {
+        let msg = server.message.as_str();
+        let user = user.to_owned();
+        if msg.contains("may not be used as an output plugin") {
+            return SourceError::PluginNotAllowed(server);
+        }
+        match server.code.as_str() {
+            "28P01" => SourceError::AuthFailed { user, server },
+            "28000" => SourceError::NotAllowed(server),
+            "3D000" => SourceError::UnknownDatabase(server),
+            "42501" => SourceError::MissingPrivilege { user, server },
+            "55000" if msg.contains("wal_level") => SourceError::WalLevel(server),
+            "58P01" if msg.contains("wal2json") => SourceError::Wal2jsonMissing(server),
+            "53400" => SourceError::SlotsExhausted(server),
+            "55006" => SourceError::SlotActive(server),
+            _ => SourceError::Server(server),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str, message: &str) -> ServerError {
+        ServerError { code: code.into(), message: message.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn classifies_fatal_errors_with_fixes() {
+        let cases = [
+            ("28P01", "password authentication failed for user \"x\"", "check the password", false),
+            ("42501", "must be superuser or replication role to start walsender", "REPLICATION", false),
+            ("55000", "logical decoding requires wal_level >= logical", "wal_level = logical", false),
+            ("58P01", "could not access file \"wal2json\": No such file or directory", "install postgresql-", false),
+            ("53400", "all replication slots are in use", "max_replication_slots", false),
+            ("42501", "library \"wal2json\" may not be used as an output plugin", "output_plugin_libraries", false),
+            ("55006", "replication slot \"s\" is active for PID 42", "in use", true),
+            ("57P01", "terminating connection due to administrator command", "server error", true),
+        ];
+        for (code, msg, fix, retryable) in cases {
+            let err = SourceError::from_server(server(code, msg), "walcast");
+            assert!(err.to_string().contains(fix), "{err}");
+            assert_eq!(err.is_retryable(), retryable, "{err}");
+        }
+    }
+}

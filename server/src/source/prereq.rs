@@ -1,0 +1,100 @@
+//! Start-up checks over an ordinary SQL connection, so that a misconfigured server fails with a
+//! message naming the fix before streaming starts. It does not stream (stream.rs).
+
+use tokio_postgres::Client;
+use tracing::info;
+
+use super::error::{ServerError, SourceError};
+use super::SourceConfig;
+
+/// Checks wal_level, the role's privilege, the slot's plugin, free slots and that wal2json can be
+/// loaded. A missing persistent slot is created here (that is the wal2json check); for a temporary
+/// slot a throwaway probe slot is created and dropped.
+pub async fn check_prerequisites(client: &Client, cfg: &SourceConfig) -> Result<(), SourceError> {
+    let user = cfg.pg.get_user().unwrap_or_default();
+    let sql = |context: &'static str| move |e| SourceError::from_sql(context, e, user);
+
+    let wal_level: String = client
+        .query_one("SELECT current_setting('wal_level')", &[])
+        .await
+        .map_err(sql("reading wal_level"))?
+        .get(0);
+    if wal_level != "logical" {
+        return Err(SourceError::WalLevel(ServerError {
+            code: "55000".into(),
+            message: format!("wal_level is {wal_level}"),
+            ..Default::default()
+        }));
+    }
+
+    let privileged: bool = client
+        .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .map_err(sql("reading the role's privileges"))?
+        .get(0);
+    if !privileged {
+        return Err(SourceError::MissingPrivilege {
+            user: user.to_owned(),
+            server: ServerError {
+                code: "42501".into(),
+                message: "the role has neither REPLICATION nor SUPERUSER".into(),
+                ..Default::default()
+            },
+        });
+    }
+
+    let existing = client
+        .query_opt("SELECT plugin::text FROM pg_replication_slots WHERE slot_name = $1", &[&cfg.slot])
+        .await
+        .map_err(sql("looking up the replication slot"))?;
+    if let Some(row) = existing {
+        let plugin: Option<String> = row.get(0);
+        if plugin.as_deref() != Some("wal2json") {
+            return Err(SourceError::SlotWrongPlugin {
+                slot: cfg.slot.clone(),
+                plugin: plugin.unwrap_or_else(|| "(physical)".into()),
+            });
+        }
+        return Ok(());
+    }
+
+    let row = client
+        .query_one(
+            "SELECT current_setting('max_replication_slots')::int8, (SELECT count(*) FROM pg_replication_slots)",
+            &[],
+        )
+        .await
+        .map_err(sql("counting replication slots"))?;
+    let (max, used): (i64, i64) = (row.get(0), row.get(1));
+    if used >= max {
+        return Err(SourceError::SlotsExhausted(ServerError {
+            code: "53400".into(),
+            message: format!("{used} of max_replication_slots = {max} are in use"),
+            ..Default::default()
+        }));
+    }
+
+    // pg_available_extensions does not list output plugins: loading it is the only check.
+    if cfg.temporary {
+        let probe = format!("walcast_probe_{}", std::process::id());
+        client
+            .execute("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'wal2json', true)", &[&probe])
+            .await
+            .map_err(sql("creating a probe slot"))?;
+        client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&probe])
+            .await
+            .map_err(sql("dropping the probe slot"))?;
+    } else {
+        let created = client
+            .execute("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'wal2json', false)", &[&cfg.slot])
+            .await;
+        match created {
+            Ok(_) => info!(slot = %cfg.slot, "created replication slot"),
+            // Created concurrently (another walcast, or the replication connection): fine.
+            Err(e) if e.code().map(|c| c.code()) == Some("42710") => {}
+            Err(e) => return Err(SourceError::from_sql("creating the replication slot", e, user)),
+        }
+    }
+    Ok(())
+}

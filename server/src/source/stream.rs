@@ -1,0 +1,215 @@
+//! The source task: slot setup, the CopyBoth loop, LSN feedback and reconnect with backoff. It
+//! does not decode payloads (the `Consumer` does) nor speak SQL (prereq.rs).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Buf;
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncReadExt;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::conn::Conn;
+use super::error::SourceError;
+use super::proto::{self, CopyMsg, XLOG_HEADER_LEN};
+use super::{Boundary, Consumer, Lsn, SourceConfig, SourceStatus};
+
+/// How long shutdown waits for the server to acknowledge the end of streaming.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the feedback rule knows across messages of one connection.
+struct Feedback {
+    /// Highest position the consumer has fully taken (a transaction boundary).
+    flushable: Lsn,
+    /// No transaction is open after the last message.
+    clean: bool,
+}
+
+/// Runs until `cancel` fires (then sends a final standby status update and returns `Ok`) or a
+/// fatal error. Retryable errors reconnect with capped exponential backoff.
+pub async fn run<C: Consumer>(
+    cfg: SourceConfig,
+    mut consumer: C,
+    status: Arc<SourceStatus>,
+    cancel: CancellationToken,
+) -> Result<(), SourceError> {
+    let builder = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(cfg.max_backoff)
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = builder.build();
+    // Kept across reconnects of a persistent slot (the server resumes from what we confirmed, so
+    // reporting it again is harmless); a new temporary slot starts afresh.
+    let mut flushable = Lsn(0);
+    loop {
+        if cfg.temporary {
+            flushable = Lsn(0);
+        }
+        let mut fb = Feedback { flushable, clean: true };
+        let mut streamed = false;
+        let result = session(&cfg, &mut consumer, &status, &cancel, &mut fb, &mut streamed).await;
+        flushable = fb.flushable;
+        status.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+        let err = match result {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        status.set_last_error(err.to_string());
+        if !err.is_retryable() {
+            error!(error = %err, slot = %cfg.slot, "replication source stopped");
+            return Err(err);
+        }
+        if streamed {
+            backoff = builder.build();
+        }
+        let delay = backoff.next().unwrap_or(cfg.max_backoff);
+        warn!(error = %err, slot = %cfg.slot, retry_in_ms = delay.as_millis() as u64, "replication connection lost");
+        status.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        consumer.on_reconnect();
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connection's life: connect, make sure the slot exists, stream until error or cancel.
+async fn session<C: Consumer>(
+    cfg: &SourceConfig,
+    consumer: &mut C,
+    status: &SourceStatus,
+    cancel: &CancellationToken,
+    fb: &mut Feedback,
+    streamed: &mut bool,
+) -> Result<(), SourceError> {
+    let setup = async {
+        let mut conn = Conn::connect(&cfg.pg).await?;
+        let system = conn.simple_query("IDENTIFY_SYSTEM").await?;
+        if let Some(Some(pos)) = system.first().and_then(|row| row.get(2)) {
+            if let Ok(lsn) = pos.parse::<Lsn>() {
+                status.server_end.fetch_max(lsn.0, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        match conn.simple_query(&proto::create_slot_command(&cfg.slot, cfg.temporary)).await {
+            Ok(_) => info!(slot = %cfg.slot, temporary = cfg.temporary, "created replication slot"),
+            Err(SourceError::Server(e)) if e.code == "42710" => debug!(slot = %cfg.slot, "replication slot exists"),
+            Err(e) => return Err(e),
+        }
+        conn.start_copy_both(&proto::start_replication_command(&cfg.slot, cfg.add_tables.as_deref())).await?;
+        Ok::<_, SourceError>(conn)
+    };
+    let mut conn = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        conn = setup => conn?,
+    };
+    *streamed = true;
+    status.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+    info!(slot = %cfg.slot, "streaming changes");
+
+    let mut ticker = tokio::time::interval(cfg.status_interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let mut reply = false;
+        while let Some(total) = proto::frame_len(&conn.rbuf)? {
+            let frame = &mut conn.rbuf[..total];
+            match frame[0] {
+                b'd' => reply |= on_copy_data(&mut frame[5..], consumer, status, fb)?,
+                b'E' => return Err(SourceError::from_server(proto::parse_error_fields(&frame[5..]), &conn.user)),
+                b'N' => debug!(notice = %proto::parse_error_fields(&frame[5..]), "server notice"),
+                b'c' => return Err(SourceError::Closed),
+                b'S' => {}
+                other => return Err(SourceError::Protocol(format!("unexpected message {:?} while streaming", other as char))),
+            }
+            conn.rbuf.advance(total);
+        }
+        if reply {
+            send_status(&mut conn, fb, status, false).await?;
+        }
+        conn.reserve_for_read();
+        // Cancel and the timer come before reading so that a busy stream cannot starve them.
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return close(&mut conn, fb, status).await,
+            _ = ticker.tick() => send_status(&mut conn, fb, status, false).await?,
+            n = conn.io.read_buf(&mut conn.rbuf) => {
+                if n.map_err(SourceError::io("reading from Postgres"))? == 0 {
+                    return Err(SourceError::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// Handles one CopyData message in place; returns whether the server asked for a reply now.
+fn on_copy_data<C: Consumer>(
+    data: &mut [u8],
+    consumer: &mut C,
+    status: &SourceStatus,
+    fb: &mut Feedback,
+) -> Result<bool, SourceError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    match proto::parse_copy_data(data)? {
+        CopyMsg::XLogData { wal_start, wal_end, .. } => {
+            let boundary = consumer.on_data(wal_start, wal_end, &mut data[XLOG_HEADER_LEN..]);
+            status.received.fetch_max(wal_end.0, Relaxed);
+            status.server_end.fetch_max(wal_end.0, Relaxed);
+            // For wal2json the walsender puts the same LSN in both fields; for a commit it is the
+            // end of the commit record. Confirming exactly that makes Postgres skip this
+            // transaction after a restart (it skips commits that start before the confirmed
+            // position) while any later commit record starts at or after it.
+            match boundary {
+                Boundary::Clean => {
+                    fb.flushable = fb.flushable.max(wal_start.max(wal_end));
+                    fb.clean = true;
+                }
+                Boundary::InsideTransaction => fb.clean = false,
+            }
+            Ok(false)
+        }
+        CopyMsg::Keepalive { wal_end, reply_requested, .. } => {
+            status.server_end.fetch_max(wal_end.0, Relaxed);
+            // Everything before a keepalive was sent already: with no transaction open, the
+            // server has nothing before wal_end left for us, so an idle slot can advance.
+            if fb.clean {
+                fb.flushable = fb.flushable.max(wal_end);
+            }
+            Ok(reply_requested)
+        }
+    }
+}
+
+async fn send_status(conn: &mut Conn, fb: &Feedback, status: &SourceStatus, reply: bool) -> Result<(), SourceError> {
+    proto::encode_status_update(&mut conn.wbuf, fb.flushable, proto::pg_time_micros(SystemTime::now()), reply);
+    conn.send().await?;
+    status.flushed.store(fb.flushable.0, std::sync::atomic::Ordering::Relaxed);
+    debug!(flush = %fb.flushable, "sent standby status update");
+    Ok(())
+}
+
+/// Final feedback, then a polite end of the stream so the walsender exits at once.
+async fn close(conn: &mut Conn, fb: &Feedback, status: &SourceStatus) -> Result<(), SourceError> {
+    send_status(conn, fb, status, false).await?;
+    frontend::copy_done(&mut conn.wbuf);
+    conn.send().await?;
+    let drain = async {
+        // Data after the final feedback is replayed on the next start, so it is dropped here.
+        loop {
+            let (tag, total) = conn.read_frame().await?;
+            conn.rbuf.advance(total);
+            if tag == b'Z' {
+                return Ok::<_, SourceError>(());
+            }
+        }
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, drain).await {
+        debug!(error = %e, "replication connection ended while closing");
+    }
+    frontend::terminate(&mut conn.wbuf);
+    let _ = conn.send().await;
+    info!(flush = %fb.flushable, "replication stream closed");
+    Ok(())
+}
