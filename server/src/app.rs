@@ -68,6 +68,7 @@ pub async fn run(
     let state = AppState {
         hub,
         catalog,
+        pg: pg.clone(),
         allow,
         status,
         metrics: metrics.clone(),

@@ -23,6 +23,8 @@ use crate::source::SourceStatus;
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub catalog: Arc<Catalog>,
+    /// Where the catalog reconnects after its SQL connection dropped (Postgres restart).
+    pub pg: tokio_postgres::Config,
     pub allow: Arc<AllowList>,
     pub status: Arc<SourceStatus>,
     pub metrics: Arc<Metrics>,
@@ -43,9 +45,22 @@ pub fn router(state: AppState) -> Router {
 /// A client-visible error answered before the upgrade.
 struct ApiError(QueryError);
 
+impl ApiError {
+    /// 503: the catalog connection is down (Postgres restarting); the client should retry.
+    fn unavailable() -> ApiError {
+        ApiError(QueryError::new(
+            "catalog_unavailable",
+            "the table catalog cannot be read right now; retry shortly",
+        ))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let status = match self.0.code {
+            "catalog_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST),
+        };
         (status, Json(json!({"error": self.0.code, "message": self.0.message}))).into_response()
     }
 }
@@ -87,21 +102,36 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter),
             format!("no filter plugin named {:?} is loaded", plugin.name),
         ));
     }
-    let columns = match st.catalog.columns(table).await {
+    let columns = match lookup_columns(st, table).await {
         Ok(Some(columns)) => columns,
         Ok(None) => {
             return Err(api_error("unknown_table", format!("table {table} does not exist")));
         }
         Err(error) => {
             tracing::warn!(%error, "catalog lookup failed");
-            return Err(ApiError(QueryError {
-                code: "catalog_unavailable",
-                message: "the table catalog cannot be read right now; retry shortly".into(),
-            }));
+            return Err(ApiError::unavailable());
         }
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
     Ok((request, filter))
+}
+
+/// Catalog lookup that reconnects once when the SQL connection has gone away.
+async fn lookup_columns(
+    st: &AppState,
+    table: &TableName,
+) -> Result<Option<Arc<[filter::ColumnInfo]>>, filter::CatalogError> {
+    if !st.catalog.is_closed() {
+        match st.catalog.columns(table).await {
+            Err(e) if e.is_closed() => {}
+            other => return other,
+        }
+    }
+    match crate::source::connect_sql(&st.pg).await {
+        Ok((client, _connection)) => st.catalog.replace_client(client),
+        Err(error) => tracing::warn!(%error, "catalog reconnect failed"),
+    }
+    st.catalog.columns(table).await
 }
 
 fn subscribed_frame(id: u64, table: &TableName, lsn: &str) -> Message {
