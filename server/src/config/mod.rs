@@ -118,8 +118,13 @@ pub struct TablesConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
-    /// Frames a session may have queued before it is closed with 4008.
+    /// Frames a session may have queued. When it is full the stream waits for that session (the
+    /// pipeline slows to the pace of its slowest reader) ...
     pub queue_capacity: usize,
+    /// ... but for at most this long: a session whose full queue does not move for this long is
+    /// closed with 4008 (slow consumer) and the stream goes on without it.
+    #[serde(deserialize_with = "de_duration")]
+    pub slow_consumer_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -171,6 +176,7 @@ impl Default for SessionsConfig {
     fn default() -> Self {
         SessionsConfig {
             queue_capacity: 1024,
+            slow_consumer_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -270,6 +276,11 @@ impl Config {
         if let Some(v) = get("WALCAST_QUEUE_CAPACITY") {
             self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
         }
+        if let Some(v) = get("WALCAST_SLOW_CONSUMER_TIMEOUT") {
+            self.sessions.slow_consumer_timeout = parse_duration(&v).map_err(|e| {
+                ConfigError::invalid("WALCAST_SLOW_CONSUMER_TIMEOUT", e)
+            })?;
+        }
         if let Some(v) = get("WALCAST_LOG") {
             self.log.level = v;
         }
@@ -339,6 +350,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "replication.max_backoff",
                 "must be greater than zero; use e.g. \"30s\"",
+            ));
+        }
+        if self.sessions.slow_consumer_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "sessions.slow_consumer_timeout",
+                "must be above zero; use e.g. \"2s\"",
             ));
         }
         if self.sessions.queue_capacity == 0 {

@@ -3,7 +3,7 @@
 //! changes. Does not talk the replication protocol.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::decode::{Action, Decoder};
 use crate::metrics::Metrics;
@@ -31,10 +31,17 @@ pub struct Intake {
     /// already delivered and are skipped, so a reconnect neither loses nor duplicates a change.
     replay: Option<TxnProgress>,
     skipping: Option<TxnProgress>,
+    /// Commit LSN of the last transaction fully dispatched. After a reconnect Postgres resends
+    /// every transaction committed after the last flush it was told about; those at or before this
+    /// position were delivered already and are skipped whole.
+    last_commit: Lsn,
+    /// The open transaction is such a replay.
+    skip_txn: bool,
+    slow_consumer_timeout: Duration,
 }
 
 impl Intake {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, slow_consumer_timeout: Duration) -> Self {
         Intake {
             hub,
             metrics,
@@ -43,6 +50,9 @@ impl Intake {
             current: None,
             replay: None,
             skipping: None,
+            last_commit: Lsn(0),
+            skip_txn: false,
+            slow_consumer_timeout,
         }
     }
 
@@ -70,6 +80,8 @@ impl Consumer for Intake {
         match change.action() {
             Action::Begin => {
                 let xid = change.xid().unwrap_or(0);
+                let commit = change.lsn().parse().unwrap_or(Lsn(0));
+                self.skip_txn = commit > Lsn(0) && commit <= self.last_commit;
                 self.skipping = self.replay.take().filter(|r| r.xid == xid);
                 // While replaying, progress starts at what was already delivered, so a second
                 // disconnect during the replay still skips everything sent before the first.
@@ -77,11 +89,15 @@ impl Consumer for Intake {
                 self.current = Some(TxnProgress { xid, last });
             }
             Action::Commit => {
+                if let Ok(commit) = change.lsn().parse::<Lsn>() {
+                    self.last_commit = self.last_commit.max(commit);
+                }
+                self.skip_txn = false;
                 self.current = None;
                 self.skipping = None;
             }
             Action::Change(_) => {
-                let replayed = self.skipping.is_some_and(|s| wal_start <= s.last);
+                let replayed = self.skip_txn || self.skipping.is_some_and(|s| wal_start <= s.last);
                 if !replayed {
                     self.hub.dispatch(&change, &mut self.scratch);
                     self.metrics.changes_decoded.inc();
@@ -96,6 +112,10 @@ impl Consumer for Intake {
         self.hub.advance(wal_start);
         self.metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
         self.boundary()
+    }
+
+    async fn ready(&mut self) {
+        self.hub.drain_blocked(&mut self.scratch, self.slow_consumer_timeout).await;
     }
 
     fn on_reconnect(&mut self) {

@@ -62,11 +62,15 @@ impl TableSubs {
 pub(crate) struct Scratch {
     key: Vec<u8>,
     frames: Vec<Option<Frame>>,
-    dead: Vec<(SubscriptionId, bool)>,
+    dead: Vec<SubscriptionId>,
+    /// Sessions whose queue was full for this change, with the frame they still need.
+    blocked: Vec<(SessionTx, Frame)>,
     encoder: FrameEncoder,
 }
 
 /// The subscription registry. Registration takes a short write lock; dispatch takes a read lock.
+/// Dispatch never waits: a full session queue is remembered in `Scratch::blocked` and waited on
+/// (bounded) by `drain_blocked` before the next message, outside the lock.
 pub struct Hub {
     tables: RwLock<HashMap<Box<str>, HashMap<Box<str>, TableSubs>>>,
     next_id: AtomicU64,
@@ -200,12 +204,31 @@ impl Hub {
                 scratch.key = key_buf;
             }
         }
-        if !scratch.dead.is_empty() {
-            for &(id, overflowed) in &scratch.dead {
-                if overflowed {
-                    self.metrics.sessions_dropped.inc();
+        for &id in &scratch.dead {
+            self.unsubscribe(change.schema(), change.table(), id);
+        }
+    }
+
+    /// Back-pressure: deliver the frames that found a full queue, waiting for each session until
+    /// `timeout` from now. Sessions that do not make room in time are closed with 4008.
+    pub(crate) async fn drain_blocked(&self, scratch: &mut Scratch, timeout: std::time::Duration) {
+        if scratch.blocked.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (session, frame) in scratch.blocked.drain(..) {
+            if session.signal().is_closing() {
+                continue;
+            }
+            match session.send_by(frame, deadline).await {
+                Push::Queued => {
+                    self.metrics.frames_delivered.inc();
                 }
-                self.unsubscribe(change.schema(), change.table(), id);
+                Push::Full => {
+                    self.metrics.sessions_dropped.inc();
+                    tracing::info!("closing a slow consumer (4008)");
+                }
+                Push::Closed => {}
             }
         }
     }
@@ -219,7 +242,8 @@ impl Hub {
         op: Op,
         scratch: &mut Scratch,
     ) {
-        if sub.ops & op.bit() == 0 || !sub.filter.matches(change) {
+        if sub.ops & op.bit() == 0 || sub.session.signal().is_closing() || !sub.filter.matches(change)
+        {
             return;
         }
         let slot = &mut scratch.frames[sub.projection];
@@ -241,8 +265,8 @@ impl Hub {
             Push::Queued => {
                 self.metrics.frames_delivered.inc();
             }
-            Push::Overflowed => scratch.dead.push((id, true)),
-            Push::Closed => scratch.dead.push((id, false)),
+            Push::Full => scratch.blocked.push((sub.session.clone(), frame.clone())),
+            Push::Closed => scratch.dead.push(id),
         }
     }
 }

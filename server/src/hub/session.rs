@@ -42,6 +42,11 @@ impl SessionSignal {
         self.close.cancelled().await
     }
 
+    /// Whether the session has been told to close (it takes no more frames).
+    pub fn is_closing(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
     /// The close code to send: the hub's reason, or 1001 when the parent (server) shut down.
     pub fn code(&self) -> u16 {
         match self.code.load(Ordering::Acquire) {
@@ -62,22 +67,32 @@ pub struct SessionTx {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Push {
     Queued,
-    /// Queue full: the session has been told to close with 4008.
-    Overflowed,
+    /// Queue full: the caller decides whether to wait (`send_by`) or give up.
+    Full,
     /// The session is gone.
     Closed,
 }
 
 impl SessionTx {
-    /// Never blocks: a full queue closes that session instead of slowing the pipeline.
+    /// Never blocks.
     pub fn push(&self, frame: &Frame) -> Push {
         match self.tx.try_send(frame.clone()) {
             Ok(()) => Push::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.signal.close(close_code::SLOW_CONSUMER);
-                Push::Overflowed
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => Push::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
+        }
+    }
+
+    /// Wait for room until `deadline`; a queue that does not move by then closes the session
+    /// with 4008 (slow consumer) and the frame is dropped for it.
+    pub async fn send_by(&self, frame: Frame, deadline: tokio::time::Instant) -> Push {
+        match tokio::time::timeout_at(deadline, self.tx.send(frame)).await {
+            Ok(Ok(())) => Push::Queued,
+            Ok(Err(_)) => Push::Closed,
+            Err(_) => {
+                self.signal.close(close_code::SLOW_CONSUMER);
+                Push::Full
+            }
         }
     }
 
@@ -100,16 +115,29 @@ pub fn session_queue(
 mod tests {
     use super::*;
 
-    #[test]
-    fn overflow_closes_with_4008() {
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_waits_then_closes_with_4008() {
         let root = CancellationToken::new();
-        let (tx, _rx, signal) = session_queue(2, &root);
+        let (tx, mut rx, signal) = session_queue(2, &root);
         let f = Frame::from_static("x");
         assert_eq!(tx.push(&f), Push::Queued);
         assert_eq!(tx.push(&f), Push::Queued);
-        assert_eq!(tx.push(&f), Push::Overflowed);
+        assert_eq!(tx.push(&f), Push::Full);
+        assert!(!signal.is_closing(), "a full queue alone does not close");
+        // A reader that makes room in time gets the frame.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            rx.recv().await;
+            rx
+        });
+        assert_eq!(tx.send_by(f.clone(), deadline).await, Push::Queued);
+        let _rx = reader.await.unwrap();
+        // One that does not move is closed with 4008 at the deadline.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        assert_eq!(tx.send_by(f, deadline).await, Push::Full);
         assert_eq!(signal.code(), close_code::SLOW_CONSUMER);
-        assert!(signal.close.is_cancelled());
+        assert!(signal.is_closing());
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub trait Consumer: Send {
     /// `Boundary::Clean` when no transaction is open after this message (after a C, or an M
     /// outside a transaction).
     fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn, payload: &mut [u8]) -> Boundary;
+    /// Back-pressure: resolves when the consumer can take the next message. The source awaits it
+    /// before every XLogData, so a consumer that is momentarily full slows the stream (and Postgres
+    /// keeps the WAL) instead of dropping data.
+    fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
     /// The connection was lost; the next message replays from the slot's confirmed position.
     fn on_reconnect(&mut self);
 }

@@ -112,9 +112,18 @@ async fn session<C: Consumer>(
 
     let mut ticker = tokio::time::interval(cfg.status_interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_status = tokio::time::Instant::now();
     loop {
         let mut reply = false;
         while let Some(total) = proto::frame_len(&conn.rbuf)? {
+            if conn.rbuf[0] == b'd' {
+                consumer.ready().await;
+                // Back-pressure can hold this loop for long: keep the walsender's timeout fed.
+                if last_status.elapsed() >= cfg.status_interval {
+                    send_status(&mut conn, fb, status, false).await?;
+                    last_status = tokio::time::Instant::now();
+                }
+            }
             let frame = &mut conn.rbuf[..total];
             match frame[0] {
                 b'd' => reply |= on_copy_data(&mut frame[5..], consumer, status, fb)?,
@@ -128,13 +137,19 @@ async fn session<C: Consumer>(
         }
         if reply {
             send_status(&mut conn, fb, status, false).await?;
+            last_status = tokio::time::Instant::now();
         }
+        // Frames still waiting for a full session queue go out before the stream idles.
+        consumer.ready().await;
         conn.reserve_for_read();
         // Cancel and the timer come before reading so that a busy stream cannot starve them.
         tokio::select! {
             biased;
             _ = cancel.cancelled() => return close(&mut conn, fb, status).await,
-            _ = ticker.tick() => send_status(&mut conn, fb, status, false).await?,
+            _ = ticker.tick() => {
+                send_status(&mut conn, fb, status, false).await?;
+                last_status = tokio::time::Instant::now();
+            }
             n = conn.io.read_buf(&mut conn.rbuf) => {
                 if n.map_err(SourceError::io("reading from Postgres"))? == 0 {
                     return Err(SourceError::Closed);

@@ -1,0 +1,319 @@
+//! The `walcast` binary as a child process: locate, configure by env, wait until listening and
+//! ready, scrape metrics and memory, stop. Knows nothing about the wire protocol's frames.
+
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+
+use crate::pg::{free_port, tail_of, unique_suffix, TestDb};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Peak and current resident memory of a process, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug)]
+pub struct Memory {
+    pub hwm_kib: u64,
+    pub rss_kib: u64,
+}
+
+/// A running walcast; killed on drop. Its stdout and stderr are kept in `log_dir` for debugging.
+pub struct Walcast {
+    child: Child,
+    addr: SocketAddr,
+    log_dir: PathBuf,
+    http: reqwest::Client,
+}
+
+/// Env and flags for one walcast process.
+pub struct WalcastBuilder {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    config_toml: Option<String>,
+    prefer_release: bool,
+    label: String,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `WALCAST_BIN`, else the newest of `target/{debug,release}/walcast` (release first when
+/// `prefer_release` and it exists).
+fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("WALCAST_BIN") {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            bail!("WALCAST_BIN={} is not a file", bin.display());
+        }
+        return Ok(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let release = target.join("release/walcast");
+    let debug = target.join("debug/walcast");
+    if prefer_release && release.is_file() {
+        return Ok(release);
+    }
+    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest = [debug.clone(), release.clone()]
+        .into_iter()
+        .filter_map(|p| mtime(&p).map(|t| (t, p)))
+        .max_by_key(|(t, _): &(SystemTime, PathBuf)| *t);
+    match newest {
+        Some((_, p)) => Ok(p),
+        None => bail!(
+            "walcast binary not found at {} or {}: build it with `cargo build -p walcast` \
+             (or `cargo build -p walcast --release`), or point WALCAST_BIN at it",
+            debug.display(),
+            release.display()
+        ),
+    }
+}
+
+impl WalcastBuilder {
+    /// Defaults for `db`: its TCP URL and slot, log level from `WALCAST_TEST_LOG` (else `info`).
+    pub fn new(db: &TestDb<'_>) -> Self {
+        let log = std::env::var("WALCAST_TEST_LOG").unwrap_or_else(|_| "info".into());
+        WalcastBuilder {
+            env: vec![
+                ("DATABASE_URL".into(), db.url()),
+                ("WALCAST_SLOT".into(), db.slot().into()),
+                ("WALCAST_LOG".into(), log),
+            ],
+            args: Vec::new(),
+            config_toml: None,
+            prefer_release: false,
+            label: db.name().into(),
+        }
+    }
+
+    /// Sets (or replaces) one environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Writes `text` to a file in the log dir and passes `--config` to it (for settings that have
+    /// no env override, e.g. `replication.status_interval`).
+    pub fn config_toml(mut self, text: &str) -> Self {
+        self.config_toml = Some(text.into());
+        self
+    }
+
+    /// Use `target/release/walcast` when it exists (memory and throughput tests).
+    pub fn prefer_release(mut self) -> Self {
+        self.prefer_release = true;
+        self
+    }
+
+    /// Spawns walcast and waits for its listening line and `/readyz` 200.
+    pub async fn start(self) -> Result<Walcast> {
+        let bin = locate_binary(self.prefer_release)?;
+        let log_dir = workspace_root().join("target/e2e-logs").join(format!("{}-{}", self.label, unique_suffix()));
+        fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+        let mut last_err = None;
+        // A port picked as free can be taken by the time walcast binds it; retry on that only.
+        for _ in 0..3 {
+            match self.try_start(&bin, &log_dir).await {
+                Ok(w) => return Ok(w),
+                Err(e) if format!("{e:#}").to_lowercase().contains("in use") => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("walcast did not start")))
+    }
+
+    async fn try_start(&self, bin: &Path, log_dir: &Path) -> Result<Walcast> {
+        let port = free_port()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let stderr_path = log_dir.join("stderr.log");
+        let stdout_path = log_dir.join("stdout.log");
+        let mut cmd = Command::new(bin);
+        // Run in the (empty) log dir so a developer's ./walcast.toml is not picked up.
+        cmd.current_dir(log_dir);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WALCAST_") || k == "DATABASE_URL" || k == "RUST_LOG" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.env("WALCAST_LISTEN", addr.to_string());
+        if let Some(text) = &self.config_toml {
+            let path = log_dir.join("walcast.test.toml");
+            fs::write(&path, text)?;
+            cmd.arg("--config").arg(path);
+        }
+        cmd.args(&self.args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(File::create(&stderr_path)?);
+        let mut child = cmd.spawn().with_context(|| format!("cannot spawn {}", bin.display()))?;
+
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let stdout = child.stdout.take().context("walcast stdout not piped")?;
+        std::thread::spawn(move || {
+            // Keeps draining stdout for the process lifetime so the server never blocks on a pipe.
+            let mut tx = Some(tx);
+            let mut log = File::create(stdout_path).ok();
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.contains("walcast listening on") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+
+        let mut w = Walcast { child, addr, log_dir: log_dir.to_path_buf(), http: reqwest::Client::new() };
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        let mut listening = false;
+        loop {
+            if let Some(status) = w.child.try_wait()? {
+                bail!("walcast ({}) exited early ({status}); logs in {}; stderr:\n{}", bin.display(), log_dir.display(), w.stderr_tail(40));
+            }
+            if !listening {
+                listening = rx.try_recv().is_ok();
+            }
+            if listening {
+                let ready = w.http.get(format!("{}/readyz", w.http_base())).send().await;
+                if matches!(&ready, Ok(r) if r.status().as_u16() == 200) {
+                    return Ok(w);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let stage = if listening { "/readyz to answer 200" } else { "the `walcast listening on` line on stdout" };
+                bail!(
+                    "walcast ({}) not ready after {READY_TIMEOUT:?}: waited for {stage}; logs in {}; stderr tail:\n{}",
+                    bin.display(),
+                    log_dir.display(),
+                    w.stderr_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Walcast {
+    pub fn builder(db: &TestDb<'_>) -> WalcastBuilder {
+        WalcastBuilder::new(db)
+    }
+
+    /// Starts walcast for `db` with defaults.
+    pub async fn start(db: &TestDb<'_>) -> Result<Walcast> {
+        WalcastBuilder::new(db).start().await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_base(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        tail_of(&self.log_dir.join("stderr.log"), lines)
+    }
+
+    /// `GET path` returning status and body text.
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let r = self.http.get(format!("{}{path}", self.http_base())).send().await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await?))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let (status, body) = self.get("/metrics").await?;
+        if status != 200 {
+            bail!("/metrics answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Sum of all samples of `name` (any labels) in `/metrics`, `None` if absent.
+    pub async fn metric(&self, name: &str) -> Result<Option<f64>> {
+        Ok(metric_value(&self.metrics().await?, name))
+    }
+
+    /// VmHWM and VmRSS of the process.
+    pub fn memory(&self) -> Result<Memory> {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> Result<u64> {
+            let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("{name} missing"))?;
+            let kib = line.split_whitespace().nth(1).context("no value")?;
+            Ok(kib.parse()?)
+        };
+        Ok(Memory { hwm_kib: field("VmHWM:")?, rss_kib: field("VmRSS:")? })
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) -> Result<()> {
+        let st = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        if !st.success() {
+            bail!("kill -TERM failed: {st}");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                return Ok(st);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("walcast still running after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Walcast {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of the samples of metric `name` in Prometheus text (`name 3` or `name{a="b"} 3`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let rest = match line.strip_prefix(name) {
+            Some(r) if r.starts_with(' ') || r.starts_with('{') => r,
+            _ => continue,
+        };
+        let value = if rest.starts_with('{') { rest.rsplit_once('}').map(|(_, v)| v)? } else { rest };
+        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
