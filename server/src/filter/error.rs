@@ -104,7 +104,15 @@ impl CatalogError {
     pub fn is_closed(&self) -> bool {
         match self {
             CatalogError::Query { source, .. } | CatalogError::Row { source, .. } => {
+                use tokio_postgres::error::SqlState;
+                // A terminated backend first answers with 57P01/57P02/57P03 before the socket
+                // closes: the connection is just as dead.
                 source.is_closed()
+                    || source.code().is_some_and(|c| {
+                        *c == SqlState::ADMIN_SHUTDOWN
+                            || *c == SqlState::CRASH_SHUTDOWN
+                            || *c == SqlState::CANNOT_CONNECT_NOW
+                    })
             }
         }
     }
