@@ -1,7 +1,7 @@
 //! The hub's handle on one WebSocket session: its bounded frame queue and the signal that closes it.
 //! Does not write to sockets (see `ws::session`).
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -23,17 +23,25 @@ pub type Frame = Utf8Bytes;
 #[derive(Debug)]
 pub struct SessionSignal {
     close: CancellationToken,
+    /// Mirrors "the hub closed this session" as a plain atomic: the hub asks for every offered
+    /// frame, and `CancellationToken::is_cancelled` takes a lock.
+    closing: AtomicBool,
     code: AtomicU16,
 }
 
 impl SessionSignal {
     pub fn new(parent: &CancellationToken) -> Arc<Self> {
-        Arc::new(SessionSignal { close: parent.child_token(), code: AtomicU16::new(0) })
+        Arc::new(SessionSignal {
+            close: parent.child_token(),
+            closing: AtomicBool::new(false),
+            code: AtomicU16::new(0),
+        })
     }
 
     /// Ask the writer to close the socket with `code`. The first reason wins.
     pub fn close(&self, code: u16) {
         let _ = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.closing.store(true, Ordering::Release);
         self.close.cancel();
     }
 
@@ -42,9 +50,9 @@ impl SessionSignal {
         self.close.cancelled().await
     }
 
-    /// Whether the session has been told to close (it takes no more frames).
+    /// Whether the hub has told the session to close (it takes no more frames).
     pub fn is_closing(&self) -> bool {
-        self.close.is_cancelled()
+        self.closing.load(Ordering::Acquire)
     }
 
     /// The close code to send: the hub's reason, or 1001 when the parent (server) shut down.

@@ -82,7 +82,12 @@ async fn ws_handler(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    upgrade.on_upgrade(move |socket| session(socket, st, request, filter))
+    // Clients send (almost) nothing: a small read buffer keeps idle sessions cheap. Writes are
+    // flushed per batch, so the write buffer only needs to hold one batch comfortably.
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(64 * 1024)
+        .on_upgrade(move |socket| session(socket, st, request, filter))
 }
 
 async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter), ApiError> {

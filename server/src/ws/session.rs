@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::{close_code, Frame, SessionSignal};
 
@@ -25,6 +26,8 @@ fn close_reason(code: u16) -> &'static str {
 }
 
 /// Serve one session until the client leaves, the hub closes it, or the server shuts down.
+/// The reader runs as its own task: it is polled only when the client sends something, so frame
+/// writes never pay for a read attempt on the socket.
 pub(crate) async fn serve<S, R, E>(
     mut sink: S,
     mut stream: R,
@@ -33,20 +36,25 @@ pub(crate) async fn serve<S, R, E>(
     first: Message,
 ) where
     S: Sink<Message> + Unpin,
-    R: Stream<Item = Result<Message, E>> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
 {
     if sink.send(first).await.is_err() {
         return;
     }
-    let client_gone = async {
-        while let Some(msg) = stream.next().await {
-            match msg {
-                Ok(Message::Close(_)) | Err(_) => break,
-                // Protocol v1 has no client messages; pings are answered by the socket layer.
-                Ok(_) => {}
+    let client_gone = CancellationToken::new();
+    let reader = tokio::spawn({
+        let client_gone = client_gone.clone();
+        async move {
+            while let Some(msg) = stream.next().await {
+                match msg {
+                    Ok(Message::Close(_)) | Err(_) => break,
+                    // Protocol v1 has no client messages; pings are answered by the socket layer.
+                    Ok(_) => {}
+                }
             }
+            client_gone.cancel();
         }
-    };
+    });
     let mut batch = Vec::with_capacity(BATCH);
     let write_loop = async {
         loop {
@@ -64,7 +72,7 @@ pub(crate) async fn serve<S, R, E>(
         }
     };
     let close = tokio::select! {
-        _ = client_gone => None,
+        _ = client_gone.cancelled() => None,
         _ = write_loop => None,
         _ = signal.closed() => Some(signal.code()),
     };
@@ -72,6 +80,7 @@ pub(crate) async fn serve<S, R, E>(
         let frame = CloseFrame { code, reason: close_reason(code).into() };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
+    reader.abort();
 }
 
 #[cfg(test)]
@@ -79,7 +88,6 @@ mod tests {
     use super::*;
     use crate::hub::{session_queue, Push};
     use futures_channel::mpsc as fmpsc;
-    use tokio_util::sync::CancellationToken;
 
     fn text(m: &Message) -> &str {
         match m {

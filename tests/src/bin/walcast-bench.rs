@@ -9,7 +9,10 @@
 //!
 //! `ingest`: the same workload is committed once into a backlog held by two slots; then
 //! `pg_recvlogical` (same wal2json options, output to /dev/null) drains one slot and walcast with one
-//! `*:table` WebSocket subscriber drains the other. Figures are rows/s of each and their ratio.
+//! `*:table` WebSocket subscriber drains the other. pg_recvlogical is timed from its process start,
+//! walcast from its replication connection being up (`/readyz`), each to the last row received
+//! (walcast's subscriber connects right then; rows dispatched before it joined are reported).
+//! Figures are rows/s of each and their ratio.
 //! `latency`: N subscribers on one table while single-row transactions are committed at a fixed
 //! rate; latency is the subscriber's clock minus the frame's commit timestamp (same machine).
 
@@ -156,7 +159,9 @@ async fn ingest(args: &Args) -> Result<()> {
     println!("# ingest: walcast (1 subscriber on *:bench) vs pg_recvlogical, same slot options, same backlog");
     println!("| workload | wal2json messages | pg_recvlogical rows/s | walcast rows/s | ratio walcast/pg | runs |");
     println!("|---|---|---|---|---|---|");
-    for workload in [Workload::BigTx(args.rows), Workload::Small(args.small)] {
+    let workloads = [Workload::BigTx(args.rows), Workload::Small(args.small)];
+    // `--rows 0` or `--small 0` skips that workload.
+    for workload in workloads.into_iter().filter(|w| w.rows() > 0) {
         let mut pg = Vec::new();
         let mut wc = Vec::new();
         let mut ratios = Vec::new();
@@ -241,12 +246,15 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
     let _ = child.wait();
     let _ = std::fs::remove_file(&out);
 
-    // walcast drains the other slot; the subscriber measures from its first to its last frame.
+    // walcast drains the other slot, timed like pg_recvlogical: from the replication connection
+    // being up (`/readyz` 200, which `start` waits for) to the last row arriving at its
+    // WebSocket subscriber. Process start-up (config, catalog connection) is not counted.
     let server = Walcast::builder(&db)
         .prefer_release()
         .env("WALCAST_QUEUE_CAPACITY", "65536")
         .start()
         .await?;
+    let spawned = Instant::now();
     let url = format!("{}/ws?query=*:bench", server.ws_base());
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
     let last_marker = format!("\"id\":{},", workload.rows());
@@ -275,15 +283,15 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
             break Instant::now();
         }
     };
-    let (t_first, first_id) = first.context("no frame")?;
-    let secs = last.duration_since(t_first).as_secs_f64().max(1e-9);
-    let delivered = workload.rows() - first_id;
+    let (_, first_id) = first.context("no frame")?;
+    let secs = last.duration_since(spawned).as_secs_f64().max(1e-9);
+    let delivered = workload.rows() + 1 - first_id;
     if count < delivered {
         bail!("walcast delivered {count} frames, expected at least {delivered}");
     }
     Ok(IngestRun {
         pg_rows_per_s: workload.rows() as f64 / pg_secs,
-        walcast_rows_per_s: delivered as f64 / secs,
+        walcast_rows_per_s: workload.rows() as f64 / secs,
         missed_at_start: first_id - 1,
     })
 }
