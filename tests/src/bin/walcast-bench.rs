@@ -376,6 +376,9 @@ async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Ve
     let mut tasks = Vec::new();
     for w in 0..writers {
         let client = db.connect().await?;
+        // With synchronous_commit off a commit reaches the walsender only at the WAL writer's
+        // next flush (up to wal_writer_delay = 200 ms later): latency would measure that.
+        client.batch_execute("SET synchronous_commit = on").await?;
         let per_writer = total / writers;
         let rate = args.rate / writers;
         tasks.push(tokio::spawn(async move {
