@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,13 @@ pub async fn run(
         queue_capacity: config.sessions.queue_capacity,
         shutdown: sessions_stop.clone(),
     };
+    // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
+    // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+        }
+    });
     let serve = axum::serve(listener, router(state))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
     let http = tokio::spawn(async move { serve.await });
