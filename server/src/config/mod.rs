@@ -90,7 +90,39 @@ pub struct Config {
     pub tables: TablesConfig,
     pub sessions: SessionsConfig,
     pub embedded: EmbeddedConfig,
+    pub plugins: PluginsConfig,
     pub log: LogConfig,
+}
+
+/// Wasm filter plugins (`[plugins]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directory watched for `*.wasm` modules (file stem = plugin name); `None` disables plugins
+    /// (`plugins.dir`, `WALCAST_PLUGIN_DIR`, `--plugin-dir`).
+    pub dir: Option<PathBuf>,
+    /// Epoch deadline for one `walcast_init` / `walcast_filter` call.
+    #[serde(deserialize_with = "de_duration")]
+    pub call_deadline: Duration,
+    /// Linear-memory cap per instance, bytes.
+    pub memory_limit: usize,
+    /// Wasm stack cap per instance, bytes.
+    pub stack_limit: usize,
+    /// Consecutive failed calls (trap, deadline, ERROR verdict) after which a group's sessions
+    /// are closed with 4010.
+    pub max_failures: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: None,
+            call_deadline: Duration::from_millis(5),
+            memory_limit: 16 << 20,
+            stack_limit: 512 << 10,
+            max_failures: 5,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -156,6 +188,7 @@ impl Default for Config {
             tables: TablesConfig::default(),
             sessions: SessionsConfig::default(),
             embedded: EmbeddedConfig::default(),
+            plugins: PluginsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -280,6 +313,9 @@ impl Config {
             self.sessions.slow_consumer_timeout = parse_duration(&v).map_err(|e| {
                 ConfigError::invalid("WALCAST_SLOW_CONSUMER_TIMEOUT", e)
             })?;
+        }
+        if let Some(v) = get("WALCAST_PLUGIN_DIR") {
+            self.plugins.dir = Some(PathBuf::from(v));
         }
         if let Some(v) = get("WALCAST_LOG") {
             self.log.level = v;

@@ -1,14 +1,14 @@
 //! Builds the outgoing `change` frame of the client protocol from a decoded view, once per change
-//! (or once per distinct projection) into a shared `Bytes`. Does not decide who receives it.
-
-use bytes::{BufMut, Bytes, BytesMut};
+//! (or once per distinct projection). The frame is a `String` built from `&str` pieces, so it
+//! becomes shared bytes without another UTF-8 check or copy. Does not decide who receives it.
 
 use super::change::{Change, Field, Image, Kind, Op};
 
-/// Encodes frames into one growing buffer and splits each finished frame off as `Bytes`, so a
-/// frame costs one memcpy of its values and no allocation once the buffer has warmed up.
+/// Encodes frames. Each frame is one allocation sized from the payload, filled by appending
+/// `&str` pieces (values are copied once, escaped only when they need it).
 pub struct FrameEncoder {
-    buf: BytesMut,
+    /// Size of the last frame, to size the next allocation well.
+    last_len: usize,
 }
 
 impl Default for FrameEncoder {
@@ -27,90 +27,102 @@ pub enum Projection<'p> {
 
 impl FrameEncoder {
     pub fn new() -> Self {
-        FrameEncoder { buf: BytesMut::with_capacity(64 * 1024) }
+        FrameEncoder { last_len: 256 }
     }
 
     /// Encode a `change` frame. `change` must be an I/U/D/T message.
-    pub fn change(&mut self, change: &Change<'_>, projection: Projection<'_>) -> Bytes {
+    pub fn change(&mut self, change: &Change<'_>, projection: Projection<'_>) -> String {
+        self.change_with(change, &mut |image, b| put_row(b, change, image, projection))
+    }
+
+    /// Encode a `change` frame whose row images are written by `row(image, out)`, which appends
+    /// one JSON object for that image (used for plugin rewrites). Images that the operation does
+    /// not carry are `null` without calling `row`.
+    pub fn change_with(
+        &mut self,
+        change: &Change<'_>,
+        row: &mut dyn FnMut(Image, &mut String),
+    ) -> String {
         let op = change.op().unwrap_or(Op::Insert);
-        let estimate = change.buf.len() + 128;
-        if self.buf.capacity() < estimate {
-            self.buf.reserve(estimate.max(64 * 1024));
-        }
-        let b = &mut self.buf;
-        b.put_slice(b"{\"type\":\"change\",\"op\":\"");
-        b.put_slice(op.as_str().as_bytes());
-        b.put_slice(b"\",\"schema\":");
-        put_str(b, change.schema());
-        b.put_slice(b",\"table\":");
-        put_str(b, change.table());
-        b.put_slice(b",\"lsn\":");
-        put_str(b, change.lsn());
-        b.put_slice(b",\"xid\":");
+        let mut b = String::with_capacity((change.buf.len() + 160).max(self.last_len));
+        b.push_str("{\"type\":\"change\",\"op\":\"");
+        b.push_str(op.as_str());
+        b.push_str("\",\"schema\":");
+        put_str(&mut b, change.schema());
+        b.push_str(",\"table\":");
+        put_str(&mut b, change.table());
+        b.push_str(",\"lsn\":");
+        put_str(&mut b, change.lsn());
+        b.push_str(",\"xid\":");
         match change.xid() {
-            Some(x) => {
-                let mut itoa = itoa::Buffer::new();
-                b.put_slice(itoa.format(x).as_bytes());
-            }
-            None => b.put_slice(b"null"),
+            Some(x) => b.push_str(itoa::Buffer::new().format(x)),
+            None => b.push_str("null"),
         }
-        b.put_slice(b",\"ts\":");
+        b.push_str(",\"ts\":");
         let ts = change.timestamp();
         if ts.is_empty() {
-            b.put_slice(b"null");
+            b.push_str("null");
         } else {
-            put_rfc3339(b, ts);
+            put_rfc3339(&mut b, ts);
         }
-        b.put_slice(b",\"new\":");
+        b.push_str(",\"new\":");
         match op {
-            Op::Insert | Op::Update => put_row(b, change, Image::New, projection),
-            Op::Delete | Op::Truncate => b.put_slice(b"null"),
+            Op::Insert | Op::Update => row(Image::New, &mut b),
+            Op::Delete | Op::Truncate => b.push_str("null"),
         }
-        b.put_slice(b",\"old\":");
+        b.push_str(",\"old\":");
         match op {
-            Op::Update | Op::Delete if change.has(Image::Old) => {
-                put_row(b, change, Image::Old, projection)
-            }
-            _ => b.put_slice(b"null"),
+            Op::Update | Op::Delete if change.has(Image::Old) => row(Image::Old, &mut b),
+            _ => b.push_str("null"),
         }
-        b.put_u8(b'}');
-        self.buf.split().freeze()
+        b.push('}');
+        self.last_len = b.len();
+        b
     }
 }
 
-fn put_row(b: &mut BytesMut, change: &Change<'_>, image: Image, projection: Projection<'_>) {
-    b.put_u8(b'{');
+/// Append the value of column `index` of `image` as JSON (as in a normal frame).
+pub fn put_column_value(b: &mut String, change: &Change<'_>, image: Image, index: usize) {
+    if let Some(f) = change.fields(image).get(index) {
+        put_value(b, change, f);
+    } else {
+        b.push_str("null");
+    }
+}
+
+fn put_row(b: &mut String, change: &Change<'_>, image: Image, projection: Projection<'_>) {
+    b.push('{');
     let mut first = true;
     for f in change.fields(image) {
-        let name = &change.buf[f.name.range()];
+        let name = change.str(f.name);
         if let Projection::Only(cols) = projection {
-            if !cols.iter().any(|c| c.as_bytes() == name) {
+            if !cols.iter().any(|c| &**c == name) {
                 continue;
             }
         }
         if !first {
-            b.put_u8(b',');
+            b.push(',');
         }
         first = false;
-        put_str(b, change.str(f.name));
-        b.put_u8(b':');
+        put_str(b, name);
+        b.push(':');
         put_value(b, change, f);
     }
-    b.put_u8(b'}');
+    b.push('}');
 }
 
-fn put_value(b: &mut BytesMut, change: &Change<'_>, f: &Field) {
+fn put_value(b: &mut String, change: &Change<'_>, f: &Field) {
     match f.kind {
-        Kind::Null => b.put_slice(b"null"),
-        Kind::True => b.put_slice(b"true"),
-        Kind::False => b.put_slice(b"false"),
-        Kind::Number => b.put_slice(&change.buf[f.value.range()]),
+        Kind::Null => b.push_str("null"),
+        Kind::True => b.push_str("true"),
+        Kind::False => b.push_str("false"),
+        Kind::Number => b.push_str(change.str(f.value)),
         Kind::String => {
             let ty = &change.buf[f.type_name.range()];
             let text = change.str(f.value);
             // json/jsonb arrive as strings holding JSON text Postgres already validated: embed it.
             if (ty == b"json" || ty == b"jsonb") && !text.is_empty() {
-                b.put_slice(text.as_bytes());
+                b.push_str(text);
             } else {
                 put_str(b, text);
             }
@@ -119,57 +131,52 @@ fn put_value(b: &mut BytesMut, change: &Change<'_>, f: &Field) {
 }
 
 /// Write `s` as a JSON string. Most values need no escaping and are copied in one memcpy.
-pub(crate) fn put_str(b: &mut BytesMut, s: &str) {
+pub fn put_str(b: &mut String, s: &str) {
     let needs_escape = s.bytes().any(|c| c < 0x20 || c == b'"' || c == b'\\');
     if !needs_escape {
-        b.put_u8(b'"');
-        b.put_slice(s.as_bytes());
-        b.put_u8(b'"');
+        b.push('"');
+        b.push_str(s);
+        b.push('"');
     } else {
-        // serde_json's escaper writes into any io::Write; BytesMut cannot fail.
-        let _ = serde_json::to_writer(b.writer(), s);
+        // Serialising a &str cannot fail.
+        b.push_str(&serde_json::to_string(s).unwrap_or_default());
     }
 }
 
 /// Convert Postgres' ISO output (`2026-11-21 23:54:51.28847+00`, `...+05:30`, `...-08`) to
-/// RFC 3339 (`2026-11-21T23:54:51.28847Z`) by rewriting bytes; anything unexpected (BC dates,
+/// RFC 3339 (`2026-11-21T23:54:51.28847Z`) by rewriting the text; anything unexpected (BC dates,
 /// infinity, offsets with seconds) is parsed by chrono or passed through as a plain string.
-fn put_rfc3339(b: &mut BytesMut, ts: &str) {
+fn put_rfc3339(b: &mut String, ts: &str) {
     let bytes = ts.as_bytes();
     let offset_at = bytes.iter().rposition(|c| *c == b'+' || *c == b'-').filter(|&i| i > 10);
-    let shape_ok = bytes.len() >= 22 && bytes[10] == b' ' && bytes[4] == b'-';
-    match (shape_ok, offset_at) {
-        (true, Some(at)) => {
-            let offset = &bytes[at..];
-            b.put_u8(b'"');
-            b.put_slice(&bytes[..10]);
-            b.put_u8(b'T');
-            b.put_slice(&bytes[11..at]);
-            match offset.len() {
-                3 if &offset[1..] == b"00" => b.put_u8(b'Z'),
-                3 => {
-                    b.put_slice(offset);
-                    b.put_slice(b":00");
-                }
-                6 => b.put_slice(offset),
-                _ => {
-                    // `+HH:MM:SS` (historic zones): let chrono produce a valid RFC 3339 offset.
-                    b.truncate(b.len() - (at + 1));
-                    return put_rfc3339_slow(b, ts);
-                }
-            }
-            b.put_u8(b'"');
-        }
-        _ => put_rfc3339_slow(b, ts),
+    let shape_ok = ts.is_ascii() && bytes.len() >= 22 && bytes[10] == b' ' && bytes[4] == b'-';
+    let (true, Some(at)) = (shape_ok, offset_at) else {
+        return put_rfc3339_slow(b, ts);
+    };
+    let offset = &ts[at..];
+    let offset = match offset.len() {
+        3 if &offset[1..] == "00" => "Z",
+        3 | 6 => offset,
+        // `+HH:MM:SS` (historic zones) has no RFC 3339 form: convert to UTC.
+        _ => return put_rfc3339_slow(b, ts),
+    };
+    b.push('"');
+    b.push_str(&ts[..10]);
+    b.push('T');
+    b.push_str(&ts[11..at]);
+    b.push_str(offset);
+    if offset.len() == 3 {
+        b.push_str(":00");
     }
+    b.push('"');
 }
 
-fn put_rfc3339_slow(b: &mut BytesMut, ts: &str) {
+fn put_rfc3339_slow(b: &mut String, ts: &str) {
     match utc_from_pg(ts) {
         Some(t) => {
-            b.put_u8(b'"');
-            b.put_slice(t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string().as_bytes());
-            b.put_u8(b'"');
+            b.push('"');
+            b.push_str(&t.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string());
+            b.push('"');
         }
         None => put_str(b, ts),
     }

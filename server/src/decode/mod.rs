@@ -7,7 +7,7 @@ mod parser;
 
 pub use change::{Change, Column, Image, Op, Value};
 pub(crate) use change::Action;
-pub use frame::{FrameEncoder, Projection};
+pub use frame::{put_column_value, put_str, FrameEncoder, Projection};
 pub use parser::{DecodeError, Decoder};
 
 #[cfg(test)]

@@ -254,10 +254,7 @@ impl Hub {
                     Some(cols) => Projection::Only(cols),
                     None => Projection::All,
                 };
-                let bytes = scratch.encoder.change(change, projection);
-                // The encoder writes only UTF-8 (str pieces and ASCII); the check runs once per
-                // frame, not per receiver.
-                let Ok(frame) = Frame::try_from(bytes) else { return };
+                let frame = Frame::from(scratch.encoder.change(change, projection));
                 slot.insert(frame)
             }
         };
