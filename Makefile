@@ -7,7 +7,7 @@ PG_LIB ?= /usr/lib/postgresql/15/lib
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),$(CURDIR)/target)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup run test
+.PHONY: setup plugins run test
 
 setup:
 	@if [ ! -x "$(PG_BIN)/postgres" ] || [ ! -f "$(PG_LIB)/wal2json.so" ]; then \
@@ -16,12 +16,18 @@ setup:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql-15 postgresql-15-wal2json; \
 	fi
 
-run: setup
-	$(CARGO) run --release -p walcast
+# Guest plugins (Rust + AssemblyScript) built from source into plugins/dist/; installs the wasm32
+# toolchain (Debian's rustc) and npm packages when missing.
+plugins:
+	sh plugins/build.sh
+
+# The demo serves the example plugins too: ?query=*:people&plugin=threshold&plugin.column=age&plugin.value=50
+run: setup plugins
+	WALCAST_PLUGIN_DIR="$${WALCAST_PLUGIN_DIR:-$(CURDIR)/plugins/dist}" $(CARGO) run --release -p walcast
 
 # The end-to-end suite runs the release binary (the 1,000,000-row test measures its memory).
 # Tests build with --release too: a debug-built WebSocket client reads a 1,000,000-row burst too
 # slowly and is (rightly) closed as a slow consumer; --release also reuses the release deps.
-test: setup
+test: setup plugins
 	$(CARGO) build -p walcast --release
 	WALCAST_BIN="$(TARGET_DIR)/release/walcast" $(CARGO) test --workspace --release

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
 use crate::hub::{Hub, Intake};
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub enum AppError {
     Source(#[from] SourceError),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    Plugins(#[from] PluginError),
     #[error("replication task panicked")]
     SourcePanicked,
 }
@@ -53,6 +56,13 @@ pub async fn run(
     source::check_prerequisites(&client, &source_config).await?;
     let catalog = Arc::new(Catalog::new(client));
 
+    let plugins = match &config.plugins.dir {
+        Some(_) => Some(PluginHost::new(&config.plugins)?),
+        None => None,
+    };
+    let plugin_stop = CancellationToken::new();
+    let plugin_watch = plugins.as_ref().map(|host| host.watch(plugin_stop.clone()));
+
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(metrics.clone());
     let status = Arc::new(SourceStatus::default());
@@ -74,6 +84,7 @@ pub async fn run(
         status,
         metrics: metrics.clone(),
         queue_capacity: config.sessions.queue_capacity,
+        plugins,
         shutdown: sessions_stop.clone(),
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
@@ -111,6 +122,10 @@ pub async fn run(
         },
     };
     sql_connection.abort();
+    plugin_stop.cancel();
+    if let Some(watch) = plugin_watch {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, watch).await;
+    }
     match source_result {
         Ok(result) => result?,
         Err(_) => return Err(AppError::SourcePanicked),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
-use walcast::config::{Cli, Config};
+use walcast::config::{Cli, Command, Config, PluginCommand, PluginsConfig};
 use walcast::embedded::{self, EmbeddedPostgres};
 
 /// Exit code for an invalid configuration (as clap uses for bad flags).
@@ -16,6 +16,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Plugin(command)) = &cli.command {
+        return plugin_tool(command);
+    }
     let config = match Config::load(&cli, &|key| std::env::var(key).ok()) {
         Ok(config) => config,
         Err(err) => {
@@ -37,6 +40,45 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("walcast: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `walcast plugin check|run`: develop a filter without a database.
+fn plugin_tool(command: &PluginCommand) -> ExitCode {
+    use walcast::filter::wasm::{check_file, run_file};
+    match command {
+        PluginCommand::Check { file } => match check_file(file) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("walcast: {}: {err}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        PluginCommand::Run { file, change, params } => {
+            let mut pairs = Vec::new();
+            for p in params {
+                match p.split_once('=') {
+                    Some((k, v)) => pairs.push((k.to_owned(), v.to_owned())),
+                    None => {
+                        eprintln!("walcast: --param {p:?}: expected key=value");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                }
+            }
+            match run_file(file, change, &pairs, &PluginsConfig::default()) {
+                Ok(outcome) => {
+                    println!("{outcome}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("walcast: {}: {err}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

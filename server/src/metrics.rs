@@ -3,6 +3,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -30,6 +31,12 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// Decode + dispatch time per change, seconds.
     pub decode_seconds: Histogram,
+    /// Per plugin (label `plugin`): calls, traps, deadline hits, error verdicts, call time.
+    plugin_calls: Family<Vec<(String, String)>, Counter>,
+    plugin_traps: Family<Vec<(String, String)>, Counter>,
+    plugin_deadline_hits: Family<Vec<(String, String)>, Counter>,
+    plugin_errors: Family<Vec<(String, String)>, Counter>,
+    plugin_call_seconds: Family<Vec<(String, String)>, Counter<f64>>,
 }
 
 impl Default for Metrics {
@@ -52,6 +59,11 @@ impl Metrics {
             slot_lag_bytes: Gauge::default(),
             reconnects: Counter::default(),
             decode_seconds: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
+            plugin_calls: Family::default(),
+            plugin_traps: Family::default(),
+            plugin_deadline_hits: Family::default(),
+            plugin_errors: Family::default(),
+            plugin_call_seconds: Family::default(),
             registry: Registry::default(),
         };
         registry.register("messages_received", "XLogData messages received", m.changes_received.clone());
@@ -64,7 +76,35 @@ impl Metrics {
         registry.register("slot_lag_bytes", "WAL bytes between server end and flushed position", m.slot_lag_bytes.clone());
         registry.register("replication_reconnects", "Replication connection reconnects", m.reconnects.clone());
         registry.register("decode_seconds", "Decode and dispatch time per message", m.decode_seconds.clone());
+        registry.register("plugin_calls", "Wasm filter calls", m.plugin_calls.clone());
+        registry.register("plugin_traps", "Wasm filter traps", m.plugin_traps.clone());
+        registry.register("plugin_deadline_hits", "Wasm filter calls stopped at the deadline", m.plugin_deadline_hits.clone());
+        registry.register("plugin_errors", "Wasm filter ERROR verdicts", m.plugin_errors.clone());
+        registry.register("plugin_call_seconds", "Time spent in Wasm filter calls", m.plugin_call_seconds.clone());
         Metrics { registry, ..m }
+    }
+
+    /// Bring the per-plugin counters up to the plugin host's totals (called at scrape time).
+    pub fn sync_plugins(&self, plugins: &[crate::filter::wasm::PluginInfo]) {
+        fn bump(family: &Family<Vec<(String, String)>, Counter>, labels: &Vec<(String, String)>, total: u64) {
+            let counter = family.get_or_create(labels);
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        }
+        for p in plugins {
+            let labels = vec![("plugin".to_owned(), p.name.clone())];
+            bump(&self.plugin_calls, &labels, p.calls);
+            bump(&self.plugin_traps, &labels, p.traps);
+            bump(&self.plugin_deadline_hits, &labels, p.deadline_hits);
+            bump(&self.plugin_errors, &labels, p.errors);
+            let seconds = self.plugin_call_seconds.get_or_create(&labels);
+            let seen = seconds.get();
+            if p.total_call_seconds > seen {
+                seconds.inc_by(p.total_call_seconds - seen);
+            }
+        }
     }
 
     /// Prometheus text exposition.

@@ -42,6 +42,11 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The walcast binary the suite runs (for CLI tests).
+pub fn walcast_binary() -> Result<PathBuf> {
+    locate_binary(true)
+}
+
 /// `WALCAST_BIN`, else the newest of `target/{debug,release}/walcast` (release first when
 /// `prefer_release` and it exists).
 fn locate_binary(prefer_release: bool) -> Result<PathBuf> {

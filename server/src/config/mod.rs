@@ -13,6 +13,34 @@ use serde::{Deserialize, Deserializer};
 /// Default config file looked up in the working directory when `--config` is not given.
 const DEFAULT_CONFIG_FILE: &str = "walcast.toml";
 
+/// `walcast <command>`: tools that need no database.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Wasm filter plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PluginCommand {
+    /// Validate a module against the walcast_v1 ABI and print what is wrong.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+    },
+    /// Run a module's init and filter on one change and print the verdict (and rewritten frame).
+    Run {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// A wal2json v2 message or a walcast change frame (JSON).
+        #[arg(long)]
+        change: String,
+        /// A plugin param `key=value` (repeatable).
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+}
+
 /// Command-line flags. Every flag overrides the file and the environment.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -21,6 +49,9 @@ const DEFAULT_CONFIG_FILE: &str = "walcast.toml";
     about = "Stream PostgreSQL changes to WebSocket clients"
 )]
 pub struct Cli {
+    /// Tools (plugin authoring); without one, walcast serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file (default: ./walcast.toml when it exists).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,

@@ -18,6 +18,7 @@ mod predicate;
 mod request;
 mod temporal;
 mod types;
+pub mod wasm;
 
 pub use allow::AllowList;
 pub use catalog::Catalog;

@@ -9,17 +9,20 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::decode::{Change, FrameEncoder, Op, Projection};
+use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::{self, Filter, TypeClass};
 use crate::metrics::Metrics;
 use crate::source::Lsn;
 
-use super::session::{Frame, Push, SessionTx};
+use super::session::{close_code, Frame, Push, SessionTx};
 
 pub type SubscriptionId = u64;
 
 struct Sub {
     ops: u8,
     filter: Filter,
+    /// Wasm filter group shared with every subscription of the same (plugin, params).
+    plugin: Option<Arc<PluginGroup>>,
     session: SessionTx,
     /// Index into the table's distinct projections; subscriptions with the same `select=` share
     /// one encoded frame per change.
@@ -57,6 +60,35 @@ impl TableSubs {
     }
 }
 
+/// A plugin group's verdict for one change, with its frame built once for the whole group.
+#[derive(Clone)]
+enum Outcome {
+    Drop,
+    Pass,
+    Rewritten(Frame),
+    /// The `error` frame, and whether the group has now failed too often (close with 4010).
+    Failed(Frame, bool),
+}
+
+impl Outcome {
+    fn of(group: &PluginGroup, change: &Change<'_>) -> Outcome {
+        match group.evaluate(change) {
+            Verdict::Drop => Outcome::Drop,
+            Verdict::Pass => Outcome::Pass,
+            Verdict::Rewritten(frame) => Outcome::Rewritten(Frame::from(frame)),
+            Verdict::Error(message) => {
+                let mut text = String::with_capacity(64 + message.len());
+                text.push_str(r#"{"type":"error","error":"plugin_error","plugin":"#);
+                crate::decode::put_str(&mut text, group.plugin_name());
+                text.push_str(r#","message":"#);
+                crate::decode::put_str(&mut text, &message);
+                text.push('}');
+                Outcome::Failed(Frame::from(text), group.failing())
+            }
+        }
+    }
+}
+
 /// Per-dispatch scratch reused across changes so fan-out allocates nothing once warm.
 #[derive(Default)]
 pub(crate) struct Scratch {
@@ -65,6 +97,8 @@ pub(crate) struct Scratch {
     dead: Vec<SubscriptionId>,
     /// Sessions whose queue was full for this change, with the frame they still need.
     blocked: Vec<(SessionTx, Frame)>,
+    /// Plugin verdicts for the current change, one per group (groups per change are few).
+    verdicts: Vec<(u64, Outcome)>,
     encoder: FrameEncoder,
 }
 
@@ -105,6 +139,7 @@ impl Hub {
         table: &str,
         ops: u8,
         filter: Filter,
+        plugin: Option<Arc<PluginGroup>>,
         session: SessionTx,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -123,7 +158,7 @@ impl Hub {
             }
             None => t.scan.push(id),
         }
-        t.subs.insert(id, Sub { ops, filter, session, projection });
+        t.subs.insert(id, Sub { ops, filter, plugin, session, projection });
         drop(tables);
         self.metrics.subscriptions.inc();
         Subscription { hub: self.clone(), id, schema: schema.into(), table: table.into() }
@@ -174,6 +209,7 @@ impl Hub {
             };
             scratch.frames.clear();
             scratch.frames.resize(t.projections.len(), None);
+            scratch.verdicts.clear();
 
             if op == Op::Truncate {
                 // Filters cannot apply to a truncate: every subscription that asked for it gets it.
@@ -246,17 +282,43 @@ impl Hub {
         {
             return;
         }
-        let slot = &mut scratch.frames[sub.projection];
-        let frame = match slot {
-            Some(f) => f,
-            None => {
-                let projection = match &t.projections[sub.projection].0 {
-                    Some(cols) => Projection::Only(cols),
-                    None => Projection::All,
+        let plugin_frame = match &sub.plugin {
+            None => None,
+            Some(group) => {
+                let outcome = match scratch.verdicts.iter().find(|(g, _)| *g == group.id()) {
+                    Some((_, outcome)) => outcome.clone(),
+                    None => {
+                        let outcome = Outcome::of(group, change);
+                        scratch.verdicts.push((group.id(), outcome.clone()));
+                        outcome
+                    }
                 };
-                let frame = Frame::from(scratch.encoder.change(change, projection));
-                slot.insert(frame)
+                match outcome {
+                    Outcome::Drop => return,
+                    Outcome::Pass => None,
+                    Outcome::Rewritten(frame) => Some(frame),
+                    Outcome::Failed(frame, failing) => {
+                        let _ = sub.session.push(&frame);
+                        if failing {
+                            sub.session.signal().close(close_code::PLUGIN_FAILING);
+                        }
+                        return;
+                    }
+                }
             }
+        };
+        let frame = match &plugin_frame {
+            Some(frame) => frame,
+            None => match &mut scratch.frames[sub.projection] {
+                Some(f) => f,
+                slot @ None => {
+                    let projection = match &t.projections[sub.projection].0 {
+                        Some(cols) => Projection::Only(cols),
+                        None => Projection::All,
+                    };
+                    slot.insert(Frame::from(scratch.encoder.change(change, projection)))
+                }
+            },
         };
         match sub.session.push(frame) {
             Push::Queued => {

@@ -14,6 +14,8 @@ pub mod close_code {
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
+    /// The subscription's filter plugin failed repeatedly.
+    pub const PLUGIN_FAILING: u16 = 4010;
 }
 
 /// One encoded frame, validated as UTF-8 once and shared by every session that receives it.

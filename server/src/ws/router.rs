@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, Filter, QueryError, TableName};
 use crate::hub::{session_queue, Hub};
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub status: Arc<SourceStatus>,
     pub metrics: Arc<Metrics>,
     pub queue_capacity: usize,
+    /// The Wasm filter host; `None` when `plugins.dir` is not set.
+    pub plugins: Option<Arc<PluginHost>>,
     /// Cancelled on server shutdown: every session closes with 1001.
     pub shutdown: CancellationToken,
 }
@@ -39,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/plugins", get(list_plugins))
         .with_state(state)
 }
 
@@ -74,7 +78,7 @@ async fn ws_handler(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (request, filter) = match validate(&st, &uri).await {
+    let (request, filter, plugin) = match validate(&st, &uri).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -87,10 +91,12 @@ async fn ws_handler(
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| session(socket, st, request, filter))
+        .on_upgrade(move |socket| session(socket, st, request, filter, plugin))
 }
 
-async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter), ApiError> {
+type Validated = (filter::Request, Filter, Option<Arc<PluginGroup>>);
+
+async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| api_error("bad_query", format!("cannot decode the query string: {e}")))?;
     let request = filter::parse_request(&params).map_err(ApiError)?;
@@ -101,12 +107,10 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter),
             format!("table {table} is not in this server's allow-list (tables.allow)"),
         ));
     }
-    if let Some(plugin) = &request.plugin {
-        return Err(api_error(
-            "unknown_plugin",
-            format!("no filter plugin named {:?} is loaded", plugin.name),
-        ));
-    }
+    let plugin = match &request.plugin {
+        None => None,
+        Some(plugin) => Some(resolve_plugin(st, plugin).await?),
+    };
     let columns = match lookup_columns(st, table).await {
         Ok(Some(columns)) => columns,
         Ok(None) => {
@@ -118,7 +122,35 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<(filter::Request, Filter),
         }
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
-    Ok((request, filter))
+    Ok((request, filter, plugin))
+}
+
+/// Find or create the (plugin, params) group; instantiation and `walcast_init` run off the async
+/// workers.
+async fn resolve_plugin(
+    st: &AppState,
+    plugin: &filter::PluginRef,
+) -> Result<Arc<PluginGroup>, ApiError> {
+    let Some(host) = st.plugins.clone() else {
+        return Err(api_error(
+            "unknown_plugin",
+            format!(
+                "no plugin named {:?}: this server has no plugin directory (plugins.dir)",
+                plugin.name
+            ),
+        ));
+    };
+    let (name, params) = (plugin.name.clone(), plugin.params.clone());
+    let resolved = tokio::task::spawn_blocking(move || host.group(&name, &params)).await;
+    match resolved {
+        Ok(Ok(group)) => Ok(group),
+        Ok(Err(PluginError::Unknown(name))) => Err(api_error(
+            "unknown_plugin",
+            format!("no plugin named {name:?} is loaded"),
+        )),
+        Ok(Err(e)) => Err(api_error("plugin_rejected", e.to_string())),
+        Err(_) => Err(api_error("plugin_rejected", "the plugin crashed while starting".into())),
+    }
 }
 
 /// Catalog lookup that reconnects once when the SQL connection has gone away.
@@ -149,18 +181,30 @@ fn subscribed_frame(id: u64, table: &TableName, lsn: &str) -> Message {
     Message::Text(body.into())
 }
 
-async fn session(socket: WebSocket, st: AppState, request: filter::Request, filter: Filter) {
+async fn session(
+    socket: WebSocket,
+    st: AppState,
+    request: filter::Request,
+    filter: Filter,
+    plugin: Option<Arc<PluginGroup>>,
+) {
     let (tx, rx, signal) = session_queue(st.queue_capacity, &st.shutdown);
     let table = request.table;
     // Registered before `subscribed` is sent: every change committed after the client sees it
     // is dispatched to this subscription.
-    let subscription = st.hub.subscribe(&table.schema, &table.name, request.ops, filter, tx);
+    let subscription =
+        st.hub.subscribe(&table.schema, &table.name, request.ops, filter, plugin, tx);
     st.metrics.sessions.inc();
     let first = subscribed_frame(subscription.id(), &table, &st.hub.position().to_string());
     let (sink, stream) = socket.split();
     super::session::serve(sink, stream, rx, signal, first).await;
     drop(subscription);
     st.metrics.sessions.dec();
+}
+
+async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {
+    let list = st.plugins.as_ref().map(|host| host.list()).unwrap_or_default();
+    Json(list)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -180,6 +224,9 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     st.metrics.slot_lag_bytes.set(i64::try_from(st.status.lag_bytes()).unwrap_or(i64::MAX));
+    if let Some(host) = &st.plugins {
+        st.metrics.sync_plugins(&host.list());
+    }
     let reconnects = st.status.reconnects();
     let counted = st.metrics.reconnects.get();
     if reconnects > counted {

@@ -4,6 +4,7 @@
 
 mod errors;
 mod filters;
+mod plugins;
 mod protocol;
 mod resilience;
 mod scale;

@@ -1,0 +1,200 @@
+//! A plugin group: the one instance serving every subscription with the same (plugin, params).
+//! Runs `walcast_filter` per change, turns the result into a `Verdict`, replaces the instance after
+//! a trap or deadline hit, and moves to a newly loaded module version at a change boundary. Does
+//! not know which sessions belong to it (see `hub`).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use super::abi::{DROP, ERROR, PASS, PASS_REWRITTEN};
+use super::engine::{CallError, Instance, Shared};
+use super::plugin::{ModuleVersion, PluginEntry};
+use super::{PluginError, Verdict};
+use crate::decode::{Change, FrameEncoder};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct PluginGroup {
+    id: u64,
+    shared: Arc<Shared>,
+    pub(crate) plugin: Arc<PluginEntry>,
+    params: Arc<[(String, String)]>,
+    state: Mutex<State>,
+    failures: AtomicU32,
+}
+
+struct State {
+    module: Arc<ModuleVersion>,
+    /// `None` after a trap until the next evaluation re-instantiates.
+    instance: Option<Instance>,
+    /// A version whose `walcast_init` refused these params: not retried until a newer one loads.
+    refused: u64,
+    encoder: FrameEncoder,
+}
+
+impl PluginGroup {
+    /// Instantiate the plugin's current version and run `walcast_init` with `params`.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        plugin: Arc<PluginEntry>,
+        module: Arc<ModuleVersion>,
+        params: Vec<(String, String)>,
+    ) -> Result<Arc<PluginGroup>, PluginError> {
+        let params: Arc<[(String, String)]> = params.into();
+        let instance = start(&shared, &plugin, &module, &params)?;
+        Ok(Arc::new(PluginGroup {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shared,
+            plugin,
+            params,
+            state: Mutex::new(State {
+                module,
+                instance: Some(instance),
+                refused: 0,
+                encoder: FrameEncoder::new(),
+            }),
+            failures: AtomicU32::new(0),
+        }))
+    }
+
+    /// Stable per group, for per-change verdict caching in the hub.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The plugin's name (for logs and error frames).
+    pub fn plugin_name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    /// Consecutive failed calls reached `plugins.max_failures`: the hub closes the group's
+    /// sessions with 4010.
+    pub fn failing(&self) -> bool {
+        let max = self.shared.cfg.max_failures;
+        max > 0 && self.failures.load(Ordering::Relaxed) >= max
+    }
+
+    /// Run the plugin on one change for the whole group. Called synchronously by the hub's
+    /// dispatch; bounded by the call deadline.
+    pub fn evaluate(&self, change: &Change<'_>) -> Verdict {
+        if change.op().is_none() {
+            return Verdict::Pass;
+        }
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        self.upgrade(st);
+        if st.instance.is_none() {
+            match start(&self.shared, &self.plugin, &st.module, &self.params) {
+                Ok(i) => st.instance = Some(i),
+                Err(e) => {
+                    self.plugin.record_error(e.to_string());
+                    return self.fail(e.to_string());
+                }
+            }
+        }
+        let Some(instance) = st.instance.as_mut() else {
+            return self.fail(format!("plugin \"{}\" has no instance", self.plugin.name));
+        };
+        {
+            let data = instance.store.data_mut();
+            data.change.fill(change);
+            data.out.reset();
+        }
+        let started = Instant::now();
+        let result = instance.filter();
+        let metrics = &self.plugin.metrics;
+        metrics.record_call(started.elapsed());
+        let name = &self.plugin.name;
+        match result {
+            Ok(DROP) => self.succeed(Verdict::Drop),
+            Ok(PASS) => self.succeed(Verdict::Pass),
+            Ok(PASS_REWRITTEN) => {
+                let data = instance.store.data();
+                let frame = data.out.render(&mut st.encoder, change, &data.change);
+                self.succeed(Verdict::Rewritten(frame))
+            }
+            Ok(code) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+                let msg = &instance.store.data().error;
+                let msg = match (code, msg.is_empty()) {
+                    (ERROR, false) => format!("plugin \"{name}\" failed: {msg}"),
+                    (ERROR, true) => format!("plugin \"{name}\" failed on this change"),
+                    _ => format!("plugin \"{name}\" returned the unknown verdict {code}"),
+                };
+                self.fail(msg)
+            }
+            Err(CallError::Deadline) => {
+                metrics.deadline_hits.fetch_add(1, Ordering::Relaxed);
+                // The instance may be mid-update of its own state: never reuse it.
+                st.instance = None;
+                let ms = self.shared.cfg.call_deadline.as_secs_f64() * 1e3;
+                self.fail(format!(
+                    "plugin \"{name}\" exceeded its call deadline of {ms} ms"
+                ))
+            }
+            Err(CallError::Trap(msg)) => {
+                metrics.traps.fetch_add(1, Ordering::Relaxed);
+                st.instance = None;
+                self.fail(format!("plugin \"{name}\" trapped: {msg}"))
+            }
+        }
+    }
+
+    fn succeed(&self, verdict: Verdict) -> Verdict {
+        self.failures.store(0, Ordering::Relaxed);
+        verdict
+    }
+
+    fn fail(&self, msg: String) -> Verdict {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        Verdict::Error(msg)
+    }
+
+    /// Move to the newest module version if there is one this group has not tried yet. On a
+    /// refused `walcast_init` the old instance keeps running and the plugin records the error.
+    fn upgrade(&self, st: &mut State) {
+        let latest = self.plugin.current.load();
+        let Some(latest) = latest.as_ref() else {
+            return;
+        };
+        if latest.version == st.module.version || latest.version == st.refused {
+            return;
+        }
+        match start(&self.shared, &self.plugin, latest, &self.params) {
+            Ok(instance) => {
+                st.module = latest.clone();
+                st.instance = Some(instance);
+                tracing::info!(plugin = %self.plugin.name, version = latest.version, group = self.id, "plugin group moved to new version");
+            }
+            Err(e) => {
+                st.refused = latest.version;
+                tracing::warn!(plugin = %self.plugin.name, version = latest.version, group = self.id, error = %e, "new plugin version refused, keeping the old one");
+                self.plugin
+                    .record_error(format!("version {}: {e}", latest.version));
+            }
+        }
+    }
+}
+
+/// Instantiate `module` and run `walcast_init`.
+fn start(
+    shared: &Shared,
+    plugin: &PluginEntry,
+    module: &ModuleVersion,
+    params: &Arc<[(String, String)]>,
+) -> Result<Instance, PluginError> {
+    let mut instance = shared
+        .instantiate(&module.pre, plugin.name.clone(), params.clone())
+        .map_err(|e| {
+            PluginError::Invalid(format!(
+                "plugin \"{}\" cannot be instantiated: {}",
+                plugin.name,
+                super::engine::describe(&e)
+            ))
+        })?;
+    instance.init()?;
+    Ok(instance)
+}
