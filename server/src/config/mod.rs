@@ -148,7 +148,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         PluginsConfig {
             dir: None,
-            call_deadline: Duration::from_millis(5),
+            call_deadline: Duration::from_millis(10),
             memory_limit: 16 << 20,
             stack_limit: 512 << 10,
             max_failures: 5,

@@ -7,4 +7,7 @@ mod session;
 
 pub use intake::Intake;
 pub use registry::{Hub, Subscription, SubscriptionId};
+// public for benches
+#[doc(hidden)]
+pub use registry::Scratch;
 pub use session::{close_code, session_queue, Frame, Push, SessionSignal, SessionTx};

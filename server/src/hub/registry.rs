@@ -90,15 +90,17 @@ impl Outcome {
 }
 
 /// Per-dispatch scratch reused across changes so fan-out allocates nothing once warm.
+// public for benches
+#[doc(hidden)]
 #[derive(Default)]
-pub(crate) struct Scratch {
+pub struct Scratch {
     key: Vec<u8>,
     frames: Vec<Option<Frame>>,
     dead: Vec<SubscriptionId>,
     /// Sessions whose queue was full for this change, with the frame they still need.
     blocked: Vec<(SessionTx, Frame)>,
-    /// Plugin verdicts for the current change, one per group (groups per change are few).
-    verdicts: Vec<(u64, Outcome)>,
+    /// Plugin verdicts for the current change, one per group.
+    verdicts: HashMap<u64, Outcome>,
     encoder: FrameEncoder,
 }
 
@@ -199,7 +201,9 @@ impl Hub {
 
     /// Offer one row change to every matching subscription. Never blocks: a session whose queue
     /// is full is closed with 4008 and removed.
-    pub(crate) fn dispatch(&self, change: &Change<'_>, scratch: &mut Scratch) {
+    // public for benches
+    #[doc(hidden)]
+    pub fn dispatch(&self, change: &Change<'_>, scratch: &mut Scratch) {
         let Some(op) = change.op() else { return };
         scratch.dead.clear();
         {
@@ -285,14 +289,11 @@ impl Hub {
         let plugin_frame = match &sub.plugin {
             None => None,
             Some(group) => {
-                let outcome = match scratch.verdicts.iter().find(|(g, _)| *g == group.id()) {
-                    Some((_, outcome)) => outcome.clone(),
-                    None => {
-                        let outcome = Outcome::of(group, change);
-                        scratch.verdicts.push((group.id(), outcome.clone()));
-                        outcome
-                    }
-                };
+                let outcome = scratch
+                    .verdicts
+                    .entry(group.id())
+                    .or_insert_with(|| Outcome::of(group, change))
+                    .clone();
                 match outcome {
                     Outcome::Drop => return,
                     Outcome::Pass => None,

@@ -5,6 +5,7 @@
 //! cargo build --release -p walcast -p walcast-tests
 //! target/release/walcast-bench ingest  [--rows 1000000] [--small 100000] [--runs 3]
 //! target/release/walcast-bench latency [--subscribers 100] [--rate 5000] [--seconds 10] [--runs 3]
+//! target/release/walcast-bench plugin  [--rows 1000000] [--runs 3]   (needs plugins/build.sh)
 //! ```
 //!
 //! `ingest`: the same workload is committed once into a backlog held by two slots; then
@@ -94,8 +95,9 @@ async fn main() -> Result<()> {
     match args.scenario.as_str() {
         "ingest" => ingest(&args).await,
         "latency" => latency(&args).await,
+        "plugin" => plugin_overhead(&args).await,
         _ => {
-            eprintln!("usage: walcast-bench ingest|latency [flags] (see the source header)");
+            eprintln!("usage: walcast-bench ingest|latency|plugin [flags] (see the source header)");
             std::process::exit(2);
         }
     }
@@ -246,19 +248,39 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
     let _ = child.wait();
     let _ = std::fs::remove_file(&out);
 
-    // walcast drains the other slot, timed like pg_recvlogical: from the replication connection
-    // being up (`/readyz` 200, which `start` waits for) to the last row arriving at its
-    // WebSocket subscriber. Process start-up (config, catalog connection) is not counted.
-    let server = Walcast::builder(&db)
+    let (walcast_rows_per_s, missed_at_start) =
+        walcast_drain(&db, db.slot(), "query=*:bench", workload.rows(), None).await?;
+    Ok(IngestRun { pg_rows_per_s: workload.rows() as f64 / pg_secs, walcast_rows_per_s, missed_at_start })
+}
+
+/// walcast drains `slot`, timed like pg_recvlogical: from the replication connection being up
+/// (`/readyz` 200, which `start` waits for) to the last row (`id` = `rows`) arriving at one
+/// WebSocket subscriber with `query`. Process start-up (config, catalog connection) is not
+/// counted. Returns rows/s and how many rows were dispatched before the subscriber joined.
+async fn walcast_drain(
+    db: &TestDb<'_>,
+    slot: &str,
+    query: &str,
+    rows: u64,
+    plugin_dir: Option<&std::path::Path>,
+) -> Result<(f64, u64)> {
+    let mut builder = Walcast::builder(db)
         .prefer_release()
-        .env("WALCAST_QUEUE_CAPACITY", "65536")
-        .start()
-        .await?;
+        .env("WALCAST_SLOT", slot)
+        .env("WALCAST_QUEUE_CAPACITY", "65536");
+    if let Some(dir) = plugin_dir {
+        // A roomier deadline than the 5 ms default: on this shared 2-core box a descheduled
+        // replication thread would otherwise count against the plugin (wall-clock epochs).
+        builder = builder
+            .env("WALCAST_PLUGIN_DIR", &dir.display().to_string())
+            .config_toml("[plugins]\ncall_deadline = \"100ms\"\n");
+    }
+    let server = builder.start().await?;
     let spawned = Instant::now();
-    let url = format!("{}/ws?query=*:bench", server.ws_base());
+    let url = format!("{}/ws?{query}", server.ws_base());
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
-    let last_marker = format!("\"id\":{},", workload.rows());
-    let mut first: Option<(Instant, u64)> = None;
+    let last_marker = format!("\"id\":{rows},");
+    let mut first: Option<u64> = None;
     let mut count = 0u64;
     let last = loop {
         let msg = tokio::time::timeout(Duration::from_secs(60), ws.next())
@@ -266,6 +288,9 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
             .context("walcast delivered nothing for 60 s")?
             .context("socket closed")??;
         let Message::Text(text) = msg else { continue };
+        if text.starts_with("{\"type\":\"error\"") {
+            bail!("walcast sent an error frame: {}", text.as_str());
+        }
         if !text.starts_with("{\"type\":\"change\"") {
             continue;
         }
@@ -277,23 +302,58 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
                 .and_then(|s| s.split(',').next())
                 .and_then(|s| s.parse::<u64>().ok())
                 .unwrap_or(1);
-            first = Some((Instant::now(), id));
+            first = Some(id);
         }
         if text.contains(&last_marker) {
             break Instant::now();
         }
     };
-    let (_, first_id) = first.context("no frame")?;
+    let first_id = first.context("no frame")?;
     let secs = last.duration_since(spawned).as_secs_f64().max(1e-9);
-    let delivered = workload.rows() + 1 - first_id;
+    let delivered = rows + 1 - first_id;
     if count < delivered {
         bail!("walcast delivered {count} frames, expected at least {delivered}");
     }
-    Ok(IngestRun {
-        pg_rows_per_s: workload.rows() as f64 / pg_secs,
-        walcast_rows_per_s: workload.rows() as f64 / secs,
-        missed_at_start: first_id - 1,
-    })
+    Ok((rows as f64 / secs, first_id - 1))
+}
+
+// ---------------------------------------------------------------- plugin overhead
+
+/// The same backlog drained by walcast twice: a plain `*:bench` subscriber, and one whose
+/// `threshold` plugin passes every row (age >= 0), so both deliver the same frames.
+async fn plugin_overhead(args: &Args) -> Result<()> {
+    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    if !dist.join("threshold.wasm").is_file() {
+        bail!("{} missing: run plugins/build.sh first", dist.join("threshold.wasm").display());
+    }
+    let cluster = cluster()?;
+    println!("# plugin overhead: {} rows in one transaction, walcast with and without a threshold plugin", args.rows);
+    println!("| run | plain rows/s | with plugin rows/s | ratio |");
+    println!("|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for run in 0..args.runs {
+        let db = TestDb::new(&cluster, &format!("plugin{run}")).await?;
+        db.exec("CREATE TABLE bench (id bigint PRIMARY KEY, name text, age int, height float8, city text)").await?;
+        let plugin_slot = format!("{}_wasm", db.slot());
+        for slot in [plugin_slot.as_str(), db.slot()] {
+            db.exec(&format!("SELECT pg_create_logical_replication_slot('{slot}', 'wal2json')")).await?;
+        }
+        db.exec(&Workload::BigTx(args.rows).sql()).await?;
+        let (plain, _) = walcast_drain(&db, db.slot(), "query=*:bench", args.rows, None).await?;
+        let (with_plugin, _) = walcast_drain(
+            &db,
+            &plugin_slot,
+            "query=*:bench&plugin=threshold&plugin.column=age&plugin.value=0",
+            args.rows,
+            Some(&dist),
+        )
+        .await?;
+        let ratio = with_plugin / plain;
+        println!("| {run} | {plain:.0} | {with_plugin:.0} | {ratio:.2} |");
+        ratios.push(ratio);
+    }
+    println!("| median | | | {:.2} |", median(&mut ratios));
+    Ok(())
 }
 
 fn memchr_count(buf: &[u8]) -> u64 {

@@ -114,6 +114,10 @@ impl Shared {
         }))
     }
 
+    fn setup_ticks(&self) -> u64 {
+        self.deadline_ticks.max(SETUP_TICKS)
+    }
+
     /// Compile and validate a module: imports and exports against the ABI, link, and one probe
     /// instance whose `walcast_abi_version` must return 1. Runs off the hot path.
     pub(crate) fn compile(
@@ -159,8 +163,8 @@ impl Shared {
         let mut store = Store::new(&self.engine, StoreData::new(plugin, params, limits));
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
-        // A start function runs during instantiation: it gets the same deadline as a call.
-        store.set_epoch_deadline(self.deadline_ticks);
+        // A start function runs during instantiation: it gets the setup deadline, like init.
+        store.set_epoch_deadline(self.setup_ticks());
         let instance = pre.instantiate(&mut store)?;
         let memory = instance
             .get_memory(&mut store, EXPORT_MEMORY)
@@ -175,6 +179,9 @@ impl Shared {
         })
     }
 }
+
+/// Minimum deadline (ticks of 1 ms) for instantiation (start functions) and `walcast_init`.
+const SETUP_TICKS: u64 = 100;
 
 /// One guest instance and its store.
 pub(crate) struct Instance {
@@ -201,10 +208,16 @@ impl Instance {
     }
 
     /// `walcast_init` with the instance's params; `Err(message)` when it rejects or fails.
+    /// Init runs once per instance, mostly off the hot path, so it gets the roomier setup
+    /// deadline: a wall-clock deadline of a few ms would fail healthy plugins whose thread was
+    /// merely descheduled on a busy machine.
     pub(crate) fn init(&mut self) -> Result<(), PluginError> {
         self.store.data_mut().change.clear();
         let plugin = self.store.data().plugin.clone();
-        match self.call(&self.init.clone()) {
+        let init = self.init.clone();
+        self.store.set_epoch_deadline(self.deadline_ticks.max(SETUP_TICKS));
+        self.store.data_mut().error.clear();
+        match init.call(&mut self.store, ()) {
             Ok(0) => Ok(()),
             Ok(code) => {
                 let msg = &self.store.data().error;
