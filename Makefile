@@ -28,6 +28,8 @@ run: setup plugins
 # The end-to-end suite runs the release binary (the 1,000,000-row test measures its memory).
 # Tests build with --release too: a debug-built WebSocket client reads a 1,000,000-row burst too
 # slowly and is (rightly) closed as a slow consumer; --release also reuses the release deps.
+# One build of everything with one feature set (--all-targets unifies dev-dependency features),
+# so the test run below reuses it instead of compiling wasmtime a second time.
 test: setup plugins
-	$(CARGO) build -p walcast --release
+	$(CARGO) build --workspace --release --all-targets
 	WALCAST_BIN="$(TARGET_DIR)/release/walcast" $(CARGO) test --workspace --release
