@@ -27,6 +27,11 @@ fn main() -> ExitCode {
         }
     };
     walcast::telemetry::init(&config.log);
+    // Every WebSocket client is one socket: take the hard open-file limit, not the soft default.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

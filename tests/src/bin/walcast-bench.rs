@@ -6,6 +6,8 @@
 //! target/release/walcast-bench ingest  [--rows 1000000] [--small 100000] [--runs 3]
 //! target/release/walcast-bench latency [--subscribers 100] [--rate 5000] [--seconds 10] [--runs 3]
 //! target/release/walcast-bench plugin  [--rows 1000000] [--runs 3]   (needs plugins/build.sh)
+//! target/release/walcast-bench idle    [--subscribers 10000] [--runs 3]
+//! target/release/walcast-bench fanout  [--subscribers 1000] [--rate 500] [--seconds 10] [--runs 3]
 //! ```
 //!
 //! `ingest`: the same workload is committed once into a backlog held by two slots; then
@@ -96,8 +98,10 @@ async fn main() -> Result<()> {
         "ingest" => ingest(&args).await,
         "latency" => latency(&args).await,
         "plugin" => plugin_overhead(&args).await,
+        "idle" => idle(&args).await,
+        "fanout" => fanout(&args).await,
         _ => {
-            eprintln!("usage: walcast-bench ingest|latency|plugin [flags] (see the source header)");
+            eprintln!("usage: walcast-bench ingest|latency|plugin|idle|fanout [flags] (see the source header)");
             std::process::exit(2);
         }
     }
@@ -462,4 +466,155 @@ async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Ve
     }
     drop(server);
     Ok(all)
+}
+
+// ---------------------------------------------------------------- many connections
+
+/// Raise this process' open-file limit to the hard limit (each client is one socket) and say so
+/// when the OS refuses what `want` needs. walcast raises its own.
+fn raise_fd_limit(want: u64) -> u64 {
+    match rlimit::increase_nofile_limit(want.saturating_mul(2) + 1024) {
+        Ok(got) => {
+            if got < want + 256 {
+                eprintln!("walcast-bench: the OS allows only {got} open files; {want} clients need more (raise the hard limit: ulimit -Hn)");
+            }
+            got
+        }
+        Err(e) => {
+            eprintln!("walcast-bench: cannot raise the open-file limit: {e}");
+            0
+        }
+    }
+}
+
+/// Open `n` subscribed WebSocket clients on `query`; returns them once every one got `subscribed`.
+async fn open_clients(
+    server: &Walcast,
+    query: &str,
+    n: usize,
+) -> Result<Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>> {
+    let url = format!("{}/ws?{query}", server.ws_base());
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .with_context(|| format!("client {i} of {n}"))?;
+        ws.next().await.context("no subscribed frame")??;
+        clients.push(ws);
+    }
+    Ok(clients)
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// `idle`: RSS of walcast per idle subscribed WebSocket connection.
+async fn idle(args: &Args) -> Result<()> {
+    let n = args.subscribers;
+    raise_fd_limit(n as u64);
+    let cluster = cluster()?;
+    println!("# idle: {n} idle subscribed connections; walcast RSS growth per connection");
+    println!("| run | connections | RSS before KiB | RSS after KiB | KiB per connection |");
+    println!("|---|---|---|---|---|");
+    let mut per = Vec::new();
+    for run in 0..args.runs {
+        let db = TestDb::new(&cluster, &format!("idle{run}")).await?;
+        db.exec("CREATE TABLE quiet (id int primary key)").await?;
+        let server = Walcast::builder(&db).prefer_release().start().await?;
+        let before = vm_kib(server.pid(), "VmRSS:");
+        let clients = open_clients(&server, "query=*:quiet", n).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let after = vm_kib(server.pid(), "VmRSS:");
+        let kib = after.saturating_sub(before) as f64 / n as f64;
+        println!("| {run} | {n} | {before} | {after} | {kib:.1} |");
+        per.push(kib);
+        drop(clients);
+    }
+    println!("| median | | | | {:.1} |", median(&mut per));
+    Ok(())
+}
+
+/// `fanout`: N clients on one table, every change to every client: delivered messages/s, walcast
+/// CPU, commit-to-client latency.
+async fn fanout(args: &Args) -> Result<()> {
+    let n = args.subscribers;
+    raise_fd_limit(n as u64);
+    let cluster = cluster()?;
+    println!(
+        "# fanout: {n} clients on *:fan, {} changes/s for {} s (each to every client)",
+        args.rate, args.seconds
+    );
+    println!("| run | delivered msgs/s | walcast CPU (cores) | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|");
+    for run in 0..args.runs {
+        let db = TestDb::new(&cluster, &format!("fanout{run}")).await?;
+        db.exec("CREATE TABLE fan (id bigserial PRIMARY KEY, v int, note text)").await?;
+        let server = Walcast::builder(&db).prefer_release().start().await?;
+        let total = args.rate * args.seconds;
+        let clients = open_clients(&server, "query=insert:fan", n).await?;
+        let mut tasks = Vec::new();
+        for mut ws in clients {
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(total as usize);
+                while (lat.len() as u64) < total {
+                    let Ok(Some(Ok(Message::Text(text)))) =
+                        tokio::time::timeout(Duration::from_secs(30), ws.next()).await
+                    else {
+                        break;
+                    };
+                    let now = now_micros();
+                    let ts = text.split("\"ts\":\"").nth(1).and_then(|s| s.split('"').next());
+                    if let Some(commit) = ts.and_then(micros_since_epoch) {
+                        lat.push((now - commit).max(0) as u32);
+                    }
+                }
+                lat
+            }));
+        }
+        let cpu_before = proc_cpu_seconds(server.pid());
+        let started = Instant::now();
+        let client = db.connect().await?;
+        client.batch_execute("SET synchronous_commit = on").await?;
+        let tick = Duration::from_micros(1_000_000 / args.rate.max(1));
+        let t0 = tokio::time::Instant::now();
+        for i in 0..total {
+            tokio::time::sleep_until(t0 + tick * i as u32).await;
+            client.execute("INSERT INTO fan (v, note) VALUES (1, 'fan-out probe')", &[]).await?;
+        }
+        let mut lat = Vec::new();
+        for t in tasks {
+            lat.extend(t.await?);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = (proc_cpu_seconds(server.pid()) - cpu_before) / secs;
+        lat.sort_unstable();
+        if lat.is_empty() {
+            bail!("no deliveries");
+        }
+        let pick = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize] as f64 / 1000.0;
+        println!(
+            "| {run} | {:.0} | {cpu:.2} | {:.2} | {:.2} | {:.2} |",
+            lat.len() as f64 / secs,
+            pick(0.5),
+            pick(0.99),
+            pick(1.0)
+        );
+    }
+    Ok(())
+}
+
+/// User + system CPU seconds of a process, from /proc/PID/stat (clock ticks of 100 Hz).
+fn proc_cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
