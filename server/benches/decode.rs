@@ -17,7 +17,12 @@ fn serde_path(payload: &[u8]) -> Vec<u8> {
         match v.get(key).and_then(Value::as_array) {
             Some(cols) => Value::Object(
                 cols.iter()
-                    .map(|c| (c["name"].as_str().unwrap_or_default().to_owned(), c["value"].clone()))
+                    .map(|c| {
+                        (
+                            c["name"].as_str().unwrap_or_default().to_owned(),
+                            c["value"].clone(),
+                        )
+                    })
                     .collect(),
             ),
             None => Value::Null,
@@ -36,7 +41,12 @@ fn bench(c: &mut Criterion) {
         ("typical_300b", TYPICAL.as_bytes().to_vec()),
         (
             "update_full_identity",
-            SAMPLES.lines().find(|l| l.contains("\"action\":\"U\"")).unwrap().as_bytes().to_vec(),
+            SAMPLES
+                .lines()
+                .find(|l| l.contains("\"action\":\"U\""))
+                .unwrap()
+                .as_bytes()
+                .to_vec(),
         ),
     ];
     for (name, payload) in &inputs {

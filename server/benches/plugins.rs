@@ -28,7 +28,10 @@ fn dist() -> PathBuf {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/dist"));
     for plugin in ["threshold.wasm", "redact.wasm"] {
         if !dir.join(plugin).is_file() {
-            panic!("{} is missing: run plugins/build.sh first", dir.join(plugin).display());
+            panic!(
+                "{} is missing: run plugins/build.sh first",
+                dir.join(plugin).display()
+            );
         }
     }
     dir
@@ -47,7 +50,10 @@ fn host(dir: &Path) -> Arc<PluginHost> {
 }
 
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    items
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn columns() -> Vec<ColumnInfo> {
@@ -66,8 +72,11 @@ fn filter(query: &str) -> Filter {
 }
 
 fn threshold(host: &PluginHost, value: &str) -> Arc<PluginGroup> {
-    host.group("threshold", &pairs(&[("column", "height"), ("value", value)]))
-        .expect("threshold group")
+    host.group(
+        "threshold",
+        &pairs(&[("column", "height"), ("value", value)]),
+    )
+    .expect("threshold group")
 }
 
 /// 1. The same condition (`height >= 2.0`) as a query filter and as the threshold plugin. Both
@@ -81,8 +90,15 @@ fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
     {
         let mut p = payload.clone();
         let change = decoder.decode(&mut p).expect("valid");
-        assert!(query.matches(&change), "the query filter must match the sample");
-        assert_eq!(group.evaluate(&change), Verdict::Pass, "threshold must pass the sample");
+        assert!(
+            query.matches(&change),
+            "the query filter must match the sample"
+        );
+        assert_eq!(
+            group.evaluate(&change),
+            Verdict::Pass,
+            "threshold must pass the sample"
+        );
     }
 
     let mut g = c.benchmark_group("filter_per_change");
@@ -111,8 +127,12 @@ fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
     // The filter cost alone, on one change decoded up front (the decode share above is noisy).
     let mut p = payload.clone();
     let change = decoder.decode(&mut p).expect("valid");
-    g.bench_function("query_filter_no_decode", |b| b.iter(|| query.matches(&change)));
-    g.bench_function("wasm_threshold_no_decode", |b| b.iter(|| group.evaluate(&change)));
+    g.bench_function("query_filter_no_decode", |b| {
+        b.iter(|| query.matches(&change))
+    });
+    g.bench_function("wasm_threshold_no_decode", |b| {
+        b.iter(|| group.evaluate(&change))
+    });
     g.finish();
 }
 
@@ -131,7 +151,9 @@ impl Fanout {
         let hub = Hub::new(Arc::new(Metrics::new()));
         let cancel = CancellationToken::new();
         let all = filter("*:people");
-        let ops = parse_request(&pairs(&[("query", "*:people")])).expect("valid").ops;
+        let ops = parse_request(&pairs(&[("query", "*:people")]))
+            .expect("valid")
+            .ops;
         let mut subs = Vec::with_capacity(SUBSCRIBERS);
         let mut rxs = Vec::with_capacity(SUBSCRIBERS);
         for i in 0..SUBSCRIBERS {
@@ -142,7 +164,12 @@ impl Fanout {
             subs.push(hub.subscribe("public", "people", ops, all.clone(), Some(group), tx));
             rxs.push(rx);
         }
-        Fanout { hub, _subs: subs, rxs, _cancel: cancel }
+        Fanout {
+            hub,
+            _subs: subs,
+            rxs,
+            _cancel: cancel,
+        }
     }
 
     /// Empty every queue; returns how many frames were waiting.
@@ -166,12 +193,19 @@ fn fanout_groups(c: &mut Criterion, host: &PluginHost) {
     let mut g = c.benchmark_group("fanout_groups");
     g.throughput(Throughput::Elements(1));
     g.sample_size(30);
-    for (name, n_groups) in [("10000_subs_1_group", 1usize), ("10000_subs_100_groups", 100)] {
+    for (name, n_groups) in [
+        ("10000_subs_1_group", 1usize),
+        ("10000_subs_100_groups", 100),
+    ] {
         let groups: Vec<Arc<PluginGroup>> = (0..n_groups)
             .map(|i| threshold(host, &format!("{}", 2.0 + i as f64 * 0.001)))
             .collect();
         let ids: std::collections::HashSet<u64> = groups.iter().map(|g| g.id()).collect();
-        assert_eq!(ids.len(), n_groups, "distinct params must give distinct groups");
+        assert_eq!(
+            ids.len(),
+            n_groups,
+            "distinct params must give distinct groups"
+        );
         let mut fan = Fanout::new(&groups);
         let mut scratch = Scratch::default();
         {

@@ -69,7 +69,11 @@ pub async fn run(
     let source_stop = CancellationToken::new();
     let mut source_task = tokio::spawn(source::run(
         source_config,
-        Intake::new(hub.clone(), metrics.clone(), config.sessions.slow_consumer_timeout),
+        Intake::new(
+            hub.clone(),
+            metrics.clone(),
+            config.sessions.slow_consumer_timeout,
+        ),
         status.clone(),
         source_stop.clone(),
     ));

@@ -63,7 +63,11 @@ fn plugin_tool(command: &PluginCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        PluginCommand::Run { file, change, params } => {
+        PluginCommand::Run {
+            file,
+            change,
+            params,
+        } => {
             let mut pairs = Vec::new();
             for p in params {
                 match p.split_once('=') {

@@ -66,27 +66,79 @@ impl Metrics {
             plugin_call_seconds: Family::default(),
             registry: Registry::default(),
         };
-        registry.register("messages_received", "XLogData messages received", m.changes_received.clone());
-        registry.register("changes_decoded", "Row changes decoded", m.changes_decoded.clone());
-        registry.register("decode_errors", "Payloads that were not valid wal2json", m.decode_errors.clone());
-        registry.register("frames_delivered", "Frames queued to sessions", m.frames_delivered.clone());
-        registry.register("sessions_dropped", "Sessions closed as slow consumers (4008)", m.sessions_dropped.clone());
+        registry.register(
+            "messages_received",
+            "XLogData messages received",
+            m.changes_received.clone(),
+        );
+        registry.register(
+            "changes_decoded",
+            "Row changes decoded",
+            m.changes_decoded.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Payloads that were not valid wal2json",
+            m.decode_errors.clone(),
+        );
+        registry.register(
+            "frames_delivered",
+            "Frames queued to sessions",
+            m.frames_delivered.clone(),
+        );
+        registry.register(
+            "sessions_dropped",
+            "Sessions closed as slow consumers (4008)",
+            m.sessions_dropped.clone(),
+        );
         registry.register("sessions", "Open WebSocket sessions", m.sessions.clone());
-        registry.register("subscriptions", "Active subscriptions", m.subscriptions.clone());
-        registry.register("slot_lag_bytes", "WAL bytes between server end and flushed position", m.slot_lag_bytes.clone());
-        registry.register("replication_reconnects", "Replication connection reconnects", m.reconnects.clone());
-        registry.register("decode_seconds", "Decode and dispatch time per message", m.decode_seconds.clone());
+        registry.register(
+            "subscriptions",
+            "Active subscriptions",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "slot_lag_bytes",
+            "WAL bytes between server end and flushed position",
+            m.slot_lag_bytes.clone(),
+        );
+        registry.register(
+            "replication_reconnects",
+            "Replication connection reconnects",
+            m.reconnects.clone(),
+        );
+        registry.register(
+            "decode_seconds",
+            "Decode and dispatch time per message",
+            m.decode_seconds.clone(),
+        );
         registry.register("plugin_calls", "Wasm filter calls", m.plugin_calls.clone());
         registry.register("plugin_traps", "Wasm filter traps", m.plugin_traps.clone());
-        registry.register("plugin_deadline_hits", "Wasm filter calls stopped at the deadline", m.plugin_deadline_hits.clone());
-        registry.register("plugin_errors", "Wasm filter ERROR verdicts", m.plugin_errors.clone());
-        registry.register("plugin_call_seconds", "Time spent in Wasm filter calls", m.plugin_call_seconds.clone());
+        registry.register(
+            "plugin_deadline_hits",
+            "Wasm filter calls stopped at the deadline",
+            m.plugin_deadline_hits.clone(),
+        );
+        registry.register(
+            "plugin_errors",
+            "Wasm filter ERROR verdicts",
+            m.plugin_errors.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Time spent in Wasm filter calls",
+            m.plugin_call_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
     /// Bring the per-plugin counters up to the plugin host's totals (called at scrape time).
     pub fn sync_plugins(&self, plugins: &[crate::filter::wasm::PluginInfo]) {
-        fn bump(family: &Family<Vec<(String, String)>, Counter>, labels: &Vec<(String, String)>, total: u64) {
+        fn bump(
+            family: &Family<Vec<(String, String)>, Counter>,
+            labels: &Vec<(String, String)>,
+            total: u64,
+        ) {
             let counter = family.get_or_create(labels);
             let seen = counter.get();
             if total > seen {

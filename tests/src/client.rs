@@ -58,7 +58,11 @@ impl WsClient {
         let (ws, _resp) = match tokio_tungstenite::connect_async(url.as_str()).await {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
                 bail!("upgrade of {url} refused with {}: {body}", resp.status());
             }
             Err(e) => return Err(anyhow!(e).context(format!("cannot connect to {url}"))),
@@ -69,7 +73,10 @@ impl WsClient {
     /// `connect` + `expect_subscribed`.
     pub async fn subscribe(server: &Walcast, params: &[(&str, &str)]) -> Result<(WsClient, Value)> {
         let mut c = Self::connect(server, params).await?;
-        let sub = c.expect_subscribed().await.with_context(|| format!("subscribing with {params:?}"))?;
+        let sub = c
+            .expect_subscribed()
+            .await
+            .with_context(|| format!("subscribing with {params:?}"))?;
         Ok((c, sub))
     }
 
@@ -93,13 +100,16 @@ impl WsClient {
             match msg {
                 Message::Text(t) => {
                     let raw = t.as_str().to_owned();
-                    let v = serde_json::from_str(&raw).with_context(|| format!("frame is not JSON: {raw}"))?;
+                    let v = serde_json::from_str(&raw)
+                        .with_context(|| format!("frame is not JSON: {raw}"))?;
                     return Ok(Frame::Json(v, raw));
                 }
                 Message::Binary(b) => bail!("unexpected binary frame of {} bytes", b.len()),
                 Message::Close(cf) => {
                     return Ok(match cf {
-                        Some(cf) => Frame::Close(Some(u16::from(cf.code)), cf.reason.as_str().to_owned()),
+                        Some(cf) => {
+                            Frame::Close(Some(u16::from(cf.code)), cf.reason.as_str().to_owned())
+                        }
                         None => Frame::Close(None, String::new()),
                     })
                 }
@@ -143,10 +153,16 @@ impl WsClient {
         let mut skipped = 0;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next_frame(left).await.with_context(|| format!("waiting for close {code} after {skipped} frames"))? {
+            match self
+                .next_frame(left)
+                .await
+                .with_context(|| format!("waiting for close {code} after {skipped} frames"))?
+            {
                 Frame::Json(v, _) if v["type"] == "change" => skipped += 1,
                 Frame::Close(Some(c), _) if c == code => return Ok(skipped),
-                other => bail!("expected close {code} (after {skipped} change frames), got {other:?}"),
+                other => {
+                    bail!("expected close {code} (after {skipped} change frames), got {other:?}")
+                }
             }
         }
     }
@@ -175,6 +191,7 @@ pub async fn http_error(server: &Walcast, params: &[(&str, &str)]) -> Result<(u1
         bail!("GET {url} was upgraded (101), expected an HTTP error");
     }
     let text = resp.text().await?;
-    let body = serde_json::from_str(&text).with_context(|| format!("{status} body of {url} is not JSON: {text}"))?;
+    let body = serde_json::from_str(&text)
+        .with_context(|| format!("{status} body of {url} is not JSON: {text}"))?;
     Ok((status, body))
 }

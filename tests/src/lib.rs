@@ -17,7 +17,12 @@ pub const STEP: Duration = Duration::from_secs(15);
 
 /// Polls `cond` every `every` until it returns `Some`, or fails after `timeout` naming `what`.
 /// Polling is for observing other processes (slot positions, metrics); frames are awaited.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut cond: F) -> anyhow::Result<T>
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut cond: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -31,7 +36,9 @@ where
             Err(e) => last_err = Some(e),
         }
         if tokio::time::Instant::now() >= deadline {
-            let detail = last_err.map(|e| format!(" (last error: {e:#})")).unwrap_or_default();
+            let detail = last_err
+                .map(|e| format!(" (last error: {e:#})"))
+                .unwrap_or_default();
             anyhow::bail!("timed out after {timeout:?} waiting for {what}{detail}");
         }
         tokio::time::sleep(every).await;

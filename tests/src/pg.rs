@@ -38,17 +38,27 @@ pub struct PgCluster {
 /// A name suffix unique within this test run: `<pid>_<counter>`.
 pub fn unique_suffix() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub(crate) fn pg_bin() -> PathBuf {
-    std::env::var_os("WALCAST_TEST_PG_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(PG_BIN))
+    std::env::var_os("WALCAST_TEST_PG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(PG_BIN))
 }
 
 fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -65,8 +75,15 @@ fn pg_command(tool: &str) -> Command {
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {what}"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {what}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
         bail!("{what} failed ({}): {}", out.status, text.trim());
     }
@@ -101,7 +118,8 @@ impl PgCluster {
             base,
             port,
         };
-        fs::create_dir_all(&cluster.sock).with_context(|| format!("cannot create {}", cluster.sock.display()))?;
+        fs::create_dir_all(&cluster.sock)
+            .with_context(|| format!("cannot create {}", cluster.sock.display()))?;
         if is_root() {
             let mut c = Command::new("chown");
             c.args(["-R", "postgres:postgres"]).arg(&cluster.base);
@@ -109,7 +127,16 @@ impl PgCluster {
         }
         cluster.spawn_watchdog();
         let mut init = pg_command("initdb");
-        init.arg("-D").arg(&cluster.data).args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]);
+        init.arg("-D").arg(&cluster.data).args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
         run(init, "initdb")?;
         cluster.write_config(&opts)?;
         cluster.start()?;
@@ -127,19 +154,31 @@ impl PgCluster {
             ("full_page_writes".into(), "off".into()),
             ("listen_addresses".into(), "'127.0.0.1'".into()),
             ("port".into(), self.port.to_string()),
-            ("unix_socket_directories".into(), format!("'{}'", self.sock.display())),
+            (
+                "unix_socket_directories".into(),
+                format!("'{}'", self.sock.display()),
+            ),
         ];
         if supports_output_plugin_libraries() {
-            settings.push(("output_plugin_libraries".into(), "'pgoutput,test_decoding,wal2json'".into()));
+            settings.push((
+                "output_plugin_libraries".into(),
+                "'pgoutput,test_decoding,wal2json'".into(),
+            ));
         }
         for (k, v) in &opts.settings {
-            let quoted = if v.starts_with('\'') { v.clone() } else { format!("'{v}'") };
+            let quoted = if v.starts_with('\'') {
+                v.clone()
+            } else {
+                format!("'{v}'")
+            };
             settings.push((k.clone(), quoted));
         }
         for (k, v) in settings {
             conf.push_str(&format!("{k} = {v}\n"));
         }
-        let mut f = fs::OpenOptions::new().append(true).open(self.data.join("postgresql.conf"))?;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))?;
         f.write_all(conf.as_bytes())?;
         if opts.scram_host_auth {
             // The harness itself connects over the Unix socket (trust); TCP logins other than the
@@ -162,7 +201,11 @@ impl PgCluster {
             pg_bin().join("pg_ctl").display(),
             self.data.display()
         );
-        let stop = if is_root() { format!("runuser -u postgres -- {stop}") } else { stop };
+        let stop = if is_root() {
+            format!("runuser -u postgres -- {stop}")
+        } else {
+            stop
+        };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; if [ -f '{data}/postmaster.pid' ]; then {stop}; fi; rm -rf '{base}'",
             pid = std::process::id(),
@@ -182,15 +225,22 @@ impl PgCluster {
     /// Starts (or restarts) the cluster on its data dir and port; returns once it accepts connections.
     pub fn start(&self) -> Result<()> {
         let mut c = pg_command("pg_ctl");
-        c.arg("-D").arg(&self.data).arg("-l").arg(&self.log).args(["-w", "-t", "60", "start"]);
-        run(c, "pg_ctl start").map_err(|e| e.context(format!("postgres log:\n{}", self.log_tail(30))))?;
+        c.arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "start"]);
+        run(c, "pg_ctl start")
+            .map_err(|e| e.context(format!("postgres log:\n{}", self.log_tail(30))))?;
         Ok(())
     }
 
     /// Fast shutdown (SIGINT to the postmaster, as `pg_ctl stop -m fast`); waits until it is down.
     pub fn stop(&self) -> Result<()> {
         let mut c = pg_command("pg_ctl");
-        c.arg("-D").arg(&self.data).args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        c.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
         run(c, "pg_ctl stop")?;
         Ok(())
     }
@@ -206,7 +256,11 @@ impl PgCluster {
     /// `postgres://user[:password]@127.0.0.1:port/db`, the form walcast users write.
     pub fn tcp_url(&self, db: &str, user: &str, password: Option<&str>) -> String {
         let auth = match password {
-            Some(p) => format!("{}:{}", crate::percent_encode(user), crate::percent_encode(p)),
+            Some(p) => format!(
+                "{}:{}",
+                crate::percent_encode(user),
+                crate::percent_encode(p)
+            ),
             None => crate::percent_encode(user),
         };
         format!("postgres://{auth}@127.0.0.1:{}/{db}", self.port)
@@ -216,7 +270,10 @@ impl PgCluster {
     /// runtime (each `#[tokio::test]` has its own).
     pub async fn connect(&self, db: &str) -> Result<tokio_postgres::Client> {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host_path(&self.sock).port(self.port).user("postgres").dbname(db);
+        cfg.host_path(&self.sock)
+            .port(self.port)
+            .user("postgres")
+            .dbname(db);
         let (client, conn) = cfg
             .connect(tokio_postgres::NoTls)
             .await
@@ -267,7 +324,9 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         if self.data.join("postmaster.pid").exists() {
             let mut c = pg_command("pg_ctl");
-            c.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]);
+            c.arg("-D")
+                .arg(&self.data)
+                .args(["-m", "immediate", "-w", "stop"]);
             let _ = run(c, "pg_ctl stop");
         }
         let _ = fs::remove_dir_all(&self.base);
@@ -290,7 +349,11 @@ impl<'c> TestDb<'c> {
     }
 
     /// As `new`, with the database owned by `owner`.
-    pub async fn with_owner(cluster: &'c PgCluster, label: &str, owner: Option<&str>) -> Result<TestDb<'c>> {
+    pub async fn with_owner(
+        cluster: &'c PgCluster,
+        label: &str,
+        owner: Option<&str>,
+    ) -> Result<TestDb<'c>> {
         let suffix = unique_suffix();
         let name = format!("t_{label}_{suffix}");
         let slot = format!("s_{label}_{suffix}");
@@ -301,7 +364,12 @@ impl<'c> TestDb<'c> {
             .await
             .with_context(|| format!("CREATE DATABASE {name}"))?;
         let client = cluster.connect(&name).await?;
-        Ok(TestDb { cluster, name, slot, client })
+        Ok(TestDb {
+            cluster,
+            name,
+            slot,
+            client,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -329,7 +397,10 @@ impl<'c> TestDb<'c> {
 
     /// Runs one or more statements on the creation connection.
     pub async fn exec(&self, sql: &str) -> Result<()> {
-        self.client.batch_execute(sql).await.with_context(|| format!("SQL failed: {sql}"))
+        self.client
+            .batch_execute(sql)
+            .await
+            .with_context(|| format!("SQL failed: {sql}"))
     }
 
     /// TCP URL for walcast as the superuser (trust).
@@ -352,7 +423,10 @@ impl Drop for TestDb<'_> {
                 "postgres",
                 &format!("SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE database = '{db}' AND NOT active"),
             );
-            let left = self.cluster.psql("postgres", &format!("SELECT count(*) FROM pg_replication_slots WHERE database = '{db}'"));
+            let left = self.cluster.psql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_replication_slots WHERE database = '{db}'"),
+            );
             let _ = dropped; // a slot that turned active again is retried below
             match left {
                 Ok(n) if n.trim() == "0" => break,
@@ -360,6 +434,9 @@ impl Drop for TestDb<'_> {
                 Ok(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
             }
         }
-        let _ = self.cluster.psql("postgres", &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        let _ = self.cluster.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+        );
     }
 }

@@ -39,7 +39,10 @@ pub struct WalcastBuilder {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// The walcast binary the suite runs (for CLI tests).
@@ -57,7 +60,9 @@ fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
         }
         return Ok(bin);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
     let release = target.join("release/walcast");
     let debug = target.join("debug/walcast");
     if prefer_release && release.is_file() {
@@ -124,8 +129,13 @@ impl WalcastBuilder {
     /// Spawns walcast and waits for its listening line and `/readyz` 200.
     pub async fn start(self) -> Result<Walcast> {
         let bin = locate_binary(self.prefer_release)?;
-        let log_dir = workspace_root().join("target/e2e-logs").join(format!("{}-{}", self.label, unique_suffix()));
-        fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+        let log_dir = workspace_root().join("target/e2e-logs").join(format!(
+            "{}-{}",
+            self.label,
+            unique_suffix()
+        ));
+        fs::create_dir_all(&log_dir)
+            .with_context(|| format!("cannot create {}", log_dir.display()))?;
         let mut last_err = None;
         // A port picked as free can be taken by the time walcast binds it; retry on that only.
         for _ in 0..3 {
@@ -159,8 +169,12 @@ impl WalcastBuilder {
             cmd.arg("--config").arg(path);
         }
         cmd.args(&self.args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(File::create(&stderr_path)?);
-        let mut child = cmd.spawn().with_context(|| format!("cannot spawn {}", bin.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&stderr_path)?);
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot spawn {}", bin.display()))?;
 
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let stdout = child.stdout.take().context("walcast stdout not piped")?;
@@ -180,12 +194,22 @@ impl WalcastBuilder {
             }
         });
 
-        let mut w = Walcast { child, addr, log_dir: log_dir.to_path_buf(), http: reqwest::Client::new() };
+        let mut w = Walcast {
+            child,
+            addr,
+            log_dir: log_dir.to_path_buf(),
+            http: reqwest::Client::new(),
+        };
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut listening = false;
         loop {
             if let Some(status) = w.child.try_wait()? {
-                bail!("walcast ({}) exited early ({status}); logs in {}; stderr:\n{}", bin.display(), log_dir.display(), w.stderr_tail(40));
+                bail!(
+                    "walcast ({}) exited early ({status}); logs in {}; stderr:\n{}",
+                    bin.display(),
+                    log_dir.display(),
+                    w.stderr_tail(40)
+                );
             }
             if !listening {
                 listening = rx.try_recv().is_ok();
@@ -197,7 +221,11 @@ impl WalcastBuilder {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                let stage = if listening { "/readyz to answer 200" } else { "the `walcast listening on` line on stdout" };
+                let stage = if listening {
+                    "/readyz to answer 200"
+                } else {
+                    "the `walcast listening on` line on stdout"
+                };
                 bail!(
                     "walcast ({}) not ready after {READY_TIMEOUT:?}: waited for {stage}; logs in {}; stderr tail:\n{}",
                     bin.display(),
@@ -246,7 +274,11 @@ impl Walcast {
 
     /// `GET path` returning status and body text.
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
-        let r = self.http.get(format!("{}{path}", self.http_base())).send().await?;
+        let r = self
+            .http
+            .get(format!("{}{path}", self.http_base()))
+            .send()
+            .await?;
         let status = r.status().as_u16();
         Ok((status, r.text().await?))
     }
@@ -269,16 +301,24 @@ impl Walcast {
     pub fn memory(&self) -> Result<Memory> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let field = |name: &str| -> Result<u64> {
-            let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("{name} missing"))?;
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("{name} missing"))?;
             let kib = line.split_whitespace().nth(1).context("no value")?;
             Ok(kib.parse()?)
         };
-        Ok(Memory { hwm_kib: field("VmHWM:")?, rss_kib: field("VmRSS:")? })
+        Ok(Memory {
+            hwm_kib: field("VmHWM:")?,
+            rss_kib: field("VmRSS:")?,
+        })
     }
 
     /// Sends SIGTERM (graceful shutdown).
     pub fn terminate(&self) -> Result<()> {
-        let st = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
         if !st.success() {
             bail!("kill -TERM failed: {st}");
         }
@@ -315,8 +355,16 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
             Some(r) if r.starts_with(' ') || r.starts_with('{') => r,
             _ => continue,
         };
-        let value = if rest.starts_with('{') { rest.rsplit_once('}').map(|(_, v)| v)? } else { rest };
-        if let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) {
+        let value = if rest.starts_with('{') {
+            rest.rsplit_once('}').map(|(_, v)| v)?
+        } else {
+            rest
+        };
+        if let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             *found.get_or_insert(0.0) += v;
         }
     }

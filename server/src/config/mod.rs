@@ -341,9 +341,8 @@ impl Config {
             self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
         }
         if let Some(v) = get("WALCAST_SLOW_CONSUMER_TIMEOUT") {
-            self.sessions.slow_consumer_timeout = parse_duration(&v).map_err(|e| {
-                ConfigError::invalid("WALCAST_SLOW_CONSUMER_TIMEOUT", e)
-            })?;
+            self.sessions.slow_consumer_timeout = parse_duration(&v)
+                .map_err(|e| ConfigError::invalid("WALCAST_SLOW_CONSUMER_TIMEOUT", e))?;
         }
         if let Some(v) = get("WALCAST_PLUGIN_DIR") {
             self.plugins.dir = Some(PathBuf::from(v));

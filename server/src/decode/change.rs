@@ -75,7 +75,9 @@ pub(crate) enum Action {
     Commit,
     Change(Op),
     /// `pg_logical_emit_message`; `transactional` says whether it sits inside a B/C pair.
-    Message { transactional: bool },
+    Message {
+        transactional: bool,
+    },
 }
 
 /// A scalar column value borrowed from the payload.
@@ -212,7 +214,11 @@ impl<'a> Change<'a> {
             Kind::Number => Value::Number(self.str(f.value)),
             Kind::String => Value::String(self.str(f.value)),
         };
-        Column { name: self.str(f.name), type_name: self.str(f.type_name), value }
+        Column {
+            name: self.str(f.name),
+            type_name: self.str(f.type_name),
+            value,
+        }
     }
 
     pub(crate) fn str(&self, span: Span) -> &'a str {

@@ -32,7 +32,9 @@ impl FrameEncoder {
 
     /// Encode a `change` frame. `change` must be an I/U/D/T message.
     pub fn change(&mut self, change: &Change<'_>, projection: Projection<'_>) -> String {
-        self.change_with(change, &mut |image, b| put_row(b, change, image, projection))
+        self.change_with(change, &mut |image, b| {
+            put_row(b, change, image, projection)
+        })
     }
 
     /// Encode a `change` frame whose row images are written by `row(image, out)`, which appends
@@ -148,7 +150,10 @@ pub fn put_str(b: &mut String, s: &str) {
 /// infinity, offsets with seconds) is parsed by chrono or passed through as a plain string.
 fn put_rfc3339(b: &mut String, ts: &str) {
     let bytes = ts.as_bytes();
-    let offset_at = bytes.iter().rposition(|c| *c == b'+' || *c == b'-').filter(|&i| i > 10);
+    let offset_at = bytes
+        .iter()
+        .rposition(|c| *c == b'+' || *c == b'-')
+        .filter(|&i| i > 10);
     let shape_ok = ts.is_ascii() && bytes.len() >= 22 && bytes[10] == b' ' && bytes[4] == b'-';
     let (true, Some(at)) = (shape_ok, offset_at) else {
         return put_rfc3339_slow(b, ts);

@@ -5,8 +5,8 @@ mod change;
 mod frame;
 mod parser;
 
-pub use change::{Change, Column, Image, Op, Value};
 pub(crate) use change::Action;
+pub use change::{Change, Column, Image, Op, Value};
 pub use frame::{put_column_value, put_str, FrameEncoder, Projection};
 pub use parser::{DecodeError, Decoder};
 

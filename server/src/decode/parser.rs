@@ -83,9 +83,19 @@ impl Decoder {
         self.pending.clear();
         let base = payload.as_ptr() as usize;
 
-        let mut tape = self.tape.take().map(Tape::reset).unwrap_or_else(|| Tape::null().reset());
+        let mut tape = self
+            .tape
+            .take()
+            .map(Tape::reset)
+            .unwrap_or_else(|| Tape::null().reset());
         let walked = match simd_json::fill_tape(payload, &mut self.buffers, &mut tape) {
-            Ok(()) => walk(&tape.0, base, &mut self.new, &mut self.old, &mut self.pending),
+            Ok(()) => walk(
+                &tape.0,
+                base,
+                &mut self.new,
+                &mut self.old,
+                &mut self.pending,
+            ),
             Err(_) => Err(DecodeError::InvalidJson),
         };
         self.tape = Some(tape.reset());
@@ -102,7 +112,9 @@ impl Decoder {
 
         let action = header.action.ok_or(DecodeError::MissingAction)?;
         let action = match action {
-            Action::Message { .. } => Action::Message { transactional: header.transactional },
+            Action::Message { .. } => Action::Message {
+                transactional: header.transactional,
+            },
             other => other,
         };
         Ok(Change {
@@ -123,7 +135,10 @@ impl Decoder {
 
 fn span_of(s: &str, base: usize) -> Span {
     let start = (s.as_ptr() as usize - base) as u32;
-    Span { start, end: start + s.len() as u32 }
+    Span {
+        start,
+        end: start + s.len() as u32,
+    }
 }
 
 /// Number of tape nodes taken by the value starting at `i` (itself included).
@@ -147,12 +162,16 @@ fn walk(
     let mut h = Header::default();
     let mut i = 1;
     for _ in 0..*len {
-        let Node::String(key) = tape[i] else { return Err(DecodeError::NotAnObject) };
+        let Node::String(key) = tape[i] else {
+            return Err(DecodeError::NotAnObject);
+        };
         i += 1;
         let value = tape[i];
         match key {
             "action" => {
-                let Node::String(a) = value else { return Err(DecodeError::BadType("action")) };
+                let Node::String(a) = value else {
+                    return Err(DecodeError::BadType("action"));
+                };
                 h.action = Some(match a {
                     "I" => Action::Change(Op::Insert),
                     "U" => Action::Change(Op::Update),
@@ -160,7 +179,9 @@ fn walk(
                     "T" => Action::Change(Op::Truncate),
                     "B" => Action::Begin,
                     "C" => Action::Commit,
-                    "M" => Action::Message { transactional: false },
+                    "M" => Action::Message {
+                        transactional: false,
+                    },
                     _ => return Err(DecodeError::UnknownAction),
                 });
             }
@@ -206,10 +227,14 @@ fn columns(
     out: &mut Vec<Field>,
     pending: &mut Vec<PendingNumber>,
 ) -> Result<(), DecodeError> {
-    let Node::Array { len, .. } = tape[at] else { return Err(DecodeError::BadType("columns")) };
+    let Node::Array { len, .. } = tape[at] else {
+        return Err(DecodeError::BadType("columns"));
+    };
     let mut i = at + 1;
     for _ in 0..len {
-        let Node::Object { len: keys, .. } = tape[i] else { return Err(DecodeError::BadColumn) };
+        let Node::Object { len: keys, .. } = tape[i] else {
+            return Err(DecodeError::BadColumn);
+        };
         let mut field = Field {
             name: Span::EMPTY,
             type_name: Span::EMPTY,
@@ -219,7 +244,9 @@ fn columns(
         let mut has_name = false;
         let mut j = i + 1;
         for _ in 0..keys {
-            let Node::String(key) = tape[j] else { return Err(DecodeError::BadColumn) };
+            let Node::String(key) = tape[j] else {
+                return Err(DecodeError::BadColumn);
+            };
             j += 1;
             let v = tape[j];
             match (key, v) {
@@ -286,7 +313,10 @@ fn resolve_numbers(
                 .iter()
                 .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
                 .map_or(payload.len(), |n| start + n);
-            let span = Span { start: start as u32, end: end as u32 };
+            let span = Span {
+                start: start as u32,
+                end: end as u32,
+            };
             let list: &mut [Field] = if p.old { old } else { new };
             list[p.field as usize].value = span;
             next = order.next();
@@ -308,13 +338,19 @@ mod order {
 
     impl<'p> Order<'p> {
         pub(super) fn new(pending: &'p [PendingNumber]) -> Self {
-            let in_order = pending.windows(2).all(|w| w[0].tape_index < w[1].tape_index);
+            let in_order = pending
+                .windows(2)
+                .all(|w| w[0].tape_index < w[1].tape_index);
             let sorted = (!in_order).then(|| {
                 let mut v = pending.to_vec();
                 v.sort_unstable_by_key(|p| p.tape_index);
                 v
             });
-            Order { pending, sorted, at: 0 }
+            Order {
+                pending,
+                sorted,
+                at: 0,
+            }
         }
 
         pub(super) fn next(&mut self) -> Option<PendingNumber> {

@@ -7,7 +7,13 @@ const SAMPLES: &str = include_str!("../../testdata/wal2json_v2_samples.jsonl");
 
 fn sample(action: &str, nth: usize) -> Vec<u8> {
     let tag = format!("{{\"action\":\"{action}\"");
-    SAMPLES.lines().filter(|l| l.starts_with(&tag)).nth(nth).expect("sample").as_bytes().to_vec()
+    SAMPLES
+        .lines()
+        .filter(|l| l.starts_with(&tag))
+        .nth(nth)
+        .expect("sample")
+        .as_bytes()
+        .to_vec()
 }
 
 fn frame(payload: &mut [u8], projection: Projection<'_>) -> Json {
@@ -22,7 +28,9 @@ fn every_sample_decodes() {
     let mut decoder = Decoder::new();
     for line in SAMPLES.lines() {
         let mut buf = line.as_bytes().to_vec();
-        decoder.decode(&mut buf).unwrap_or_else(|e| panic!("{e}: {line}"));
+        decoder
+            .decode(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}: {line}"));
     }
 }
 
@@ -41,7 +49,11 @@ fn insert_frame_keeps_types_and_exact_numbers() {
     assert_eq!(f["new"]["name"], "Paul");
     assert_eq!(f["new"]["height"], 1.9);
     assert_eq!(f["new"]["b"], true);
-    assert_eq!(f["new"]["j"], serde_json::json!({"a": [1, 2]}), "jsonb is embedded as JSON");
+    assert_eq!(
+        f["new"]["j"],
+        serde_json::json!({"a": [1, 2]}),
+        "jsonb is embedded as JSON"
+    );
     assert!(f["old"].is_null());
     // Numbers are copied as Postgres printed them, beyond f64 precision.
     let mut decoder = Decoder::new();
@@ -53,7 +65,10 @@ fn insert_frame_keeps_types_and_exact_numbers() {
     );
     let bytes = FrameEncoder::new().change(&change, Projection::All);
     let text = bytes.as_str();
-    assert!(text.contains("\"big\":123456789012345678901234567890.123"), "{text}");
+    assert!(
+        text.contains("\"big\":123456789012345678901234567890.123"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -77,7 +92,10 @@ fn update_and_delete_images() {
 
     let mut p = sample("U", 1);
     let f = frame(&mut p, Projection::All);
-    assert_eq!(f["old"]["age"], 52, "REPLICA IDENTITY FULL carries the full old row");
+    assert_eq!(
+        f["old"]["age"], 52,
+        "REPLICA IDENTITY FULL carries the full old row"
+    );
     assert_eq!(f["new"]["age"], 53);
 
     let mut p = sample("D", 0);
@@ -113,12 +131,22 @@ fn begin_commit_and_logical_messages() {
     assert_eq!(c.xid(), Some(724));
     let mut p = sample("M", 0);
     let c = decoder.decode(&mut p).unwrap();
-    assert_eq!(c.action(), Action::Message { transactional: false });
+    assert_eq!(
+        c.action(),
+        Action::Message {
+            transactional: false
+        }
+    );
     assert_eq!(c.xid(), None);
     assert_eq!((c.prefix(), c.content()), ("pfx", "hello"));
     let mut p = sample("M", 1);
     let c = decoder.decode(&mut p).unwrap();
-    assert_eq!(c.action(), Action::Message { transactional: true });
+    assert_eq!(
+        c.action(),
+        Action::Message {
+            transactional: true
+        }
+    );
 }
 
 #[test]
@@ -127,7 +155,10 @@ fn identity_before_columns_still_resolves_numbers() {
     let mut decoder = Decoder::new();
     let c = decoder.decode(&mut p).unwrap();
     assert_eq!(c.get(Image::Old, "a").unwrap().value, Value::Number("7"));
-    assert_eq!(c.get(Image::New, "a").unwrap().value, Value::Number("-1.5e+300"));
+    assert_eq!(
+        c.get(Image::New, "a").unwrap().value,
+        Value::Number("-1.5e+300")
+    );
     assert_eq!(c.get(Image::New, "b").unwrap().value, Value::Number("0"));
 }
 
@@ -151,8 +182,14 @@ fn large_messages_decode() {
     .into_bytes();
     let mut decoder = Decoder::new();
     let c = decoder.decode(&mut p).unwrap();
-    assert_eq!(c.get(Image::New, "id").unwrap().value, Value::Number("9223372036854775807"));
-    assert_eq!(c.get(Image::New, "body").unwrap().value, Value::String(&big));
+    assert_eq!(
+        c.get(Image::New, "id").unwrap().value,
+        Value::Number("9223372036854775807")
+    );
+    assert_eq!(
+        c.get(Image::New, "body").unwrap().value,
+        Value::String(&big)
+    );
 }
 
 #[test]
@@ -163,11 +200,22 @@ fn invalid_payloads_are_errors() {
         (b"[1,2]", DecodeError::NotAnObject),
         (b"{\"xid\":1}", DecodeError::MissingAction),
         (b"{\"action\":\"Z\"}", DecodeError::UnknownAction),
-        (b"{\"action\":\"I\",\"columns\":[1]}", DecodeError::BadColumn),
-        (b"{\"action\":\"I\",\"columns\":{}}", DecodeError::BadType("columns")),
+        (
+            b"{\"action\":\"I\",\"columns\":[1]}",
+            DecodeError::BadColumn,
+        ),
+        (
+            b"{\"action\":\"I\",\"columns\":{}}",
+            DecodeError::BadType("columns"),
+        ),
     ] {
         let mut p = input.to_vec();
-        assert_eq!(decoder.decode(&mut p).unwrap_err(), err, "{}", String::from_utf8_lossy(input));
+        assert_eq!(
+            decoder.decode(&mut p).unwrap_err(),
+            err,
+            "{}",
+            String::from_utf8_lossy(input)
+        );
     }
     // The decoder is still usable afterwards.
     let mut p = sample("I", 0);
@@ -182,10 +230,9 @@ fn timestamps_become_rfc3339() {
         ("2026-11-21 23:54:51.1-08", "2026-11-21T23:54:51.1-08:00"),
         ("1850-01-01 00:00:00+00:19:32", "1849-12-31T23:40:28Z"),
     ] {
-        let mut p = format!(
-            r#"{{"action":"T","xid":1,"timestamp":"{pg}","schema":"s","table":"t"}}"#
-        )
-        .into_bytes();
+        let mut p =
+            format!(r#"{{"action":"T","xid":1,"timestamp":"{pg}","schema":"s","table":"t"}}"#)
+                .into_bytes();
         let f = frame(&mut p, Projection::All);
         let ts = f["ts"].as_str().unwrap();
         assert_eq!(ts, rfc);

@@ -116,13 +116,17 @@ impl Consumer for Intake {
         }
         self.hub.advance(wal_start);
         if let Some(started) = started {
-            self.metrics.decode_seconds.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .decode_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         self.boundary()
     }
 
     async fn ready(&mut self) {
-        self.hub.drain_blocked(&mut self.scratch, self.slow_consumer_timeout).await;
+        self.hub
+            .drain_blocked(&mut self.scratch, self.slow_consumer_timeout)
+            .await;
     }
 
     fn on_reconnect(&mut self) {

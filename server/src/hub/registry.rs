@@ -47,7 +47,11 @@ struct TableSubs {
 
 impl TableSubs {
     fn projection_slot(&mut self, select: Option<&[Box<str>]>) -> usize {
-        if let Some(i) = self.projections.iter().position(|(p, _)| p.as_deref() == select) {
+        if let Some(i) = self
+            .projections
+            .iter()
+            .position(|(p, _)| p.as_deref() == select)
+        {
             self.projections[i].1 += 1;
             return i;
         }
@@ -146,13 +150,20 @@ impl Hub {
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut tables = self.tables.write();
-        let t = tables.entry(schema.into()).or_default().entry(table.into()).or_default();
+        let t = tables
+            .entry(schema.into())
+            .or_default()
+            .entry(table.into())
+            .or_default();
         let projection = t.projection_slot(filter.select());
         match filter.eq_index() {
             Some((column, key)) => {
                 let class = filter.eq_class().unwrap_or(TypeClass::Text);
                 t.eq.entry(column.into())
-                    .or_insert_with(|| EqIndex { class, by_key: HashMap::new() })
+                    .or_insert_with(|| EqIndex {
+                        class,
+                        by_key: HashMap::new(),
+                    })
                     .by_key
                     .entry(key.into())
                     .or_default()
@@ -160,17 +171,37 @@ impl Hub {
             }
             None => t.scan.push(id),
         }
-        t.subs.insert(id, Sub { ops, filter, plugin, session, projection });
+        t.subs.insert(
+            id,
+            Sub {
+                ops,
+                filter,
+                plugin,
+                session,
+                projection,
+            },
+        );
         drop(tables);
         self.metrics.subscriptions.inc();
-        Subscription { hub: self.clone(), id, schema: schema.into(), table: table.into() }
+        Subscription {
+            hub: self.clone(),
+            id,
+            schema: schema.into(),
+            table: table.into(),
+        }
     }
 
     fn unsubscribe(&self, schema: &str, table: &str, id: SubscriptionId) {
         let mut tables = self.tables.write();
-        let Some(by_table) = tables.get_mut(schema) else { return };
-        let Some(t) = by_table.get_mut(table) else { return };
-        let Some(sub) = t.subs.remove(&id) else { return };
+        let Some(by_table) = tables.get_mut(schema) else {
+            return;
+        };
+        let Some(t) = by_table.get_mut(table) else {
+            return;
+        };
+        let Some(sub) = t.subs.remove(&id) else {
+            return;
+        };
         self.metrics.subscriptions.dec();
         if let Some(p) = t.projections.get_mut(sub.projection) {
             p.1 = p.1.saturating_sub(1);
@@ -208,7 +239,10 @@ impl Hub {
         scratch.dead.clear();
         {
             let tables = self.tables.read();
-            let Some(t) = tables.get(change.schema()).and_then(|s| s.get(change.table())) else {
+            let Some(t) = tables
+                .get(change.schema())
+                .and_then(|s| s.get(change.table()))
+            else {
                 return;
             };
             scratch.frames.clear();
@@ -229,7 +263,8 @@ impl Hub {
                 let mut key_buf = std::mem::take(&mut scratch.key);
                 for (column, index) in &t.eq {
                     let value = row_value(change, op, column);
-                    let Some(key) = value.and_then(|v| filter::index_key(v, index.class, &mut key_buf))
+                    let Some(key) =
+                        value.and_then(|v| filter::index_key(v, index.class, &mut key_buf))
                     else {
                         continue;
                     };
@@ -282,7 +317,9 @@ impl Hub {
         op: Op,
         scratch: &mut Scratch,
     ) {
-        if sub.ops & op.bit() == 0 || sub.session.signal().is_closing() || !sub.filter.matches(change)
+        if sub.ops & op.bit() == 0
+            || sub.session.signal().is_closing()
+            || !sub.filter.matches(change)
         {
             return;
         }

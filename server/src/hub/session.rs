@@ -42,7 +42,9 @@ impl SessionSignal {
 
     /// Ask the writer to close the socket with `code`. The first reason wins.
     pub fn close(&self, code: u16) {
-        let _ = self.code.compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self
+            .code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
         self.closing.store(true, Ordering::Release);
         self.close.cancel();
     }
@@ -118,7 +120,14 @@ pub fn session_queue(
 ) -> (SessionTx, mpsc::Receiver<Frame>, Arc<SessionSignal>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let signal = SessionSignal::new(parent);
-    (SessionTx { tx, signal: signal.clone() }, rx, signal)
+    (
+        SessionTx {
+            tx,
+            signal: signal.clone(),
+        },
+        rx,
+        signal,
+    )
 }
 
 #[cfg(test)]

@@ -42,15 +42,27 @@ impl Conn {
     pub(crate) async fn connect(pg: &tokio_postgres::Config) -> Result<Conn, SourceError> {
         let user = pg
             .get_user()
-            .ok_or_else(|| SourceError::Config("DATABASE_URL names no user: add user@ to it".into()))?
+            .ok_or_else(|| {
+                SourceError::Config("DATABASE_URL names no user: add user@ to it".into())
+            })?
             .to_owned();
         if pg.get_hosts().is_empty() {
-            return Err(SourceError::Config("DATABASE_URL names no host: add a host or a socket directory".into()));
+            return Err(SourceError::Config(
+                "DATABASE_URL names no host: add a host or a socket directory".into(),
+            ));
         }
-        let timeout = pg.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let timeout = pg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let mut last_err = None;
         for (i, host) in pg.get_hosts().iter().enumerate() {
-            let port = pg.get_ports().get(i).or_else(|| pg.get_ports().first()).copied().unwrap_or(DEFAULT_PORT);
+            let port = pg
+                .get_ports()
+                .get(i)
+                .or_else(|| pg.get_ports().first())
+                .copied()
+                .unwrap_or(DEFAULT_PORT);
             let attempt = async {
                 let io = open(host, port, pg.get_ssl_mode()).await?;
                 let mut conn = Conn {
@@ -70,7 +82,10 @@ impl Conn {
                 Err(_) => {
                     last_err = Some(SourceError::Io {
                         context: "connecting to Postgres",
-                        source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect timeout",
+                        ),
                     })
                 }
             }
@@ -87,7 +102,8 @@ impl Conn {
             ("replication", "database"),
             ("application_name", "walcast"),
         ];
-        frontend::startup_message(params.iter().copied(), &mut self.wbuf).map_err(SourceError::io("encoding startup"))?;
+        frontend::startup_message(params.iter().copied(), &mut self.wbuf)
+            .map_err(SourceError::io("encoding startup"))?;
         self.send().await?;
         self.authenticate(pg.get_password()).await?;
         // ParameterStatus, BackendKeyData and notices until the server is ready.
@@ -96,7 +112,10 @@ impl Conn {
             let body = &self.rbuf[5..total];
             let result = match tag {
                 b'Z' => Some(Ok(())),
-                b'E' => Some(Err(SourceError::from_server(parse_error_fields(body), &self.user))),
+                b'E' => Some(Err(SourceError::from_server(
+                    parse_error_fields(body),
+                    &self.user,
+                ))),
                 b'S' | b'K' | b'N' => None,
                 other => Some(Err(unexpected(other, "startup"))),
             };
@@ -115,10 +134,17 @@ impl Conn {
             let body = &frame[5..];
             match tag {
                 b'R' => {}
-                b'E' => return Err(SourceError::from_server(parse_error_fields(body), &self.user)),
+                b'E' => {
+                    return Err(SourceError::from_server(
+                        parse_error_fields(body),
+                        &self.user,
+                    ))
+                }
                 other => return Err(unexpected(other, "authentication")),
             }
-            let code = body.get(..4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let code = body
+                .get(..4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             let data = body.get(4..).unwrap_or_default();
             let need_pw = || password.ok_or(SourceError::PasswordMissing);
             let enc = SourceError::io("encoding authentication");
@@ -134,28 +160,42 @@ impl Conn {
                     frontend::password_message(hash.as_bytes(), &mut self.wbuf).map_err(enc)?;
                 }
                 Some(10) => {
-                    let offered = data.split(|&b| b == 0).any(|m| m == SCRAM_SHA_256.as_bytes());
+                    let offered = data
+                        .split(|&b| b == 0)
+                        .any(|m| m == SCRAM_SHA_256.as_bytes());
                     if !offered {
                         let list = String::from_utf8_lossy(data).replace('\0', " ");
-                        return Err(SourceError::UnsupportedAuth(format!("SASL {}", list.trim())));
+                        return Err(SourceError::UnsupportedAuth(format!(
+                            "SASL {}",
+                            list.trim()
+                        )));
                     }
                     // No channel binding: tls-server-end-point needs the certificate's hash
                     // algorithm, and Postgres does not require binding unless the client asks.
                     let s = ScramSha256::new(need_pw()?, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.wbuf).map_err(enc)?;
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.wbuf)
+                        .map_err(enc)?;
                     scram = Some(s);
                 }
                 Some(11) => {
-                    let s = scram.as_mut().ok_or_else(|| SourceError::Protocol("SASL continue before start".into()))?;
-                    s.update(data).map_err(|e| SourceError::Protocol(format!("SCRAM: {e}")))?;
+                    let s = scram.as_mut().ok_or_else(|| {
+                        SourceError::Protocol("SASL continue before start".into())
+                    })?;
+                    s.update(data)
+                        .map_err(|e| SourceError::Protocol(format!("SCRAM: {e}")))?;
                     frontend::sasl_response(s.message(), &mut self.wbuf).map_err(enc)?;
                 }
                 Some(12) => {
-                    let s = scram.as_mut().ok_or_else(|| SourceError::Protocol("SASL final before start".into()))?;
-                    s.finish(data).map_err(|e| SourceError::Protocol(format!("SCRAM server proof: {e}")))?;
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| SourceError::Protocol("SASL final before start".into()))?;
+                    s.finish(data)
+                        .map_err(|e| SourceError::Protocol(format!("SCRAM server proof: {e}")))?;
                     continue;
                 }
-                Some(other) => return Err(SourceError::UnsupportedAuth(format!("method code {other}"))),
+                Some(other) => {
+                    return Err(SourceError::UnsupportedAuth(format!("method code {other}")))
+                }
                 None => return Err(SourceError::Protocol("short authentication message".into())),
             }
             self.send().await?;
@@ -164,8 +204,14 @@ impl Conn {
 
     /// Writes out and clears the write buffer.
     pub(crate) async fn send(&mut self) -> Result<(), SourceError> {
-        self.io.write_all(&self.wbuf).await.map_err(SourceError::io("writing to Postgres"))?;
-        self.io.flush().await.map_err(SourceError::io("writing to Postgres"))?;
+        self.io
+            .write_all(&self.wbuf)
+            .await
+            .map_err(SourceError::io("writing to Postgres"))?;
+        self.io
+            .flush()
+            .await
+            .map_err(SourceError::io("writing to Postgres"))?;
         self.wbuf.clear();
         Ok(())
     }
@@ -183,7 +229,11 @@ impl Conn {
     /// Reads until at least one more byte arrived; EOF is `Closed`.
     pub(crate) async fn fill(&mut self) -> Result<(), SourceError> {
         self.reserve_for_read();
-        let n = self.io.read_buf(&mut self.rbuf).await.map_err(SourceError::io("reading from Postgres"))?;
+        let n = self
+            .io
+            .read_buf(&mut self.rbuf)
+            .await
+            .map_err(SourceError::io("reading from Postgres"))?;
         if n == 0 {
             return Err(SourceError::Closed);
         }
@@ -212,7 +262,12 @@ impl Conn {
             let body = &self.rbuf[5..total];
             match tag {
                 b'D' => rows.push(parse_data_row(body)?),
-                b'E' => error = Some(SourceError::from_server(parse_error_fields(body), &self.user)),
+                b'E' => {
+                    error = Some(SourceError::from_server(
+                        parse_error_fields(body),
+                        &self.user,
+                    ))
+                }
                 b'Z' => {
                     self.rbuf.advance(total);
                     return match error {
@@ -235,7 +290,10 @@ impl Conn {
             let (tag, total) = self.read_frame().await?;
             let outcome = match tag {
                 b'W' => Some(Ok(())),
-                b'E' => Some(Err(SourceError::from_server(parse_error_fields(&self.rbuf[5..total]), &self.user))),
+                b'E' => Some(Err(SourceError::from_server(
+                    parse_error_fields(&self.rbuf[5..total]),
+                    &self.user,
+                ))),
                 b'N' | b'S' | b'Z' => None,
                 other => Some(Err(unexpected(other, "START_REPLICATION"))),
             };
@@ -248,7 +306,10 @@ impl Conn {
 }
 
 fn unexpected(tag: u8, during: &str) -> SourceError {
-    SourceError::Protocol(format!("unexpected message {:?} during {during}", tag as char))
+    SourceError::Protocol(format!(
+        "unexpected message {:?} during {during}",
+        tag as char
+    ))
 }
 
 /// Opens the socket and negotiates TLS as the sslmode asks (TCP only: Unix sockets are local).
@@ -257,29 +318,46 @@ async fn open(host: &Host, port: u16, ssl_mode: SslMode) -> Result<Box<dyn Io>, 
         Host::Unix(dir) => {
             let path = Path::new(dir).join(format!(".s.PGSQL.{port}"));
             debug!(path = %path.display(), "connecting over Unix socket");
-            let stream = UnixStream::connect(&path).await.map_err(SourceError::io("connecting to the Unix socket"))?;
+            let stream = UnixStream::connect(&path)
+                .await
+                .map_err(SourceError::io("connecting to the Unix socket"))?;
             return Ok(Box::new(stream));
         }
         Host::Tcp(name) => name,
     };
-    let mut stream =
-        TcpStream::connect((hostname.as_str(), port)).await.map_err(SourceError::io("connecting over TCP"))?;
-    stream.set_nodelay(true).map_err(SourceError::io("setting TCP_NODELAY"))?;
+    let mut stream = TcpStream::connect((hostname.as_str(), port))
+        .await
+        .map_err(SourceError::io("connecting over TCP"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(SourceError::io("setting TCP_NODELAY"))?;
     if ssl_mode == SslMode::Disable {
         return Ok(Box::new(stream));
     }
     let mut req = BytesMut::new();
     frontend::ssl_request(&mut req);
-    stream.write_all(&req).await.map_err(SourceError::io("sending SSLRequest"))?;
-    let answer = stream.read_u8().await.map_err(SourceError::io("reading the SSLRequest answer"))?;
+    stream
+        .write_all(&req)
+        .await
+        .map_err(SourceError::io("sending SSLRequest"))?;
+    let answer = stream
+        .read_u8()
+        .await
+        .map_err(SourceError::io("reading the SSLRequest answer"))?;
     match answer {
         b'S' => {
             let connector = tokio_rustls::TlsConnector::from(tls::client_config()?);
-            let tls = connector.connect(tls::server_name(hostname), stream).await.map_err(SourceError::Tls)?;
+            let tls = connector
+                .connect(tls::server_name(hostname), stream)
+                .await
+                .map_err(SourceError::Tls)?;
             Ok(Box::new(tls))
         }
         b'N' if ssl_mode == SslMode::Require => Err(SourceError::TlsRefused),
         b'N' => Ok(Box::new(stream)),
-        other => Err(SourceError::Protocol(format!("unexpected SSLRequest answer {:?}", other as char))),
+        other => Err(SourceError::Protocol(format!(
+            "unexpected SSLRequest answer {:?}",
+            other as char
+        ))),
     }
 }

@@ -44,7 +44,9 @@ pub enum SourceError {
     Closed,
     #[error("replication protocol violation: {0}")]
     Protocol(String),
-    #[error("authentication failed for user {user:?}: {server}; check the password in DATABASE_URL")]
+    #[error(
+        "authentication failed for user {user:?}: {server}; check the password in DATABASE_URL"
+    )]
     AuthFailed { user: String, server: ServerError },
     #[error("the server asked for a password but DATABASE_URL has none: add one")]
     PasswordMissing,
@@ -99,7 +101,11 @@ impl SourceError {
     }
 
     /// Maps a tokio-postgres error, sorting server errors like replication-protocol ones.
-    pub(crate) fn from_sql(context: &'static str, source: tokio_postgres::Error, user: &str) -> SourceError {
+    pub(crate) fn from_sql(
+        context: &'static str,
+        source: tokio_postgres::Error,
+        user: &str,
+    ) -> SourceError {
         match source.as_db_error() {
             Some(db) => SourceError::from_server(
                 ServerError {
@@ -140,20 +146,64 @@ mod tests {
     use super::*;
 
     fn server(code: &str, message: &str) -> ServerError {
-        ServerError { code: code.into(), message: message.into(), ..Default::default() }
+        ServerError {
+            code: code.into(),
+            message: message.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn classifies_fatal_errors_with_fixes() {
         let cases = [
-            ("28P01", "password authentication failed for user \"x\"", "check the password", false),
-            ("42501", "must be superuser or replication role to start walsender", "REPLICATION", false),
-            ("55000", "logical decoding requires wal_level >= logical", "wal_level = logical", false),
-            ("58P01", "could not access file \"wal2json\": No such file or directory", "install postgresql-", false),
-            ("53400", "all replication slots are in use", "max_replication_slots", false),
-            ("42501", "library \"wal2json\" may not be used as an output plugin", "output_plugin_libraries", false),
-            ("55006", "replication slot \"s\" is active for PID 42", "in use", true),
-            ("57P01", "terminating connection due to administrator command", "server error", true),
+            (
+                "28P01",
+                "password authentication failed for user \"x\"",
+                "check the password",
+                false,
+            ),
+            (
+                "42501",
+                "must be superuser or replication role to start walsender",
+                "REPLICATION",
+                false,
+            ),
+            (
+                "55000",
+                "logical decoding requires wal_level >= logical",
+                "wal_level = logical",
+                false,
+            ),
+            (
+                "58P01",
+                "could not access file \"wal2json\": No such file or directory",
+                "install postgresql-",
+                false,
+            ),
+            (
+                "53400",
+                "all replication slots are in use",
+                "max_replication_slots",
+                false,
+            ),
+            (
+                "42501",
+                "library \"wal2json\" may not be used as an output plugin",
+                "output_plugin_libraries",
+                false,
+            ),
+            (
+                "55006",
+                "replication slot \"s\" is active for PID 42",
+                "in use",
+                true,
+            ),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+                "server error",
+                true,
+            ),
         ];
         for (code, msg, fix, retryable) in cases {
             let err = SourceError::from_server(server(code, msg), "walcast");

@@ -8,9 +8,9 @@ mod lsn;
 mod prereq;
 mod proto;
 mod stream;
-mod tls;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

@@ -28,7 +28,10 @@ pub async fn check_prerequisites(client: &Client, cfg: &SourceConfig) -> Result<
     }
 
     let privileged: bool = client
-        .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .await
         .map_err(sql("reading the role's privileges"))?
         .get(0);
@@ -44,7 +47,10 @@ pub async fn check_prerequisites(client: &Client, cfg: &SourceConfig) -> Result<
     }
 
     let existing = client
-        .query_opt("SELECT plugin::text FROM pg_replication_slots WHERE slot_name = $1", &[&cfg.slot])
+        .query_opt(
+            "SELECT plugin::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot],
+        )
         .await
         .map_err(sql("looking up the replication slot"))?;
     if let Some(row) = existing {
@@ -78,7 +84,10 @@ pub async fn check_prerequisites(client: &Client, cfg: &SourceConfig) -> Result<
     if cfg.temporary {
         let probe = format!("walcast_probe_{}", std::process::id());
         client
-            .execute("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'wal2json', true)", &[&probe])
+            .execute(
+                "SELECT slot_name FROM pg_create_logical_replication_slot($1, 'wal2json', true)",
+                &[&probe],
+            )
             .await
             .map_err(sql("creating a probe slot"))?;
         client
@@ -87,13 +96,22 @@ pub async fn check_prerequisites(client: &Client, cfg: &SourceConfig) -> Result<
             .map_err(sql("dropping the probe slot"))?;
     } else {
         let created = client
-            .execute("SELECT slot_name FROM pg_create_logical_replication_slot($1, 'wal2json', false)", &[&cfg.slot])
+            .execute(
+                "SELECT slot_name FROM pg_create_logical_replication_slot($1, 'wal2json', false)",
+                &[&cfg.slot],
+            )
             .await;
         match created {
             Ok(_) => info!(slot = %cfg.slot, "created replication slot"),
             // Created concurrently (another walcast, or the replication connection): fine.
             Err(e) if e.code().map(|c| c.code()) == Some("42710") => {}
-            Err(e) => return Err(SourceError::from_sql("creating the replication slot", e, user)),
+            Err(e) => {
+                return Err(SourceError::from_sql(
+                    "creating the replication slot",
+                    e,
+                    user,
+                ))
+            }
         }
     }
     Ok(())

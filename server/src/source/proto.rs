@@ -18,9 +18,17 @@ const PG_EPOCH_OFFSET_SECS: u64 = 946_684_800;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CopyMsg {
     /// 'w': the payload is `data[XLOG_HEADER_LEN..]`.
-    XLogData { wal_start: Lsn, wal_end: Lsn, send_time: i64 },
+    XLogData {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        send_time: i64,
+    },
     /// 'k': primary keepalive.
-    Keepalive { wal_end: Lsn, send_time: i64, reply_requested: bool },
+    Keepalive {
+        wal_end: Lsn,
+        send_time: i64,
+        reply_requested: bool,
+    },
 }
 
 fn be_u64(b: &[u8]) -> u64 {
@@ -108,7 +116,11 @@ pub(crate) fn start_replication_command(slot: &str, add_tables: Option<&str>) ->
         .iter()
         .map(|(k, v)| format!("{} {}", quote_ident(k), quote_literal(v)))
         .collect();
-    format!("START_REPLICATION SLOT {} LOGICAL 0/0 ({})", quote_ident(slot), options.join(", "))
+    format!(
+        "START_REPLICATION SLOT {} LOGICAL 0/0 ({})",
+        quote_ident(slot),
+        options.join(", ")
+    )
 }
 
 /// Length of the first complete backend frame in `buf` (tag + length + body), if it is all there.
@@ -154,7 +166,10 @@ pub(crate) fn parse_error_fields(body: &[u8]) -> ServerError {
 /// Parses a DataRow body into text columns (`None` for SQL NULL).
 pub(crate) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, SourceError> {
     let bad = || SourceError::Protocol("malformed DataRow".into());
-    let n = u16::from_be_bytes([*body.first().ok_or_else(bad)?, *body.get(1).ok_or_else(bad)?]);
+    let n = u16::from_be_bytes([
+        *body.first().ok_or_else(bad)?,
+        *body.get(1).ok_or_else(bad)?,
+    ]);
     let mut rest = &body[2..];
     let mut row = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -185,7 +200,11 @@ mod tests {
         w.extend_from_slice(b"{\"action\":\"B\"}");
         assert_eq!(
             parse_copy_data(&w).unwrap(),
-            CopyMsg::XLogData { wal_start: Lsn(0x1_0000_0010), wal_end: Lsn(0x1_0000_0020), send_time: 7 }
+            CopyMsg::XLogData {
+                wal_start: Lsn(0x1_0000_0010),
+                wal_end: Lsn(0x1_0000_0020),
+                send_time: 7
+            }
         );
         assert_eq!(&w[XLOG_HEADER_LEN..], b"{\"action\":\"B\"}");
 
@@ -195,7 +214,11 @@ mod tests {
         k.push(1);
         assert_eq!(
             parse_copy_data(&k).unwrap(),
-            CopyMsg::Keepalive { wal_end: Lsn(99), send_time: -1, reply_requested: true }
+            CopyMsg::Keepalive {
+                wal_end: Lsn(99),
+                send_time: -1,
+                reply_requested: true
+            }
         );
         assert!(parse_copy_data(&k[..10]).is_err());
         assert!(parse_copy_data(b"x").is_err());
@@ -209,7 +232,10 @@ mod tests {
         assert_eq!(buf.len(), 1 + 4 + 34);
         assert_eq!(&buf[..6], &[b'd', 0, 0, 0, 38, b'r']);
         for i in 0..3 {
-            assert_eq!(&buf[6 + 8 * i..14 + 8 * i], &0x0102_0304_0506_0708u64.to_be_bytes());
+            assert_eq!(
+                &buf[6 + 8 * i..14 + 8 * i],
+                &0x0102_0304_0506_0708u64.to_be_bytes()
+            );
         }
         assert_eq!(&buf[30..38], &42i64.to_be_bytes());
         assert_eq!(buf[38], 1);
@@ -220,7 +246,10 @@ mod tests {
     fn converts_time_to_postgres_epoch() {
         let y2k = UNIX_EPOCH + Duration::from_secs(PG_EPOCH_OFFSET_SECS);
         assert_eq!(pg_time_micros(y2k), 0);
-        assert_eq!(pg_time_micros(y2k + Duration::from_micros(1_500_001)), 1_500_001);
+        assert_eq!(
+            pg_time_micros(y2k + Duration::from_micros(1_500_001)),
+            1_500_001
+        );
         assert!(pg_time_micros(UNIX_EPOCH) < 0);
     }
 
@@ -233,8 +262,13 @@ mod tests {
             "CREATE_REPLICATION_SLOT \"walcast\" TEMPORARY LOGICAL wal2json NOEXPORT_SNAPSHOT"
         );
         let cmd = start_replication_command("s", Some("public.o'k,*.t"));
-        assert!(cmd.starts_with("START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"format-version\" '2', "));
-        assert!(cmd.ends_with("\"include-transaction\" '1', \"add-tables\" 'public.o''k,*.t')"), "{cmd}");
+        assert!(
+            cmd.starts_with("START_REPLICATION SLOT \"s\" LOGICAL 0/0 (\"format-version\" '2', ")
+        );
+        assert!(
+            cmd.ends_with("\"include-transaction\" '1', \"add-tables\" 'public.o''k,*.t')"),
+            "{cmd}"
+        );
         assert!(!start_replication_command("s", None).contains("add-tables"));
     }
 

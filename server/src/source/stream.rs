@@ -49,11 +49,24 @@ pub async fn run<C: Consumer>(
         if cfg.temporary {
             flushable = Lsn(0);
         }
-        let mut fb = Feedback { flushable, clean: true };
+        let mut fb = Feedback {
+            flushable,
+            clean: true,
+        };
         let mut streamed = false;
-        let result = session(&cfg, &mut consumer, &status, &cancel, &mut fb, &mut streamed).await;
+        let result = session(
+            &cfg,
+            &mut consumer,
+            &status,
+            &cancel,
+            &mut fb,
+            &mut streamed,
+        )
+        .await;
         flushable = fb.flushable;
-        status.connected.store(false, std::sync::atomic::Ordering::Relaxed);
+        status
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         let err = match result {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -68,7 +81,9 @@ pub async fn run<C: Consumer>(
         }
         let delay = backoff.next().unwrap_or(cfg.max_backoff);
         warn!(error = %err, slot = %cfg.slot, retry_in_ms = delay.as_millis() as u64, "replication connection lost");
-        status.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        status
+            .reconnects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         consumer.on_reconnect();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -91,15 +106,26 @@ async fn session<C: Consumer>(
         let system = conn.simple_query("IDENTIFY_SYSTEM").await?;
         if let Some(Some(pos)) = system.first().and_then(|row| row.get(2)) {
             if let Ok(lsn) = pos.parse::<Lsn>() {
-                status.server_end.fetch_max(lsn.0, std::sync::atomic::Ordering::Relaxed);
+                status
+                    .server_end
+                    .fetch_max(lsn.0, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        match conn.simple_query(&proto::create_slot_command(&cfg.slot, cfg.temporary)).await {
+        match conn
+            .simple_query(&proto::create_slot_command(&cfg.slot, cfg.temporary))
+            .await
+        {
             Ok(_) => info!(slot = %cfg.slot, temporary = cfg.temporary, "created replication slot"),
-            Err(SourceError::Server(e)) if e.code == "42710" => debug!(slot = %cfg.slot, "replication slot exists"),
+            Err(SourceError::Server(e)) if e.code == "42710" => {
+                debug!(slot = %cfg.slot, "replication slot exists")
+            }
             Err(e) => return Err(e),
         }
-        conn.start_copy_both(&proto::start_replication_command(&cfg.slot, cfg.add_tables.as_deref())).await?;
+        conn.start_copy_both(&proto::start_replication_command(
+            &cfg.slot,
+            cfg.add_tables.as_deref(),
+        ))
+        .await?;
         Ok::<_, SourceError>(conn)
     };
     let mut conn = tokio::select! {
@@ -107,7 +133,9 @@ async fn session<C: Consumer>(
         conn = setup => conn?,
     };
     *streamed = true;
-    status.connected.store(true, std::sync::atomic::Ordering::Relaxed);
+    status
+        .connected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     info!(slot = %cfg.slot, "streaming changes");
 
     let mut ticker = tokio::time::interval(cfg.status_interval);
@@ -127,11 +155,21 @@ async fn session<C: Consumer>(
             let frame = &mut conn.rbuf[..total];
             match frame[0] {
                 b'd' => reply |= on_copy_data(&mut frame[5..], consumer, status, fb)?,
-                b'E' => return Err(SourceError::from_server(proto::parse_error_fields(&frame[5..]), &conn.user)),
+                b'E' => {
+                    return Err(SourceError::from_server(
+                        proto::parse_error_fields(&frame[5..]),
+                        &conn.user,
+                    ))
+                }
                 b'N' => debug!(notice = %proto::parse_error_fields(&frame[5..]), "server notice"),
                 b'c' => return Err(SourceError::Closed),
                 b'S' => {}
-                other => return Err(SourceError::Protocol(format!("unexpected message {:?} while streaming", other as char))),
+                other => {
+                    return Err(SourceError::Protocol(format!(
+                        "unexpected message {:?} while streaming",
+                        other as char
+                    )))
+                }
             }
             conn.rbuf.advance(total);
         }
@@ -168,7 +206,9 @@ fn on_copy_data<C: Consumer>(
 ) -> Result<bool, SourceError> {
     use std::sync::atomic::Ordering::Relaxed;
     match proto::parse_copy_data(data)? {
-        CopyMsg::XLogData { wal_start, wal_end, .. } => {
+        CopyMsg::XLogData {
+            wal_start, wal_end, ..
+        } => {
             let boundary = consumer.on_data(wal_start, wal_end, &mut data[XLOG_HEADER_LEN..]);
             status.received.fetch_max(wal_end.0, Relaxed);
             status.server_end.fetch_max(wal_end.0, Relaxed);
@@ -185,7 +225,11 @@ fn on_copy_data<C: Consumer>(
             }
             Ok(false)
         }
-        CopyMsg::Keepalive { wal_end, reply_requested, .. } => {
+        CopyMsg::Keepalive {
+            wal_end,
+            reply_requested,
+            ..
+        } => {
             status.server_end.fetch_max(wal_end.0, Relaxed);
             // Everything before a keepalive was sent already: with no transaction open, the
             // server has nothing before wal_end left for us, so an idle slot can advance.
@@ -197,10 +241,22 @@ fn on_copy_data<C: Consumer>(
     }
 }
 
-async fn send_status(conn: &mut Conn, fb: &Feedback, status: &SourceStatus, reply: bool) -> Result<(), SourceError> {
-    proto::encode_status_update(&mut conn.wbuf, fb.flushable, proto::pg_time_micros(SystemTime::now()), reply);
+async fn send_status(
+    conn: &mut Conn,
+    fb: &Feedback,
+    status: &SourceStatus,
+    reply: bool,
+) -> Result<(), SourceError> {
+    proto::encode_status_update(
+        &mut conn.wbuf,
+        fb.flushable,
+        proto::pg_time_micros(SystemTime::now()),
+        reply,
+    );
     conn.send().await?;
-    status.flushed.store(fb.flushable.0, std::sync::atomic::Ordering::Relaxed);
+    status
+        .flushed
+        .store(fb.flushable.0, std::sync::atomic::Ordering::Relaxed);
     debug!(flush = %fb.flushable, "sent standby status update");
     Ok(())
 }

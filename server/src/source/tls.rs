@@ -36,7 +36,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -45,7 +50,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -70,7 +80,9 @@ pub(crate) fn client_config() -> Result<Arc<ClientConfig>, SourceError> {
 pub(crate) fn server_name(host: &str) -> ServerName<'static> {
     ServerName::try_from(host.to_owned())
         .or_else(|_| ServerName::try_from("localhost"))
-        .unwrap_or(ServerName::IpAddress(rustls::pki_types::IpAddr::from(std::net::Ipv4Addr::LOCALHOST)))
+        .unwrap_or(ServerName::IpAddress(rustls::pki_types::IpAddr::from(
+            std::net::Ipv4Addr::LOCALHOST,
+        )))
 }
 
 /// tokio-postgres-rustls rejects the empty host name tokio-postgres passes for Unix sockets
@@ -84,10 +96,15 @@ where
 {
     type Stream = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Stream;
     type TlsConnect = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::TlsConnect;
-    type Error = <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Error;
+    type Error =
+        <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<S>>::Error;
 
     fn make_tls_connect(&mut self, hostname: &str) -> Result<Self::TlsConnect, Self::Error> {
-        let name = if ServerName::try_from(hostname).is_ok() { hostname } else { "localhost" };
+        let name = if ServerName::try_from(hostname).is_ok() {
+            hostname
+        } else {
+            "localhost"
+        };
         tokio_postgres::tls::MakeTlsConnect::<S>::make_tls_connect(&mut self.0, name)
     }
 }
@@ -97,10 +114,14 @@ where
 pub async fn connect_sql(
     pg: &tokio_postgres::Config,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), SourceError> {
-    let tls = MakeTls(tokio_postgres_rustls::MakeRustlsConnect::new((*client_config()?).clone()));
+    let tls = MakeTls(tokio_postgres_rustls::MakeRustlsConnect::new(
+        (*client_config()?).clone(),
+    ));
     let user = pg.get_user().unwrap_or_default();
-    let (client, connection) =
-        pg.connect(tls).await.map_err(|e| SourceError::from_sql("connecting to Postgres", e, user))?;
+    let (client, connection) = pg
+        .connect(tls)
+        .await
+        .map_err(|e| SourceError::from_sql("connecting to Postgres", e, user))?;
     let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             warn!(error = %error, "SQL connection to Postgres ended");

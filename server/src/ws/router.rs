@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{
+    rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade,
+};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -65,7 +67,11 @@ impl IntoResponse for ApiError {
             "catalog_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST),
         };
-        (status, Json(json!({"error": self.0.code, "message": self.0.message}))).into_response()
+        (
+            status,
+            Json(json!({"error": self.0.code, "message": self.0.message})),
+        )
+            .into_response()
     }
 }
 
@@ -114,7 +120,10 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
     let columns = match lookup_columns(st, table).await {
         Ok(Some(columns)) => columns,
         Ok(None) => {
-            return Err(api_error("unknown_table", format!("table {table} does not exist")));
+            return Err(api_error(
+                "unknown_table",
+                format!("table {table} does not exist"),
+            ));
         }
         Err(error) => {
             tracing::warn!(%error, "catalog lookup failed");
@@ -149,7 +158,10 @@ async fn resolve_plugin(
             format!("no plugin named {name:?} is loaded"),
         )),
         Ok(Err(e)) => Err(api_error("plugin_rejected", e.to_string())),
-        Err(_) => Err(api_error("plugin_rejected", "the plugin crashed while starting".into())),
+        Err(_) => Err(api_error(
+            "plugin_rejected",
+            "the plugin crashed while starting".into(),
+        )),
     }
 }
 
@@ -175,9 +187,8 @@ fn subscribed_frame(id: u64, table: &TableName, lsn: &str) -> Message {
     // Built by hand so `type` comes first, as in every other frame.
     let table = serde_json::Value::from(table.to_string());
     let lsn = serde_json::Value::from(lsn);
-    let body = format!(
-        r#"{{"type":"subscribed","subscription":"{id}","table":{table},"lsn":{lsn}}}"#
-    );
+    let body =
+        format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table},"lsn":{lsn}}}"#);
     Message::Text(body.into())
 }
 
@@ -193,7 +204,8 @@ async fn session(
     // Registered before `subscribed` is sent: every change committed after the client sees it
     // is dispatched to this subscription.
     let subscription =
-        st.hub.subscribe(&table.schema, &table.name, request.ops, filter, plugin, tx);
+        st.hub
+            .subscribe(&table.schema, &table.name, request.ops, filter, plugin, tx);
     st.metrics.sessions.inc();
     let first = subscribed_frame(subscription.id(), &table, &st.hub.position().to_string());
     let (sink, stream) = socket.split();
@@ -203,7 +215,11 @@ async fn session(
 }
 
 async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {
-    let list = st.plugins.as_ref().map(|host| host.list()).unwrap_or_default();
+    let list = st
+        .plugins
+        .as_ref()
+        .map(|host| host.list())
+        .unwrap_or_default();
     Json(list)
 }
 
@@ -218,12 +234,18 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "flushed_lsn": st.status.flushed().to_string(),
         "slot_lag_bytes": st.status.lag_bytes(),
     });
-    let code = if connected { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if connected {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body))
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    st.metrics.slot_lag_bytes.set(i64::try_from(st.status.lag_bytes()).unwrap_or(i64::MAX));
+    st.metrics
+        .slot_lag_bytes
+        .set(i64::try_from(st.status.lag_bytes()).unwrap_or(i64::MAX));
     if let Some(host) = &st.plugins {
         st.metrics.sync_plugins(&host.list());
     }
@@ -233,7 +255,10 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         st.metrics.reconnects.inc_by(reconnects - counted);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         st.metrics.render(),
     )
 }

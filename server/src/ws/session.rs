@@ -77,7 +77,10 @@ pub(crate) async fn serve<S, R, E>(
         _ = signal.closed() => Some(signal.code()),
     };
     if let Some(code) = close {
-        let frame = CloseFrame { code, reason: close_reason(code).into() };
+        let frame = CloseFrame {
+            code,
+            reason: close_reason(code).into(),
+        };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
     reader.abort();
@@ -153,6 +156,13 @@ mod tests {
         let (out_tx, _out_rx) = fmpsc::unbounded::<Message>();
         let (in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         in_tx.unbounded_send(Ok(Message::Close(None))).unwrap();
-        serve(out_tx.sink_map_err(|_| ()), in_rx, rx, signal, Message::Text("hello".into())).await;
+        serve(
+            out_tx.sink_map_err(|_| ()),
+            in_rx,
+            rx,
+            signal,
+            Message::Text("hello".into()),
+        )
+        .await;
     }
 }

@@ -61,7 +61,9 @@ fn parse_args() -> Result<Args> {
     };
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
-        let n: u64 = value.parse().with_context(|| format!("{flag} {value}: not a number"))?;
+        let n: u64 = value
+            .parse()
+            .with_context(|| format!("{flag} {value}: not a number"))?;
         match flag.as_str() {
             "--rows" => a.rows = n,
             "--small" => a.small = n,
@@ -205,7 +207,10 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
     .await?;
     let pg_slot = format!("{}_pg", db.slot());
     for slot in [pg_slot.as_str(), db.slot()] {
-        db.exec(&format!("SELECT pg_create_logical_replication_slot('{slot}', 'wal2json')")).await?;
+        db.exec(&format!(
+            "SELECT pg_create_logical_replication_slot('{slot}', 'wal2json')"
+        ))
+        .await?;
     }
     db.exec(&workload.sql()).await?;
 
@@ -218,13 +223,23 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
     let mut cmd = Command::new(format!("{PG_BIN}/pg_recvlogical"));
     cmd.args(["-h"])
         .arg(cluster.socket_dir())
-        .args(["-p", &cluster.port().to_string(), "-U", "postgres", "-d", db.name()])
+        .args([
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db.name(),
+        ])
         .args(["--slot", &pg_slot, "--start", "--no-loop", "-F", "0", "-f"])
         .arg(&out);
     for o in WAL2JSON_OPTIONS {
         cmd.args(["-o", o]);
     }
-    let mut child = cmd.stdin(Stdio::null()).spawn().context("cannot run pg_recvlogical")?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .spawn()
+        .context("cannot run pg_recvlogical")?;
     let expected = workload.messages();
     let mut lines = 0u64;
     let mut offset = 0u64;
@@ -254,7 +269,11 @@ async fn ingest_once(cluster: &PgCluster, workload: Workload, run: usize) -> Res
 
     let (walcast_rows_per_s, missed_at_start) =
         walcast_drain(&db, db.slot(), "query=*:bench", workload.rows(), None).await?;
-    Ok(IngestRun { pg_rows_per_s: workload.rows() as f64 / pg_secs, walcast_rows_per_s, missed_at_start })
+    Ok(IngestRun {
+        pg_rows_per_s: workload.rows() as f64 / pg_secs,
+        walcast_rows_per_s,
+        missed_at_start,
+    })
 }
 
 /// walcast drains `slot`, timed like pg_recvlogical: from the replication connection being up
@@ -328,7 +347,10 @@ async fn walcast_drain(
 async fn plugin_overhead(args: &Args) -> Result<()> {
     let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
     if !dist.join("threshold.wasm").is_file() {
-        bail!("{} missing: run plugins/build.sh first", dist.join("threshold.wasm").display());
+        bail!(
+            "{} missing: run plugins/build.sh first",
+            dist.join("threshold.wasm").display()
+        );
     }
     let cluster = cluster()?;
     println!("# plugin overhead: {} rows in one transaction, walcast with and without a threshold plugin", args.rows);
@@ -340,7 +362,10 @@ async fn plugin_overhead(args: &Args) -> Result<()> {
         db.exec("CREATE TABLE bench (id bigint PRIMARY KEY, name text, age int, height float8, city text)").await?;
         let plugin_slot = format!("{}_wasm", db.slot());
         for slot in [plugin_slot.as_str(), db.slot()] {
-            db.exec(&format!("SELECT pg_create_logical_replication_slot('{slot}', 'wal2json')")).await?;
+            db.exec(&format!(
+                "SELECT pg_create_logical_replication_slot('{slot}', 'wal2json')"
+            ))
+            .await?;
         }
         db.exec(&Workload::BigTx(args.rows).sql()).await?;
         let (plain, _) = walcast_drain(&db, db.slot(), "query=*:bench", args.rows, None).await?;
@@ -402,12 +427,16 @@ fn micros_since_epoch(ts: &str) -> Option<i64> {
 }
 
 fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Vec<u32>> {
     let db = TestDb::new(cluster, &format!("latency{run}")).await?;
-    db.exec("CREATE TABLE lat (id bigserial PRIMARY KEY, v int, note text)").await?;
+    db.exec("CREATE TABLE lat (id bigserial PRIMARY KEY, v int, note text)")
+        .await?;
     let server = Walcast::builder(&db).prefer_release().start().await?;
     let total = args.rate * args.seconds;
 
@@ -426,7 +455,10 @@ async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Ve
                     break;
                 };
                 let now = now_micros();
-                let ts = text.split("\"ts\":\"").nth(1).and_then(|s| s.split('"').next());
+                let ts = text
+                    .split("\"ts\":\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next());
                 if let Some(commit) = ts.and_then(micros_since_epoch) {
                     lat.push((now - commit).max(0) as u32);
                 }
@@ -451,7 +483,10 @@ async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Ve
                 let due = start + Duration::from_micros(i * 1_000_000 / rate.max(1));
                 tokio::time::sleep_until(due).await;
                 client
-                    .execute("INSERT INTO lat (v, note) VALUES ($1, 'latency probe')", &[&(w as i32)])
+                    .execute(
+                        "INSERT INTO lat (v, note) VALUES ($1, 'latency probe')",
+                        &[&(w as i32)],
+                    )
                     .await?;
             }
             anyhow::Ok(())
@@ -492,7 +527,13 @@ async fn open_clients(
     server: &Walcast,
     query: &str,
     n: usize,
-) -> Result<Vec<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>>> {
+) -> Result<
+    Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+> {
     let url = format!("{}/ws?{query}", server.ws_base());
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
@@ -508,7 +549,11 @@ async fn open_clients(
 fn vm_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -552,7 +597,8 @@ async fn fanout(args: &Args) -> Result<()> {
     println!("|---|---|---|---|---|---|");
     for run in 0..args.runs {
         let db = TestDb::new(&cluster, &format!("fanout{run}")).await?;
-        db.exec("CREATE TABLE fan (id bigserial PRIMARY KEY, v int, note text)").await?;
+        db.exec("CREATE TABLE fan (id bigserial PRIMARY KEY, v int, note text)")
+            .await?;
         let server = Walcast::builder(&db).prefer_release().start().await?;
         let total = args.rate * args.seconds;
         let clients = open_clients(&server, "query=insert:fan", n).await?;
@@ -567,7 +613,10 @@ async fn fanout(args: &Args) -> Result<()> {
                         break;
                     };
                     let now = now_micros();
-                    let ts = text.split("\"ts\":\"").nth(1).and_then(|s| s.split('"').next());
+                    let ts = text
+                        .split("\"ts\":\"")
+                        .nth(1)
+                        .and_then(|s| s.split('"').next());
                     if let Some(commit) = ts.and_then(micros_since_epoch) {
                         lat.push((now - commit).max(0) as u32);
                     }
@@ -583,7 +632,9 @@ async fn fanout(args: &Args) -> Result<()> {
         let t0 = tokio::time::Instant::now();
         for i in 0..total {
             tokio::time::sleep_until(t0 + tick * i as u32).await;
-            client.execute("INSERT INTO fan (v, note) VALUES (1, 'fan-out probe')", &[]).await?;
+            client
+                .execute("INSERT INTO fan (v, note) VALUES (1, 'fan-out probe')", &[])
+                .await?;
         }
         let mut lat = Vec::new();
         for t in tasks {

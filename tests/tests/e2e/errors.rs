@@ -7,7 +7,8 @@ use walcast_tests::{http_error, PgCluster, TestDb, Walcast, WsClient};
 #[tokio::test]
 async fn bad_requests_get_400_with_a_code() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "errors").await?;
-    db.exec("CREATE TABLE people (id int primary key, name text, age int, active bool)").await?;
+    db.exec("CREATE TABLE people (id int primary key, name text, age int, active bool)")
+        .await?;
     let server = Walcast::start(&db).await?;
 
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
@@ -16,25 +17,52 @@ async fn bad_requests_get_400_with_a_code() -> Result<()> {
         ("unknown_change_type", vec![("query", "upsert:people")]),
         ("unknown_change_type", vec![("query", "insert,nope:people")]),
         ("unknown_table", vec![("query", "insert:no_such_table")]),
-        ("unknown_table", vec![("query", "insert:other_schema.people")]),
+        (
+            "unknown_table",
+            vec![("query", "insert:other_schema.people")],
+        ),
         ("unknown_column", vec![("query", "insert:people:nope.eq.1")]),
-        ("unknown_column", vec![("query", "insert:people"), ("filter", "nope.eq.1")]),
-        ("unknown_column", vec![("query", "insert:people"), ("select", "id,nope")]),
+        (
+            "unknown_column",
+            vec![("query", "insert:people"), ("filter", "nope.eq.1")],
+        ),
+        (
+            "unknown_column",
+            vec![("query", "insert:people"), ("select", "id,nope")],
+        ),
         ("bad_operator", vec![("query", "insert:people:age.foo.1")]),
-        ("bad_operator", vec![("query", "insert:people"), ("filter", "age.not.nope.1")]),
+        (
+            "bad_operator",
+            vec![("query", "insert:people"), ("filter", "age.not.nope.1")],
+        ),
         ("bad_value", vec![("query", "insert:people:age.eq.abc")]),
-        ("bad_value", vec![("query", "insert:people:active.is.maybe")]),
-        ("unknown_plugin", vec![("query", "insert:people"), ("plugin", "nope")]),
+        (
+            "bad_value",
+            vec![("query", "insert:people:active.is.maybe")],
+        ),
+        (
+            "unknown_plugin",
+            vec![("query", "insert:people"), ("plugin", "nope")],
+        ),
     ];
     let mut failures = Vec::new();
     for (code, params) in &cases {
         match http_error(&server, params).await {
-            Ok((400, body)) if body["error"] == *code && body["message"].as_str().is_some_and(|m| !m.is_empty()) => {}
-            Ok((status, body)) => failures.push(format!("{params:?}: expected 400 {code}, got {status} {body}")),
+            Ok((400, body))
+                if body["error"] == *code
+                    && body["message"].as_str().is_some_and(|m| !m.is_empty()) => {}
+            Ok((status, body)) => failures.push(format!(
+                "{params:?}: expected 400 {code}, got {status} {body}"
+            )),
             Err(e) => failures.push(format!("{params:?}: {e:#}")),
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // The same refusal reaches a real WebSocket client as a failed handshake, and the server
     // keeps serving good requests.
@@ -47,16 +75,26 @@ async fn bad_requests_get_400_with_a_code() -> Result<()> {
 #[tokio::test]
 async fn table_outside_allow_list_is_403() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "allow").await?;
-    db.exec("CREATE TABLE allowed_a (id int primary key); CREATE TABLE secret (id int primary key)").await?;
-    let server = Walcast::builder(&db).env("WALCAST_TABLES", "public.allowed_*").start().await?;
+    db.exec(
+        "CREATE TABLE allowed_a (id int primary key); CREATE TABLE secret (id int primary key)",
+    )
+    .await?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_TABLES", "public.allowed_*")
+        .start()
+        .await?;
 
     let (status, body) = http_error(&server, &[("query", "insert:secret")]).await?;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "table_not_allowed", "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 
     let (mut c, _) = WsClient::subscribe(&server, &[("query", "insert:allowed_a")]).await?;
-    db.exec("INSERT INTO secret VALUES (1); INSERT INTO allowed_a VALUES (2)").await?;
+    db.exec("INSERT INTO secret VALUES (1); INSERT INTO allowed_a VALUES (2)")
+        .await?;
     let ch = c.next_change(walcast_tests::STEP).await?;
     assert_eq!(ch["new"]["id"], 2, "{ch}");
     Ok(())

@@ -18,7 +18,9 @@ use walcast_tests::{Frame, WsClient, STEP};
 
 /// The `id` column of a change frame's `new` (or `old` for deletes).
 pub fn row_id(change: &Value) -> Option<i64> {
-    change["new"]["id"].as_i64().or_else(|| change["old"]["id"].as_i64())
+    change["new"]["id"]
+        .as_i64()
+        .or_else(|| change["old"]["id"].as_i64())
 }
 
 /// Reads change frames and requires exactly `expected` ids, in order.
@@ -44,7 +46,10 @@ pub async fn expect_ids(client: &mut WsClient, expected: &[i64], what: &str) -> 
 /// Checks `ts` is RFC 3339: a `T` between date and time, and `Z` or a numeric offset at the end.
 pub fn assert_rfc3339(ts: &str) {
     let b = ts.as_bytes();
-    assert!(b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':', "ts not RFC 3339: {ts}");
+    assert!(
+        b.len() >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':',
+        "ts not RFC 3339: {ts}"
+    );
     let tail = &ts[19..];
     let offset_ok = tail.ends_with('Z') || {
         let n = tail.len();

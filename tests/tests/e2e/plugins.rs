@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use walcast_tests::{http_error, walcast_binary, Frame, PgCluster, TestDb, Walcast, WsClient, STEP};
+use walcast_tests::{
+    http_error, walcast_binary, Frame, PgCluster, TestDb, Walcast, WsClient, STEP,
+};
 
 use crate::LONG;
 
@@ -35,7 +37,10 @@ mod tempdir {
 
     impl Dir {
         pub fn new() -> anyhow::Result<Dir> {
-            let p = std::env::temp_dir().join(format!("walcast-plugins-{}", walcast_tests::unique_suffix()));
+            let p = std::env::temp_dir().join(format!(
+                "walcast-plugins-{}",
+                walcast_tests::unique_suffix()
+            ));
             std::fs::create_dir_all(&p)?;
             Ok(Dir(p))
         }
@@ -53,7 +58,10 @@ mod tempdir {
 }
 
 async fn start(db: &TestDb<'_>, dir: &tempdir::Dir) -> Result<Walcast> {
-    Walcast::builder(db).env("WALCAST_PLUGIN_DIR", &dir.path().display().to_string()).start().await
+    Walcast::builder(db)
+        .env("WALCAST_PLUGIN_DIR", &dir.path().display().to_string())
+        .start()
+        .await
 }
 
 async fn next_change(client: &mut WsClient) -> Result<Value> {
@@ -64,7 +72,11 @@ async fn next_change(client: &mut WsClient) -> Result<Value> {
 async fn ids(client: &mut WsClient, n: usize) -> Result<Vec<i64>> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(next_change(client).await?["new"]["id"].as_i64().unwrap_or(-1));
+        out.push(
+            next_change(client).await?["new"]["id"]
+                .as_i64()
+                .unwrap_or(-1),
+        );
     }
     Ok(out)
 }
@@ -72,12 +84,20 @@ async fn ids(client: &mut WsClient, n: usize) -> Result<Vec<i64>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threshold_geofence_and_keyword_filter_rows() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "plug_filters").await?;
-    db.exec("CREATE TABLE spots (id int primary key, height float8, lat float8, lon float8, note text)").await?;
+    db.exec(
+        "CREATE TABLE spots (id int primary key, height float8, lat float8, lon float8, note text)",
+    )
+    .await?;
     let dir = plugin_dir(&["threshold", "geofence", "keyword"])?;
     let server = start(&db, &dir).await?;
     let (mut tall, _) = WsClient::subscribe(
         &server,
-        &[("query", "insert:spots"), ("plugin", "threshold"), ("plugin.column", "height"), ("plugin.value", "2.0")],
+        &[
+            ("query", "insert:spots"),
+            ("plugin", "threshold"),
+            ("plugin.column", "height"),
+            ("plugin.value", "2.0"),
+        ],
     )
     .await?;
     let (mut paris, _) = WsClient::subscribe(
@@ -94,7 +114,12 @@ async fn threshold_geofence_and_keyword_filter_rows() -> Result<()> {
     .await?;
     let (mut coffee, _) = WsClient::subscribe(
         &server,
-        &[("query", "insert:spots"), ("plugin", "keyword"), ("plugin.column", "note"), ("plugin.word", "coffee")],
+        &[
+            ("query", "insert:spots"),
+            ("plugin", "keyword"),
+            ("plugin.column", "note"),
+            ("plugin.word", "coffee"),
+        ],
     )
     .await?;
     db.exec(
@@ -105,11 +130,20 @@ async fn threshold_geofence_and_keyword_filter_rows() -> Result<()> {
          (4, NULL, NULL, NULL, 'coffee')",
     )
     .await?;
-    assert_eq!(ids(&mut tall, 2).await?, vec![2, 3], "threshold height >= 2.0");
+    assert_eq!(
+        ids(&mut tall, 2).await?,
+        vec![2, 3],
+        "threshold height >= 2.0"
+    );
     assert_eq!(ids(&mut paris, 2).await?, vec![1, 3], "geofence Paris box");
-    assert_eq!(ids(&mut coffee, 2).await?, vec![2, 4], "keyword, case-insensitive");
+    assert_eq!(
+        ids(&mut coffee, 2).await?,
+        vec![2, 4],
+        "keyword, case-insensitive"
+    );
     // Nothing else arrives for any of them: a marker row matched by all three proves it.
-    db.exec("INSERT INTO spots VALUES (5, 3.0, 48.85, 2.35, 'coffee')").await?;
+    db.exec("INSERT INTO spots VALUES (5, 3.0, 48.85, 2.35, 'coffee')")
+        .await?;
     for c in [&mut tall, &mut paris, &mut coffee] {
         assert_eq!(next_change(c).await?["new"]["id"], 5);
     }
@@ -119,66 +153,128 @@ async fn threshold_geofence_and_keyword_filter_rows() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redact_rewrites_rows() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "plug_redact").await?;
-    db.exec("CREATE TABLE users (id int primary key, email text, password text, age int)").await?;
+    db.exec("CREATE TABLE users (id int primary key, email text, password text, age int)")
+        .await?;
     db.exec("ALTER TABLE users REPLICA IDENTITY FULL").await?;
     let dir = plugin_dir(&["redact"])?;
     let server = start(&db, &dir).await?;
     let (mut dropped, _) = WsClient::subscribe(
         &server,
-        &[("query", "*:users"), ("plugin", "redact"), ("plugin.columns", "password,email"), ("plugin.mode", "drop")],
+        &[
+            ("query", "*:users"),
+            ("plugin", "redact"),
+            ("plugin.columns", "password,email"),
+            ("plugin.mode", "drop"),
+        ],
     )
     .await?;
     let (mut masked, _) = WsClient::subscribe(
         &server,
-        &[("query", "*:users"), ("plugin", "redact"), ("plugin.columns", "password,age"), ("plugin.mode", "mask")],
+        &[
+            ("query", "*:users"),
+            ("plugin", "redact"),
+            ("plugin.columns", "password,age"),
+            ("plugin.mode", "mask"),
+        ],
     )
     .await?;
-    db.exec("INSERT INTO users VALUES (1, 'a@b.c', 'hunter2', 40)").await?;
+    db.exec("INSERT INTO users VALUES (1, 'a@b.c', 'hunter2', 40)")
+        .await?;
     db.exec("UPDATE users SET age = 41 WHERE id = 1").await?;
     let f = next_change(&mut dropped).await?;
     assert_eq!(f["new"], serde_json::json!({"id": 1, "age": 40}), "{f}");
     let f = next_change(&mut dropped).await?;
     assert_eq!(f["op"], "update");
     assert_eq!(f["new"], serde_json::json!({"id": 1, "age": 41}), "{f}");
-    assert_eq!(f["old"], serde_json::json!({"id": 1, "age": 40}), "old image redacted too: {f}");
+    assert_eq!(
+        f["old"],
+        serde_json::json!({"id": 1, "age": 40}),
+        "old image redacted too: {f}"
+    );
     let f = next_change(&mut masked).await?;
-    assert_eq!(f["new"], serde_json::json!({"id": 1, "email": "a@b.c", "password": "***", "age": null}), "{f}");
+    assert_eq!(
+        f["new"],
+        serde_json::json!({"id": 1, "email": "a@b.c", "password": "***", "age": null}),
+        "{f}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_errors_before_upgrade() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "plug_errors").await?;
-    db.exec("CREATE TABLE t (id int primary key, height float8)").await?;
+    db.exec("CREATE TABLE t (id int primary key, height float8)")
+        .await?;
     let dir = plugin_dir(&["threshold", "stray_import", "wrong_abi"])?;
     let server = start(&db, &dir).await?;
 
     let (status, body) = http_error(&server, &[("query", "*:t"), ("plugin", "nope")]).await?;
-    assert_eq!((status, body["error"].as_str()), (400, Some("unknown_plugin")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unknown_plugin")),
+        "{body}"
+    );
+
+    let (status, body) = http_error(
+        &server,
+        &[
+            ("query", "*:t"),
+            ("plugin", "threshold"),
+            ("plugin.column", "height"),
+        ],
+    )
+    .await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("plugin_rejected")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("value"),
+        "the plugin's own message: {body}"
+    );
 
     let (status, body) =
-        http_error(&server, &[("query", "*:t"), ("plugin", "threshold"), ("plugin.column", "height")]).await?;
-    assert_eq!((status, body["error"].as_str()), (400, Some("plugin_rejected")), "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("value"), "the plugin's own message: {body}");
-
-    let (status, body) = http_error(&server, &[("query", "*:t"), ("plugin", "stray_import")]).await?;
+        http_error(&server, &[("query", "*:t"), ("plugin", "stray_import")]).await?;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("fd_write"), "names the import: {body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("fd_write"),
+        "names the import: {body}"
+    );
 
     let (status, body) = http_error(&server, &[("query", "*:t"), ("plugin", "wrong_abi")]).await?;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("ABI version"), "names the version: {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ABI version"),
+        "names the version: {body}"
+    );
 
     let (status, list) = server.get("/v1/plugins").await?;
     assert_eq!(status, 200);
     let list: Value = serde_json::from_str(&list)?;
     let entry = |name: &str| {
-        list.as_array().and_then(|a| a.iter().find(|p| p["name"] == name)).cloned().unwrap_or(Value::Null)
+        list.as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
     };
     assert_eq!(entry("threshold")["status"], "ok", "{list}");
     assert_eq!(entry("stray_import")["status"], "failed", "{list}");
-    assert!(entry("stray_import")["last_error"].as_str().unwrap_or("").contains("fd_write"), "{list}");
-    assert_eq!(entry("threshold")["hash"].as_str().map(str::len), Some(64), "content hash: {list}");
+    assert!(
+        entry("stray_import")["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fd_write"),
+        "{list}"
+    );
+    assert_eq!(
+        entry("threshold")["hash"].as_str().map(str::len),
+        Some(64),
+        "content hash: {list}"
+    );
     Ok(())
 }
 
@@ -188,13 +284,18 @@ async fn endless_loop_and_memory_bomb_do_not_hurt_others() -> Result<()> {
     db.exec("CREATE TABLE ev (id int primary key)").await?;
     let dir = plugin_dir(&["endless_loop", "memory_bomb"])?;
     let server = start(&db, &dir).await?;
-    let (mut looping, _) = WsClient::subscribe(&server, &[("query", "*:ev"), ("plugin", "endless_loop")]).await?;
-    let (mut bomb, _) = WsClient::subscribe(&server, &[("query", "*:ev"), ("plugin", "memory_bomb")]).await?;
+    let (mut looping, _) =
+        WsClient::subscribe(&server, &[("query", "*:ev"), ("plugin", "endless_loop")]).await?;
+    let (mut bomb, _) =
+        WsClient::subscribe(&server, &[("query", "*:ev"), ("plugin", "memory_bomb")]).await?;
     let (mut plain, _) = WsClient::subscribe(&server, &[("query", "*:ev")]).await?;
 
     const N: i64 = 2_000;
     let started = Instant::now();
-    db.exec(&format!("INSERT INTO ev SELECT g FROM generate_series(1, {N}) g")).await?;
+    db.exec(&format!(
+        "INSERT INTO ev SELECT g FROM generate_series(1, {N}) g"
+    ))
+    .await?;
     for want in 1..=N {
         let f = plain.next_change(LONG).await?;
         assert_eq!(f["new"]["id"], want);
@@ -216,18 +317,33 @@ async fn endless_loop_and_memory_bomb_do_not_hurt_others() -> Result<()> {
         assert_eq!(closed, Some(4010), "{name}: closed as a failing plugin");
     }
     let mem = server.memory()?;
-    assert!(mem.hwm_kib < 256 * 1024, "memory bomb capped: walcast VmHWM {} KiB", mem.hwm_kib);
+    assert!(
+        mem.hwm_kib < 256 * 1024,
+        "memory bomb capped: walcast VmHWM {} KiB",
+        mem.hwm_kib
+    );
     let (_, list) = server.get("/v1/plugins").await?;
     let list: Value = serde_json::from_str(&list)?;
-    let looped = list.as_array().and_then(|a| a.iter().find(|p| p["name"] == "endless_loop")).cloned();
-    assert!(looped.as_ref().and_then(|p| p["deadline_hits"].as_u64()).unwrap_or(0) >= 1, "{list}");
+    let looped = list
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "endless_loop"))
+        .cloned();
+    assert!(
+        looped
+            .as_ref()
+            .and_then(|p| p["deadline_hits"].as_u64())
+            .unwrap_or(0)
+            >= 1,
+        "{list}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_swaps_without_disconnect_and_keeps_old_on_failure() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "plug_reload").await?;
-    db.exec("CREATE TABLE m (id int primary key, height float8, secret text)").await?;
+    db.exec("CREATE TABLE m (id int primary key, height float8, secret text)")
+        .await?;
     let dir = tempdir::Dir::new()?;
     let hot = dir.path().join("hot.wasm");
     std::fs::copy(dist().join("threshold.wasm"), &hot).context("run plugins/build.sh first")?;
@@ -242,26 +358,37 @@ async fn hot_reload_swaps_without_disconnect_and_keeps_old_on_failure() -> Resul
         ("plugin.mode", "drop"),
     ];
     let (mut client, _) = WsClient::subscribe(&server, &params).await?;
-    db.exec("INSERT INTO m VALUES (1, 1.0, 's1'), (2, 3.0, 's2')").await?;
+    db.exec("INSERT INTO m VALUES (1, 1.0, 's1'), (2, 3.0, 's2')")
+        .await?;
     let f = next_change(&mut client).await?;
-    assert_eq!((f["new"]["id"].as_i64(), f["new"]["secret"].as_str()), (Some(2), Some("s2")), "threshold: {f}");
+    assert_eq!(
+        (f["new"]["id"].as_i64(), f["new"]["secret"].as_str()),
+        (Some(2), Some("s2")),
+        "threshold: {f}"
+    );
 
     // Swap in redact: atomically (write + rename), as deploy tools do.
     let tmp = dir.path().join(".hot.wasm.tmp");
     std::fs::copy(dist().join("redact.wasm"), &tmp)?;
     std::fs::rename(&tmp, &hot)?;
-    let hash_changed = walcast_tests::wait_for("the reload", LONG, Duration::from_millis(50), || async {
-        let (_, list) = server.get("/v1/plugins").await?;
-        let list: Value = serde_json::from_str(&list)?;
-        Ok(list.as_array().and_then(|a| a.iter().find(|p| p["name"] == "hot")).filter(|p| p["version"].as_u64() >= Some(2)).cloned())
-    })
-    .await?;
+    let hash_changed =
+        walcast_tests::wait_for("the reload", LONG, Duration::from_millis(50), || async {
+            let (_, list) = server.get("/v1/plugins").await?;
+            let list: Value = serde_json::from_str(&list)?;
+            Ok(list
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == "hot"))
+                .filter(|p| p["version"].as_u64() >= Some(2))
+                .cloned())
+        })
+        .await?;
     eprintln!("hot reload: {hash_changed}");
     // Rows committed after the swap are seen through redact: all pass, secret removed.
     let mut seen = Vec::new();
     for round in 0.. {
         let id = 100 + round;
-        db.exec(&format!("INSERT INTO m VALUES ({id}, 1.0, 'x')")).await?;
+        db.exec(&format!("INSERT INTO m VALUES ({id}, 1.0, 'x')"))
+            .await?;
         let f = next_change(&mut client).await?;
         if f["new"]["id"] == id && f["new"].get("secret").is_none() {
             break;
@@ -275,16 +402,28 @@ async fn hot_reload_swaps_without_disconnect_and_keeps_old_on_failure() -> Resul
     // A broken replacement leaves redact running and says why.
     std::fs::write(&tmp, b"\0asm garbage")?;
     std::fs::rename(&tmp, &hot)?;
-    walcast_tests::wait_for("the failed reload to be reported", LONG, Duration::from_millis(50), || async {
-        let (_, list) = server.get("/v1/plugins").await?;
-        let list: Value = serde_json::from_str(&list)?;
-        Ok(list.as_array().and_then(|a| a.iter().find(|p| p["name"] == "hot")).filter(|p| !p["last_error"].is_null()).cloned())
-    })
+    walcast_tests::wait_for(
+        "the failed reload to be reported",
+        LONG,
+        Duration::from_millis(50),
+        || async {
+            let (_, list) = server.get("/v1/plugins").await?;
+            let list: Value = serde_json::from_str(&list)?;
+            Ok(list
+                .as_array()
+                .and_then(|a| a.iter().find(|p| p["name"] == "hot"))
+                .filter(|p| !p["last_error"].is_null())
+                .cloned())
+        },
+    )
     .await?;
     db.exec("INSERT INTO m VALUES (500, 1.0, 'y')").await?;
     let f = next_change(&mut client).await?;
     assert_eq!(f["new"]["id"], 500);
-    assert!(f["new"].get("secret").is_none(), "old (redact) version still running: {f}");
+    assert!(
+        f["new"].get("secret").is_none(),
+        "old (redact) version still running: {f}"
+    );
     Ok(())
 }
 
@@ -292,31 +431,60 @@ async fn hot_reload_swaps_without_disconnect_and_keeps_old_on_failure() -> Resul
 fn plugin_cli_check_and_run() -> Result<()> {
     let bin = walcast_binary()?;
     let threshold = dist().join("threshold.wasm");
-    let out = Command::new(&bin).args(["plugin", "check"]).arg(&threshold).output()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(&bin)
+        .args(["plugin", "check"])
+        .arg(&threshold)
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check threshold: {text}");
     assert!(text.contains("ok"), "{text}");
 
-    let out = Command::new(&bin).args(["plugin", "check"]).arg(dist().join("stray_import.wasm")).output()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "stray import must fail the check: {text}");
+    let out = Command::new(&bin)
+        .args(["plugin", "check"])
+        .arg(dist().join("stray_import.wasm"))
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "stray import must fail the check: {text}"
+    );
     assert!(text.contains("fd_write"), "{text}");
 
     let change = r#"{"type":"change","op":"insert","schema":"public","table":"t","new":{"id":1,"height":2.5},"old":null}"#;
     let out = Command::new(&bin)
         .args(["plugin", "run"])
         .arg(&threshold)
-        .args(["--change", change, "--param", "column=height", "--param", "value=2.0"])
+        .args([
+            "--change",
+            change,
+            "--param",
+            "column=height",
+            "--param",
+            "value=2.0",
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "run: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "run: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.to_lowercase().contains("pass"), "{text}");
 
     let low = change.replace("2.5", "1.5");
     let out = Command::new(&bin)
         .args(["plugin", "run"])
         .arg(&threshold)
-        .args(["--change", &low, "--param", "column=height", "--param", "value=2.0"])
+        .args([
+            "--change",
+            &low,
+            "--param",
+            "column=height",
+            "--param",
+            "value=2.0",
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(text.contains("drop"), "{text}");

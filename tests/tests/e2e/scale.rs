@@ -13,8 +13,12 @@ const ROUND: i64 = 20_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_closed_with_4008_fast_one_gets_everything() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "slow").await?;
-    db.exec("CREATE TABLE wide (id int primary key, pad text)").await?;
-    let server = Walcast::builder(&db).env("WALCAST_QUEUE_CAPACITY", "16").start().await?;
+    db.exec("CREATE TABLE wide (id int primary key, pad text)")
+        .await?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_QUEUE_CAPACITY", "16")
+        .start()
+        .await?;
     // Never polled until the end: its socket buffers fill, then its queue.
     let (mut slow, _) = WsClient::subscribe(&server, &[("query", "insert:wide")]).await?;
     let (mut fast, _) = WsClient::subscribe(&server, &[("query", "insert:wide")]).await?;
@@ -23,10 +27,17 @@ async fn slow_consumer_closed_with_4008_fast_one_gets_everything() -> Result<()>
     let reader = tokio::spawn(async move {
         loop {
             // Unparsed text + id scan: the reader must keep up with walcast's burst rate.
-            let r = fast.next_text(LONG).await.and_then(|raw| match fast_id(&raw) {
-                Some(id) => Ok(id as i64),
-                None => serde_json::from_str(&raw).ok().as_ref().and_then(row_id).with_context(|| format!("frame without id: {raw}")),
-            });
+            let r = fast
+                .next_text(LONG)
+                .await
+                .and_then(|raw| match fast_id(&raw) {
+                    Some(id) => Ok(id as i64),
+                    None => serde_json::from_str(&raw)
+                        .ok()
+                        .as_ref()
+                        .and_then(row_id)
+                        .with_context(|| format!("frame without id: {raw}")),
+                });
             let stop = r.is_err();
             if tx.send(r).is_err() || stop {
                 break;
@@ -40,8 +51,11 @@ async fn slow_consumer_closed_with_4008_fast_one_gets_everything() -> Result<()>
     let mut slow_close: Option<usize> = None;
     for round in 0..5 {
         let lo = round * ROUND + 1;
-        db.exec(&format!("INSERT INTO wide SELECT g, repeat('x', 1024) FROM generate_series({lo}, {}) g", lo + ROUND - 1))
-            .await?;
+        db.exec(&format!(
+            "INSERT INTO wide SELECT g, repeat('x', 1024) FROM generate_series({lo}, {}) g",
+            lo + ROUND - 1
+        ))
+        .await?;
         let target = ((round + 1) * ROUND) as usize;
         let deadline = tokio::time::sleep(LONG);
         tokio::pin!(deadline);
@@ -76,13 +90,25 @@ async fn slow_consumer_closed_with_4008_fast_one_gets_everything() -> Result<()>
     }
     reader.abort();
     let Some(skipped) = slow_close else {
-        bail!("walcast_sessions_dropped_total stayed 0 after {} rows", received.len());
+        bail!(
+            "walcast_sessions_dropped_total stayed 0 after {} rows",
+            received.len()
+        );
     };
     let expected: Vec<i64> = (1..=received.len() as i64).collect();
-    assert_eq!(received, expected, "fast client must get every row in order");
-    let dropped = server.metric("walcast_sessions_dropped_total").await?.unwrap_or(0.0);
+    assert_eq!(
+        received, expected,
+        "fast client must get every row in order"
+    );
+    let dropped = server
+        .metric("walcast_sessions_dropped_total")
+        .await?
+        .unwrap_or(0.0);
     assert_eq!(dropped, 1.0, "only the slow session may be dropped");
-    eprintln!("slow consumer: {skipped} frames buffered before close 4008; fast got {}", received.len());
+    eprintln!(
+        "slow consumer: {skipped} frames buffered before close 4008; fast got {}",
+        received.len()
+    );
     Ok(())
 }
 
@@ -98,13 +124,21 @@ async fn million_row_transaction_in_bounded_memory() -> Result<()> {
     const N: usize = 1_000_000;
     let cluster = PgCluster::start_new(PgOptions::default())?;
     let db = TestDb::new(&cluster, "big").await?;
-    db.exec("CREATE TABLE big (id int primary key, v text)").await?;
+    db.exec("CREATE TABLE big (id int primary key, v text)")
+        .await?;
     // A large queue so that this test measures walcast's buffering, not the 4008 policy.
-    let server = Walcast::builder(&db).prefer_release().env("WALCAST_QUEUE_CAPACITY", "65536").start().await?;
+    let server = Walcast::builder(&db)
+        .prefer_release()
+        .env("WALCAST_QUEUE_CAPACITY", "65536")
+        .start()
+        .await?;
     let (mut c, _) = WsClient::subscribe(&server, &[("query", "*:big")]).await?;
 
     let started = Instant::now();
-    db.exec(&format!("INSERT INTO big SELECT g, 'x' FROM generate_series(1, {N}) g")).await?;
+    db.exec(&format!(
+        "INSERT INTO big SELECT g, 'x' FROM generate_series(1, {N}) g"
+    ))
+    .await?;
     let committed = started.elapsed();
 
     let mut seen = vec![false; N + 1];
@@ -112,7 +146,9 @@ async fn million_row_transaction_in_bounded_memory() -> Result<()> {
     let mut dups = 0usize;
     let deadline = Instant::now() + Duration::from_secs(600);
     while count < N {
-        let raw = c.next_text(LONG).await.with_context(|| format!("after {count} frames; stderr:\n{}", server.stderr_tail(20)))?;
+        let raw = c.next_text(LONG).await.with_context(|| {
+            format!("after {count} frames; stderr:\n{}", server.stderr_tail(20))
+        })?;
         let id = match fast_id(&raw) {
             Some(id) => id,
             None => {
@@ -144,6 +180,10 @@ async fn million_row_transaction_in_bounded_memory() -> Result<()> {
     );
     assert_eq!(dups, 0, "duplicate frames");
     assert!(seen[1..].iter().all(|s| *s), "some rows missing");
-    assert!(mem.hwm_kib < 256 * 1024, "walcast peak RSS {} MiB >= 256 MiB", mem.hwm_kib / 1024);
+    assert!(
+        mem.hwm_kib < 256 * 1024,
+        "walcast peak RSS {} MiB >= 256 MiB",
+        mem.hwm_kib / 1024
+    );
     Ok(())
 }

@@ -13,9 +13,13 @@ async fn harness_smoke() -> Result<()> {
     assert_eq!(level, "logical");
 
     // wal2json must decode on this cluster, or no walcast test can pass.
-    db.exec("CREATE TABLE t (id int primary key, v text)").await?;
+    db.exec("CREATE TABLE t (id int primary key, v text)")
+        .await?;
     db.client()
-        .execute("SELECT pg_create_logical_replication_slot($1, 'wal2json')", &[&db.slot()])
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'wal2json')",
+            &[&db.slot()],
+        )
         .await?;
     db.exec("INSERT INTO t VALUES (1, 'x')").await?;
     let rows = db
@@ -26,22 +30,36 @@ async fn harness_smoke() -> Result<()> {
         )
         .await?;
     let data: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    assert!(data.iter().any(|d| d.contains("\"action\":\"I\"")), "no insert decoded: {data:?}");
+    assert!(
+        data.iter().any(|d| d.contains("\"action\":\"I\"")),
+        "no insert decoded: {data:?}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn harness_private_cluster_restart_and_scram() -> Result<()> {
-    let cluster = PgCluster::start_new(PgOptions { scram_host_auth: true, ..Default::default() })?;
+    let cluster = PgCluster::start_new(PgOptions {
+        scram_host_auth: true,
+        ..Default::default()
+    })?;
     let admin = cluster.connect("postgres").await?;
     admin.batch_execute("CREATE ROLE app LOGIN PASSWORD 'pw-1'; CREATE TABLE keep (v int); INSERT INTO keep VALUES (7)").await?;
 
-    let url = |pw: &str| format!("host=127.0.0.1 port={} user=app dbname=postgres password={pw}", cluster.port());
+    let url = |pw: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=app dbname=postgres password={pw}",
+            cluster.port()
+        )
+    };
     let (c, conn) = tokio_postgres::connect(&url("pw-1"), tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     assert_eq!(c.query_one("SELECT 1", &[]).await?.get::<_, i32>(0), 1);
     let wrong = tokio_postgres::connect(&url("wrong"), tokio_postgres::NoTls).await;
-    assert!(wrong.is_err(), "SCRAM not enforced: a wrong password was accepted");
+    assert!(
+        wrong.is_err(),
+        "SCRAM not enforced: a wrong password was accepted"
+    );
 
     cluster.stop()?;
     assert!(admin.query_one("SELECT 1", &[]).await.is_err());

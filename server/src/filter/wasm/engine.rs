@@ -215,7 +215,8 @@ impl Instance {
         self.store.data_mut().change.clear();
         let plugin = self.store.data().plugin.clone();
         let init = self.init.clone();
-        self.store.set_epoch_deadline(self.deadline_ticks.max(SETUP_TICKS));
+        self.store
+            .set_epoch_deadline(self.deadline_ticks.max(SETUP_TICKS));
         self.store.data_mut().error.clear();
         match init.call(&mut self.store, ()) {
             Ok(0) => Ok(()),

@@ -17,14 +17,19 @@ pub(crate) struct Cluster {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
 }
 
 /// Runs a Postgres binary, as the `postgres` user when we are root (initdb refuses root).
 fn pg(bin: &str) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(Path::new(BIN).join(bin));
+        c.args(["-u", "postgres", "--"])
+            .arg(Path::new(BIN).join(bin));
         c
     } else {
         Command::new(Path::new(BIN).join(bin))
@@ -33,7 +38,12 @@ fn pg(bin: &str) -> Command {
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn free_port() -> u16 {
@@ -50,11 +60,22 @@ impl Cluster {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("mkdir");
         if is_root() {
-            run(Command::new("chown").args(["postgres:postgres"]).arg(&dir), "chown");
+            run(
+                Command::new("chown").args(["postgres:postgres"]).arg(&dir),
+                "chown",
+            );
         }
         let data = dir.join("data");
         let mut initdb = pg("initdb");
-        initdb.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ]);
         run(&mut initdb, "initdb");
 
         let port = free_port();
@@ -70,7 +91,16 @@ impl Cluster {
         if tls {
             let mut openssl = Command::new("openssl");
             openssl
-                .args(["req", "-new", "-x509", "-days", "1", "-nodes", "-subj", "/CN=localhost"])
+                .args([
+                    "req",
+                    "-new",
+                    "-x509",
+                    "-days",
+                    "1",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                ])
                 .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
                 .arg("-keyout")
                 .arg(data.join("server.key"))
@@ -78,32 +108,59 @@ impl Cluster {
                 .arg(data.join("server.crt"));
             run(&mut openssl, "openssl");
             if is_root() {
-                run(Command::new("chown").arg("postgres:postgres").arg(data.join("server.key")).arg(data.join("server.crt")), "chown");
+                run(
+                    Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(data.join("server.key"))
+                        .arg(data.join("server.crt")),
+                    "chown",
+                );
             }
-            run(Command::new("chmod").arg("600").arg(data.join("server.key")), "chmod");
+            run(
+                Command::new("chmod")
+                    .arg("600")
+                    .arg(data.join("server.key")),
+                "chmod",
+            );
             conf.push_str("ssl = on\n");
         }
         for s in settings {
             conf.push_str(s);
             conf.push('\n');
         }
-        let mut f = fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).expect("conf");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("conf");
         f.write_all(conf.as_bytes()).expect("write conf");
         fs::write(data.join("pg_hba.conf"), hba).expect("write hba");
 
         let mut start = pg("pg_ctl");
-        start.arg("-D").arg(&data).arg("-l").arg(dir.join("log")).args(["-w", "-t", "30", "start"]);
+        start
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("log"))
+            .args(["-w", "-t", "30", "start"]);
         let cluster = Cluster { dir, port };
         let out = start.output().expect("pg_ctl start");
         if !out.status.success() {
             let log = fs::read_to_string(cluster.dir.join("log")).unwrap_or_default();
-            panic!("pg_ctl start failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "pg_ctl start failed: {}\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         cluster
     }
 
     /// A config for `user` over the Unix socket (`tcp == false`) or 127.0.0.1.
-    pub(crate) fn config(&self, user: &str, password: Option<&str>, tcp: bool) -> tokio_postgres::Config {
+    pub(crate) fn config(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        tcp: bool,
+    ) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         if tcp {
             c.host("127.0.0.1");
@@ -119,7 +176,9 @@ impl Cluster {
 
     /// A superuser SQL connection over the Unix socket.
     pub(crate) async fn admin(&self) -> tokio_postgres::Client {
-        let (client, _task) = crate::source::connect_sql(&self.config("postgres", None, false)).await.expect("admin connect");
+        let (client, _task) = crate::source::connect_sql(&self.config("postgres", None, false))
+            .await
+            .expect("admin connect");
         client
     }
 }
@@ -135,7 +194,9 @@ fn supports_output_plugin_libraries() -> bool {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let mut stop = pg("pg_ctl");
-        stop.arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "-w", "stop"]);
+        stop.arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
         let _ = stop.output();
         let _ = fs::remove_dir_all(&self.dir);
     }

@@ -26,7 +26,11 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
 enum Event {
-    Data { wal_end: Lsn, action: u8, text: String },
+    Data {
+        wal_end: Lsn,
+        action: u8,
+        text: String,
+    },
     Reconnect,
 }
 
@@ -46,7 +50,11 @@ impl Consumer for Collect {
             _ => {}
         }
         let text = String::from_utf8_lossy(payload).into_owned();
-        let _ = self.tx.send(Event::Data { wal_end, action, text });
+        let _ = self.tx.send(Event::Data {
+            wal_end,
+            action,
+            text,
+        });
         if self.open {
             Boundary::InsideTransaction
         } else {
@@ -78,8 +86,18 @@ fn start(cfg: SourceConfig) -> Running {
     let (tx, rx) = mpsc::unbounded_channel();
     let status = Arc::new(SourceStatus::default());
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(cfg, Collect { tx, open: false }, status.clone(), cancel.clone()));
-    Running { rx, status, cancel, task }
+    let task = tokio::spawn(run(
+        cfg,
+        Collect { tx, open: false },
+        status.clone(),
+        cancel.clone(),
+    ));
+    Running {
+        rx,
+        status,
+        cancel,
+        task,
+    }
 }
 
 impl Running {
@@ -95,7 +113,12 @@ impl Running {
         loop {
             let ev = tokio::time::timeout_at(deadline.into(), self.rx.recv())
                 .await
-                .unwrap_or_else(|_| panic!("timed out; saw {skipped:?}; last error {:?}", self.status.last_error()))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "timed out; saw {skipped:?}; last error {:?}",
+                        self.status.last_error()
+                    )
+                })
                 .expect("source ended");
             if pred(&ev) {
                 return (ev, skipped);
@@ -105,7 +128,9 @@ impl Running {
     }
 
     async fn data_containing(&mut self, needle: &str) -> (Lsn, Vec<Event>) {
-        let (ev, skipped) = self.until(|e| matches!(e, Event::Data { text, .. } if text.contains(needle))).await;
+        let (ev, skipped) = self
+            .until(|e| matches!(e, Event::Data { text, .. } if text.contains(needle)))
+            .await;
         match ev {
             Event::Data { wal_end, .. } => (wal_end, skipped),
             Event::Reconnect => unreachable!(),
@@ -113,7 +138,11 @@ impl Running {
     }
 
     async fn commit(&mut self) -> Lsn {
-        match self.until(|e| matches!(e, Event::Data { action: b'C', .. })).await.0 {
+        match self
+            .until(|e| matches!(e, Event::Data { action: b'C', .. }))
+            .await
+            .0
+        {
             Event::Data { wal_end, .. } => wal_end,
             Event::Reconnect => unreachable!(),
         }
@@ -121,7 +150,10 @@ impl Running {
 
     async fn stop(self) -> Arc<SourceStatus> {
         self.cancel.cancel();
-        let result = tokio::time::timeout(WAIT, self.task).await.expect("stops in time").expect("joins");
+        let result = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("stops in time")
+            .expect("joins");
         result.expect("clean stop");
         self.status
     }
@@ -133,7 +165,10 @@ async fn slot_row(admin: &tokio_postgres::Client, slot: &str) -> Option<(Lsn, bo
         .await
         .expect("slot query")?;
     let lsn: Option<String> = row.get(0);
-    Some((lsn.map(|s| s.parse().expect("lsn")).unwrap_or_default(), row.get(1)))
+    Some((
+        lsn.map(|s| s.parse().expect("lsn")).unwrap_or_default(),
+        row.get(1),
+    ))
 }
 
 /// Polls the server-side state (there is no event for "the walsender processed our feedback").
@@ -158,7 +193,10 @@ async fn setup_roles(admin: &tokio_postgres::Client) {
         )
         .await
         .expect("setup");
-    admin.batch_execute("CREATE DATABASE other").await.expect("create database");
+    admin
+        .batch_execute("CREATE DATABASE other")
+        .await
+        .expect("create database");
 }
 
 #[tokio::test]
@@ -166,26 +204,42 @@ async fn unix_scram_streams_flushes_and_resumes_without_replay() {
     let cluster = Cluster::start(&[], HBA, false);
     let admin = cluster.admin().await;
     setup_roles(&admin).await;
-    let cfg = source_config(cluster.config("scramuser", Some("scram pw"), false), "walcast_a");
+    let cfg = source_config(
+        cluster.config("scramuser", Some("scram pw"), false),
+        "walcast_a",
+    );
 
     // Prerequisites over SQL with SCRAM on the Unix socket; creates the persistent slot.
     let (client, _conn) = connect_sql(&cfg.pg).await.expect("sql connect");
-    check_prerequisites(&client, &cfg).await.expect("prerequisites");
+    check_prerequisites(&client, &cfg)
+        .await
+        .expect("prerequisites");
     assert!(slot_row(&admin, "walcast_a").await.is_some());
 
     let mut src = start(cfg.clone());
-    admin.execute("INSERT INTO t VALUES (1, 'hello')", &[]).await.expect("insert");
+    admin
+        .execute("INSERT INTO t VALUES (1, 'hello')", &[])
+        .await
+        .expect("insert");
     src.data_containing("\"hello\"").await;
     let commit = src.commit().await;
     assert!(src.status.connected());
     assert!(src.status.received() >= commit);
     wait_for("confirmed_flush_lsn to reach the commit", || async {
-        slot_row(&admin, "walcast_a").await.is_some_and(|(lsn, _)| lsn >= commit)
+        slot_row(&admin, "walcast_a")
+            .await
+            .is_some_and(|(lsn, _)| lsn >= commit)
     })
     .await;
 
     // A non-transactional message outside any transaction is a clean boundary too.
-    admin.execute("SELECT pg_logical_emit_message(false, 'walcast', 'hi there')", &[]).await.expect("emit");
+    admin
+        .execute(
+            "SELECT pg_logical_emit_message(false, 'walcast', 'hi there')",
+            &[],
+        )
+        .await
+        .expect("emit");
     let (message, _) = src.data_containing("hi there").await;
 
     // Idle for our database: WAL written elsewhere only reaches us as keepalives.
@@ -194,28 +248,46 @@ async fn unix_scram_streams_flushes_and_resumes_without_replay() {
         pg.dbname("other");
         connect_sql(&pg).await.expect("other db").0
     };
-    other.batch_execute("CREATE TABLE x (i int); INSERT INTO x VALUES (1);").await.expect("other");
+    other
+        .batch_execute("CREATE TABLE x (i int); INSERT INTO x VALUES (1);")
+        .await
+        .expect("other");
     let beyond = message.max(commit);
     wait_for("the idle slot to advance past the last message", || async {
-        slot_row(&admin, "walcast_a").await.is_some_and(|(lsn, _)| lsn > beyond)
+        slot_row(&admin, "walcast_a")
+            .await
+            .is_some_and(|(lsn, _)| lsn > beyond)
     })
     .await;
     assert!(src.status.flushed() > beyond);
 
     let status = src.stop().await;
     let (confirmed, active) = slot_row(&admin, "walcast_a").await.expect("slot kept");
-    assert_eq!(confirmed, status.flushed(), "final feedback is what the server holds");
+    assert_eq!(
+        confirmed,
+        status.flushed(),
+        "final feedback is what the server holds"
+    );
     if active {
-        wait_for("walsender exit", || async { !slot_row(&admin, "walcast_a").await.is_some_and(|r| r.1) }).await;
+        wait_for("walsender exit", || async {
+            !slot_row(&admin, "walcast_a").await.is_some_and(|r| r.1)
+        })
+        .await;
     }
 
     // Restart: nothing already confirmed is sent again, the next change is.
     let mut src = start(cfg);
-    admin.execute("INSERT INTO t VALUES (2, 'again')", &[]).await.expect("insert");
+    admin
+        .execute("INSERT INTO t VALUES (2, 'again')", &[])
+        .await
+        .expect("insert");
     let (_, before) = src.data_containing("\"again\"").await;
     for ev in &before {
         if let Event::Data { text, .. } = ev {
-            assert!(!text.contains("hello") && !text.contains("hi there"), "replayed {text}");
+            assert!(
+                !text.contains("hello") && !text.contains("hi there"),
+                "replayed {text}"
+            );
         }
     }
     src.stop().await;
@@ -233,39 +305,75 @@ async fn tcp_md5_and_tls_scram() {
     let mut cfg = source_config(md5, "walcast_md5");
     cfg.temporary = true;
     let (client, _conn) = connect_sql(&cfg.pg).await.expect("sql with md5");
-    check_prerequisites(&client, &cfg).await.expect("prerequisites");
+    check_prerequisites(&client, &cfg)
+        .await
+        .expect("prerequisites");
     let mut src = start(cfg);
     src.streaming().await;
-    admin.execute("INSERT INTO t VALUES (10, 'over tcp')", &[]).await.expect("insert");
+    admin
+        .execute("INSERT INTO t VALUES (10, 'over tcp')", &[])
+        .await
+        .expect("insert");
     src.data_containing("over tcp").await;
     // One message larger than any read chunk (several MiB of JSON).
-    admin.execute("INSERT INTO t VALUES (12, repeat('x', 3000000) || 'end-of-big')", &[]).await.expect("insert");
-    let (ev, _) = src.until(|e| matches!(e, Event::Data { text, .. } if text.contains("end-of-big"))).await;
-    let Event::Data { text, .. } = ev else { unreachable!() };
-    assert!(text.len() > 3_000_000 && text.ends_with('}'), "{}", text.len());
+    admin
+        .execute(
+            "INSERT INTO t VALUES (12, repeat('x', 3000000) || 'end-of-big')",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let (ev, _) = src
+        .until(|e| matches!(e, Event::Data { text, .. } if text.contains("end-of-big")))
+        .await;
+    let Event::Data { text, .. } = ev else {
+        unreachable!()
+    };
+    assert!(
+        text.len() > 3_000_000 && text.ends_with('}'),
+        "{}",
+        text.len()
+    );
     src.stop().await;
-    wait_for("the temporary slot to go", || async { slot_row(&admin, "walcast_md5").await.is_none() }).await;
+    wait_for("the temporary slot to go", || async {
+        slot_row(&admin, "walcast_md5").await.is_none()
+    })
+    .await;
 
     // tlsuser is rejected without TLS (hba), so streaming proves the TLS path.
     let mut tls = cluster.config("tlsuser", Some("tls pw"), true);
     tls.ssl_mode(tokio_postgres::config::SslMode::Require);
     let (client, _conn) = connect_sql(&tls).await.expect("sql over tls");
     let ssl: bool = client
-        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .expect("pg_stat_ssl")
         .get(0);
     assert!(ssl);
     let mut src = start(source_config(tls.clone(), "walcast_tls"));
     src.streaming().await;
-    admin.execute("INSERT INTO t VALUES (11, 'over tls')", &[]).await.expect("insert");
+    admin
+        .execute("INSERT INTO t VALUES (11, 'over tls')", &[])
+        .await
+        .expect("insert");
     src.data_containing("over tls").await;
     src.stop().await;
 
     tls.ssl_mode(tokio_postgres::config::SslMode::Disable);
-    let err = run(source_config(tls, "walcast_tls"), Collect { tx: mpsc::unbounded_channel().0, open: false }, Default::default(), CancellationToken::new())
-        .await
-        .expect_err("hba rejects tlsuser without TLS");
+    let err = run(
+        source_config(tls, "walcast_tls"),
+        Collect {
+            tx: mpsc::unbounded_channel().0,
+            open: false,
+        },
+        Default::default(),
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("hba rejects tlsuser without TLS");
     assert!(matches!(err, SourceError::NotAllowed(_)), "{err}");
 }
 
@@ -277,7 +385,10 @@ async fn reconnects_after_terminate_without_loss() {
     let cfg = source_config(cluster.config("postgres", None, false), "walcast_r");
     let mut src = start(cfg.clone());
     src.streaming().await;
-    admin.execute("INSERT INTO t VALUES (1, 'first')", &[]).await.expect("insert");
+    admin
+        .execute("INSERT INTO t VALUES (1, 'first')", &[])
+        .await
+        .expect("insert");
     src.data_containing("\"first\"").await;
 
     let killed: Option<bool> = admin
@@ -287,7 +398,10 @@ async fn reconnects_after_terminate_without_loss() {
         .get(0);
     assert_eq!(killed, Some(true));
     for i in 2..=4 {
-        admin.execute("INSERT INTO t VALUES ($1, 'after')", &[&i]).await.expect("insert");
+        admin
+            .execute("INSERT INTO t VALUES ($1, 'after')", &[&i])
+            .await
+            .expect("insert");
     }
     let (reconnect, _) = src.until(|e| matches!(e, Event::Reconnect)).await;
     assert!(matches!(reconnect, Event::Reconnect));
@@ -300,7 +414,11 @@ async fn reconnects_after_terminate_without_loss() {
     // A second source on the same slot is told it is in use and keeps retrying.
     let second = start(cfg);
     wait_for("the slot-in-use error", || async {
-        second.status.last_error().is_some_and(|e| e.contains("in use")) && second.status.reconnects() >= 1
+        second
+            .status
+            .last_error()
+            .is_some_and(|e| e.contains("in use"))
+            && second.status.reconnects() >= 1
     })
     .await;
     assert!(!second.status.connected());
@@ -314,18 +432,38 @@ async fn fatal_errors_name_the_fix() {
     let admin = cluster.admin().await;
     setup_roles(&admin).await;
     let fatal = |pg: tokio_postgres::Config| {
-        run(source_config(pg, "walcast_f"), Collect { tx: mpsc::unbounded_channel().0, open: false }, Default::default(), CancellationToken::new())
+        run(
+            source_config(pg, "walcast_f"),
+            Collect {
+                tx: mpsc::unbounded_channel().0,
+                open: false,
+            },
+            Default::default(),
+            CancellationToken::new(),
+        )
     };
 
-    let err = fatal(cluster.config("scramuser", Some("wrong"), true)).await.expect_err("bad password");
-    assert!(matches!(err, SourceError::AuthFailed { .. }) && !err.is_retryable(), "{err}");
-    let err = fatal(cluster.config("scramuser", None, true)).await.expect_err("no password");
+    let err = fatal(cluster.config("scramuser", Some("wrong"), true))
+        .await
+        .expect_err("bad password");
+    assert!(
+        matches!(err, SourceError::AuthFailed { .. }) && !err.is_retryable(),
+        "{err}"
+    );
+    let err = fatal(cluster.config("scramuser", None, true))
+        .await
+        .expect_err("no password");
     assert!(matches!(err, SourceError::PasswordMissing), "{err}");
 
     let plain = cluster.config("plainuser", Some("plain pw"), false);
     let (client, _conn) = connect_sql(&plain).await.expect("sql");
-    let err = check_prerequisites(&client, &source_config(plain.clone(), "walcast_f")).await.expect_err("no privilege");
-    assert!(err.to_string().contains("ALTER ROLE plainuser REPLICATION"), "{err}");
+    let err = check_prerequisites(&client, &source_config(plain.clone(), "walcast_f"))
+        .await
+        .expect_err("no privilege");
+    assert!(
+        err.to_string().contains("ALTER ROLE plainuser REPLICATION"),
+        "{err}"
+    );
     let err = fatal(plain).await.expect_err("no privilege");
     assert!(matches!(err, SourceError::MissingPrivilege { .. }), "{err}");
 
@@ -334,18 +472,24 @@ async fn fatal_errors_name_the_fix() {
         .await
         .expect("fill slots");
     let pg = cluster.config("postgres", None, false);
-    let err = check_prerequisites(&admin, &source_config(pg.clone(), "walcast_f")).await.expect_err("slots full");
+    let err = check_prerequisites(&admin, &source_config(pg.clone(), "walcast_f"))
+        .await
+        .expect_err("slots full");
     assert!(err.to_string().contains("max_replication_slots"), "{err}");
     let err = fatal(pg.clone()).await.expect_err("slots full");
     assert!(matches!(err, SourceError::SlotsExhausted(_)), "{err}");
-    let err = check_prerequisites(&admin, &source_config(pg, "p1")).await.expect_err("physical slot");
+    let err = check_prerequisites(&admin, &source_config(pg, "p1"))
+        .await
+        .expect_err("physical slot");
     assert!(matches!(err, SourceError::SlotWrongPlugin { .. }), "{err}");
 
     drop(cluster);
     let replica = Cluster::start(&["wal_level = replica"], HBA, false);
     let admin = replica.admin().await;
     let pg = replica.config("postgres", None, false);
-    let err = check_prerequisites(&admin, &source_config(pg.clone(), "walcast_f")).await.expect_err("wal_level");
+    let err = check_prerequisites(&admin, &source_config(pg.clone(), "walcast_f"))
+        .await
+        .expect_err("wal_level");
     assert!(err.to_string().contains("set wal_level = logical"), "{err}");
     let err = fatal(pg).await.expect_err("wal_level");
     assert!(matches!(err, SourceError::WalLevel(_)), "{err}");
