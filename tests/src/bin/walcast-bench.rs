@@ -433,6 +433,31 @@ fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads up to `total` change frames; for each, the client clock minus the frame's commit `ts`, in
+/// microseconds. Stops early after 30 s without a frame.
+async fn receive_latencies(mut ws: Client, total: u64) -> Vec<u32> {
+    let mut lat = Vec::with_capacity(total as usize);
+    while (lat.len() as u64) < total {
+        let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(30), ws.next()).await
+        else {
+            break;
+        };
+        let now = now_micros();
+        let ts = text
+            .split("\"ts\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next());
+        if let Some(commit) = ts.and_then(micros_since_epoch) {
+            lat.push((now - commit).max(0) as u32);
+        }
+    }
+    lat
+}
+
 async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Vec<u32>> {
     let db = TestDb::new(cluster, &format!("latency{run}")).await?;
     db.exec("CREATE TABLE lat (id bigserial PRIMARY KEY, v int, note text)")
@@ -446,25 +471,7 @@ async fn latency_once(cluster: &PgCluster, args: &Args, run: usize) -> Result<Ve
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await?;
         // Wait for `subscribed` so no change is committed before registration.
         ws.next().await.context("no subscribed frame")??;
-        subscribers.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(total as usize);
-            while (lat.len() as u64) < total {
-                let Ok(Some(Ok(Message::Text(text)))) =
-                    tokio::time::timeout(Duration::from_secs(30), ws.next()).await
-                else {
-                    break;
-                };
-                let now = now_micros();
-                let ts = text
-                    .split("\"ts\":\"")
-                    .nth(1)
-                    .and_then(|s| s.split('"').next());
-                if let Some(commit) = ts.and_then(micros_since_epoch) {
-                    lat.push((now - commit).max(0) as u32);
-                }
-            }
-            lat
-        }));
+        subscribers.push(tokio::spawn(receive_latencies(ws, total)));
     }
 
     // Writers: single-row transactions paced to `rate` per second over 4 connections.
@@ -523,17 +530,7 @@ fn raise_fd_limit(want: u64) -> u64 {
 }
 
 /// Open `n` subscribed WebSocket clients on `query`; returns them once every one got `subscribed`.
-async fn open_clients(
-    server: &Walcast,
-    query: &str,
-    n: usize,
-) -> Result<
-    Vec<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    >,
-> {
+async fn open_clients(server: &Walcast, query: &str, n: usize) -> Result<Vec<Client>> {
     let url = format!("{}/ws?{query}", server.ws_base());
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
@@ -603,26 +600,8 @@ async fn fanout(args: &Args) -> Result<()> {
         let total = args.rate * args.seconds;
         let clients = open_clients(&server, "query=insert:fan", n).await?;
         let mut tasks = Vec::new();
-        for mut ws in clients {
-            tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(total as usize);
-                while (lat.len() as u64) < total {
-                    let Ok(Some(Ok(Message::Text(text)))) =
-                        tokio::time::timeout(Duration::from_secs(30), ws.next()).await
-                    else {
-                        break;
-                    };
-                    let now = now_micros();
-                    let ts = text
-                        .split("\"ts\":\"")
-                        .nth(1)
-                        .and_then(|s| s.split('"').next());
-                    if let Some(commit) = ts.and_then(micros_since_epoch) {
-                        lat.push((now - commit).max(0) as u32);
-                    }
-                }
-                lat
-            }));
+        for ws in clients {
+            tasks.push(tokio::spawn(receive_latencies(ws, total)));
         }
         let cpu_before = proc_cpu_seconds(server.pid());
         let started = Instant::now();
