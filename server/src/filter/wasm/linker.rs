@@ -23,28 +23,22 @@ pub(crate) fn define(linker: &mut Linker<StoreData>) -> Result<()> {
             Some(Op::Truncate) => 4,
         }
     })?;
-    linker.func_wrap(
-        M,
-        "schema",
-        |mut c: C<'_>, ptr: i32, cap: i32| -> Result<i32> {
-            let (mem, d) = split(&mut c)?;
-            if d.change.op.is_none() {
-                return Ok(NO_CHANGE);
-            }
-            copy_out(mem, ptr, cap, d.change.schema().as_bytes())
-        },
-    )?;
-    linker.func_wrap(
-        M,
-        "table",
-        |mut c: C<'_>, ptr: i32, cap: i32| -> Result<i32> {
-            let (mem, d) = split(&mut c)?;
-            if d.change.op.is_none() {
-                return Ok(NO_CHANGE);
-            }
-            copy_out(mem, ptr, cap, d.change.table().as_bytes())
-        },
-    )?;
+    // `schema` and `table`: copy a name of the change into the guest's buffer.
+    let names: [(&str, fn(&ChangeCopy) -> &str); 2] =
+        [("schema", ChangeCopy::schema), ("table", ChangeCopy::table)];
+    for (export, pick) in names {
+        linker.func_wrap(
+            M,
+            export,
+            move |mut c: C<'_>, ptr: i32, cap: i32| -> Result<i32> {
+                let (mem, d) = split(&mut c)?;
+                if d.change.op.is_none() {
+                    return Ok(NO_CHANGE);
+                }
+                copy_out(mem, ptr, cap, pick(&d.change).as_bytes())
+            },
+        )?;
+    }
     linker.func_wrap(
         M,
         "field",
