@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use walcast::config::PluginsConfig;
 use walcast::decode::{Change, Decoder};
 use walcast::filter::wasm::{PluginGroup, PluginHost, Verdict};
 use walcast::filter::{bind, parse_request, ColumnInfo, Filter};
-use walcast::hub::{session_queue, Frame, Hub, Scratch, Subscription};
+use walcast::hub::{Frame, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
 
 /// A typical ~300-byte insert as wal2json format-version 2 prints it. `height` is 2.1 so the
@@ -137,47 +136,55 @@ fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
 }
 
 /// A hub with `SUBSCRIBERS` subscriptions on public.people (all ops, no condition), sub `i`
-/// using `groups[i % groups.len()]`, each with its own queue. The receivers are kept so the
-/// bench can drain them.
+/// using `groups[i % groups.len()]`: one cohort per group. The subscriptions are kept so the
+/// bench can read their frames.
 struct Fanout {
     hub: Arc<Hub>,
-    _subs: Vec<Subscription>,
-    rxs: Vec<mpsc::Receiver<Frame>>,
+    subs: Vec<Subscription>,
     _cancel: CancellationToken,
+    batch: Vec<Frame>,
 }
 
 impl Fanout {
     fn new(groups: &[Arc<PluginGroup>]) -> Fanout {
-        let hub = Hub::new(Arc::new(Metrics::new()));
+        // A few frames of room: every iteration drains, so a log never fills (a full log would
+        // put the cohort on the blocked list and change what is measured).
+        let hub = Hub::new(Arc::new(Metrics::new()), 8);
         let cancel = CancellationToken::new();
         let all = filter("*:people");
         let ops = parse_request(&pairs(&[("query", "*:people")]))
             .expect("valid")
             .ops;
         let mut subs = Vec::with_capacity(SUBSCRIBERS);
-        let mut rxs = Vec::with_capacity(SUBSCRIBERS);
         for i in 0..SUBSCRIBERS {
-            // A few frames of room: every iteration drains, so a queue never fills (a full queue
-            // would put the session on the blocked list and change what is measured).
-            let (tx, rx, _signal) = session_queue(8, &cancel);
             let group = groups[i % groups.len()].clone();
-            subs.push(hub.subscribe("public", "people", ops, all.clone(), Some(group), tx));
-            rxs.push(rx);
+            // Sessions with the same request and group share a cohort, as the router files them.
+            let key = format!("*:people#{}", group.id());
+            let req = SubscribeRequest {
+                schema: "public",
+                table: "people",
+                key: &key,
+                ops,
+                filter: all.clone(),
+                plugin: Some(group),
+            };
+            subs.push(hub.subscribe(req, SessionSignal::new(&cancel)));
         }
         Fanout {
             hub,
-            _subs: subs,
-            rxs,
+            subs,
             _cancel: cancel,
+            batch: Vec::new(),
         }
     }
 
-    /// Empty every queue; returns how many frames were waiting.
+    /// Read every session's waiting frames; returns how many there were.
     fn drain(&mut self) -> usize {
         let mut n = 0;
-        for rx in &mut self.rxs {
-            while rx.try_recv().is_ok() {
-                n += 1;
+        for sub in &self.subs {
+            while sub.reader().take(&mut self.batch, 64) {
+                n += self.batch.len();
+                self.batch.clear();
             }
         }
         n

@@ -64,7 +64,7 @@ pub async fn run(
     let plugin_watch = plugins.as_ref().map(|host| host.watch(plugin_stop.clone()));
 
     let metrics = Arc::new(Metrics::new());
-    let hub = Hub::new(metrics.clone());
+    let hub = Hub::new(metrics.clone(), config.sessions.queue_capacity);
     let status = Arc::new(SourceStatus::default());
     let source_stop = CancellationToken::new();
     let mut source_task = tokio::spawn(source::run(
@@ -87,7 +87,6 @@ pub async fn run(
         allow,
         status,
         metrics: metrics.clone(),
-        queue_capacity: config.sessions.queue_capacity,
         plugins,
         shutdown: sessions_stop.clone(),
     };

@@ -142,6 +142,10 @@ pub struct PluginsConfig {
     /// Consecutive failed calls (trap, deadline, ERROR verdict) after which a group's sessions
     /// are closed with 4010.
     pub max_failures: u32,
+    /// Instance slots of the pooling allocator: one per live (plugin, params) group, plus a few
+    /// transient ones while a group re-instantiates or a module is validated. Each slot reserves
+    /// address space for `memory_limit`, not memory.
+    pub max_instances: u32,
 }
 
 impl Default for PluginsConfig {
@@ -152,6 +156,7 @@ impl Default for PluginsConfig {
             memory_limit: 16 << 20,
             stack_limit: 512 << 10,
             max_failures: 5,
+            max_instances: 256,
         }
     }
 }
@@ -428,6 +433,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "sessions.queue_capacity",
                 "must be at least 1; use e.g. 1024",
+            ));
+        }
+        if !(4..=100_000).contains(&self.plugins.max_instances) {
+            return Err(ConfigError::invalid(
+                "plugins.max_instances",
+                "must be between 4 and 100000; use e.g. 256 (one per live plugin group)",
             ));
         }
         if let Some(url) = &self.database_url {

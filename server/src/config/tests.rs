@@ -170,12 +170,13 @@ fn missing_config_file_is_named() {
 fn validation_messages_name_key_and_fix() {
     type Edit = fn(&mut Config);
     #[rustfmt::skip]
-    let cases: [(Edit, &str, &str); 10] = [
+    let cases: [(Edit, &str, &str); 11] = [
         (|c| c.replication.slot = "My Slot".into(), "replication.slot",
          "\"My Slot\" is not a valid slot name; use lowercase letters, digits and underscores (max 63)"),
         (|c| c.replication.slot = "a".repeat(64), "replication.slot", "max 63"),
         (|c| c.replication.slot.clear(), "replication.slot", "not a valid slot name"),
         (|c| c.sessions.queue_capacity = 0, "sessions.queue_capacity", "at least 1"),
+        (|c| c.plugins.max_instances = 2, "plugins.max_instances", "between 4 and 100000"),
         (|c| c.replication.status_interval = Duration::ZERO, "replication.status_interval",
          "greater than zero"),
         (|c| c.replication.max_backoff = Duration::ZERO, "replication.max_backoff",

@@ -39,7 +39,13 @@ pub struct Intake {
     skip_txn: bool,
     slow_consumer_timeout: Duration,
     sampled: u32,
+    /// Changes dispatched since sessions were last woken.
+    unwoken: u32,
 }
+
+/// A long burst (a large transaction arriving faster than it is dispatched) still wakes sessions
+/// this often, so they write while the hub works instead of all at the end.
+const WAKE_EVERY: u32 = 256;
 
 impl Intake {
     pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, slow_consumer_timeout: Duration) -> Self {
@@ -55,6 +61,7 @@ impl Intake {
             skip_txn: false,
             slow_consumer_timeout,
             sampled: 0,
+            unwoken: 0,
         }
     }
 
@@ -106,6 +113,10 @@ impl Consumer for Intake {
                 if !replayed {
                     self.hub.dispatch(&change, &mut self.scratch);
                     self.metrics.changes_decoded.inc();
+                    self.unwoken += 1;
+                    if self.unwoken >= WAKE_EVERY {
+                        self.flush();
+                    }
                 }
                 if let Some(cur) = &mut self.current {
                     cur.last = cur.last.max(wal_start);
@@ -127,6 +138,11 @@ impl Consumer for Intake {
         self.hub
             .drain_blocked(&mut self.scratch, self.slow_consumer_timeout)
             .await;
+    }
+
+    fn flush(&mut self) {
+        self.unwoken = 0;
+        self.hub.wake(&mut self.scratch);
     }
 
     fn on_reconnect(&mut self) {

@@ -1,13 +1,16 @@
-//! Subscription registry, indexes and fan-out into bounded per-session queues. Takes decoded
-//! changes from `source` through `Intake`; never writes to sockets (that is `ws`).
+//! Subscription registry, cohorts, indexes and fan-out into bounded cohort logs that sessions read
+//! from their own cursors. Takes decoded changes from `source` through `Intake`; never writes to
+//! sockets (that is `ws`).
 
+mod cohort;
 mod intake;
 mod registry;
 mod session;
 
+pub use cohort::{Cohort, Push, Reader};
 pub use intake::Intake;
-pub use registry::{Hub, Subscription, SubscriptionId};
+pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
 // public for benches
 #[doc(hidden)]
 pub use registry::Scratch;
-pub use session::{close_code, session_queue, Frame, Push, SessionSignal, SessionTx};
+pub use session::{close_code, Frame, SessionSignal};

@@ -1,6 +1,8 @@
-//! Subscription registry and fan-out: subscriptions indexed by table and, for `eq` conditions, by
-//! value, so a change costs a hash lookup per indexed column rather than a scan over every
-//! subscription. Does not decode (see `decode`) and does not own sockets (see `session`).
+//! Subscription registry and fan-out: subscriptions grouped into cohorts (same table, operations,
+//! conditions, `select=` and plugin group), cohorts indexed by table and, for `eq` conditions, by
+//! value. A change costs a hash lookup per indexed column and one evaluation per matching cohort,
+//! whatever the number of sessions in it. Does not decode (see `decode`) and does not own sockets
+//! (see `ws`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,32 +16,38 @@ use crate::filter::{self, Filter, TypeClass};
 use crate::metrics::Metrics;
 use crate::source::Lsn;
 
-use super::session::{close_code, Frame, Push, SessionTx};
+use super::cohort::{Cohort, Member, Push, Reader};
+use super::session::{close_code, Frame, SessionSignal};
 
 pub type SubscriptionId = u64;
+type CohortId = u64;
 
-struct Sub {
+/// What a cohort's members asked for, evaluated once per change for all of them.
+struct CohortEntry {
     ops: u8,
     filter: Filter,
-    /// Wasm filter group shared with every subscription of the same (plugin, params).
+    /// Wasm filter group shared with every cohort of the same (plugin, params).
     plugin: Option<Arc<PluginGroup>>,
-    session: SessionTx,
-    /// Index into the table's distinct projections; subscriptions with the same `select=` share
-    /// one encoded frame per change.
+    /// Index into the table's distinct projections; cohorts with the same `select=` share one
+    /// encoded frame per change.
     projection: usize,
+    cohort: Arc<Cohort>,
+    key: Box<str>,
 }
 
-/// Subscriptions indexed by the value of one column (the first `eq` condition's column).
+/// Cohorts indexed by the value of one column (the first `eq` condition's column).
 struct EqIndex {
     class: TypeClass,
-    by_key: HashMap<Box<[u8]>, Vec<SubscriptionId>>,
+    by_key: HashMap<Box<[u8]>, Vec<CohortId>>,
 }
 
 #[derive(Default)]
 struct TableSubs {
-    subs: HashMap<SubscriptionId, Sub>,
-    /// Subscriptions evaluated on every change of the table (no usable `eq` condition).
-    scan: Vec<SubscriptionId>,
+    cohorts: HashMap<CohortId, CohortEntry>,
+    /// Cohorts by the canonical form of their request.
+    by_request: HashMap<Box<str>, CohortId>,
+    /// Cohorts evaluated on every change of the table (no usable `eq` condition).
+    scan: Vec<CohortId>,
     eq: HashMap<Box<str>, EqIndex>,
     /// Distinct `select=` lists; `None` is the full row.
     projections: Vec<(Option<Box<[Box<str>]>>, usize)>,
@@ -62,6 +70,18 @@ impl TableSubs {
         self.projections.push((select.map(Into::into), 1));
         self.projections.len() - 1
     }
+}
+
+/// A subscription request as the hub files it.
+pub struct SubscribeRequest<'a> {
+    pub schema: &'a str,
+    pub table: &'a str,
+    /// Canonical form of everything that decides what the subscription receives (its query
+    /// parameters and plugin group). Requests with the same key share a cohort.
+    pub key: &'a str,
+    pub ops: u8,
+    pub filter: Filter,
+    pub plugin: Option<Arc<PluginGroup>>,
 }
 
 /// A plugin group's verdict for one change, with its frame built once for the whole group.
@@ -100,31 +120,37 @@ impl Outcome {
 pub struct Scratch {
     key: Vec<u8>,
     frames: Vec<Option<Frame>>,
-    dead: Vec<SubscriptionId>,
-    /// Sessions whose queue was full for this change, with the frame they still need.
-    blocked: Vec<(SessionTx, Frame)>,
+    /// Cohorts whose log was full for this change, with the frame they still need.
+    blocked: Vec<(Arc<Cohort>, Frame)>,
+    /// Cohorts given frames since their members were last woken.
+    touched: Vec<Arc<Cohort>>,
     /// Plugin verdicts for the current change, one per group.
     verdicts: HashMap<u64, Outcome>,
     encoder: FrameEncoder,
 }
 
 /// The subscription registry. Registration takes a short write lock; dispatch takes a read lock.
-/// Dispatch never waits: a full session queue is remembered in `Scratch::blocked` and waited on
-/// (bounded) by `drain_blocked` before the next message, outside the lock.
+/// Dispatch never waits and wakes nobody: session writers are woken by `wake` (once per burst of
+/// changes), and a full cohort log is remembered in `Scratch::blocked` and waited on (bounded) by
+/// `drain_blocked` before the next message, outside the lock.
 pub struct Hub {
     tables: RwLock<HashMap<Box<str>, HashMap<Box<str>, TableSubs>>>,
     next_id: AtomicU64,
     /// Highest LSN handed to the hub (start of the last dispatched message).
     position: AtomicU64,
+    queue_capacity: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    pub fn new(metrics: Arc<Metrics>) -> Arc<Hub> {
+    /// `queue_capacity`: frames a session may have unread before the stream waits for it (and,
+    /// past `sessions.slow_consumer_timeout`, closes it with 4008).
+    pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Arc<Hub> {
         Arc::new(Hub {
             tables: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             position: AtomicU64::new(0),
+            queue_capacity,
             metrics,
         })
     }
@@ -141,76 +167,97 @@ impl Hub {
     /// Register a subscription. Every change dispatched after this returns is considered for it.
     pub fn subscribe(
         self: &Arc<Self>,
-        schema: &str,
-        table: &str,
-        ops: u8,
-        filter: Filter,
-        plugin: Option<Arc<PluginGroup>>,
-        session: SessionTx,
+        req: SubscribeRequest<'_>,
+        signal: Arc<SessionSignal>,
     ) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut tables = self.tables.write();
         let t = tables
-            .entry(schema.into())
+            .entry(req.schema.into())
             .or_default()
-            .entry(table.into())
+            .entry(req.table.into())
             .or_default();
-        let projection = t.projection_slot(filter.select());
-        match filter.eq_index() {
-            Some((column, key)) => {
-                let class = filter.eq_class().unwrap_or(TypeClass::Text);
-                t.eq.entry(column.into())
-                    .or_insert_with(|| EqIndex {
-                        class,
-                        by_key: HashMap::new(),
-                    })
-                    .by_key
-                    .entry(key.into())
-                    .or_default()
-                    .push(id);
+        let open = t
+            .by_request
+            .get(req.key)
+            .filter(|id| t.cohorts.get(id).is_some_and(|e| !e.cohort.is_closed()));
+        let cohort_id = match open {
+            Some(existing) => *existing,
+            None => {
+                let projection = t.projection_slot(req.filter.select());
+                match req.filter.eq_index() {
+                    Some((column, key)) => {
+                        let class = req.filter.eq_class().unwrap_or(TypeClass::Text);
+                        t.eq.entry(column.into())
+                            .or_insert_with(|| EqIndex {
+                                class,
+                                by_key: HashMap::new(),
+                            })
+                            .by_key
+                            .entry(key.into())
+                            .or_default()
+                            .push(id);
+                    }
+                    None => t.scan.push(id),
+                }
+                t.by_request.insert(req.key.into(), id);
+                t.cohorts.insert(
+                    id,
+                    CohortEntry {
+                        ops: req.ops,
+                        filter: req.filter,
+                        plugin: req.plugin,
+                        projection,
+                        cohort: Cohort::new(self.queue_capacity),
+                        key: req.key.into(),
+                    },
+                );
+                id
             }
-            None => t.scan.push(id),
-        }
-        t.subs.insert(
-            id,
-            Sub {
-                ops,
-                filter,
-                plugin,
-                session,
-                projection,
-            },
-        );
+        };
+        let reader = t.cohorts[&cohort_id].cohort.join(signal);
         drop(tables);
         self.metrics.subscriptions.inc();
         Subscription {
             hub: self.clone(),
             id,
-            schema: schema.into(),
-            table: table.into(),
+            cohort: cohort_id,
+            schema: req.schema.into(),
+            table: req.table.into(),
+            reader,
         }
     }
 
-    fn unsubscribe(&self, schema: &str, table: &str, id: SubscriptionId) {
+    fn unsubscribe(&self, schema: &str, table: &str, cohort_id: CohortId, member: &Arc<Member>) {
         let mut tables = self.tables.write();
+        self.metrics.subscriptions.dec();
         let Some(by_table) = tables.get_mut(schema) else {
             return;
         };
         let Some(t) = by_table.get_mut(table) else {
             return;
         };
-        let Some(sub) = t.subs.remove(&id) else {
+        let Some(entry) = t.cohorts.get(&cohort_id) else {
             return;
         };
-        self.metrics.subscriptions.dec();
-        if let Some(p) = t.projections.get_mut(sub.projection) {
+        if entry.cohort.leave(member) > 0 {
+            return;
+        }
+        let Some(entry) = t.cohorts.remove(&cohort_id) else {
+            return;
+        };
+        // A closed cohort may have been replaced under the same key already.
+        if t.by_request.get(&entry.key) == Some(&cohort_id) {
+            t.by_request.remove(&entry.key);
+        }
+        if let Some(p) = t.projections.get_mut(entry.projection) {
             p.1 = p.1.saturating_sub(1);
         }
-        match sub.filter.eq_index() {
+        match entry.filter.eq_index() {
             Some((column, key)) => {
                 if let Some(index) = t.eq.get_mut(column) {
                     if let Some(ids) = index.by_key.get_mut(key) {
-                        ids.retain(|x| *x != id);
+                        ids.retain(|x| *x != cohort_id);
                         if ids.is_empty() {
                             index.by_key.remove(key);
                         }
@@ -220,9 +267,9 @@ impl Hub {
                     }
                 }
             }
-            None => t.scan.retain(|x| *x != id),
+            None => t.scan.retain(|x| *x != cohort_id),
         }
-        if t.subs.is_empty() {
+        if t.cohorts.is_empty() {
             by_table.remove(table);
             if by_table.is_empty() {
                 tables.remove(schema);
@@ -230,100 +277,94 @@ impl Hub {
         }
     }
 
-    /// Offer one row change to every matching subscription. Never blocks: a session whose queue
-    /// is full is closed with 4008 and removed.
+    /// Offer one row change to every matching cohort. Never blocks and wakes no session (see
+    /// `wake`); a cohort whose log is full goes on `scratch.blocked` for `drain_blocked`.
     // public for benches
     #[doc(hidden)]
     pub fn dispatch(&self, change: &Change<'_>, scratch: &mut Scratch) {
         let Some(op) = change.op() else { return };
-        scratch.dead.clear();
-        {
-            let tables = self.tables.read();
-            let Some(t) = tables
-                .get(change.schema())
-                .and_then(|s| s.get(change.table()))
-            else {
-                return;
-            };
-            scratch.frames.clear();
-            scratch.frames.resize(t.projections.len(), None);
-            scratch.verdicts.clear();
+        let tables = self.tables.read();
+        let Some(t) = tables
+            .get(change.schema())
+            .and_then(|s| s.get(change.table()))
+        else {
+            return;
+        };
+        scratch.frames.clear();
+        scratch.frames.resize(t.projections.len(), None);
+        scratch.verdicts.clear();
 
-            if op == Op::Truncate {
-                // Filters cannot apply to a truncate: every subscription that asked for it gets it.
-                for (id, sub) in &t.subs {
-                    self.offer(*id, sub, t, change, op, scratch);
-                }
-            } else {
-                for id in &t.scan {
-                    if let Some(sub) = t.subs.get(id) {
-                        self.offer(*id, sub, t, change, op, scratch);
-                    }
-                }
-                let mut key_buf = std::mem::take(&mut scratch.key);
-                for (column, index) in &t.eq {
-                    let value = row_value(change, op, column);
-                    let Some(key) =
-                        value.and_then(|v| filter::index_key(v, index.class, &mut key_buf))
-                    else {
-                        continue;
-                    };
-                    if let Some(ids) = index.by_key.get(key) {
-                        for id in ids {
-                            if let Some(sub) = t.subs.get(id) {
-                                self.offer(*id, sub, t, change, op, scratch);
-                            }
-                        }
-                    }
-                }
-                scratch.key = key_buf;
+        if op == Op::Truncate {
+            // Filters cannot apply to a truncate: every cohort that asked for it gets it.
+            for entry in t.cohorts.values() {
+                self.offer(entry, t, change, op, scratch);
+            }
+            return;
+        }
+        for id in &t.scan {
+            if let Some(entry) = t.cohorts.get(id) {
+                self.offer(entry, t, change, op, scratch);
             }
         }
-        for &id in &scratch.dead {
-            self.unsubscribe(change.schema(), change.table(), id);
+        let mut key_buf = std::mem::take(&mut scratch.key);
+        for (column, index) in &t.eq {
+            let value = row_value(change, op, column);
+            let Some(key) = value.and_then(|v| filter::index_key(v, index.class, &mut key_buf))
+            else {
+                continue;
+            };
+            if let Some(ids) = index.by_key.get(key) {
+                for id in ids {
+                    if let Some(entry) = t.cohorts.get(id) {
+                        self.offer(entry, t, change, op, scratch);
+                    }
+                }
+            }
+        }
+        scratch.key = key_buf;
+    }
+
+    /// Wake the sessions of every cohort that got frames since the last wake. Called at the end
+    /// of each burst of messages from Postgres, so a session writer runs once per burst.
+    // public for benches
+    #[doc(hidden)]
+    pub fn wake(&self, scratch: &mut Scratch) {
+        for cohort in scratch.touched.drain(..) {
+            cohort.wake();
         }
     }
 
-    /// Back-pressure: deliver the frames that found a full queue, waiting for each session until
-    /// `timeout` from now. Sessions that do not make room in time are closed with 4008.
+    /// Back-pressure: deliver the frames that found a full cohort log, waiting for its slowest
+    /// sessions until `timeout` from now. Sessions that do not make room in time are closed with
+    /// 4008 and the others go on.
     pub(crate) async fn drain_blocked(&self, scratch: &mut Scratch, timeout: std::time::Duration) {
         if scratch.blocked.is_empty() {
             return;
         }
+        self.wake(scratch);
         let deadline = tokio::time::Instant::now() + timeout;
-        for (session, frame) in scratch.blocked.drain(..) {
-            if session.signal().is_closing() {
-                continue;
-            }
-            match session.send_by(frame, deadline).await {
-                Push::Queued => {
-                    self.metrics.frames_delivered.inc();
-                }
-                Push::Full => {
-                    self.metrics.sessions_dropped.inc();
-                    tracing::info!("closing a slow consumer (4008)");
-                }
-                Push::Closed => {}
+        for (cohort, frame) in scratch.blocked.drain(..) {
+            let (queued, evicted) = cohort.push_by(&frame, deadline).await;
+            self.metrics.frames_delivered.inc_by(queued as u64);
+            if evicted > 0 {
+                self.metrics.sessions_dropped.inc_by(evicted as u64);
+                tracing::info!(sessions = evicted, "closing slow consumers (4008)");
             }
         }
     }
 
     fn offer(
         &self,
-        id: SubscriptionId,
-        sub: &Sub,
+        entry: &CohortEntry,
         t: &TableSubs,
         change: &Change<'_>,
         op: Op,
         scratch: &mut Scratch,
     ) {
-        if sub.ops & op.bit() == 0
-            || sub.session.signal().is_closing()
-            || !sub.filter.matches(change)
-        {
+        if entry.ops & op.bit() == 0 || entry.cohort.is_closed() || !entry.filter.matches(change) {
             return;
         }
-        let plugin_frame = match &sub.plugin {
+        let plugin_frame = match &entry.plugin {
             None => None,
             Some(group) => {
                 let outcome = scratch
@@ -336,34 +377,41 @@ impl Hub {
                     Outcome::Pass => None,
                     Outcome::Rewritten(frame) => Some(frame),
                     Outcome::Failed(frame, failing) => {
-                        let _ = sub.session.push(&frame);
+                        self.append(entry, &frame, scratch);
                         if failing {
-                            sub.session.signal().close(close_code::PLUGIN_FAILING);
+                            entry.cohort.close_all(close_code::PLUGIN_FAILING);
                         }
                         return;
                     }
                 }
             }
         };
-        let frame = match &plugin_frame {
+        let frame = match plugin_frame {
             Some(frame) => frame,
-            None => match &mut scratch.frames[sub.projection] {
-                Some(f) => f,
+            None => match &mut scratch.frames[entry.projection] {
+                Some(f) => f.clone(),
                 slot @ None => {
-                    let projection = match &t.projections[sub.projection].0 {
+                    let projection = match &t.projections[entry.projection].0 {
                         Some(cols) => Projection::Only(cols),
                         None => Projection::All,
                     };
                     slot.insert(Frame::from(scratch.encoder.change(change, projection)))
+                        .clone()
                 }
             },
         };
-        match sub.session.push(frame) {
-            Push::Queued => {
-                self.metrics.frames_delivered.inc();
+        self.append(entry, &frame, scratch);
+    }
+
+    fn append(&self, entry: &CohortEntry, frame: &Frame, scratch: &mut Scratch) {
+        match entry.cohort.push(frame) {
+            (Push::Queued(n), first_since_wake) => {
+                self.metrics.frames_delivered.inc_by(n as u64);
+                if first_since_wake {
+                    scratch.touched.push(entry.cohort.clone());
+                }
             }
-            Push::Full => scratch.blocked.push((sub.session.clone(), frame.clone())),
-            Push::Closed => scratch.dead.push(id),
+            (Push::Full, _) => scratch.blocked.push((entry.cohort.clone(), frame.clone())),
         }
     }
 }
@@ -377,18 +425,26 @@ fn row_value<'a>(change: &Change<'a>, op: Op, column: &str) -> Option<crate::dec
 pub struct Subscription {
     hub: Arc<Hub>,
     id: SubscriptionId,
+    cohort: CohortId,
     schema: Box<str>,
     table: Box<str>,
+    reader: Reader,
 }
 
 impl Subscription {
     pub fn id(&self) -> SubscriptionId {
         self.id
     }
+
+    /// The session's read end of its cohort's frames.
+    pub fn reader(&self) -> &Reader {
+        &self.reader
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.unsubscribe(&self.schema, &self.table, self.id);
+        self.hub
+            .unsubscribe(&self.schema, &self.table, self.cohort, self.reader.member());
     }
 }

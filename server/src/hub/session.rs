@@ -1,11 +1,10 @@
-//! The hub's handle on one WebSocket session: its bounded frame queue and the signal that closes it.
-//! Does not write to sockets (see `ws::session`).
+//! The hub's handle on one WebSocket session: the signal that closes it and the codes it closes
+//! with. Frames reach the session through its cohort (see `cohort`); sockets are `ws::session`'s.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// WebSocket close codes the hub decides on. Documented in README ("Close codes").
@@ -68,111 +67,26 @@ impl SessionSignal {
     }
 }
 
-/// The producer end the hub pushes frames into.
-#[derive(Clone, Debug)]
-pub struct SessionTx {
-    tx: mpsc::Sender<Frame>,
-    signal: Arc<SessionSignal>,
-}
-
-/// Outcome of offering a frame to a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Push {
-    Queued,
-    /// Queue full: the caller decides whether to wait (`send_by`) or give up.
-    Full,
-    /// The session is gone.
-    Closed,
-}
-
-impl SessionTx {
-    /// Never blocks.
-    pub fn push(&self, frame: &Frame) -> Push {
-        match self.tx.try_send(frame.clone()) {
-            Ok(()) => Push::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Push::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Push::Closed,
-        }
-    }
-
-    /// Wait for room until `deadline`; a queue that does not move by then closes the session
-    /// with 4008 (slow consumer) and the frame is dropped for it.
-    pub async fn send_by(&self, frame: Frame, deadline: tokio::time::Instant) -> Push {
-        match tokio::time::timeout_at(deadline, self.tx.send(frame)).await {
-            Ok(Ok(())) => Push::Queued,
-            Ok(Err(_)) => Push::Closed,
-            Err(_) => {
-                self.signal.close(close_code::SLOW_CONSUMER);
-                Push::Full
-            }
-        }
-    }
-
-    pub fn signal(&self) -> &Arc<SessionSignal> {
-        &self.signal
-    }
-}
-
-/// Create a session queue of `capacity` frames.
-pub fn session_queue(
-    capacity: usize,
-    parent: &CancellationToken,
-) -> (SessionTx, mpsc::Receiver<Frame>, Arc<SessionSignal>) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let signal = SessionSignal::new(parent);
-    (
-        SessionTx {
-            tx,
-            signal: signal.clone(),
-        },
-        rx,
-        signal,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn full_queue_waits_then_closes_with_4008() {
-        let root = CancellationToken::new();
-        let (tx, mut rx, signal) = session_queue(2, &root);
-        let f = Frame::from_static("x");
-        assert_eq!(tx.push(&f), Push::Queued);
-        assert_eq!(tx.push(&f), Push::Queued);
-        assert_eq!(tx.push(&f), Push::Full);
-        assert!(!signal.is_closing(), "a full queue alone does not close");
-        // A reader that makes room in time gets the frame.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        let reader = tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            rx.recv().await;
-            rx
-        });
-        assert_eq!(tx.send_by(f.clone(), deadline).await, Push::Queued);
-        let _rx = reader.await.unwrap();
-        // One that does not move is closed with 4008 at the deadline.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        assert_eq!(tx.send_by(f, deadline).await, Push::Full);
-        assert_eq!(signal.code(), close_code::SLOW_CONSUMER);
-        assert!(signal.is_closing());
-    }
-
     #[test]
     fn shutdown_means_going_away() {
         let root = CancellationToken::new();
-        let (_tx, _rx, signal) = session_queue(2, &root);
+        let signal = SessionSignal::new(&root);
         root.cancel();
         assert!(signal.close.is_cancelled());
         assert_eq!(signal.code(), close_code::GOING_AWAY);
     }
 
     #[test]
-    fn dropped_receiver_reports_closed() {
+    fn the_first_reason_wins() {
         let root = CancellationToken::new();
-        let (tx, rx, _signal) = session_queue(2, &root);
-        drop(rx);
-        assert_eq!(tx.push(&Frame::from_static("x")), Push::Closed);
+        let signal = SessionSignal::new(&root);
+        signal.close(close_code::SLOW_CONSUMER);
+        signal.close(close_code::PLUGIN_FAILING);
+        assert!(signal.is_closing());
+        assert_eq!(signal.code(), close_code::SLOW_CONSUMER);
     }
 }

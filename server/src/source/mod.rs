@@ -84,6 +84,9 @@ pub trait Consumer: Send {
     fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
         std::future::ready(())
     }
+    /// The source has handed over every message it has read so far and is about to wait for more:
+    /// a consumer that defers work per burst (waking sessions) does it now.
+    fn flush(&mut self) {}
     /// The connection was lost; the next message replays from the slot's confirmed position.
     fn on_reconnect(&mut self);
 }

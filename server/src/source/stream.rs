@@ -177,6 +177,7 @@ async fn session<C: Consumer>(
             send_status(&mut conn, fb, status, false).await?;
             last_status = tokio::time::Instant::now();
         }
+        consumer.flush();
         // Frames still waiting for a full session queue go out before the stream idles.
         consumer.ready().await;
         conn.reserve_for_read();

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, Filter, QueryError, TableName};
-use crate::hub::{session_queue, Hub};
+use crate::hub::{Hub, SessionSignal, SubscribeRequest};
 use crate::metrics::Metrics;
 use crate::source::SourceStatus;
 
@@ -31,7 +31,6 @@ pub struct AppState {
     pub allow: Arc<AllowList>,
     pub status: Arc<SourceStatus>,
     pub metrics: Arc<Metrics>,
-    pub queue_capacity: usize,
     /// The Wasm filter host; `None` when `plugins.dir` is not set.
     pub plugins: Option<Arc<PluginHost>>,
     /// Cancelled on server shutdown: every session closes with 1001.
@@ -84,7 +83,7 @@ async fn ws_handler(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (request, filter, plugin) = match validate(&st, &uri).await {
+    let (request, filter, plugin, key) = match validate(&st, &uri).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -97,10 +96,27 @@ async fn ws_handler(
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| session(socket, st, request, filter, plugin))
+        .on_upgrade(move |socket| session(socket, st, request, filter, plugin, key))
 }
 
-type Validated = (filter::Request, Filter, Option<Arc<PluginGroup>>);
+/// The request, its bound filter, its plugin group and its cohort key.
+type Validated = (filter::Request, Filter, Option<Arc<PluginGroup>>, String);
+
+/// Requests with the same parameters (in any order) and plugin group share a cohort: one
+/// evaluation and one frame per change for all of them.
+fn cohort_key(params: &[(String, String)], plugin: Option<&PluginGroup>) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut key = String::new();
+    for (k, v) in sorted {
+        // Lengths first, so no choice of characters makes two different lists collide.
+        key.push_str(&format!("{}:{}:{}{}", k.len(), v.len(), k, v));
+    }
+    if let Some(group) = plugin {
+        key.push_str(&format!("#{}", group.id()));
+    }
+    key
+}
 
 async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
@@ -131,7 +147,8 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
         }
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
-    Ok((request, filter, plugin))
+    let key = cohort_key(&params, plugin.as_deref());
+    Ok((request, filter, plugin, key))
 }
 
 /// Find or create the (plugin, params) group; instantiation and `walcast_init` run off the async
@@ -198,18 +215,27 @@ async fn session(
     request: filter::Request,
     filter: Filter,
     plugin: Option<Arc<PluginGroup>>,
+    key: String,
 ) {
-    let (tx, rx, signal) = session_queue(st.queue_capacity, &st.shutdown);
+    let signal = SessionSignal::new(&st.shutdown);
     let table = request.table;
     // Registered before `subscribed` is sent: every change committed after the client sees it
     // is dispatched to this subscription.
-    let subscription =
-        st.hub
-            .subscribe(&table.schema, &table.name, request.ops, filter, plugin, tx);
+    let subscription = st.hub.subscribe(
+        SubscribeRequest {
+            schema: &table.schema,
+            table: &table.name,
+            key: &key,
+            ops: request.ops,
+            filter,
+            plugin,
+        },
+        signal.clone(),
+    );
     st.metrics.sessions.inc();
     let first = subscribed_frame(subscription.id(), &table, &st.hub.position().to_string());
     let (sink, stream) = socket.split();
-    super::session::serve(sink, stream, rx, signal, first).await;
+    super::session::serve(sink, stream, subscription.reader(), signal, first).await;
     drop(subscription);
     st.metrics.sessions.dec();
 }

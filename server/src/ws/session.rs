@@ -1,4 +1,4 @@
-//! One WebSocket session: sends `subscribed`, then drains the session queue into the socket in
+//! One WebSocket session: sends `subscribed`, then copies its cohort's frames into the socket in
 //! batches (one flush per batch), watches the client side for close, and closes with the code the
 //! hub or the server decided. Generic over Sink/Stream so it runs without sockets in tests.
 
@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{close_code, Frame, SessionSignal};
+use crate::hub::{close_code, Reader, SessionSignal};
 
 /// Frames written per flush at most.
 const BATCH: usize = 64;
@@ -31,7 +30,7 @@ fn close_reason(code: u16) -> &'static str {
 pub(crate) async fn serve<S, R, E>(
     mut sink: S,
     mut stream: R,
-    mut queue: mpsc::Receiver<Frame>,
+    queue: &Reader,
     signal: Arc<SessionSignal>,
     first: Message,
 ) where
@@ -55,25 +54,27 @@ pub(crate) async fn serve<S, R, E>(
             client_gone.cancel();
         }
     });
-    let mut batch = Vec::with_capacity(BATCH);
+    // Allocated on the first frame: an idle session holds no batch buffer.
+    let mut batch = Vec::new();
+    // Ends with the close code when the hub closed the session, None when the socket failed.
     let write_loop = async {
         loop {
-            if queue.recv_many(&mut batch, BATCH).await == 0 {
-                return;
+            if !queue.next_batch(&mut batch, BATCH).await {
+                return Some(signal.code());
             }
             for frame in batch.drain(..) {
                 if sink.feed(Message::Text(frame)).await.is_err() {
-                    return;
+                    return None;
                 }
             }
             if sink.flush().await.is_err() {
-                return;
+                return None;
             }
         }
     };
     let close = tokio::select! {
         _ = client_gone.cancelled() => None,
-        _ = write_loop => None,
+        code = write_loop => code,
         _ = signal.closed() => Some(signal.code()),
     };
     if let Some(code) = close {
@@ -89,7 +90,7 @@ pub(crate) async fn serve<S, R, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{session_queue, Push};
+    use crate::hub::{Cohort, Frame, Push};
     use futures_channel::mpsc as fmpsc;
 
     fn text(m: &Message) -> &str {
@@ -102,19 +103,23 @@ mod tests {
     #[tokio::test]
     async fn delivers_in_order_then_closes_with_hub_code() {
         let root = CancellationToken::new();
-        let (tx, rx, signal) = session_queue(8, &root);
+        let cohort = Cohort::new(8);
+        let signal = SessionSignal::new(&root);
+        let reader = cohort.join(signal.clone());
         let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
         let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         for i in 0..3 {
-            assert_eq!(tx.push(&Frame::from(format!("f{i}"))), Push::Queued);
+            let (push, _) = cohort.push(&Frame::from(format!("f{i}")));
+            assert_eq!(push, Push::Queued(1));
         }
-        let task = tokio::spawn(serve(
-            out_tx.sink_map_err(|_| ()),
-            in_rx,
-            rx,
-            signal.clone(),
-            Message::Text("hello".into()),
-        ));
+        cohort.wake();
+        let task = tokio::spawn({
+            let signal = signal.clone();
+            async move {
+                let hello = Message::Text("hello".into());
+                serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await
+            }
+        });
         assert_eq!(text(&out_rx.next().await.unwrap()), "hello");
         for i in 0..3 {
             assert_eq!(text(&out_rx.next().await.unwrap()), format!("f{i}"));
@@ -130,16 +135,15 @@ mod tests {
     #[tokio::test]
     async fn shutdown_closes_with_1001() {
         let root = CancellationToken::new();
-        let (_tx, rx, signal) = session_queue(8, &root);
+        let cohort = Cohort::new(8);
+        let signal = SessionSignal::new(&root);
+        let reader = cohort.join(signal.clone());
         let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
         let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
-        let task = tokio::spawn(serve(
-            out_tx.sink_map_err(|_| ()),
-            in_rx,
-            rx,
-            signal,
-            Message::Text("hello".into()),
-        ));
+        let task = tokio::spawn(async move {
+            let hello = Message::Text("hello".into());
+            serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await
+        });
         out_rx.next().await.unwrap();
         root.cancel();
         match out_rx.next().await.unwrap() {
@@ -152,17 +156,13 @@ mod tests {
     #[tokio::test]
     async fn client_close_ends_session() {
         let root = CancellationToken::new();
-        let (_tx, rx, signal) = session_queue(8, &root);
+        let cohort = Cohort::new(8);
+        let signal = SessionSignal::new(&root);
+        let reader = cohort.join(signal.clone());
         let (out_tx, _out_rx) = fmpsc::unbounded::<Message>();
         let (in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         in_tx.unbounded_send(Ok(Message::Close(None))).unwrap();
-        serve(
-            out_tx.sink_map_err(|_| ()),
-            in_rx,
-            rx,
-            signal,
-            Message::Text("hello".into()),
-        )
-        .await;
+        let hello = Message::Text("hello".into());
+        serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await;
     }
 }

@@ -25,9 +25,6 @@ use crate::config::PluginsConfig;
 
 /// Epoch tick period of the ticker thread.
 const TICK: Duration = Duration::from_millis(1);
-/// Instance slots of the pooling allocator: one per live group, plus transient ones while a
-/// group re-instantiates or a module is validated. Each slot reserves address space, not memory.
-const POOL_SLOTS: u32 = 256;
 
 /// Engine, linker, limits and the ticker, shared by the host and every group (so a group that
 /// outlives the host still has its deadlines enforced).
@@ -60,9 +57,10 @@ impl Shared {
         config.max_wasm_stack(cfg.stack_limit);
         config.cranelift_opt_level(OptLevel::Speed);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_core_instances(POOL_SLOTS)
-            .total_memories(POOL_SLOTS)
-            .total_tables(POOL_SLOTS)
+        // One slot per live group (`plugins.max_instances`); each reserves address space only.
+        pool.total_core_instances(cfg.max_instances)
+            .total_memories(cfg.max_instances)
+            .total_tables(cfg.max_instances)
             .max_memory_size(cfg.memory_limit);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // The pool reserves address space up front; where that is refused (a low `ulimit -v`),
