@@ -2,6 +2,7 @@
 //! throwaway Postgres (shared unless the test stops Postgres or needs special settings) and runs
 //! the real `walcast` binary (see `walcast_tests` for how it is located).
 
+mod bench;
 mod errors;
 mod filters;
 mod plugins;

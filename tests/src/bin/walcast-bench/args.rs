@@ -1,0 +1,164 @@
+//! Command line of the bench: the scenario name, then `--flag value` pairs. Each scenario has its
+//! own defaults and accepts only the flags it uses, so a flag meant for another scenario (or a
+//! typo) is an error instead of being silently ignored.
+
+use anyhow::{bail, Context, Result};
+
+/// Resolved parameters of one scenario run (defaults overridden by flags).
+#[derive(Clone, Debug)]
+pub struct Args {
+    pub scenario: String,
+    pub rows: u64,
+    pub small: u64,
+    pub runs: usize,
+    pub subscribers: Vec<usize>,
+    pub groups: Vec<usize>,
+    pub rate: u64,
+    pub seconds: u64,
+    pub batch: u64,
+}
+
+/// Every scenario with the flags it takes; `smoke` takes none.
+pub const SCENARIOS: &[(&str, &[&str])] = &[
+    ("ingest", &["--rows", "--small", "--runs"]),
+    (
+        "latency",
+        &["--subscribers", "--rate", "--seconds", "--runs"],
+    ),
+    ("plugin", &["--rows", "--runs"]),
+    ("idle", &["--subscribers", "--runs"]),
+    (
+        "fanout",
+        &["--subscribers", "--rate", "--seconds", "--batch", "--runs"],
+    ),
+    (
+        "selective",
+        &["--subscribers", "--rate", "--seconds", "--batch", "--runs"],
+    ),
+    (
+        "plugins",
+        &[
+            "--subscribers",
+            "--groups",
+            "--rate",
+            "--seconds",
+            "--batch",
+            "--runs",
+        ],
+    ),
+    ("bigtx", &["--rows", "--runs"]),
+    ("smoke", &[]),
+];
+
+/// The defaults of `scenario` (the figures in README.md were taken with these).
+pub fn defaults(scenario: &str) -> Args {
+    let mut a = Args {
+        scenario: scenario.into(),
+        rows: 1_000_000,
+        small: 100_000,
+        runs: 3,
+        subscribers: vec![100],
+        groups: vec![1, 10, 100],
+        rate: 500,
+        seconds: 10,
+        batch: 10,
+    };
+    match scenario {
+        "latency" => a.rate = 5_000,
+        "idle" => a.subscribers = vec![10_000],
+        "fanout" | "plugins" => a.subscribers = vec![1_000],
+        "selective" => {
+            a.subscribers = vec![100, 10_000, 50_000];
+            a.rate = 1_000;
+        }
+        // One run: a 10,000,000-row backlog takes minutes to build and drain twice.
+        "bigtx" => {
+            a.rows = 10_000_000;
+            a.runs = 1;
+        }
+        _ => {}
+    }
+    a
+}
+
+/// Tiny parameters for `smoke`: every code path once, in seconds rather than minutes.
+pub fn smoke(scenario: &str) -> Args {
+    let mut a = defaults(scenario);
+    a.runs = 1;
+    a.rows = if scenario == "bigtx" { 2_000 } else { 200 };
+    a.small = 200;
+    a.subscribers = vec![3];
+    a.groups = vec![1, 2];
+    a.rate = 100;
+    a.seconds = 1;
+    a
+}
+
+/// Parses `<scenario> [--flag value]...` (the program name already skipped).
+pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
+    let scenario = argv.next().context("no scenario given")?;
+    let Some((_, allowed)) = SCENARIOS.iter().find(|(name, _)| *name == scenario) else {
+        bail!("unknown scenario {scenario:?}");
+    };
+    let mut a = defaults(&scenario);
+    while let Some(flag) = argv.next() {
+        if !allowed.contains(&flag.as_str()) {
+            bail!(
+                "{scenario} does not take {flag} (it takes: {})",
+                allowed.join(" ")
+            );
+        }
+        let value = argv
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--subscribers" => a.subscribers = list(&flag, &value)?,
+            "--groups" => a.groups = list(&flag, &value)?,
+            _ => {
+                let n = number(&flag, &value)?;
+                match flag.as_str() {
+                    "--rows" => a.rows = n,
+                    "--small" => a.small = n,
+                    "--runs" => a.runs = n as usize,
+                    "--rate" => a.rate = n,
+                    "--seconds" => a.seconds = n,
+                    "--batch" => a.batch = n,
+                    other => bail!("unknown flag {other}"),
+                }
+            }
+        }
+    }
+    for (flag, v) in [
+        ("--runs", a.runs as u64),
+        ("--rate", a.rate),
+        ("--seconds", a.seconds),
+        ("--batch", a.batch),
+    ] {
+        if v == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    if scenario == "latency" && a.subscribers.len() != 1 {
+        bail!("latency takes one --subscribers value");
+    }
+    Ok(a)
+}
+
+fn number(flag: &str, value: &str) -> Result<u64> {
+    value
+        .replace('_', "")
+        .parse()
+        .with_context(|| format!("{flag} {value}: not a number"))
+}
+
+/// A comma list of positive counts, e.g. `1000,10000,50000`.
+fn list(flag: &str, value: &str) -> Result<Vec<usize>> {
+    let v = value
+        .split(',')
+        .map(|s| number(flag, s.trim()).map(|n| n as usize))
+        .collect::<Result<Vec<_>>>()?;
+    if v.contains(&0) {
+        bail!("{flag} {value}: counts must be at least 1");
+    }
+    Ok(v)
+}

@@ -1,0 +1,142 @@
+//! walcast-bench: benchmark scenarios whose figures are measured side by side in one run and
+//! printed as markdown tables on stdout (per-run lines go to stderr). It starts its own throwaway
+//! Postgres and the release `walcast` binary (`WALCAST_BIN`, else `target/release/walcast`; see
+//! the harness). Table rows are medians of `--runs` runs (default 3; `bigtx` defaults to 1).
+//!
+//! ```text
+//! cargo build --release -p walcast -p walcast-tests
+//! walcast-bench ingest    [--rows 1000000] [--small 100000] [--runs 3]
+//! walcast-bench latency   [--subscribers 100] [--rate 5000] [--seconds 10] [--runs 3]
+//! walcast-bench plugin    [--rows 1000000] [--runs 3]
+//! walcast-bench idle      [--subscribers 10000] [--runs 3]
+//! walcast-bench fanout    [--subscribers 1000] [--rate 500] [--seconds 10] [--batch 10] [--runs 3]
+//! walcast-bench selective [--subscribers 100,10000,50000] [--rate 1000] [--seconds 10] [--batch 10] [--runs 3]
+//! walcast-bench plugins   [--subscribers 1000] [--groups 1,10,100] [--rate 500] [--seconds 10] [--batch 10] [--runs 3]
+//! walcast-bench bigtx     [--rows 10000000] [--runs 1]
+//! walcast-bench smoke
+//! ```
+//!
+//! `--subscribers` and `--groups` take comma lists: one table row per value. Clients are opened 64
+//! handshakes at a time from 127.0.0.2, 127.0.0.3, ... (20,000 per address, so ephemeral ports
+//! last) and count once their `subscribed` frame arrived. walcast and the bench each hold one
+//! socket per client under the same open-file hard limit: when N + 512 does not fit, the bench
+//! says so in a `#` line and measures the largest round thousand that does (limit - 1000).
+//!
+//! - `ingest`: one workload (`--rows` in one transaction, then `--small` single-row transactions;
+//!   0 skips one) is committed into a backlog held by two slots with the same wal2json options.
+//!   `pg_recvlogical` drains one into a file on tmpfs, timed from its start; walcast drains the
+//!   other to one `*:bench` subscriber, timed from `/readyz` (replication up) to the last row.
+//!   Figures: rows/s of each and the median of the per-run ratios.
+//! - `latency`: N subscribers on `insert:lat` while 4 connections commit single-row transactions
+//!   at `--rate`/s for `--seconds`. Latency = subscriber's clock minus the frame's commit `ts`
+//!   (same machine), p50/p99/max per run and their medians.
+//! - `plugin` (overhead): the `ingest` big transaction drained twice, plain and through a
+//!   `threshold` plugin that passes every row; figure: with/plain rows/s ratio.
+//! - `idle`: N idle subscribed connections; figure: walcast RSS growth per connection.
+//! - `fanout`: N clients on `insert:fan`, every row to every client. The writer commits `--rate`
+//!   rows/s as transactions of `--batch` rows for `--seconds`. Figures over the window from the
+//!   first commit to the last delivery: delivered msgs/s (deliveries / window), walcast and bench
+//!   CPU in cores, p50/p99/max commit-to-client latency, and the fraction delivered (deliveries /
+//!   (N x rows)).
+//! - `selective`: table `sel` pre-filled with ids 1..N, client k subscribed to
+//!   `update:sel:id.eq.<k>`; the writer updates `--rate` rows/s (ids round-robin over 1..N) in
+//!   transactions of `--batch`. Figures: walcast CPU µs per committed change and its ratio to the
+//!   first row (flat = matching cost independent of N), delivered vs expected frames (each client
+//!   must get exactly its key's updates: clients off = clients with another count, wrong key =
+//!   frames for another id), p50/p99 latency.
+//! - `plugins`: N clients over G distinct `threshold` groups (`plugin.value=-(i % G)`, so every
+//!   group passes every row), walcast with `plugins.max_instances = G + 64`; writer as `fanout`.
+//!   Figures per (N, G): delivered msgs/s, walcast CPU in cores and µs per change, p50/p99.
+//! - `bigtx`: `--rows` rows in one transaction committed before walcast starts (default session
+//!   queue), drained to one `*:bench` subscriber. Figures: seconds and rows/s to deliver, walcast
+//!   peak RSS (VmHWM after the last row), and `pg_recvlogical` on the same backlog from a second
+//!   slot. One run by default: the backlog alone takes minutes to build.
+//! - `smoke`: every scenario once with tiny parameters (3 clients, 2 groups, 200 rows, rate 100
+//!   for 1 s, bigtx 2,000 rows) on one Postgres cluster; what the e2e suite runs.
+//!
+//! `plugin` and `plugins` need `plugins/dist/threshold.wasm` (`sh plugins/build.sh`).
+
+mod args;
+mod clients;
+mod ingest;
+mod latency;
+mod measure;
+mod plugins;
+mod selective;
+mod workload;
+
+use anyhow::{Context, Result};
+use walcast_tests::{PgCluster, PgOptions};
+
+use args::Args;
+
+/// A cluster tuned for throughput: big transactions decode in memory and commits do not wait
+/// for the disk (writers that need prompt commits set `synchronous_commit` per connection).
+fn cluster() -> Result<PgCluster> {
+    PgCluster::start_new(PgOptions {
+        scram_host_auth: false,
+        settings: vec![
+            ("max_wal_size".into(), "4GB".into()),
+            ("synchronous_commit".into(), "off".into()),
+            ("logical_decoding_work_mem".into(), "256MB".into()),
+        ],
+    })
+}
+
+/// Every scenario `smoke` runs, in order.
+const SMOKE: [&str; 8] = [
+    "ingest",
+    "latency",
+    "plugin",
+    "idle",
+    "fanout",
+    "selective",
+    "plugins",
+    "bigtx",
+];
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let names: Vec<&str> = args::SCENARIOS.iter().map(|(n, _)| *n).collect();
+    let usage = format!(
+        "usage: walcast-bench {} [flags] (see the header of tests/src/bin/walcast-bench/main.rs)",
+        names.join("|")
+    );
+    let first = std::env::args().nth(1);
+    if matches!(first.as_deref(), Some("help" | "-h" | "--help")) {
+        println!("{usage}");
+        return Ok(());
+    }
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("walcast-bench: {e:#}\n{usage}");
+            std::process::exit(2);
+        }
+    };
+    let cluster = cluster()?;
+    if args.scenario == "smoke" {
+        for name in SMOKE {
+            run(&cluster, &args::smoke(name))
+                .await
+                .with_context(|| format!("smoke: {name}"))?;
+            println!();
+        }
+        return Ok(());
+    }
+    run(&cluster, &args).await
+}
+
+async fn run(cluster: &PgCluster, args: &Args) -> Result<()> {
+    match args.scenario.as_str() {
+        "ingest" => ingest::ingest(cluster, args).await,
+        "latency" => latency::latency(cluster, args).await,
+        "plugin" => plugins::plugin_overhead(cluster, args).await,
+        "idle" => latency::idle(cluster, args).await,
+        "fanout" => latency::fanout(cluster, args).await,
+        "selective" => selective::selective(cluster, args).await,
+        "plugins" => plugins::plugin_groups(cluster, args).await,
+        "bigtx" => ingest::bigtx(cluster, args).await,
+        other => anyhow::bail!("no scenario {other}"),
+    }
+}
