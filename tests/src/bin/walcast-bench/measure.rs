@@ -22,14 +22,18 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// The commit timestamp of a change frame in microseconds since the epoch. A byte search rather
-/// than a JSON parse: with thousands of clients in this process the parse would be what limits
+/// The commit timestamp text of a change frame. A byte search rather than a JSON parse: with thousands of clients in this process the parse would be what limits
 /// the receive rate, not walcast.
-pub fn frame_ts_micros(frame: &str) -> Option<i64> {
+pub fn frame_ts(frame: &str) -> Option<&str> {
     const KEY: &str = "\"ts\":\"";
     let start = frame.find(KEY)? + KEY.len();
     let len = frame[start..].find('"')?;
-    let t = chrono::DateTime::parse_from_rfc3339(&frame[start..start + len]).ok()?;
+    Some(&frame[start..start + len])
+}
+
+/// An RFC 3339 timestamp as microseconds since the epoch.
+pub fn ts_micros(ts: &str) -> Option<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).ok()?;
     Some(t.timestamp_micros())
 }
 
