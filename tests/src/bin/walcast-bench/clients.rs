@@ -13,6 +13,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use walcast_tests::Walcast;
@@ -26,6 +27,8 @@ pub type Ws = WebSocketStream<TcpStream>;
 const IN_FLIGHT: usize = 64;
 /// Clients per loopback source address: one address has ~28,000 ephemeral ports.
 const PER_SOURCE: usize = 20_000;
+/// Per-client read buffer: a burst of ten frames fits.
+const READ_BUFFER: usize = 8 * 1024;
 /// Sockets beyond the clients that each process needs (Postgres connections, files, epoll).
 const HEADROOM: u64 = 512;
 
@@ -112,7 +115,11 @@ pub async fn open_one(server: SocketAddr, url: &str, source: Ipv4Addr) -> Result
         .with_context(|| format!("cannot bind {source}:0"))?;
     let tcp = socket.connect(server).await.context("connect")?;
     tcp.set_nodelay(true)?;
-    let (mut ws, _) = match tokio_tungstenite::client_async(url, tcp).await {
+    // tungstenite's default read buffer is 128 KiB and is zeroed on every read attempt: with
+    // thousands of clients that memset, not the frames, would be the bench's main cost (and
+    // inflate every latency it reports). Frames here are a few hundred bytes.
+    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let (mut ws, _) = match tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             let body = resp.body().as_deref().map(String::from_utf8_lossy);
