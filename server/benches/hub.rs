@@ -65,9 +65,15 @@ fn selective(c: &mut Criterion) {
             let change = decoder.decode(&mut p).expect("valid");
             hub.dispatch(&change, &mut scratch);
             hub.wake(&mut scratch);
-            assert!(subs[KEY].reader().take(&mut batch, 8), "the key's session gets it");
+            assert!(
+                subs[KEY].reader().take(&mut batch, 8),
+                "the key's session gets it"
+            );
             assert_eq!(batch.len(), 1);
-            let others = subs.iter().filter(|s| s.reader().take(&mut batch, 8)).count();
+            let others = subs
+                .iter()
+                .filter(|s| s.reader().take(&mut batch, 8))
+                .count();
             assert_eq!(others, 0, "no other session matches");
         }
         g.bench_function(format!("{n}_subscriptions"), |b| {

@@ -2,8 +2,8 @@
 //!
 //! The modules mirror the pipeline: `source` (replication connection, slot, LSN feedback) ->
 //! `decode` (simd-json -> change view, frame encoding) -> `filter` (query-string predicates,
-//! catalog) -> `hub` (subscription registry, indexes, fan-out, per-session queues) -> `ws` (axum
-//! router, sessions, wire protocol). `app` wires them; `embedded` runs the throwaway demo cluster.
+//! catalog) -> `hub` (subscription registry, cohorts, indexes, fan-out into bounded cohort logs)
+//! -> `ws` (axum router, sessions, wire protocol). `app` wires them; `embedded` runs the throwaway demo cluster.
 
 pub mod app;
 pub mod config;

@@ -19,7 +19,7 @@ pub struct Metrics {
     pub decode_errors: Counter,
     /// Frames queued to sessions.
     pub frames_delivered: Counter,
-    /// Sessions closed because their queue overflowed (4008).
+    /// Sessions closed as slow consumers (4008).
     pub sessions_dropped: Counter,
     /// Open WebSocket sessions.
     pub sessions: Gauge,

@@ -178,7 +178,7 @@ async fn session<C: Consumer>(
             last_status = tokio::time::Instant::now();
         }
         consumer.flush();
-        // Frames still waiting for a full session queue go out before the stream idles.
+        // Frames still waiting for a full cohort log go out before the stream idles.
         consumer.ready().await;
         conn.reserve_for_read();
         // Cancel and the timer come before reading so that a busy stream cannot starve them.

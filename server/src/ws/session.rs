@@ -18,7 +18,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn close_reason(code: u16) -> &'static str {
     match code {
-        close_code::SLOW_CONSUMER => "slow consumer: session queue overflowed",
+        close_code::SLOW_CONSUMER => "slow consumer: too many unread frames",
         close_code::GOING_AWAY => "server shutting down",
         _ => "",
     }

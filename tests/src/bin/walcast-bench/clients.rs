@@ -119,18 +119,19 @@ pub async fn open_one(server: SocketAddr, url: &str, source: Ipv4Addr) -> Result
     // thousands of clients that memset, not the frames, would be the bench's main cost (and
     // inflate every latency it reports). Frames here are a few hundred bytes.
     let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
-    let (mut ws, _) = match tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await {
-        Ok(ok) => ok,
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy);
-            bail!(
-                "upgrade refused with {}: {}",
-                resp.status(),
-                body.unwrap_or_default()
-            );
-        }
-        Err(e) => return Err(e).context("WebSocket upgrade"),
-    };
+    let (mut ws, _) =
+        match tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await {
+            Ok(ok) => ok,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp.body().as_deref().map(String::from_utf8_lossy);
+                bail!(
+                    "upgrade refused with {}: {}",
+                    resp.status(),
+                    body.unwrap_or_default()
+                );
+            }
+            Err(e) => return Err(e).context("WebSocket upgrade"),
+        };
     match ws.next().await {
         Some(Ok(Message::Text(t))) if t.starts_with("{\"type\":\"subscribed\"") => Ok(ws),
         other => bail!("expected a subscribed frame, got {other:?}"),
