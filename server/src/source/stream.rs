@@ -84,6 +84,8 @@ pub async fn run<C: Consumer>(
         status
             .reconnects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // What was handed over before the error goes out now, not after the reconnect.
+        consumer.flush();
         consumer.on_reconnect();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
