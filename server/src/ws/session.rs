@@ -78,6 +78,20 @@ pub(crate) async fn serve<S, R, E>(
         _ = signal.closed() => Some(signal.code()),
     };
     if let Some(code) = close {
+        // A failing plugin's `error` frames explain the 4010: they go out before the close.
+        if code == close_code::PLUGIN_FAILING {
+            let mut rest = Vec::new();
+            while queue.take(&mut rest, BATCH) {}
+            let send_rest = async {
+                for frame in rest {
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = sink.flush().await;
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, send_rest).await;
+        }
         let frame = CloseFrame {
             code,
             reason: close_reason(code).into(),
