@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::filter::wasm::{PluginError, PluginHost};
@@ -24,11 +25,11 @@ pub enum AppError {
     #[error("no database configured (set DATABASE_URL or database_url)")]
     NoDatabase,
     #[error("tables.allow: {0}")]
-    AllowList(#[from] globset::Error),
+    AllowList(globset::Error),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("HTTP server failed: {0}")]
-    Http(#[source] std::io::Error),
+    Http(std::io::Error),
     #[error(transparent)]
     Plugins(#[from] PluginError),
     #[error("replication task panicked")]
@@ -42,7 +43,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let pg = config.pg_config().ok_or(AppError::NoDatabase)?;
-    let allow = Arc::new(AllowList::new(&config.tables.allow)?);
+    let allow = Arc::new(AllowList::new(&config.tables.allow).map_err(AppError::AllowList)?);
     let source_config = SourceConfig {
         pg: pg.clone(),
         slot: config.replication.slot.clone(),
@@ -79,6 +80,7 @@ pub async fn run(
     ));
 
     let sessions_stop = CancellationToken::new();
+    let sessions = TaskTracker::new();
     let http_stop = CancellationToken::new();
     let state = AppState {
         hub,
@@ -89,6 +91,7 @@ pub async fn run(
         metrics: metrics.clone(),
         plugins,
         shutdown: sessions_stop.clone(),
+        sessions: sessions.clone(),
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).
@@ -108,7 +111,14 @@ pub async fn run(
     tracing::info!("shutting down");
     http_stop.cancel();
     sessions_stop.cancel();
-    wait_for_sessions(&metrics).await;
+    // Sessions end once their close frame is out (or after its own timeout).
+    sessions.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(sessions = sessions.len(), "sessions did not close in time");
+    }
     let http_result = match tokio::time::timeout(SHUTDOWN_GRACE, http).await {
         Ok(Ok(result)) => result.map_err(AppError::Http),
         _ => Ok(()),
@@ -134,13 +144,4 @@ pub async fn run(
         Err(_) => return Err(AppError::SourcePanicked),
     }
     http_result
-}
-
-/// Sessions are spawned by the upgrade machinery; wait (bounded) until all have sent their
-/// close frame so shutdown does not cut them mid-write.
-async fn wait_for_sessions(metrics: &Metrics) {
-    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while metrics.sessions.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -8,14 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
 
-/// Initialises logging from `log.level` (an env-filter directive; `RUST_LOG` wins when set) and
-/// `log.format` (`text` or `json`). Later calls are no-ops, so tests and `main` may both call it.
+/// Initialises logging from `log.level` (an env-filter directive; the config layer has already
+/// applied `WALCAST_LOG`, `RUST_LOG` and `--log`) and `log.format` (`text` or `json`). Later calls
+/// are no-ops, so tests and `main` may both call it.
 pub fn init(log: &LogConfig) {
-    let directive = match std::env::var("RUST_LOG") {
-        Ok(directive) if !directive.trim().is_empty() => directive,
-        _ => log.level.clone(),
-    };
-    let filter = EnvFilter::builder().parse_lossy(directive);
+    let filter = EnvFilter::builder().parse_lossy(&log.level);
     // try_init fails only when a subscriber is already installed, which is the "once" we want.
     // It also routes the `log` crate (tokio-postgres logs through it) into tracing.
     let _ = subscriber(filter, &log.format, std::io::stderr).try_init();

@@ -1,6 +1,6 @@
-//! WebSocket and HTTP clients speaking walcast's client protocol v1 (DESIGN.md section 2): query
-//! strings, the `subscribed` handshake, change frames, close codes and pre-upgrade HTTP errors.
-//! Asserts nothing about specific tables; tests do that.
+//! WebSocket and HTTP clients speaking walcast's client protocol v1 (README, "Client protocol v1"):
+//! query strings, the `subscribed` handshake, change frames, close codes and pre-upgrade HTTP
+//! errors. Asserts nothing about specific tables; tests do that.
 
 use std::time::Duration;
 

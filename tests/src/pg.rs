@@ -354,13 +354,23 @@ impl<'c> TestDb<'c> {
         label: &str,
         owner: Option<&str>,
     ) -> Result<TestDb<'c>> {
+        let owner_clause = owner.map(|o| format!(" OWNER \"{o}\"")).unwrap_or_default();
+        Self::with_options(cluster, label, &owner_clause).await
+    }
+
+    /// As `new`, with `options` appended to `CREATE DATABASE` (e.g. ` ENCODING 'SQL_ASCII'
+    /// TEMPLATE template0`).
+    pub async fn with_options(
+        cluster: &'c PgCluster,
+        label: &str,
+        options: &str,
+    ) -> Result<TestDb<'c>> {
         let suffix = unique_suffix();
         let name = format!("t_{label}_{suffix}");
         let slot = format!("s_{label}_{suffix}");
         let admin = cluster.connect("postgres").await?;
-        let owner_clause = owner.map(|o| format!(" OWNER \"{o}\"")).unwrap_or_default();
         admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\"{owner_clause}"))
+            .batch_execute(&format!("CREATE DATABASE \"{name}\"{options}"))
             .await
             .with_context(|| format!("CREATE DATABASE {name}"))?;
         let client = cluster.connect(&name).await?;

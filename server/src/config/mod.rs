@@ -70,10 +70,14 @@ pub struct Cli {
     /// Allowed tables as schema.table globs; repeat the flag or give a comma list.
     #[arg(long, value_name = "GLOB", value_delimiter = ',')]
     pub tables: Vec<String>,
-    /// Frames a session may have queued before it is closed with 4008.
+    /// Unread frames a session's cohort log may hold for it before the stream waits (and, past
+    /// the slow-consumer timeout, closes it with 4008).
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<String>,
-    /// Log filter directive, e.g. `info,walcast=debug` (RUST_LOG wins when set).
+    /// Directory watched for Wasm filter plugins (`*.wasm`).
+    #[arg(long, value_name = "PATH")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Log filter directive, e.g. `info,walcast=debug` (overrides WALCAST_LOG and RUST_LOG).
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
     /// Log format: text or json.
@@ -87,11 +91,10 @@ pub struct Cli {
 /// A configuration problem; the message names the key and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -186,10 +189,10 @@ pub struct TablesConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
-    /// Frames a session may have queued. When it is full the stream waits for that session (the
-    /// pipeline slows to the pace of its slowest reader) ...
+    /// Frames a cohort log may hold that one of its sessions has not read yet. When it is full
+    /// the stream waits for that session (the pipeline slows to the pace of its slowest reader) ...
     pub queue_capacity: usize,
-    /// ... but for at most this long: a session whose full queue does not move for this long is
+    /// ... but for at most this long: a session that leaves the log full this long is
     /// closed with 4008 (slow consumer) and the stream goes on without it.
     #[serde(deserialize_with = "de_duration")]
     pub slow_consumer_timeout: Duration,
@@ -308,9 +311,9 @@ impl Config {
 
     /// Parses one TOML file (no env, CLI or validation).
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::from_toml_str(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),
@@ -355,6 +358,10 @@ impl Config {
         if let Some(v) = get("WALCAST_LOG") {
             self.log.level = v;
         }
+        // The usual variable of Rust programs, honoured when set; `--log` still wins.
+        if let Some(v) = get("RUST_LOG") {
+            self.log.level = v;
+        }
         if let Some(v) = get("WALCAST_LOG_FORMAT") {
             self.log.format = v;
         }
@@ -386,6 +393,9 @@ impl Config {
         }
         if let Some(v) = &cli.queue_capacity {
             self.sessions.queue_capacity = parse_capacity("--queue-capacity", v)?;
+        }
+        if let Some(v) = &cli.plugin_dir {
+            self.plugins.dir = Some(v.clone());
         }
         if let Some(v) = &cli.log {
             self.log.level = v.clone();

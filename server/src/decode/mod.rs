@@ -4,11 +4,12 @@
 mod change;
 mod frame;
 mod parser;
+mod wide;
 
 pub(crate) use change::Action;
 pub use change::{Change, Column, Image, Op, Value};
 pub use frame::{put_column_value, put_str, FrameEncoder, Projection};
-pub use parser::{DecodeError, Decoder};
+pub use parser::{DecodeError, Decoder, Undecoded};
 
 #[cfg(test)]
 mod tests;

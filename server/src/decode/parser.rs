@@ -4,6 +4,7 @@
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use super::change::{Action, Change, Field, Kind, Op, Span};
+use super::wide::{self, Masked};
 
 /// Why a payload is not a wal2json v2 message. Cheap to build: no allocation on the hot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +40,8 @@ pub struct Decoder {
     new: Vec<Field>,
     old: Vec<Field>,
     pending: Vec<PendingNumber>,
+    /// Numbers beyond f64's range, masked for the parse (see `wide`).
+    masked: Masked,
 }
 
 impl Default for Decoder {
@@ -69,6 +72,7 @@ impl Decoder {
             new: Vec::with_capacity(32),
             old: Vec::with_capacity(32),
             pending: Vec::with_capacity(32),
+            masked: Masked::default(),
         }
     }
 
@@ -82,6 +86,9 @@ impl Decoder {
         self.old.clear();
         self.pending.clear();
         let base = payload.as_ptr() as usize;
+        // simd-json refuses numbers beyond f64's range and may already have unescaped strings in
+        // place when it does, so they are masked before the parse, never retried after.
+        let masked = wide::may_hold_wide_numbers(payload) && self.masked.mask(payload) > 0;
 
         let mut tape = self
             .tape
@@ -99,6 +106,9 @@ impl Decoder {
             Err(_) => Err(DecodeError::InvalidJson),
         };
         self.tape = Some(tape.reset());
+        if masked {
+            self.masked.restore(payload);
+        }
         let header = walked?;
 
         // The tape is released: the payload may be read again to find raw number text.
@@ -360,4 +370,44 @@ mod order {
             p
         }
     }
+}
+
+/// What can still be read from a payload that failed to decode, for the `decode_failed` error
+/// frame and log line: its action letter, schema and table when they appear as plain strings.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Undecoded<'a> {
+    pub action: Option<u8>,
+    pub schema: Option<&'a str>,
+    pub table: Option<&'a str>,
+}
+
+impl<'a> Undecoded<'a> {
+    /// Best effort, byte search only: the parser may have left the payload half unescaped, so a
+    /// value containing a backslash (or not UTF-8) is not trusted and reads as unknown.
+    pub fn peek(payload: &'a [u8]) -> Undecoded<'a> {
+        let plain = |key: &str| -> Option<&'a str> {
+            let at = find(payload, key.as_bytes())? + key.len();
+            let rest = &payload[at..];
+            let end = rest.iter().position(|&b| b == b'"')?;
+            let value = &rest[..end];
+            if value.contains(&b'\\') {
+                return None;
+            }
+            std::str::from_utf8(value).ok()
+        };
+        Undecoded {
+            action: plain(r#""action":""#).and_then(|a| (a.len() == 1).then(|| a.as_bytes()[0])),
+            schema: plain(r#""schema":""#),
+            table: plain(r#""table":""#),
+        }
+    }
+
+    /// A row change (or a payload whose action cannot be read): subscribers must hear of it.
+    pub fn may_be_row_change(&self) -> bool {
+        !matches!(self.action, Some(b'B' | b'C' | b'M'))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

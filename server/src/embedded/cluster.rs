@@ -62,6 +62,7 @@ impl EmbeddedPostgres {
             socket_dir = %cluster.run_dir.display(),
             data_dir = %cluster.data_dir.display(),
             port = cluster.port,
+            psql = %cluster.psql_command(),
             "embedded postgres ready"
         );
         Ok(cluster)
@@ -74,6 +75,12 @@ impl EmbeddedPostgres {
             percent_encode(&self.run_dir.to_string_lossy()),
             self.port
         )
+    }
+
+    /// A command to paste into a shell to open `psql` on this cluster (Unix socket, trust).
+    pub fn psql_command(&self) -> String {
+        let dir = self.run_dir.to_string_lossy().replace('\'', r"'\''");
+        format!("psql -h '{dir}' -p {} -U postgres postgres", self.port)
     }
 
     /// Connection settings for the same server, without going through a URL.

@@ -33,16 +33,16 @@ pub async fn seed_demo(url: &str) -> Result<(), EmbeddedError> {
              )",
         )
         .await
-        .map_err(|source| EmbeddedError::Sql {
+        .map_err(|cause| EmbeddedError::Sql {
             action: "create table public.people",
-            source,
+            cause,
         })?;
     let row = client
         .query_one("SELECT count(*) FROM public.people", &[])
         .await
-        .map_err(|source| EmbeddedError::Sql {
+        .map_err(|cause| EmbeddedError::Sql {
             action: "count public.people",
-            source,
+            cause,
         })?;
     if row.get::<_, i64>(0) == 0 {
         for n in 0..10u32 {
@@ -107,9 +107,9 @@ pub(super) async fn demo_step(client: &Client, step: u32) -> Result<(), Embedded
                 )
                 .await
                 .map(drop)
-                .map_err(|source| EmbeddedError::Sql {
+                .map_err(|cause| EmbeddedError::Sql {
                     action: "update public.people",
-                    source,
+                    cause,
                 })
         }
         _ => {
@@ -121,9 +121,9 @@ pub(super) async fn demo_step(client: &Client, step: u32) -> Result<(), Embedded
                     &[&MIN_ROWS],
                 )
                 .await
-                .map_err(|source| EmbeddedError::Sql {
+                .map_err(|cause| EmbeddedError::Sql {
                     action: "delete from public.people",
-                    source,
+                    cause,
                 })?;
             if deleted == 0 {
                 insert_person(client, step).await?;
@@ -146,20 +146,21 @@ async fn insert_person(client: &Client, n: u32) -> Result<(), EmbeddedError> {
         )
         .await
         .map(drop)
-        .map_err(|source| EmbeddedError::Sql {
+        .map_err(|cause| EmbeddedError::Sql {
             action: "insert into public.people",
-            source,
+            cause,
         })
 }
 
 /// Plain connection for demo SQL; the embedded cluster is on a Unix socket, so no TLS.
 pub(super) async fn connect(url: &str) -> Result<Client, EmbeddedError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|source| EmbeddedError::Sql {
-            action: "connect",
-            source,
-        })?;
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(|cause| EmbeddedError::Sql {
+                action: "connect",
+                cause,
+            })?;
     // Ends by itself when the client is dropped.
     tokio::spawn(async move {
         if let Err(error) = connection.await {

@@ -27,11 +27,10 @@ pub enum EmbeddedError {
          package `postgresql-15-wal2json`"
     )]
     MissingWal2json { looked: String },
-    #[error("embedded postgres: cannot {action}: {source}")]
+    #[error("embedded postgres: cannot {action}: {cause}")]
     Io {
         action: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("embedded postgres: {command} failed ({status}): {output}")]
     Command {
@@ -52,19 +51,18 @@ pub enum EmbeddedError {
         last_error: String,
         log_tail: String,
     },
-    #[error("demo data: cannot {action}: {source}")]
+    #[error("demo data: cannot {action}: {cause}")]
     Sql {
         action: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
 }
 
 impl EmbeddedError {
-    fn io(action: impl Into<String>, source: std::io::Error) -> Self {
+    fn io(action: impl Into<String>, cause: std::io::Error) -> Self {
         EmbeddedError::Io {
             action: action.into(),
-            source,
+            cause,
         }
     }
 }

@@ -61,6 +61,20 @@ async fn embedded_cluster_starts_seeds_and_stops_cleanly() {
         .expect("wal2json slot");
     drop(client);
 
+    // The command the start-up log prints works as pasted.
+    let psql = cluster.psql_command();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{psql} -Atc 'SELECT 40 + 2'"))
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{psql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+
     cluster.stop().await;
     assert!(!socket_dir.exists(), "run dir removed");
     assert!(!data_dir.exists(), "data dir removed");

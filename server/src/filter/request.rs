@@ -1,6 +1,6 @@
-//! Syntax stage of the query-string filter language (DESIGN.md section 2): turns the decoded URL
-//! query pairs into a `Request` without looking at the catalog. Does not resolve columns or parse
-//! values by type (see `predicate::bind`).
+//! Syntax stage of the query-string filter language (README, "Client protocol v1"): turns the
+//! decoded URL query pairs into a `Request` without looking at the catalog. Does not resolve
+//! columns or parse values by type (see `predicate::bind`).
 
 use std::fmt;
 

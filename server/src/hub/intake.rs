@@ -1,22 +1,50 @@
 //! The hub's intake: receives each XLogData payload from `source`, decodes it in place, tracks
 //! transaction boundaries (for flush feedback) and replay after a reconnect, and dispatches row
-//! changes. Does not talk the replication protocol.
+//! changes. A payload that cannot be decoded becomes a `decode_failed` error frame for the
+//! subscribers of its table. Does not talk the replication protocol.
+//!
+//! Exactly-once across reconnects: Postgres resends every transaction that committed after the
+//! last flush position it was told about, each one whole and in the same order. A transaction is
+//! named by its commit LSN (wal2json puts it on `B` and `C`) and a change by its ordinal among the
+//! transaction's changes. The LSN alone does not name a change: the rows of one COPY multi-insert
+//! record share it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::decode::{Action, Decoder};
+use crate::decode::{Action, DecodeError, Decoder, Undecoded};
 use crate::metrics::Metrics;
 use crate::source::{Boundary, Consumer, Lsn};
 
 use super::registry::{Hub, Scratch};
+use super::Frame;
 
-/// Progress inside the currently open transaction.
+/// Where the intake is inside the open transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct TxnProgress {
-    xid: u64,
-    /// WAL start of the last change handed to the hub.
-    last: Lsn,
+    /// Commit LSN, from the `B` message.
+    commit: Lsn,
+    /// Changes of this transaction seen so far (delivered, skipped or undecodable).
+    seen: u64,
+    /// The first `skip` changes were delivered before a disconnect: this is a replay.
+    skip: u64,
+    /// The whole transaction was delivered before a disconnect.
+    skip_all: bool,
+}
+
+impl TxnProgress {
+    /// How many leading changes have reached the hub, counting earlier connections.
+    fn delivered(&self) -> u64 {
+        self.seen.max(self.skip)
+    }
+}
+
+/// A transaction cut off by a disconnect, to be replayed: its first `delivered` changes are not
+/// dispatched again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cut {
+    commit: Lsn,
+    delivered: u64,
 }
 
 /// Implements `source::Consumer` on the replication task: decode, dispatch, report boundaries.
@@ -27,16 +55,12 @@ pub struct Intake {
     scratch: Scratch,
     /// The open transaction, if any.
     current: Option<TxnProgress>,
-    /// A transaction cut off by a disconnect: when Postgres replays it, changes up to `last` were
-    /// already delivered and are skipped, so a reconnect neither loses nor duplicates a change.
-    replay: Option<TxnProgress>,
-    skipping: Option<TxnProgress>,
+    /// The transaction a disconnect cut off, until Postgres resends it.
+    cut: Option<Cut>,
     /// Commit LSN of the last transaction fully dispatched. After a reconnect Postgres resends
     /// every transaction committed after the last flush it was told about; those at or before this
     /// position were delivered already and are skipped whole.
     last_commit: Lsn,
-    /// The open transaction is such a replay.
-    skip_txn: bool,
     slow_consumer_timeout: Duration,
     sampled: u32,
     /// Changes dispatched since sessions were last woken.
@@ -47,6 +71,9 @@ pub struct Intake {
 /// this often, so they write while the hub works instead of all at the end.
 const WAKE_EVERY: u32 = 256;
 
+/// How much of an undecodable payload the log line shows.
+const LOGGED_BYTES: usize = 96;
+
 impl Intake {
     pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, slow_consumer_timeout: Duration) -> Self {
         Intake {
@@ -55,10 +82,8 @@ impl Intake {
             decoder: Decoder::new(),
             scratch: Scratch::default(),
             current: None,
-            replay: None,
-            skipping: None,
+            cut: None,
             last_commit: Lsn(0),
-            skip_txn: false,
             slow_consumer_timeout,
             sampled: 0,
             unwoken: 0,
@@ -72,6 +97,90 @@ impl Intake {
             Boundary::Clean
         }
     }
+
+    fn begin(&mut self, commit: Lsn) {
+        let mut txn = TxnProgress {
+            commit,
+            seen: 0,
+            skip: 0,
+            skip_all: commit > Lsn(0) && commit <= self.last_commit,
+        };
+        if let Some(cut) = self.cut {
+            if cut.commit == commit {
+                txn.skip = cut.delivered;
+                self.cut = None;
+            } else if commit > cut.commit && !txn.skip_all {
+                // Cannot happen with Postgres (a cut transaction comes back before any later one);
+                // said loudly rather than skipping changes of the wrong transaction.
+                tracing::warn!(cut = %cut.commit, next = %commit, "a transaction cut by a disconnect was not resent; nothing skipped");
+                self.cut = None;
+            }
+        }
+        self.current = Some(txn);
+    }
+
+    fn dispatched(&mut self) {
+        self.metrics.changes_decoded.inc();
+        self.unwoken += 1;
+        if self.unwoken >= WAKE_EVERY {
+            self.flush();
+        }
+    }
+
+    /// A payload that is not wal2json: log it with its position, count it, and tell the
+    /// subscribers of its table (all subscribers when the table cannot be read) with an `error`
+    /// frame, so no client mistakes the gap for "no change".
+    fn undecodable(&mut self, wal_start: Lsn, error: DecodeError, payload: &[u8]) {
+        self.metrics.decode_errors.inc();
+        let seen = Undecoded::peek(payload);
+        let head = &payload[..payload.len().min(LOGGED_BYTES)];
+        tracing::error!(
+            lsn = %wal_start,
+            %error,
+            schema = seen.schema.unwrap_or("?"),
+            table = seen.table.unwrap_or("?"),
+            first_bytes = %head.escape_ascii(),
+            "payload is not valid wal2json; subscribers of its table get a decode_failed error frame"
+        );
+        if !seen.may_be_row_change() || count_change(&mut self.current) {
+            return;
+        }
+        let frame = decode_failed_frame(wal_start, error, &seen);
+        let table = seen.schema.zip(seen.table);
+        self.hub.dispatch_error(table, &frame, &mut self.scratch);
+        self.unwoken += 1;
+    }
+}
+
+/// Counts one change of the open transaction; true when it was delivered before a disconnect.
+fn count_change(current: &mut Option<TxnProgress>) -> bool {
+    match current {
+        Some(txn) => {
+            txn.seen += 1;
+            txn.skip_all || txn.seen <= txn.skip
+        }
+        None => false,
+    }
+}
+
+fn decode_failed_frame(lsn: Lsn, error: DecodeError, seen: &Undecoded<'_>) -> Frame {
+    let mut text = String::with_capacity(160);
+    text.push_str(r#"{"type":"error","error":"decode_failed","lsn":""#);
+    text.push_str(&lsn.to_string());
+    text.push('"');
+    if let (Some(schema), Some(table)) = (seen.schema, seen.table) {
+        text.push_str(r#","schema":"#);
+        crate::decode::put_str(&mut text, schema);
+        text.push_str(r#","table":"#);
+        crate::decode::put_str(&mut text, table);
+    }
+    text.push_str(r#","message":"#);
+    crate::decode::put_str(
+        &mut text,
+        &format!("the change at this position could not be decoded ({error}); re-read the affected rows from the database"),
+    );
+    text.push('}');
+    Frame::from(text)
 }
 
 impl Consumer for Intake {
@@ -84,42 +193,26 @@ impl Consumer for Intake {
         let change = match self.decoder.decode(payload) {
             Ok(change) => change,
             Err(error) => {
-                self.metrics.decode_errors.inc();
-                tracing::warn!(lsn = %wal_start, %error, "payload is not valid wal2json; skipped");
+                self.undecodable(wal_start, error, payload);
+                self.hub.advance(wal_start);
                 return self.boundary();
             }
         };
         match change.action() {
             Action::Begin => {
-                let xid = change.xid().unwrap_or(0);
                 let commit = change.lsn().parse().unwrap_or(Lsn(0));
-                self.skip_txn = commit > Lsn(0) && commit <= self.last_commit;
-                self.skipping = self.replay.take().filter(|r| r.xid == xid);
-                // While replaying, progress starts at what was already delivered, so a second
-                // disconnect during the replay still skips everything sent before the first.
-                let last = self.skipping.map_or(Lsn(0), |s| s.last);
-                self.current = Some(TxnProgress { xid, last });
+                self.begin(commit);
             }
             Action::Commit => {
                 if let Ok(commit) = change.lsn().parse::<Lsn>() {
                     self.last_commit = self.last_commit.max(commit);
                 }
-                self.skip_txn = false;
                 self.current = None;
-                self.skipping = None;
             }
             Action::Change(_) => {
-                let replayed = self.skip_txn || self.skipping.is_some_and(|s| wal_start <= s.last);
-                if !replayed {
+                if !count_change(&mut self.current) {
                     self.hub.dispatch(&change, &mut self.scratch);
-                    self.metrics.changes_decoded.inc();
-                    self.unwoken += 1;
-                    if self.unwoken >= WAKE_EVERY {
-                        self.flush();
-                    }
-                }
-                if let Some(cur) = &mut self.current {
-                    cur.last = cur.last.max(wal_start);
+                    self.dispatched();
                 }
             }
             // Logical messages are not part of client protocol v1.
@@ -146,11 +239,19 @@ impl Consumer for Intake {
     }
 
     fn on_reconnect(&mut self) {
-        if let Some(cur) = self.current.take() {
-            if cur.last > Lsn(0) {
-                self.replay = Some(cur);
+        // A transaction cut before its first change, or one delivered earlier and being skipped,
+        // leaves nothing to remember; an earlier cut not yet resent stays as it is.
+        if let Some(txn) = self.current.take() {
+            if !txn.skip_all && txn.delivered() > 0 && txn.commit > Lsn(0) {
+                self.cut = Some(Cut {
+                    commit: txn.commit,
+                    delivered: txn.delivered(),
+                });
             }
         }
-        self.skipping = None;
     }
 }
+
+#[cfg(test)]
+#[path = "intake_tests.rs"]
+mod tests;

@@ -324,6 +324,33 @@ impl Hub {
         scratch.key = key_buf;
     }
 
+    /// Offer an `error` frame about a change that could not be decoded to every open cohort of its
+    /// table, or of every table when the table is unknown: the filters cannot be evaluated on it,
+    /// and a subscriber that may have missed a change must hear of it.
+    pub(crate) fn dispatch_error(
+        &self,
+        table: Option<(&str, &str)>,
+        frame: &Frame,
+        scratch: &mut Scratch,
+    ) {
+        let tables = self.tables.read();
+        let mut offer = |t: &TableSubs| {
+            for entry in t.cohorts.values() {
+                if !entry.cohort.is_closed() {
+                    self.append(entry, frame, scratch);
+                }
+            }
+        };
+        match table {
+            Some((schema, name)) => {
+                if let Some(t) = tables.get(schema).and_then(|s| s.get(name)) {
+                    offer(t);
+                }
+            }
+            None => tables.values().flat_map(|s| s.values()).for_each(offer),
+        }
+    }
+
     /// Wake the sessions of every cohort that got frames since the last wake. Called at the end
     /// of each burst of messages from Postgres, so a session writer runs once per burst.
     // public for benches

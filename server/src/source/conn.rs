@@ -82,10 +82,7 @@ impl Conn {
                 Err(_) => {
                     last_err = Some(SourceError::Io {
                         context: "connecting to Postgres",
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "connect timeout",
-                        ),
+                        cause: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"),
                     })
                 }
             }

@@ -30,14 +30,13 @@ impl std::fmt::Display for ServerError {
 pub enum SourceError {
     #[error("invalid database configuration: {0}")]
     Config(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: &'static str,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("TLS handshake with the server failed: {0}")]
-    Tls(#[source] io::Error),
+    Tls(io::Error),
     #[error("the server refused TLS but sslmode=require: enable ssl on the server or use sslmode=prefer/disable")]
     TlsRefused,
     #[error("the server closed the replication connection")]
@@ -72,11 +71,10 @@ pub enum SourceError {
     SlotWrongPlugin { slot: String, plugin: String },
     #[error("server error: {0}")]
     Server(ServerError),
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Sql {
         context: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
 }
 
@@ -91,13 +89,13 @@ impl SourceError {
             | SourceError::SlotActive(_)
             | SourceError::Server(_) => true,
             // A lost SQL connection is worth retrying; a server-side SQL error is not.
-            SourceError::Sql { source, .. } => source.as_db_error().is_none(),
+            SourceError::Sql { cause, .. } => cause.as_db_error().is_none(),
             _ => false,
         }
     }
 
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> SourceError {
-        move |source| SourceError::Io { context, source }
+        move |cause| SourceError::Io { context, cause }
     }
 
     /// Maps a tokio-postgres error, sorting server errors like replication-protocol ones.
@@ -116,7 +114,10 @@ impl SourceError {
                 },
                 user,
             ),
-            None => SourceError::Sql { context, source },
+            None => SourceError::Sql {
+                context,
+                cause: source,
+            },
         }
     }
 

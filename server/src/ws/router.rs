@@ -14,12 +14,13 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, Filter, QueryError, TableName};
 use crate::hub::{Hub, SessionSignal, SubscribeRequest};
 use crate::metrics::Metrics;
-use crate::source::SourceStatus;
+use crate::source::{Lsn, SourceStatus};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub struct AppState {
     pub plugins: Option<Arc<PluginHost>>,
     /// Cancelled on server shutdown: every session closes with 1001.
     pub shutdown: CancellationToken,
+    /// Every session task, so shutdown waits for the last one to send its close frame.
+    pub sessions: TaskTracker,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -93,10 +96,13 @@ async fn ws_handler(
     };
     // Clients send (almost) nothing: a small read buffer keeps idle sessions cheap. Writes are
     // flushed per batch, so the write buffer only needs to hold one batch comfortably.
+    let sessions = st.sessions.clone();
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| session(socket, st, request, filter, plugin, key))
+        .on_upgrade(move |socket| {
+            sessions.track_future(session(socket, st, request, filter, plugin, key))
+        })
 }
 
 /// The request, its bound filter, its plugin group and its cohort key.
@@ -200,13 +206,27 @@ async fn lookup_columns(
     st.catalog.columns(table).await
 }
 
-fn subscribed_frame(id: u64, table: &TableName, lsn: &str) -> Message {
+/// `lsn` is the position the stream had reached when the subscription was registered, left out
+/// while none is known yet.
+fn subscribed_frame(id: u64, table: &TableName, lsn: Lsn) -> Message {
     // Built by hand so `type` comes first, as in every other frame.
     let table = serde_json::Value::from(table.to_string());
-    let lsn = serde_json::Value::from(lsn);
-    let body =
-        format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table},"lsn":{lsn}}}"#);
+    let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
+    if lsn > Lsn(0) {
+        body.push_str(&format!(r#","lsn":"{lsn}""#));
+    }
+    body.push('}');
     Message::Text(body.into())
+}
+
+/// Where the stream stands: the last message the hub took in or, before the first one, how far
+/// the server had sent (keepalives) or written (at connect) its WAL.
+fn stream_position(st: &AppState) -> Lsn {
+    let taken = st.hub.position();
+    if taken > Lsn(0) {
+        return taken;
+    }
+    st.status.server_end()
 }
 
 async fn session(
@@ -233,7 +253,7 @@ async fn session(
         signal.clone(),
     );
     st.metrics.sessions.inc();
-    let first = subscribed_frame(subscription.id(), &table, &st.hub.position().to_string());
+    let first = subscribed_frame(subscription.id(), &table, stream_position(&st));
     let (sink, stream) = socket.split();
     super::session::serve(sink, stream, subscription.reader(), signal, first).await;
     drop(subscription);

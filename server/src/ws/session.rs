@@ -30,7 +30,7 @@ fn close_reason(code: u16) -> &'static str {
 pub(crate) async fn serve<S, R, E>(
     mut sink: S,
     mut stream: R,
-    queue: &Reader,
+    cohort: &Reader,
     signal: Arc<SessionSignal>,
     first: Message,
 ) where
@@ -59,7 +59,7 @@ pub(crate) async fn serve<S, R, E>(
     // Ends with the close code when the hub closed the session, None when the socket failed.
     let write_loop = async {
         loop {
-            if !queue.next_batch(&mut batch, BATCH).await {
+            if !cohort.next_batch(&mut batch, BATCH).await {
                 return Some(signal.code());
             }
             for frame in batch.drain(..) {
@@ -81,7 +81,7 @@ pub(crate) async fn serve<S, R, E>(
         // A failing plugin's `error` frames explain the 4010: they go out before the close.
         if code == close_code::PLUGIN_FAILING {
             let mut rest = Vec::new();
-            while queue.take(&mut rest, BATCH) {}
+            while cohort.take(&mut rest, BATCH) {}
             let send_rest = async {
                 for frame in rest {
                     if sink.feed(Message::Text(frame)).await.is_err() {

@@ -7,6 +7,7 @@ mod errors;
 mod filters;
 mod plugins;
 mod protocol;
+mod replay;
 mod resilience;
 mod scale;
 mod smoke;
