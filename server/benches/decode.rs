@@ -48,10 +48,21 @@ fn bench(c: &mut Criterion) {
                 .as_bytes()
                 .to_vec(),
         ),
+        // The slow path: a numeric beyond f64's range is masked for the parse and put back.
+        (
+            "wide_numeric_1e400",
+            TYPICAL
+                .replace(r#""value":51"#, &format!(r#""value":1{}"#, "0".repeat(400)))
+                .into_bytes(),
+        ),
     ];
     for (name, payload) in &inputs {
         group.throughput(Throughput::Elements(1));
         let mut decoder = Decoder::new();
+        if decoder.decode(&mut payload.clone()).is_err() {
+            eprintln!("{name}: this build cannot decode it; skipped");
+            continue;
+        }
         let mut encoder = FrameEncoder::new();
         group.bench_function(format!("simd_json_in_place/{name}"), |b| {
             b.iter_batched_ref(
@@ -63,9 +74,12 @@ fn bench(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
-        group.bench_function(format!("serde_json_value/{name}"), |b| {
-            b.iter(|| serde_path(payload))
-        });
+        // serde_json (without arbitrary precision) refuses numbers beyond f64's range.
+        if serde_json::from_slice::<Value>(payload).is_ok() {
+            group.bench_function(format!("serde_json_value/{name}"), |b| {
+                b.iter(|| serde_path(payload))
+            });
+        }
     }
     group.finish();
 }

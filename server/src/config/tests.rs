@@ -130,7 +130,8 @@ fn env_overrides_file() {
 fn cli_overrides_env() {
     let args = "walcast --listen 127.0.0.1:9900 --database-url postgres://cli@h/db \
                 --slot from_cli --temporary-slot --tables a.*,b.c --tables d.e \
-                --queue-capacity 3 --log warn --log-format text --no-demo";
+                --queue-capacity 3 --log warn --log-format text --no-demo \
+                --plugin-dir /srv/cli-plugins";
     let cli = Cli::try_parse_from(args.split_whitespace()).unwrap();
     let env = env_of(&[
         ("DATABASE_URL", "postgres://env@h/db"),
@@ -140,9 +141,15 @@ fn cli_overrides_env() {
         ("WALCAST_QUEUE_CAPACITY", "7"),
         ("WALCAST_LOG", "debug"),
         ("WALCAST_LOG_FORMAT", "json"),
+        ("WALCAST_PLUGIN_DIR", "/srv/env-plugins"),
+        ("RUST_LOG", "trace"),
     ]);
     let config = Config::load(&cli, &env).unwrap();
     assert_eq!(config.listen.to_string(), "127.0.0.1:9900");
+    assert_eq!(
+        config.plugins.dir.as_deref(),
+        Some(Path::new("/srv/cli-plugins"))
+    );
     assert_eq!(config.database_url.as_deref(), Some("postgres://cli@h/db"));
     assert_eq!(config.replication.slot, "from_cli");
     assert!(config.replication.temporary);
@@ -262,4 +269,17 @@ fn table_globs_match_schema_dot_table() {
     assert!(set.is_match("public.people"));
     assert!(set.is_match("sales.orders"));
     assert!(!set.is_match("sales.customers"));
+}
+
+#[test]
+fn rust_log_overrides_walcast_log_and_the_file() {
+    let cli = Cli::try_parse_from(["walcast"]).unwrap();
+    let env = env_of(&[("WALCAST_LOG", "debug"), ("RUST_LOG", "walcast=trace")]);
+    assert_eq!(Config::load(&cli, &env).unwrap().log.level, "walcast=trace");
+    let env = env_of(&[("WALCAST_LOG", "debug"), ("RUST_LOG", "")]);
+    assert_eq!(
+        Config::load(&cli, &env).unwrap().log.level,
+        "debug",
+        "an empty RUST_LOG is ignored"
+    );
 }

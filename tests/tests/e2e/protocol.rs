@@ -46,6 +46,17 @@ async fn insert_update_delete_truncate_frames() -> Result<()> {
         "lsn: {ins}"
     );
     assert!(ins["xid"].is_u64(), "xid: {ins}");
+    // On a fresh slot too, `subscribed` names a real position, at or before the first change.
+    let parse_lsn = |text: &str| {
+        text.split_once('/').and_then(|(hi, lo)| {
+            Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+        })
+    };
+    let sub_lsn = sub["lsn"].as_str().and_then(parse_lsn);
+    assert!(
+        sub_lsn.is_some_and(|p| p > 0 && Some(p) <= parse_lsn(lsn)),
+        "subscribed lsn must be a real position before the change: {sub} then {ins}"
+    );
     assert_rfc3339(ins["ts"].as_str().unwrap_or_default());
     assert!(ins["old"].is_null(), "insert old must be null: {ins}");
     let new = &ins["new"];
