@@ -11,7 +11,7 @@ set -eu
 cd "$(dirname "$0")"
 HERE=$(pwd)
 TARGET=wasm32-unknown-unknown
-RUST_PLUGINS="threshold redact geofence endless_loop memory_bomb stray_import wrong_abi"
+RUST_PLUGINS="threshold redact geofence endless_loop memory_bomb stray_import wrong_abi bad_pointer"
 
 # Settings meant for a host build (e.g. when run from cargo or CI with RUSTFLAGS=-Ctarget-cpu=native)
 # would break or redirect a wasm build: this workspace pins its own.

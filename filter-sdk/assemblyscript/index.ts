@@ -229,7 +229,11 @@ export class Change {
     return f !== null ? f : Change.field(Image.OLD, name);
   }
 
-  /** Update only: whether the column differs between the old and the new row. */
+  /**
+   * Update only: whether the column differs between the old and the new row. The old row is the
+   * table's replica identity: by default only the primary key, so other columns are UNKNOWN unless
+   * the table has `REPLICA IDENTITY FULL`.
+   */
   static changed(name: string): Changed {
     let b = utf8(name);
     let r = abi.field_changed(changetype<usize>(b), b.byteLength);

@@ -61,6 +61,9 @@ impl Change {
 
     /// Updates only: `Some(true)` when the column differs between old and new, `Some(false)` when
     /// equal, `None` when the old row does not carry it (or this is not an update).
+    ///
+    /// The old row is the table's replica identity: by default only the primary key, so for other
+    /// columns this is `None` unless the table has `REPLICA IDENTITY FULL`.
     pub fn changed(&self, name: &str) -> Option<bool> {
         // SAFETY: (ptr, len) is `name`.
         match unsafe { raw::field_changed(name.as_ptr(), name.len()) } {

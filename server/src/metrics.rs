@@ -36,6 +36,8 @@ pub struct Metrics {
     plugin_traps: Family<Vec<(String, String)>, Counter>,
     plugin_deadline_hits: Family<Vec<(String, String)>, Counter>,
     plugin_errors: Family<Vec<(String, String)>, Counter>,
+    /// Per plugin: `memory.grow` calls refused at `plugins.memory_limit`.
+    plugin_memory_grow_refused: Family<Vec<(String, String)>, Counter>,
     plugin_call_seconds: Family<Vec<(String, String)>, Counter<f64>>,
 }
 
@@ -63,6 +65,7 @@ impl Metrics {
             plugin_traps: Family::default(),
             plugin_deadline_hits: Family::default(),
             plugin_errors: Family::default(),
+            plugin_memory_grow_refused: Family::default(),
             plugin_call_seconds: Family::default(),
             registry: Registry::default(),
         };
@@ -125,6 +128,11 @@ impl Metrics {
             m.plugin_errors.clone(),
         );
         registry.register(
+            "plugin_memory_grow_refused",
+            "Wasm memory.grow calls refused at plugins.memory_limit",
+            m.plugin_memory_grow_refused.clone(),
+        );
+        registry.register(
             "plugin_call_seconds",
             "Time spent in Wasm filter calls",
             m.plugin_call_seconds.clone(),
@@ -151,6 +159,11 @@ impl Metrics {
             bump(&self.plugin_traps, &labels, p.traps);
             bump(&self.plugin_deadline_hits, &labels, p.deadline_hits);
             bump(&self.plugin_errors, &labels, p.errors);
+            bump(
+                &self.plugin_memory_grow_refused,
+                &labels,
+                p.memory_grow_refused,
+            );
             let seconds = self.plugin_call_seconds.get_or_create(&labels);
             let seen = seconds.get();
             if p.total_call_seconds > seen {

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Builds this plugin into ../dist/<directory name>.wasm (needs node >= 18 and npm).
+# Builds this plugin into build/<directory name>.wasm, inside this directory (needs node >= 18 and
+# npm). Copy that file into walcast's plugin directory (`plugins.dir`) to deploy it.
 set -eu
 cd "$(dirname "$0")"
 if ! command -v npm >/dev/null 2>&1; then
@@ -13,6 +14,7 @@ else
 	npm install --no-audit --no-fund
 fi
 npm run build
-mkdir -p ../dist
-cp build/plugin.wasm "../dist/$name.wasm"
-echo "built ../dist/$name.wasm"
+if [ "$name" != plugin ]; then
+	cp build/plugin.wasm "build/$name.wasm"
+fi
+echo "built build/$name.wasm"

@@ -347,4 +347,3 @@ fn a_wide_number_is_also_found_as_the_first_value() {
     assert_eq!(c.get(Image::New, "n").unwrap().value, Value::Number(&n));
     assert_eq!(c.xid(), Some(1));
 }
-

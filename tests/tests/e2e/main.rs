@@ -3,6 +3,7 @@
 //! the real `walcast` binary (see `walcast_tests` for how it is located).
 
 mod bench;
+mod differential;
 mod errors;
 mod filters;
 mod plugins;

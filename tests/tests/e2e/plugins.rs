@@ -336,6 +336,177 @@ async fn endless_loop_and_memory_bomb_do_not_hurt_others() -> Result<()> {
             >= 1,
         "{list}"
     );
+
+    // The memory bomb's refused `memory.grow` calls are counted, its traps are in `last_error`
+    // and in the log, one line per plugin per few seconds (not one per trap).
+    let bomb = plugin_entry(&list, "memory_bomb");
+    let refused = bomb["memory_grow_refused"].as_u64().unwrap_or(0);
+    let traps = bomb["traps"].as_u64().unwrap_or(0);
+    assert!(refused >= 1, "memory.grow refusals counted: {bomb}");
+    assert!(traps >= 2, "{bomb}");
+    let last = bomb["last_error"].as_str().unwrap_or("");
+    assert!(
+        last.starts_with("plugin \"memory_bomb\" trapped: ") && !last.contains('\n'),
+        "{bomb}"
+    );
+    let metric = server
+        .metric("walcast_plugin_memory_grow_refused_total")
+        .await?;
+    assert!(metric.unwrap_or(0.0) >= 1.0, "metric: {metric:?}");
+    let log = server_log(&server)?;
+    let failed_lines = |plugin: &str| {
+        log.lines()
+            .filter(|l| l.contains("plugin call failed") && l.contains(&format!("plugin={plugin}")))
+            .count() as u64
+    };
+    let lines = failed_lines("memory_bomb");
+    assert!(
+        lines >= 1 && lines < traps,
+        "{traps} traps must be logged, rate-limited: {lines} lines\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("plugin call failed")
+            && l.contains("plugin=memory_bomb")
+            && l.contains("trapped")),
+        "the line names plugin and cause:\n{log}"
+    );
+    assert!(
+        failed_lines("endless_loop") >= 1,
+        "deadline hits logged:\n{log}"
+    );
+    Ok(())
+}
+
+/// walcast's stderr so far, without the terminal colour codes of the text log format.
+fn server_log(server: &Walcast) -> Result<String> {
+    let raw = std::fs::read_to_string(server.log_dir().join("stderr.log"))?;
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+fn plugin_entry(list: &Value, name: &str) -> Value {
+    list.as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// `/v1/plugins` entry of `name`, once `cond` holds for it.
+async fn wait_plugin(
+    server: &Walcast,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    walcast_tests::wait_for(what, LONG, Duration::from_millis(50), || async {
+        let (_, list) = server.get("/v1/plugins").await?;
+        let list: Value = serde_json::from_str(&list)?;
+        Ok(Some(plugin_entry(&list, name)).filter(|p| cond(p)))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_reload_says_which_version_serves_on_one_line() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "plug_refused").await?;
+    db.exec("CREATE TABLE r (id int primary key, height float8)")
+        .await?;
+    let dir = tempdir::Dir::new()?;
+    let hot = dir.path().join("hot.wasm");
+    std::fs::copy(dist().join("threshold.wasm"), &hot).context("run plugins/build.sh first")?;
+    let server = start(&db, &dir).await?;
+    // threshold ignores `where`; bad_pointer (swapped in below) fails its walcast_init with it.
+    let (mut client, _) = WsClient::subscribe(
+        &server,
+        &[
+            ("query", "insert:r"),
+            ("plugin", "hot"),
+            ("plugin.column", "height"),
+            ("plugin.value", "2.0"),
+            ("plugin.where", "init"),
+        ],
+    )
+    .await?;
+    db.exec("INSERT INTO r VALUES (1, 3.0)").await?;
+    assert_eq!(next_change(&mut client).await?["new"]["id"], 1);
+
+    // A version that loads but whose walcast_init fails with these params.
+    let tmp = dir.path().join(".hot.wasm.tmp");
+    std::fs::copy(dist().join("bad_pointer.wasm"), &tmp)?;
+    std::fs::rename(&tmp, &hot)?;
+    wait_plugin(&server, "hot", "version 2 to load", |p| {
+        p["version"].as_u64() >= Some(2)
+    })
+    .await?;
+    // The group meets version 2 at its next change, refuses it and keeps filtering with 1.
+    db.exec("INSERT INTO r VALUES (2, 1.0), (3, 3.0)").await?;
+    assert_eq!(
+        next_change(&mut client).await?["new"]["id"],
+        3,
+        "threshold (version 1) still filters"
+    );
+    let p = wait_plugin(&server, "hot", "the refusal", |p| p["status"] == "refused").await?;
+    assert_eq!(
+        (p["version"].as_u64(), p["serving_version"].as_u64()),
+        (Some(2), Some(1)),
+        "{p}"
+    );
+    let last = p["last_error"].as_str().unwrap_or("");
+    assert!(
+        last.starts_with("version 2 refused, version 1 keeps serving: ")
+            && last.contains("walcast_init")
+            && last.contains("outside its"),
+        "{p}"
+    );
+    assert!(
+        !last.contains('\n') && !last.contains("backtrace"),
+        "one line: {last:?}"
+    );
+    let log = server_log(&server)?;
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused by walcast_init"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(
+        refusals[0].contains("plugin=hot") && refusals[0].contains("outside its"),
+        "the cause is on the log line itself: {log}"
+    );
+    assert!(!log.contains("wasm backtrace"), "{log}");
+
+    // A file that does not even load: still refused, version 1 still serving.
+    std::fs::write(&tmp, b"\0asm garbage")?;
+    std::fs::rename(&tmp, &hot)?;
+    let p = wait_plugin(&server, "hot", "the refused file", |p| {
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a loadable"))
+    })
+    .await?;
+    assert_eq!(
+        (p["status"].as_str(), p["serving_version"].as_u64()),
+        (Some("refused"), Some(1)),
+        "{p}"
+    );
+    assert!(
+        !p["last_error"].as_str().unwrap_or("\n").contains('\n'),
+        "{p}"
+    );
+    db.exec("INSERT INTO r VALUES (4, 1.0), (5, 3.0)").await?;
+    assert_eq!(next_change(&mut client).await?["new"]["id"], 5);
     Ok(())
 }
 
@@ -488,5 +659,103 @@ fn plugin_cli_check_and_run() -> Result<()> {
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
     assert!(text.contains("drop"), "{text}");
+    Ok(())
+}
+
+/// Runs `walcast plugin run <plugin>.wasm --change <change> [--param k=v]...`.
+fn plugin_run(plugin: &str, change: &str, params: &[&str]) -> Result<(bool, String, String)> {
+    let mut cmd = Command::new(walcast_binary()?);
+    cmd.args(["plugin", "run"])
+        .arg(dist().join(format!("{plugin}.wasm")))
+        .args(["--change", change]);
+    for p in params {
+        cmd.args(["--param", p]);
+    }
+    let out = cmd.output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn plugin_cli_run_shows_guest_logs_and_fails_on_plugin_failures() -> Result<()> {
+    let insert = r#"{"type":"change","op":"insert","schema":"public","table":"t","new":{"id":1,"height":2.5}}"#;
+
+    // A trap: the guest's log line, then one line naming plugin and cause; non-zero exit.
+    let (ok, stdout, stderr) = plugin_run("bad_pointer", insert, &[])?;
+    assert!(!ok, "a trap must fail the command: {stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "[bad_pointer] warn: bad_pointer: passing an out-of-range pointer in walcast_filter"
+        ),
+        "guest log line on stderr: {stderr}"
+    );
+    let cause = stderr
+        .lines()
+        .find(|l| l.starts_with("walcast: "))
+        .unwrap_or("");
+    assert!(
+        cause.contains("plugin \"bad_pointer\" trapped: ") && cause.contains("outside its"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+
+    // The same in walcast_init.
+    let (ok, _, stderr) = plugin_run("bad_pointer", insert, &["where=init"])?;
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("in walcast_init"),
+        "guest log line: {stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with("walcast: ")
+            && l.contains("failed in walcast_init")
+            && l.contains("outside its")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+
+    // The call deadline.
+    let (ok, _, stderr) = plugin_run("endless_loop", insert, &[])?;
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("plugin \"endless_loop\" exceeded its call deadline"),
+        "{stderr}"
+    );
+
+    // The plugin's own ERROR verdict, with its message.
+    let not_a_number = insert.replace("2.5", "true");
+    let (ok, _, stderr) = plugin_run("threshold", &not_a_number, &["column=height", "value=2.0"])?;
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "plugin \"threshold\" returned ERROR: threshold: column \"height\" is not a number"
+        ),
+        "{stderr}"
+    );
+
+    // Updates and deletes as the SDK guides show them: the old row in `identity`.
+    let update = r#"{"action":"U","schema":"public","table":"orders",
+        "columns":[{"name":"id","type":"integer","value":7},{"name":"amount","type":"numeric","value":150}],
+        "identity":[{"name":"id","type":"integer","value":7},{"name":"amount","type":"numeric","value":80}]}"#;
+    let delete = r#"{"action":"D","schema":"public","table":"orders",
+        "identity":[{"name":"id","type":"integer","value":7},{"name":"amount","type":"numeric","value":150}]}"#;
+    for (what, change) in [("update", update), ("delete", delete)] {
+        let (ok, stdout, stderr) =
+            plugin_run("threshold", change, &["column=amount", "value=100"])?;
+        assert!(ok, "{what}: {stdout}{stderr}");
+        assert!(stdout.starts_with("verdict: pass"), "{what}: {stdout}");
+    }
+    let (ok, stdout, stderr) = plugin_run(
+        "threshold",
+        &delete.replace("150", "50"),
+        &["column=amount", "value=100"],
+    )?;
+    assert!(
+        ok && stdout.starts_with("verdict: drop"),
+        "{stdout}{stderr}"
+    );
     Ok(())
 }

@@ -41,10 +41,8 @@ async fn copy_with_the_walsender_terminated_mid_stream_delivers_each_row_once() 
     let copy = {
         let conn = db.connect().await?;
         tokio::spawn(async move {
-            conn.batch_execute(&format!(
-                "COPY items (id) FROM PROGRAM 'seq 1 {ROWS}'"
-            ))
-            .await
+            conn.batch_execute(&format!("COPY items (id) FROM PROGRAM 'seq 1 {ROWS}'"))
+                .await
         })
     };
     let admin = cluster.connect("postgres").await?;
@@ -140,6 +138,9 @@ async fn numerics_beyond_double_range_arrive_as_postgres_printed_them() -> Resul
     .await?;
     let server = Walcast::start(&db).await?;
     let (mut c, _) = WsClient::subscribe(&server, &[("query", "*:t_num")]).await?;
+    // Filters compare such numbers exactly too: 1e400 and 1.5e308 pass, -1e400 and 1e-400 not.
+    let (mut big_only, _) =
+        WsClient::subscribe(&server, &[("query", "insert:t_num:n.gt.1e300")]).await?;
     let values = [
         "1e400",
         "-1e400",
@@ -184,7 +185,13 @@ async fn numerics_beyond_double_range_arrive_as_postgres_printed_them() -> Resul
     for (i, raw) in inserts.iter().enumerate() {
         let n = raw_value(raw, "new", "n").with_context(|| format!("no n in {raw:.200}"))?;
         let a = raw_value(raw, "new", "a").with_context(|| format!("no a in {raw:.200}"))?;
-        let text_index = if i == 0 { 0 } else if i == 1 { usize::MAX } else { i - 1 };
+        let text_index = if i == 0 {
+            0
+        } else if i == 1 {
+            usize::MAX
+        } else {
+            i - 1
+        };
         if text_index == usize::MAX {
             continue;
         }
@@ -194,7 +201,10 @@ async fn numerics_beyond_double_range_arrive_as_postgres_printed_them() -> Resul
             "NaN" | "Infinity" | "-Infinity" => "null",
             other => other,
         };
-        ensure!(n == want_n, "row {i}: n is {n:.60}…, Postgres printed {want_n:.60}…");
+        ensure!(
+            n == want_n,
+            "row {i}: n is {n:.60}…, Postgres printed {want_n:.60}…"
+        );
         ensure!(
             a == format!("\"{want_a}\""),
             "row {i}: array is {a:.60}…, Postgres printed {want_a:.60}…"
@@ -208,6 +218,18 @@ async fn numerics_beyond_double_range_arrive_as_postgres_printed_them() -> Resul
     ensure!(
         raw_value(&delete, "old", "n") == Some(format!("-{big}").as_str()),
         "delete's old image lost the wide number: {delete:.300}"
+    );
+    let mut passed = Vec::new();
+    for _ in 0..2 {
+        let raw = big_only.next_text(STEP).await?;
+        passed.push(raw_value(&raw, "new", "id").unwrap_or_default().to_owned());
+    }
+    ensure!(passed == ["0", "5"], "n.gt.1e300 passed ids {passed:?}");
+    db.exec("INSERT INTO t_num VALUES (50, 1e301, NULL)").await?;
+    let next = big_only.next_text(STEP).await?;
+    ensure!(
+        raw_value(&next, "new", "id") == Some("50"),
+        "nothing else may pass n.gt.1e300 before id 50: {next:.200}"
     );
     let errors = server.metric("walcast_decode_errors_total").await?;
     ensure!(errors == Some(0.0), "decode errors: {errors:?}");
@@ -224,10 +246,12 @@ async fn an_undecodable_payload_is_a_decode_failed_frame_not_a_gap() -> Result<(
         " ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
     )
     .await?;
-    db.exec("CREATE TABLE raw (id int primary key, v text)").await?;
+    db.exec("CREATE TABLE raw (id int primary key, v text)")
+        .await?;
     let server = Walcast::start(&db).await?;
     let (mut c, _) = WsClient::subscribe(&server, &[("query", "*:raw")]).await?;
-    let (mut other, _) = WsClient::subscribe(&server, &[("query", "*:raw"), ("select", "id")]).await?;
+    let (mut other, _) =
+        WsClient::subscribe(&server, &[("query", "*:raw"), ("select", "id")]).await?;
     db.exec(
         "INSERT INTO raw VALUES (1, 'fine');
          INSERT INTO raw VALUES (2, convert_from('\\xff'::bytea, 'SQL_ASCII'));
@@ -241,8 +265,14 @@ async fn an_undecodable_payload_is_a_decode_failed_frame_not_a_gap() -> Result<(
             Frame::Json(v, _) => v,
             other => bail!("expected the decode_failed frame, got {other:?}"),
         };
-        ensure!(error["type"] == "error" && error["error"] == "decode_failed", "{error}");
-        ensure!(error["table"] == "raw" && error["schema"] == "public", "{error}");
+        ensure!(
+            error["type"] == "error" && error["error"] == "decode_failed",
+            "{error}"
+        );
+        ensure!(
+            error["table"] == "raw" && error["schema"] == "public",
+            "{error}"
+        );
         let lsn = error["lsn"].as_str().context("lsn")?;
         ensure!(lsn.contains('/') && lsn != "0/0", "{error}");
         let third = client.next_change(STEP).await?;

@@ -1,5 +1,7 @@
 //! `walcast plugin check` / `walcast plugin run`: validate one module file, or run it on one
-//! change given as JSON, without a database. Does not parse command lines (see `main`).
+//! change given as JSON, without a database. `run` shows the guest's `log` lines on stderr and
+//! fails (non-zero exit in `main`) when the plugin fails on the change. Does not parse command
+//! lines (see `main`).
 
 use std::fmt;
 use std::path::Path;
@@ -10,9 +12,11 @@ use serde_json::{json, Map, Value as Json};
 
 use super::abi::{signature, ABI_VERSION};
 use super::engine::Shared;
+use super::error::one_line;
 use super::group::PluginGroup;
 use super::plugin::PluginEntry;
 use super::registry::hex_sha256;
+use super::state::LogSink;
 use super::{PluginError, Verdict};
 use crate::config::PluginsConfig;
 use crate::decode::Decoder;
@@ -52,6 +56,7 @@ impl fmt::Display for CheckReport {
 /// What `run_file` produced.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
+    /// `Drop`, `Pass` or `Rewritten`: a failure is `PluginError::Failed` instead.
     pub verdict: Verdict,
     /// Wall time of the `walcast_filter` call (including copying the change in).
     pub elapsed: Duration,
@@ -109,15 +114,29 @@ pub fn check_file(path: &Path) -> Result<CheckReport, PluginError> {
 }
 
 /// Run a module on one change. `change_json` is a wal2json v2 message or a walcast change frame.
+/// The guest's `log` lines go to stderr as they are written (`[plugin] level: text`). A trap, the
+/// call deadline or an `ERROR` verdict is `Err(PluginError::Failed)` naming the cause, so the
+/// command exits non-zero.
 pub fn run_file(
     path: &Path,
     change_json: &str,
     params: &[(String, String)],
     cfg: &PluginsConfig,
 ) -> Result<RunOutcome, PluginError> {
+    run_with(path, change_json, params, cfg, LogSink::stderr())
+}
+
+/// `run_file` with the guest's log lines sent to `log_sink`.
+pub(crate) fn run_with(
+    path: &Path,
+    change_json: &str,
+    params: &[(String, String)],
+    cfg: &PluginsConfig,
+    log_sink: LogSink,
+) -> Result<RunOutcome, PluginError> {
     let (name, bytes) = read(path)?;
     let mut payload = to_wal2json(change_json)?.into_bytes();
-    let shared = Shared::new(cfg)?;
+    let shared = Shared::with_log_sink(cfg, log_sink)?;
     let pre = shared
         .compile(&name, &bytes)
         .map_err(PluginError::Invalid)?;
@@ -139,10 +158,11 @@ pub fn run_file(
     }
     let started = Instant::now();
     let verdict = group.evaluate(&change);
-    Ok(RunOutcome {
-        verdict,
-        elapsed: started.elapsed(),
-    })
+    let elapsed = started.elapsed();
+    if let Verdict::Error(msg) = verdict {
+        return Err(PluginError::Failed(one_line(&msg)));
+    }
+    Ok(RunOutcome { verdict, elapsed })
 }
 
 /// A walcast change frame as `run_file` accepts it; rows keep their column order.

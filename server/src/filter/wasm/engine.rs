@@ -8,18 +8,19 @@
 //! The deadline only needs to be coarse (milliseconds), which is what one ticker thread bumping
 //! the engine's epoch every millisecond gives.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
-    PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap, TypedFunc,
+    PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmBacktrace,
 };
 
 use super::abi::{self, EXPORT_ABI_VERSION, EXPORT_FILTER, EXPORT_INIT, EXPORT_MEMORY};
-use super::state::StoreData;
+use super::error::one_line;
+use super::state::{Limiter, LogSink, StoreData};
 use super::PluginError;
 use crate::config::PluginsConfig;
 
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<StoreData>,
     pub(crate) cfg: PluginsConfig,
+    /// Where the guests' `log` lines go (walcast's log; stderr for `walcast plugin run`).
+    log_sink: LogSink,
     deadline_ticks: u64,
     _ticker: Ticker,
 }
@@ -52,6 +55,14 @@ impl Drop for Ticker {
 
 impl Shared {
     pub(crate) fn new(cfg: &PluginsConfig) -> Result<Arc<Shared>, PluginError> {
+        Shared::with_log_sink(cfg, LogSink::Tracing)
+    }
+
+    /// Like `new`, with the guests' `log` lines sent to `log_sink`.
+    pub(crate) fn with_log_sink(
+        cfg: &PluginsConfig,
+        log_sink: LogSink,
+    ) -> Result<Arc<Shared>, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.max_wasm_stack(cfg.stack_limit);
@@ -104,6 +115,7 @@ impl Shared {
             engine,
             linker,
             cfg: cfg.clone(),
+            log_sink,
             deadline_ticks: ticks.max(2),
             _ticker: Ticker {
                 stop,
@@ -117,12 +129,17 @@ impl Shared {
     }
 
     /// Compile and validate a module: imports and exports against the ABI, link, and one probe
-    /// instance whose `walcast_abi_version` must return 1. Runs off the hot path.
+    /// instance whose `walcast_abi_version` must return 1. Runs off the hot path. The error is
+    /// one line (it goes to the log and `/v1/plugins` `last_error`).
     pub(crate) fn compile(
         &self,
         name: &str,
         bytes: &[u8],
     ) -> Result<InstancePre<StoreData>, String> {
+        self.validate(name, bytes).map_err(|e| one_line(&e))
+    }
+
+    fn validate(&self, name: &str, bytes: &[u8]) -> Result<InstancePre<StoreData>, String> {
         let module = Module::from_binary(&self.engine, bytes)
             .map_err(|e| format!("plugin \"{name}\" is not a loadable WebAssembly module (invalid, or beyond the configured limits): {e:#}"))?;
         abi::check_module(name, &module)?;
@@ -131,7 +148,7 @@ impl Shared {
             .instantiate_pre(&module)
             .map_err(|e| format!("plugin \"{name}\" does not link: {e:#}"))?;
         let mut probe = self
-            .instantiate(&pre, name.into(), Arc::from([]))
+            .instantiate(&pre, name.into(), Arc::from([]), Arc::default())
             .map_err(|e| format!("plugin \"{name}\" cannot be instantiated: {}", describe(&e)))?;
         let version = probe.call(&probe.abi_version.clone()).map_err(|e| {
             format!(
@@ -146,11 +163,13 @@ impl Shared {
     }
 
     /// A fresh instance (own store, limits, deadline) with params available to `walcast_init`.
+    /// `grow_refused` counts its `memory.grow` calls refused at `plugins.memory_limit`.
     pub(crate) fn instantiate(
         &self,
         pre: &InstancePre<StoreData>,
         plugin: Arc<str>,
         params: Arc<[(String, String)]>,
+        grow_refused: Arc<AtomicU64>,
     ) -> wasmtime::Result<Instance> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.cfg.memory_limit)
@@ -158,7 +177,13 @@ impl Shared {
             .memories(1)
             .tables(4)
             .build();
-        let mut store = Store::new(&self.engine, StoreData::new(plugin, params, limits));
+        let data = StoreData::new(
+            plugin,
+            params,
+            Limiter::new(limits, grow_refused),
+            self.log_sink.clone(),
+        );
+        let mut store = Store::new(&self.engine, data);
         store.limiter(|d| &mut d.limits);
         store.epoch_deadline_trap();
         // A start function runs during instantiation: it gets the setup deadline, like init.
@@ -244,11 +269,24 @@ impl Instance {
     }
 }
 
-/// A short text for a guest failure: the trap kind, or the host function's message.
+/// A short one-line text for a guest failure: the trap kind, or the host function's message
+/// (the error's cause chain joined with ": "). The wasm backtrace wasmtime attaches as context
+/// is left out: it spans lines and names code offsets, not the cause.
 pub(crate) fn describe(err: &wasmtime::Error) -> String {
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => "call deadline exceeded".to_owned(),
-        Some(trap) => trap.to_string(),
-        None => format!("{err:#}"),
+        Some(Trap::Interrupt) => return "call deadline exceeded".to_owned(),
+        Some(trap) => {
+            let text = trap.to_string();
+            return one_line(text.strip_prefix("wasm trap: ").unwrap_or(&text));
+        }
+        None => {}
     }
+    let backtrace = err.downcast_ref::<WasmBacktrace>().map(|b| b.to_string());
+    let causes: Vec<String> = err
+        .chain()
+        .map(|cause| cause.to_string())
+        .filter(|text| backtrace.as_ref() != Some(text))
+        .filter(|text| !text.starts_with("error while executing at wasm backtrace"))
+        .collect();
+    one_line(&causes.join(": "))
 }

@@ -1,7 +1,8 @@
 //! A plugin group: the one instance serving every subscription with the same (plugin, params).
 //! Runs `walcast_filter` per change, turns the result into a `Verdict`, replaces the instance after
-//! a trap or deadline hit, and moves to a newly loaded module version at a change boundary. Does
-//! not know which sessions belong to it (see `hub`).
+//! a trap or deadline hit (reporting it to the plugin's status and log), remembers its last failure
+//! for the 4010 close reason, and moves to a newly loaded module version at a change boundary.
+//! Does not know which sessions belong to it (see `hub`).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,11 +12,15 @@ use parking_lot::Mutex;
 
 use super::abi::{DROP, ERROR, PASS, PASS_REWRITTEN};
 use super::engine::{CallError, Instance, Shared};
+use super::error::{one_line, truncate};
 use super::plugin::{ModuleVersion, PluginEntry};
 use super::{PluginError, Verdict};
 use crate::decode::{Change, FrameEncoder};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Longest `failure_reason`: a WebSocket close reason holds at most 123 bytes.
+const MAX_REASON: usize = 100;
 
 pub struct PluginGroup {
     id: u64,
@@ -24,6 +29,9 @@ pub struct PluginGroup {
     params: Arc<[(String, String)]>,
     state: Mutex<State>,
     failures: AtomicU32,
+    /// The message of the latest failed call (kept apart from `state` so reading it never waits
+    /// for a running call).
+    last_failure: Mutex<Option<String>>,
 }
 
 struct State {
@@ -57,6 +65,7 @@ impl PluginGroup {
                 encoder: FrameEncoder::new(),
             }),
             failures: AtomicU32::new(0),
+            last_failure: Mutex::new(None),
         }))
     }
 
@@ -77,6 +86,15 @@ impl PluginGroup {
         max > 0 && self.failures.load(Ordering::Relaxed) >= max
     }
 
+    /// Why the group is failing, for the 4010 close frame: the latest failure on one line, naming
+    /// the plugin and the cause (e.g. `plugin "threshold" exceeded its call deadline of 10 ms`),
+    /// at most 100 bytes (cut on a char boundary). `None` before any call failed.
+    pub fn failure_reason(&self) -> Option<String> {
+        let last = self.last_failure.lock();
+        last.as_deref()
+            .map(|msg| truncate(&one_line(msg), MAX_REASON))
+    }
+
     /// Run the plugin on one change for the whole group. Called synchronously by the hub's
     /// dispatch; bounded by the call deadline.
     pub fn evaluate(&self, change: &Change<'_>) -> Verdict {
@@ -90,8 +108,9 @@ impl PluginGroup {
             match start(&self.shared, &self.plugin, &st.module, &self.params) {
                 Ok(i) => st.instance = Some(i),
                 Err(e) => {
-                    self.plugin.record_error(e.to_string());
-                    return self.fail(e.to_string());
+                    let msg = e.to_string();
+                    self.plugin.call_failed(&msg);
+                    return self.fail(msg);
                 }
             }
         }
@@ -120,8 +139,8 @@ impl PluginGroup {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
                 let msg = &instance.store.data().error;
                 let msg = match (code, msg.is_empty()) {
-                    (ERROR, false) => format!("plugin \"{name}\" failed: {msg}"),
-                    (ERROR, true) => format!("plugin \"{name}\" failed on this change"),
+                    (ERROR, false) => format!("plugin \"{name}\" returned ERROR: {msg}"),
+                    (ERROR, true) => format!("plugin \"{name}\" returned ERROR (no message set)"),
                     _ => format!("plugin \"{name}\" returned the unknown verdict {code}"),
                 };
                 self.fail(msg)
@@ -131,14 +150,16 @@ impl PluginGroup {
                 // The instance may be mid-update of its own state: never reuse it.
                 st.instance = None;
                 let ms = self.shared.cfg.call_deadline.as_secs_f64() * 1e3;
-                self.fail(format!(
-                    "plugin \"{name}\" exceeded its call deadline of {ms} ms"
-                ))
+                let msg = format!("plugin \"{name}\" exceeded its call deadline of {ms} ms");
+                self.plugin.call_failed(&msg);
+                self.fail(msg)
             }
             Err(CallError::Trap(msg)) => {
                 metrics.traps.fetch_add(1, Ordering::Relaxed);
                 st.instance = None;
-                self.fail(format!("plugin \"{name}\" trapped: {msg}"))
+                let msg = format!("plugin \"{name}\" trapped: {msg}");
+                self.plugin.call_failed(&msg);
+                self.fail(msg)
             }
         }
     }
@@ -150,6 +171,7 @@ impl PluginGroup {
 
     fn fail(&self, msg: String) -> Verdict {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_failure.lock() = Some(msg.clone());
         Verdict::Error(msg)
     }
 
@@ -171,9 +193,14 @@ impl PluginGroup {
             }
             Err(e) => {
                 st.refused = latest.version;
-                tracing::warn!(plugin = %self.plugin.name, version = latest.version, group = self.id, error = %e, "new plugin version refused, keeping the old one");
-                self.plugin
-                    .record_error(format!("version {}: {e}", latest.version));
+                let (refused, serving) = (latest.version, st.module.version);
+                let error = one_line(&e.to_string());
+                tracing::warn!(plugin = %self.plugin.name, version = refused, serving_version = serving, group = self.id, error = %error, "new plugin version refused by walcast_init; the previous version keeps serving");
+                self.plugin.init_refused(
+                    refused,
+                    serving,
+                    &format!("version {refused} refused, version {serving} keeps serving: {error}"),
+                );
             }
         }
     }
@@ -186,8 +213,14 @@ fn start(
     module: &ModuleVersion,
     params: &Arc<[(String, String)]>,
 ) -> Result<Instance, PluginError> {
+    let grow_refused = plugin.metrics.memory_grow_refused.clone();
     let mut instance = shared
-        .instantiate(&module.pre, plugin.name.clone(), params.clone())
+        .instantiate(
+            &module.pre,
+            plugin.name.clone(),
+            params.clone(),
+            grow_refused,
+        )
         .map_err(|e| {
             PluginError::Invalid(format!(
                 "plugin \"{}\" cannot be instantiated: {}",

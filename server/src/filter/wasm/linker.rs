@@ -7,10 +7,12 @@ use wasmtime::{Caller, Linker, Result};
 use super::abi::{ABSENT, BAD_HANDLE, BAD_UTF8, IMPORT_MODULE as M, NO_CHANGE, WRONG_TYPE};
 use super::output::OutValue;
 use super::snapshot::{image_of, ChangeCopy, Kind};
-use super::state::{bytes, copy_out, split, write8, StoreData};
+use super::state::{bytes, copy_out, split, write8, LogSink, StoreData};
 use crate::decode::{Image, Op};
 
 type C<'a> = Caller<'a, StoreData>;
+/// Picks one of the change's names (schema or table).
+type NameOf = fn(&ChangeCopy) -> &str;
 
 /// Define every function of [`super::abi::IMPORTS`].
 pub(crate) fn define(linker: &mut Linker<StoreData>) -> Result<()> {
@@ -24,8 +26,7 @@ pub(crate) fn define(linker: &mut Linker<StoreData>) -> Result<()> {
         }
     })?;
     // `schema` and `table`: copy a name of the change into the guest's buffer.
-    let names: [(&str, fn(&ChangeCopy) -> &str); 2] =
-        [("schema", ChangeCopy::schema), ("table", ChangeCopy::table)];
+    let names: [(&str, NameOf); 2] = [("schema", ChangeCopy::schema), ("table", ChangeCopy::table)];
     for (export, pick) in names {
         linker.func_wrap(
             M,
@@ -331,10 +332,15 @@ fn define_diagnostics(linker: &mut Linker<StoreData>) -> Result<()> {
         |mut c: C<'_>, level: i32, ptr: i32, len: i32| -> Result<()> {
             let (mem, d) = split(&mut c)?;
             let text = bytes(mem, ptr, len)?;
+            let text = &text[..text.len().min(4096)];
+            if let LogSink::Writer(out) = &d.log_sink {
+                write_log_line(&mut *out.lock(), &d.plugin, level, text);
+                return Ok(());
+            }
             let Some(dropped) = d.log_permit() else {
                 return Ok(());
             };
-            let text = String::from_utf8_lossy(&text[..text.len().min(4096)]);
+            let text = String::from_utf8_lossy(text);
             let plugin = &*d.plugin;
             match level {
                 0 => tracing::error!(plugin, dropped, "{text}"),
@@ -355,6 +361,19 @@ fn define_diagnostics(linker: &mut Linker<StoreData>) -> Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// One guest `log` line for `walcast plugin run`: `[plugin] level: text`. A failed write (closed
+/// stderr) is not the guest's problem, so it is ignored.
+pub(crate) fn write_log_line(out: &mut dyn std::io::Write, plugin: &str, level: i32, text: &[u8]) {
+    let level = match level {
+        0 => "error",
+        1 => "warn",
+        2 => "info",
+        _ => "debug",
+    };
+    let text = String::from_utf8_lossy(text);
+    let _ = writeln!(out, "[{plugin}] {level}: {}", text.trim_end());
 }
 
 /// Column of a handle, or the ABI code saying why not.

@@ -1,8 +1,8 @@
-//! The WebAssembly filter host (DESIGN.md section 3, `filter-sdk/ABI.md`): one wasmtime engine,
-//! the `walcast_v1` host functions, plugin loading and hot reload from the plugin directory,
-//! shared per-(plugin, params) groups that evaluate changes under deadline, memory and stack
-//! limits, and the CLI's check/run. Does not decide which sessions receive what (see `hub`) and
-//! does not serve HTTP (see `ws`).
+//! The WebAssembly filter host (README "Filter plugins (WebAssembly)", `filter-sdk/ABI.md`): one
+//! wasmtime engine, the `walcast_v1` host functions, plugin loading and hot reload from the plugin
+//! directory, shared per-(plugin, params) groups that evaluate changes under deadline, memory and
+//! stack limits, and the CLI's check/run. Does not decide which sessions receive what (see `hub`)
+//! and does not serve HTTP (see `ws`).
 //!
 //! Data flow of one evaluation: the hub calls `PluginGroup::evaluate(&change)`; the group copies
 //! the change's names and values into its store data (see `snapshot` for why a copy), sets the
@@ -51,18 +51,28 @@ pub struct PluginInfo {
     pub version: u64,
     /// RFC 3339 time the running module was loaded.
     pub loaded_at: Option<String>,
-    /// `"ok"`, or `"failed"` when the newest file was refused (an older version may still run).
+    /// `"ok"`; `"refused"` when the newest version was refused (at load, or by a group's
+    /// `walcast_init`) while an older one keeps serving (`serving_version`); `"failed"` when no
+    /// version runs.
     pub status: &'static str,
+    /// The version that serves changes (differs from `version` when a group refused the newest);
+    /// `None` when no version runs.
+    pub serving_version: Option<u64>,
+    /// The latest refusal or failed call (trap, deadline), on one line.
     pub last_error: Option<String>,
     pub calls: u64,
     pub traps: u64,
     pub deadline_hits: u64,
     /// `ERROR` (or unknown) verdicts.
     pub errors: u64,
+    /// `memory.grow` calls refused at `plugins.memory_limit` (the guest got -1).
+    pub memory_grow_refused: u64,
     pub total_call_seconds: f64,
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_failures;
 #[cfg(test)]
 mod tests_host;

@@ -101,8 +101,13 @@ impl PluginHost {
                 tracing::info!(plugin = %name, version, "plugin loaded");
             }
             Err(error) => {
-                tracing::warn!(plugin = %name, error = %error, "plugin refused; a previously loaded version keeps running");
-                entry.load_failed(hash, error);
+                match entry.current.load().as_ref() {
+                    Some(serving) => {
+                        tracing::warn!(plugin = %name, serving_version = serving.version, error = %error, "plugin file refused; the previous version keeps serving")
+                    }
+                    None => tracing::warn!(plugin = %name, error = %error, "plugin file refused"),
+                }
+                entry.load_failed(hash, &error);
             }
         }
     }

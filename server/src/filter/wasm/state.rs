@@ -1,12 +1,15 @@
 //! Per-instance store data (the change copy, params, output builder, error message, cached guest
-//! memory, limits) and the checked access to guest memory. Does not define host functions (see
-//! `linker`).
+//! memory, limits and where guest log lines go) and the checked access to guest memory. Does not
+//! define host functions (see `linker`).
 
+use std::io::Write;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::{Caller, Memory, StoreLimits};
+use parking_lot::Mutex;
+use wasmtime::{Caller, Memory, ResourceLimiter, StoreLimits};
 
 use super::output::OutBuilder;
 use super::snapshot::ChangeCopy;
@@ -16,9 +19,90 @@ const MAX_ERROR: usize = 1024;
 /// `log` lines per second per instance before lines are dropped.
 const LOG_PER_SECOND: u32 = 20;
 
+/// The store's `StoreLimits`, plus a count of `memory.grow` calls refused at
+/// `plugins.memory_limit`: the guest only sees -1, so without the count a plugin that runs out of
+/// memory (and then misbehaves or traps) would look like a plugin bug.
+pub(crate) struct Limiter {
+    limits: StoreLimits,
+    /// The plugin's counter (shared by all its instances; `/v1/plugins` `memory_grow_refused`).
+    grow_refused: Arc<AtomicU64>,
+}
+
+impl Limiter {
+    pub(crate) fn new(limits: StoreLimits, grow_refused: Arc<AtomicU64>) -> Self {
+        Limiter {
+            limits,
+            grow_refused,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.grow_refused.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// Where guest `log` lines go.
+#[derive(Clone, Default)]
+pub(crate) enum LogSink {
+    /// walcast's log (`tracing`, with the plugin name), rate-limited per instance.
+    #[default]
+    Tracing,
+    /// `walcast plugin run`: every line, as `[plugin] level: text`, to this writer (stderr): a
+    /// developer wants to see all of them, and one call is bounded by the deadline anyway.
+    Writer(Arc<Mutex<dyn Write + Send>>),
+}
+
+impl LogSink {
+    /// Every line to the process's stderr.
+    pub(crate) fn stderr() -> LogSink {
+        LogSink::Writer(Arc::new(Mutex::new(std::io::stderr())))
+    }
+}
+
 /// Everything host functions need, owned by the instance's `Store`.
 pub(crate) struct StoreData {
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limiter,
+    pub(crate) log_sink: LogSink,
     /// Cached right after instantiation so host functions skip the export lookup.
     pub(crate) memory: Option<Memory>,
     pub(crate) plugin: Arc<str>,
@@ -38,10 +122,12 @@ impl StoreData {
     pub(crate) fn new(
         plugin: Arc<str>,
         params: Arc<[(String, String)]>,
-        limits: StoreLimits,
+        limits: Limiter,
+        log_sink: LogSink,
     ) -> Self {
         StoreData {
             limits,
+            log_sink,
             memory: None,
             plugin,
             params,

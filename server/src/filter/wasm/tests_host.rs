@@ -130,7 +130,10 @@ fn hot_reload_swaps_at_the_next_change_and_keeps_the_old_on_failure() {
     write(dir.path(), "p.wasm", b"\0asm broken");
     host.reload();
     let info = &host.list()[0];
-    assert_eq!((info.status, info.version), ("failed", 2));
+    assert_eq!(
+        (info.status, info.version, info.serving_version),
+        ("refused", 2, Some(2))
+    );
     assert!(info
         .last_error
         .as_deref()
@@ -141,9 +144,9 @@ fn hot_reload_swaps_at_the_next_change_and_keeps_the_old_on_failure() {
         Verdict::Drop,
         "version 2 keeps running"
     );
-    // Unchanged broken file: not recompiled, still failed.
+    // Unchanged broken file: not recompiled, still refused.
     host.reload();
-    assert_eq!(host.list()[0].status, "failed");
+    assert_eq!(host.list()[0].status, "refused");
 
     // A version whose init refuses this group's params: the group keeps its instance.
     write(dir.path(), "p.wasm", &threshold());
