@@ -12,7 +12,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use super::session::{close_code, Frame, SessionSignal};
+use super::signal::{close_code, Frame, SessionSignal};
 
 /// How many frames may pile up past the slowest reader before the log scans its members to drop
 /// what everyone has read. Scanning costs one atomic load per member, so it is amortised over
@@ -189,7 +189,8 @@ impl Cohort {
         }
     }
 
-    /// Close (4008) and drop every member that has not read the oldest frame.
+    /// Close (4008) and drop every member that has not read the oldest frame. Their writers may
+    /// still be reading when the remaining members trim past them: `Reader::take` handles that.
     fn evict_laggards(&self) -> usize {
         let log = self.log.read();
         let mut members = self.members.lock();
@@ -253,17 +254,26 @@ impl Reader {
         .await
     }
 
-    /// Move up to `max` waiting frames into `out` without waiting; false when none were waiting.
+    /// Move up to `max` waiting frames into `out` without waiting; false when none were waiting,
+    /// and from then on for good when the log was trimmed past this reader (see below).
     pub fn take(&self, out: &mut Vec<Frame>, max: usize) -> bool {
         let log = self.cohort.log.read();
         let cursor = self.member.cursor.load(Ordering::Acquire);
-        let end = log.end();
-        if cursor >= end {
+        if cursor < log.first {
+            // Trimming never passes a member, but `evict_laggards` drops one from `members`
+            // before its writer stops reading, and the others then trim past it. The frames it
+            // missed are gone: it reads nothing more (its cursor stays below `first`, which only
+            // grows) and closes as a slow consumer, unless it was already closing for another
+            // reason (the first one wins).
+            drop(log);
+            self.member.signal.close(close_code::SLOW_CONSUMER);
             return false;
         }
-        // A cursor below `first` cannot happen: trimming never passes the slowest member.
-        let from = cursor.saturating_sub(log.first) as usize;
-        let n = (end - cursor).min(max as u64) as usize;
+        let from = (cursor - log.first) as usize;
+        let n = log.frames.len().saturating_sub(from).min(max);
+        if n == 0 {
+            return false;
+        }
         out.extend(log.frames.range(from..from + n).cloned());
         drop(log);
         self.member
@@ -402,6 +412,64 @@ mod tests {
         assert_eq!(stalled_signal.code(), close_code::SLOW_CONSUMER);
         assert_eq!(reader.await.unwrap(), 3);
         assert_eq!(cohort.member_count(), 1);
+    }
+
+    /// `evict_laggards` drops a member before its writer stops reading, so the log can be trimmed
+    /// past its cursor: here the writer's next read comes after the eviction and after the
+    /// remaining member drove trimming past it (what `next_batch` sees when the eviction lands
+    /// between its `is_closing` check and its `take`).
+    #[tokio::test]
+    async fn an_evicted_reader_trimmed_past_reads_nothing_and_ends() {
+        let root = CancellationToken::new();
+        let cohort = Cohort::new(2);
+        let lagging_signal = SessionSignal::new(&root);
+        let lagging = cohort.join(lagging_signal.clone());
+        let live = cohort.join(SessionSignal::new(&root));
+        cohort.push(&frame(0));
+        cohort.push(&frame(1));
+        let mut got = Vec::new();
+        assert!(live.take(&mut got, 8));
+        assert_eq!(cohort.evict_laggards(), 1);
+        assert_eq!(cohort.member_count(), 1);
+        for i in 2..6 {
+            assert_eq!(cohort.push(&frame(i)).0, Push::Queued(1));
+            assert!(live.take(&mut got, 8));
+        }
+        assert_eq!(got.len(), 6, "the remaining member reads on");
+        let first = cohort.log.read().first;
+        assert!(lagging.member.cursor.load(Ordering::Acquire) < first);
+
+        let mut missed = Vec::new();
+        assert!(!lagging.take(&mut missed, 8));
+        assert!(!lagging.take(&mut missed, 1));
+        assert!(!lagging.next_batch(&mut missed, 8).await);
+        assert!(
+            missed.is_empty(),
+            "trimmed frames are gone, later ones are not its"
+        );
+        assert!(lagging_signal.is_closing());
+        assert_eq!(lagging_signal.code(), close_code::SLOW_CONSUMER);
+    }
+
+    /// A failing plugin closed the cohort (4010), then the push of its `error` frame timed out and
+    /// evicted the members, which emptied the log: `ws::session` still drains its reader before
+    /// closing with 4010.
+    #[tokio::test]
+    async fn an_evicted_reader_keeps_the_first_close_code() {
+        let root = CancellationToken::new();
+        let cohort = Cohort::new(1);
+        let signal = SessionSignal::new(&root);
+        let reader = cohort.join(signal.clone());
+        cohort.push(&frame(0));
+        cohort.close_all(close_code::PLUGIN_FAILING);
+        assert_eq!(cohort.evict_laggards(), 1);
+        assert_eq!(cohort.push(&frame(1)).0, Push::Queued(0));
+
+        let mut rest = Vec::new();
+        while reader.take(&mut rest, 64) {}
+        assert!(rest.is_empty());
+        assert!(!reader.next_batch(&mut rest, 64).await);
+        assert_eq!(signal.code(), close_code::PLUGIN_FAILING);
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 mod cohort;
 mod intake;
 mod registry;
-mod session;
+mod signal;
 
 pub use cohort::{Cohort, Push, Reader};
 pub use intake::Intake;
@@ -13,4 +13,4 @@ pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
 // public for benches
 #[doc(hidden)]
 pub use registry::Scratch;
-pub use session::{close_code, Frame, SessionSignal};
+pub use signal::{close_code, Frame, SessionSignal};

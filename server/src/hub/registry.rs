@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::source::Lsn;
 
 use super::cohort::{Cohort, Member, Push, Reader};
-use super::session::{close_code, Frame, SessionSignal};
+use super::signal::{close_code, Frame, SessionSignal};
 
 pub type SubscriptionId = u64;
 type CohortId = u64;
@@ -475,3 +475,7 @@ impl Drop for Subscription {
             .unsubscribe(&self.schema, &self.table, self.cohort, self.reader.member());
     }
 }
+
+#[cfg(test)]
+#[path = "registry_tests.rs"]
+mod tests;

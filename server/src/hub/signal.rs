@@ -1,5 +1,6 @@
-//! The hub's handle on one WebSocket session: the signal that closes it and the codes it closes
-//! with. Frames reach the session through its cohort (see `cohort`); sockets are `ws::session`'s.
+//! Session signals and close codes: how the hub (or a shutdown) tells one WebSocket session to
+//! close, and with which code; the first reason given wins. Holds no session state and no frames:
+//! frames reach a session through its cohort (see `cohort`), and sockets are `ws::session`'s.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
