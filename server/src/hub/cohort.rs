@@ -210,11 +210,11 @@ impl Cohort {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Close every member with `code` (plugin failing).
-    pub fn close_all(&self, code: u16) {
+    /// Close every member with `code` and, for the close frame, `reason` (plugin failing).
+    pub fn close_all(&self, code: u16, reason: Option<&str>) {
         self.closed.store(true, Ordering::Release);
         for m in self.members.lock().iter() {
-            m.signal.close(code);
+            m.signal.close_with(code, reason);
             m.waker.wake();
         }
     }
@@ -461,7 +461,7 @@ mod tests {
         let signal = SessionSignal::new(&root);
         let reader = cohort.join(signal.clone());
         cohort.push(&frame(0));
-        cohort.close_all(close_code::PLUGIN_FAILING);
+        cohort.close_all(close_code::PLUGIN_FAILING, None);
         assert_eq!(cohort.evict_laggards(), 1);
         assert_eq!(cohort.push(&frame(1)).0, Push::Queued(0));
 
@@ -480,7 +480,7 @@ mod tests {
         let a = cohort.join(signal.clone());
         let task = tokio::spawn(async move { a.next_batch(&mut Vec::new(), 8).await });
         tokio::task::yield_now().await;
-        cohort.close_all(close_code::PLUGIN_FAILING);
+        cohort.close_all(close_code::PLUGIN_FAILING, None);
         assert!(cohort.is_closed());
         assert!(!task.await.unwrap());
         assert_eq!(signal.code(), close_code::PLUGIN_FAILING);

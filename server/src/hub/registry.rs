@@ -406,7 +406,10 @@ impl Hub {
                     Outcome::Failed(frame, failing) => {
                         self.append(entry, &frame, scratch);
                         if failing {
-                            entry.cohort.close_all(close_code::PLUGIN_FAILING);
+                            let reason = group.failure_reason();
+                            entry
+                                .cohort
+                                .close_all(close_code::PLUGIN_FAILING, reason.as_deref());
                         }
                         return;
                     }

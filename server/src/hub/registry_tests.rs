@@ -367,7 +367,7 @@ fn a_closed_cohort_and_its_replacement_leave_no_trace_in_either_order() {
         let closed = rig.subscribe("*:t:id.eq.1", None);
         rig.hub
             .cohort_of(&closed)
-            .close_all(close_code::PLUGIN_FAILING);
+            .close_all(close_code::PLUGIN_FAILING, None);
         let fresh = rig.subscribe("*:t:id.eq.1", None);
         assert_ne!(
             closed.cohort, fresh.cohort,
@@ -548,7 +548,7 @@ fn ten_thousand_subscribe_unsubscribe_cycles_leave_the_hub_as_it_started() {
             let victim = &live[rng.below(live.len())].sub;
             rig.hub
                 .cohort_of(victim)
-                .close_all(close_code::PLUGIN_FAILING);
+                .close_all(close_code::PLUGIN_FAILING, None);
             closed += 1;
         }
         rig.hub.assert_consistent();

@@ -3,7 +3,7 @@
 //! frames reach a session through its cohort (see `cohort`), and sockets are `ws::session`'s.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,9 @@ pub struct SessionSignal {
     /// frame, and `CancellationToken::is_cancelled` takes a lock.
     closing: AtomicBool,
     code: AtomicU16,
+    /// Close reason text for the close frame when the code's standard one says too little (the
+    /// failing plugin and its cause for 4010). Set with the code, at most once.
+    reason: OnceLock<Box<str>>,
 }
 
 impl SessionSignal {
@@ -38,14 +41,24 @@ impl SessionSignal {
             close: parent.child_token(),
             closing: AtomicBool::new(false),
             code: AtomicU16::new(0),
+            reason: OnceLock::new(),
         })
     }
 
     /// Ask the writer to close the socket with `code`. The first reason wins.
     pub fn close(&self, code: u16) {
-        let _ = self
+        self.close_with(code, None);
+    }
+
+    /// As `close`, with the text the close frame carries when this is the first reason.
+    pub fn close_with(&self, code: u16, reason: Option<&str>) {
+        let first = self
             .code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if let (true, Some(reason)) = (first, reason) {
+            let _ = self.reason.set(reason.into());
+        }
         self.closing.store(true, Ordering::Release);
         self.close.cancel();
     }
@@ -58,6 +71,11 @@ impl SessionSignal {
     /// Whether the hub has told the session to close (it takes no more frames).
     pub fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// The close reason given with the code, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.get().map(|r| &**r)
     }
 
     /// The close code to send: the hub's reason, or 1001 when the parent (server) shut down.
@@ -87,8 +105,18 @@ mod tests {
         let root = CancellationToken::new();
         let signal = SessionSignal::new(&root);
         signal.close(close_code::SLOW_CONSUMER);
-        signal.close(close_code::PLUGIN_FAILING);
+        signal.close_with(close_code::PLUGIN_FAILING, Some("plugin \"p\" trapped"));
         assert!(signal.is_closing());
         assert_eq!(signal.code(), close_code::SLOW_CONSUMER);
+        assert_eq!(
+            signal.reason(),
+            None,
+            "the reason goes with the code that won"
+        );
+        let other = SessionSignal::new(&root);
+        other.close_with(close_code::PLUGIN_FAILING, Some("plugin \"p\" trapped"));
+        other.close(close_code::SLOW_CONSUMER);
+        assert_eq!(other.code(), close_code::PLUGIN_FAILING);
+        assert_eq!(other.reason(), Some("plugin \"p\" trapped"));
     }
 }

@@ -16,12 +16,19 @@ const BATCH: usize = 64;
 /// How long a close frame may take to reach a client that stopped reading.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn close_reason(code: u16) -> &'static str {
-    match code {
+/// The hub's own reason when it gave one (the failing plugin and its cause for 4010), else the
+/// code's standard text.
+fn close_reason(code: u16, signal: &SessionSignal) -> String {
+    if let Some(reason) = signal.reason() {
+        return reason.to_owned();
+    }
+    let standard = match code {
         close_code::SLOW_CONSUMER => "slow consumer: too many unread frames",
         close_code::GOING_AWAY => "server shutting down",
+        close_code::PLUGIN_FAILING => "filter plugin failing",
         _ => "",
-    }
+    };
+    standard.to_owned()
 }
 
 /// Serve one session until the client leaves, the hub closes it, or the server shuts down.
@@ -94,7 +101,7 @@ pub(crate) async fn serve<S, R, E>(
         }
         let frame = CloseFrame {
             code,
-            reason: close_reason(code).into(),
+            reason: close_reason(code, &signal).into(),
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
     }
@@ -141,6 +148,31 @@ mod tests {
         signal.close(close_code::SLOW_CONSUMER);
         match out_rx.next().await.unwrap() {
             Message::Close(Some(f)) => assert_eq!(f.code, 4008),
+            other => panic!("expected close, got {other:?}"),
+        }
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_plugin_closes_with_4010_and_names_itself() {
+        let root = CancellationToken::new();
+        let cohort = Cohort::new(8);
+        let signal = SessionSignal::new(&root);
+        let reader = cohort.join(signal.clone());
+        let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
+        let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
+        let task = tokio::spawn(async move {
+            let hello = Message::Text("hello".into());
+            serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await
+        });
+        out_rx.next().await.unwrap();
+        let reason = r#"plugin "threshold" trapped: wasm `unreachable` instruction executed"#;
+        cohort.close_all(close_code::PLUGIN_FAILING, Some(reason));
+        match out_rx.next().await.unwrap() {
+            Message::Close(Some(f)) => {
+                assert_eq!(f.code, 4010);
+                assert_eq!(f.reason.as_str(), reason);
+            }
             other => panic!("expected close, got {other:?}"),
         }
         task.await.unwrap();

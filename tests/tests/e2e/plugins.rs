@@ -305,16 +305,25 @@ async fn endless_loop_and_memory_bomb_do_not_hurt_others() -> Result<()> {
 
     for (name, client) in [("endless_loop", &mut looping), ("memory_bomb", &mut bomb)] {
         let mut errors = 0;
-        let closed = loop {
+        let (closed, reason) = loop {
             match client.next_frame(LONG).await? {
                 Frame::Json(v, _) if v["type"] == "error" => errors += 1,
                 Frame::Json(v, _) => bail!("{name}: unexpected frame {v}"),
-                Frame::Close(code, _) => break code,
+                Frame::Close(code, reason) => break (code, reason),
                 other => bail!("{name}: unexpected {other:?}"),
             }
         };
         assert!(errors >= 1, "{name}: error frames before the close");
         assert_eq!(closed, Some(4010), "{name}: closed as a failing plugin");
+        let cause = if name == "endless_loop" {
+            "deadline"
+        } else {
+            "trapped"
+        };
+        assert!(
+            reason.contains(&format!("plugin \"{name}\"")) && reason.contains(cause),
+            "{name}: the 4010 close reason names the plugin and the cause: {reason:?}"
+        );
     }
     let mem = server.memory()?;
     assert!(

@@ -225,7 +225,8 @@ async fn numerics_beyond_double_range_arrive_as_postgres_printed_them() -> Resul
         passed.push(raw_value(&raw, "new", "id").unwrap_or_default().to_owned());
     }
     ensure!(passed == ["0", "5"], "n.gt.1e300 passed ids {passed:?}");
-    db.exec("INSERT INTO t_num VALUES (50, 1e301, NULL)").await?;
+    db.exec("INSERT INTO t_num VALUES (50, 1e301, NULL)")
+        .await?;
     let next = big_only.next_text(STEP).await?;
     ensure!(
         raw_value(&next, "new", "id") == Some("50"),
