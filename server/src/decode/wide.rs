@@ -13,6 +13,7 @@ const MASK_AT: usize = 300;
 /// `MASK_AT` digits, and any run that long covers a multiple of `MASK_AT`: looking at those bytes
 /// alone costs one or two loads for a typical message, so the common path pays nothing
 /// measurable. Long digit runs inside strings also answer true; masking then finds nothing to do.
+#[inline]
 pub(super) fn may_hold_wide_numbers(payload: &[u8]) -> bool {
     let mut at = MASK_AT - 1;
     while at < payload.len() {
@@ -25,6 +26,7 @@ pub(super) fn may_hold_wide_numbers(payload: &[u8]) -> bool {
 }
 
 /// Length of the run of ASCII digits around `at`.
+#[cold]
 fn digit_run(payload: &[u8], at: usize) -> usize {
     let before = payload[..at]
         .iter()
@@ -51,6 +53,8 @@ impl Masked {
     /// Replace every number token of at least `MASK_AT` bytes outside JSON strings with `0` and
     /// spaces (JSON whitespace, so the document stays valid with the same layout). Returns how
     /// many were masked.
+    #[cold]
+    #[inline(never)]
     pub(super) fn mask(&mut self, payload: &mut [u8]) -> usize {
         self.text.clear();
         self.spans.clear();
@@ -94,6 +98,8 @@ impl Masked {
 
     /// Put the masked numbers back. Only number bytes are touched: strings the parser unescaped in
     /// place stay as it left them.
+    #[cold]
+    #[inline(never)]
     pub(super) fn restore(&mut self, payload: &mut [u8]) {
         let mut from = 0;
         for &(at, len) in &self.spans {
