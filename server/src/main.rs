@@ -117,6 +117,7 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             None
         };
         tracing::info!(demo = config.embedded.demo, "using the embedded Postgres");
+        println!("embedded Postgres: {}", cluster.psql_command());
         config.database_url = Some(url);
         embedded = Some((cluster, writer_cancel, writer));
     }
