@@ -12,6 +12,7 @@ mod replay;
 mod resilience;
 mod scale;
 mod smoke;
+mod templates;
 
 use std::time::Duration;
 
