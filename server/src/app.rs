@@ -9,10 +9,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use std::path::Path;
+
+use crate::config::{Config, DEFAULT_JOURNAL_DIR};
 use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
 use crate::hub::{Hub, Intake};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::source::{self, SourceConfig, SourceError, SourceStatus};
 use crate::ws::{router, AppState};
@@ -34,6 +37,10 @@ pub enum AppError {
     Plugins(#[from] PluginError),
     #[error("replication task panicked")]
     SourcePanicked,
+    #[error("journal: {0}")]
+    Journal(crate::journal::JournalError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Run walcast until `shutdown` is cancelled or replication fails fatally.
@@ -64,8 +71,28 @@ pub async fn run(
     let plugin_stop = CancellationToken::new();
     let plugin_watch = plugins.as_ref().map(|host| host.watch(plugin_stop.clone()));
 
+    let journal_config = config
+        .journal
+        .journal_config(Path::new(DEFAULT_JOURNAL_DIR))?;
+    let journal_dir = journal_config.dir.clone();
+    let journal = tokio::task::spawn_blocking(move || Journal::open(journal_config))
+        .await
+        .map_err(|_| AppError::SourcePanicked)?
+        .map_err(AppError::Journal)?;
+    tracing::info!(
+        dir = %journal_dir.display(),
+        last = ?journal.last_pos(),
+        segments = journal.segments(),
+        bytes = journal.bytes(),
+        "journal open"
+    );
+
+    let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(metrics.clone(), config.sessions.queue_capacity);
+    if let Some(last) = journal.last_pos() {
+        hub.resume_after(last);
+    }
     let status = Arc::new(SourceStatus::default());
     let source_stop = CancellationToken::new();
     let mut source_task = tokio::spawn(source::run(
@@ -74,7 +101,8 @@ pub async fn run(
             hub.clone(),
             metrics.clone(),
             config.sessions.slow_consumer_timeout,
-        ),
+        )
+        .with_journal(journal),
         status.clone(),
         source_stop.clone(),
     ));
@@ -92,6 +120,7 @@ pub async fn run(
         plugins,
         shutdown: sessions_stop.clone(),
         sessions: sessions.clone(),
+        journal: journal_handle,
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).

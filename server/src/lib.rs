@@ -11,6 +11,7 @@ pub mod decode;
 pub mod embedded;
 pub mod filter;
 pub mod hub;
+pub mod journal;
 pub mod metrics;
 pub mod source;
 pub mod telemetry;

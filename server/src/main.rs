@@ -119,6 +119,9 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
         tracing::info!(demo = config.embedded.demo, "using the embedded Postgres");
         println!("embedded Postgres: {}", cluster.psql_command());
         config.database_url = Some(url);
+        if config.journal.dir.is_none() {
+            config.journal.dir = Some(cluster.socket_dir().join("journal"));
+        }
         embedded = Some((cluster, writer_cancel, writer));
     }
 

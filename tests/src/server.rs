@@ -27,6 +27,9 @@ pub struct Walcast {
     addr: SocketAddr,
     log_dir: PathBuf,
     http: reqwest::Client,
+    /// The journal directory the harness chose (removed on drop); `None` when the test set
+    /// `WALCAST_JOURNAL_DIR` itself (a restart test keeps it across processes).
+    own_journal: Option<PathBuf>,
 }
 
 /// Env and flags for one walcast process.
@@ -163,6 +166,12 @@ impl WalcastBuilder {
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.env("WALCAST_LISTEN", addr.to_string());
+        // A journal of its own per process, removed with it, unless the test chose one.
+        let own_journal = (!self.env.iter().any(|(k, _)| k == "WALCAST_JOURNAL_DIR"))
+            .then(|| log_dir.join("journal"));
+        if let Some(dir) = &own_journal {
+            cmd.env("WALCAST_JOURNAL_DIR", dir);
+        }
         if let Some(text) = &self.config_toml {
             let path = log_dir.join("walcast.test.toml");
             fs::write(&path, text)?;
@@ -199,6 +208,7 @@ impl WalcastBuilder {
             addr,
             log_dir: log_dir.to_path_buf(),
             http: reqwest::Client::new(),
+            own_journal,
         };
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut listening = false;
@@ -314,6 +324,13 @@ impl Walcast {
         })
     }
 
+    /// SIGKILL, as `kill -9`: no shutdown of any kind. Waits for the process to be gone.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Sends SIGTERM (graceful shutdown).
     pub fn terminate(&self) -> Result<()> {
         let st = Command::new("kill")
@@ -344,6 +361,9 @@ impl Drop for Walcast {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.own_journal {
+            let _ = fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -8,6 +8,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
+
+mod journal;
+pub use journal::{JournalSection, DEFAULT_JOURNAL_DIR};
 use serde::{Deserialize, Deserializer};
 
 /// Default config file looked up in the working directory when `--config` is not given.
@@ -125,6 +128,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub embedded: EmbeddedConfig,
     pub plugins: PluginsConfig,
+    pub journal: JournalSection,
     pub log: LogConfig,
 }
 
@@ -228,6 +232,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             embedded: EmbeddedConfig::default(),
             plugins: PluginsConfig::default(),
+            journal: JournalSection::default(),
             log: LogConfig::default(),
         }
     }
@@ -284,6 +289,7 @@ impl std::fmt::Debug for Config {
             .field("tables", &self.tables)
             .field("sessions", &self.sessions)
             .field("embedded", &self.embedded)
+            .field("journal", &self.journal)
             .field("log", &self.log)
             .finish()
     }
@@ -371,6 +377,7 @@ impl Config {
         if let Some(v) = get("WALCAST_DATA_DIR") {
             self.embedded.data_dir = Some(PathBuf::from(v));
         }
+        self.journal.apply_env(&get)?;
         Ok(())
     }
 
@@ -411,6 +418,7 @@ impl Config {
 
     /// Checks every value; the first problem is returned, naming the key and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.journal.validate()?;
         let slot = &self.replication.slot;
         if !is_valid_slot_name(slot) {
             return Err(ConfigError::invalid(

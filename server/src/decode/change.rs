@@ -2,6 +2,7 @@
 //! XLogData payload that simd-json unescaped in place. Does not parse (see `parser`) or encode
 //! (see `frame`).
 
+use crate::journal::Pos;
 use std::ops::Range;
 
 /// Byte range of a value inside the payload buffer. `u32` keeps `Field` at 28 bytes; wal2json
@@ -122,9 +123,22 @@ pub struct Change<'a> {
     pub(crate) content: Span,
     pub(crate) new: &'a [Field],
     pub(crate) old: &'a [Field],
+    /// Where the change sits in the stream (set by the intake, not by the payload); written into
+    /// the frame as `pos` when known.
+    pub(crate) pos: Option<Pos>,
 }
 
 impl<'a> Change<'a> {
+    /// The change's stream position, when the intake gave it one.
+    pub fn pos(&self) -> Option<Pos> {
+        self.pos
+    }
+
+    /// Give the change its stream position (the transaction's commit LSN and its ordinal).
+    pub fn set_pos(&mut self, pos: Pos) {
+        self.pos = Some(pos);
+    }
+
     pub(crate) fn action(&self) -> Action {
         self.action
     }

@@ -3,6 +3,7 @@
 //! becomes shared bytes without another UTF-8 check or copy. Does not decide who receives it.
 
 use super::change::{Change, Field, Image, Kind, Op};
+use crate::journal::Pos;
 
 /// Encodes frames. Each frame is one allocation sized from the payload, filled by appending
 /// `&str` pieces (values are copied once, escaped only when they need it).
@@ -55,6 +56,11 @@ impl FrameEncoder {
         put_str(&mut b, change.table());
         b.push_str(",\"lsn\":");
         put_str(&mut b, change.lsn());
+        if let Some(pos) = change.pos() {
+            b.push_str(",\"pos\":\"");
+            put_pos(&mut b, pos);
+            b.push('"');
+        }
         b.push_str(",\"xid\":");
         match change.xid() {
             Some(x) => b.push_str(itoa::Buffer::new().format(x)),
@@ -81,6 +87,25 @@ impl FrameEncoder {
         self.last_len = b.len();
         b
     }
+}
+
+/// A position in its text form (`Pos`'s `Display`), without the formatting machinery: 16 and 8
+/// upper-case hex digits.
+fn put_pos(b: &mut String, pos: Pos) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let commit = pos.commit.0;
+    b.extend(
+        (0..16)
+            .rev()
+            .map(|i| HEX[((commit >> (4 * i)) & 0xF) as usize] as char),
+    );
+    b.push('-');
+    let ordinal = pos.ordinal;
+    b.extend(
+        (0..8)
+            .rev()
+            .map(|i| HEX[((ordinal >> (4 * i)) & 0xF) as usize] as char),
+    );
 }
 
 /// Append the value of column `index` of `image` as JSON (as in a normal frame).

@@ -139,6 +139,7 @@ impl Decoder {
             content: header.content,
             new: &self.new,
             old: &self.old,
+            pos: None,
         })
     }
 }
@@ -399,6 +400,16 @@ impl<'a> Undecoded<'a> {
             action: plain(r#""action":""#).and_then(|a| (a.len() == 1).then(|| a.as_bytes()[0])),
             schema: plain(r#""schema":""#),
             table: plain(r#""table":""#),
+        }
+    }
+
+    /// The action letter of a payload as wal2json 2.5 writes it (`{"action":"I",...`), read
+    /// without parsing; `None` when the payload does not start that way.
+    pub fn action_prefix(payload: &[u8]) -> Option<u8> {
+        const PREFIX: &[u8] = br#"{"action":""#;
+        match payload.get(PREFIX.len() + 1) {
+            Some(b'"') if payload.starts_with(PREFIX) => Some(payload[PREFIX.len()]),
+            _ => None,
         }
     }
 

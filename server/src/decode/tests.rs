@@ -347,3 +347,24 @@ fn a_wide_number_is_also_found_as_the_first_value() {
     assert_eq!(c.get(Image::New, "n").unwrap().value, Value::Number(&n));
     assert_eq!(c.xid(), Some(1));
 }
+
+#[test]
+fn pos_is_written_as_its_text_form_when_set() {
+    use crate::journal::Pos;
+    use crate::source::Lsn;
+    let mut p = sample("I", 0);
+    let mut decoder = Decoder::new();
+    let mut c = decoder.decode(&mut p).unwrap();
+    let none = FrameEncoder::new().change(&c, Projection::All);
+    assert!(!none.contains("\"pos\""), "no position, no field: {none}");
+    for pos in [
+        Pos::new(Lsn(0x152_A058), 3),
+        Pos::new(Lsn(u64::MAX), u32::MAX),
+        Pos::ZERO,
+    ] {
+        c.set_pos(pos);
+        let f: Json =
+            serde_json::from_str(&FrameEncoder::new().change(&c, Projection::All)).unwrap();
+        assert_eq!(f["pos"], pos.to_string());
+    }
+}

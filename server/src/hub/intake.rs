@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::decode::{Action, DecodeError, Decoder, Undecoded};
+use crate::journal::{Journal, Pos};
 use crate::metrics::Metrics;
 use crate::source::{Boundary, Consumer, Lsn};
 
@@ -65,11 +66,25 @@ pub struct Intake {
     sampled: u32,
     /// Changes dispatched since sessions were last woken.
     unwoken: u32,
+    /// Where every change is appended (raw, before decoding) ahead of its dispatch; `None` runs
+    /// without one (unit tests).
+    journal: Option<Journal>,
+    /// End LSN of the last commit appended to the journal: the slot may be confirmed past
+    /// `Journal::durable` only once that has caught up with it.
+    journaled_end: Lsn,
+    /// The journal failed (disk full, I/O error): nothing more is appended and the slot is not
+    /// confirmed past what was durable, so Postgres keeps the WAL until walcast restarts.
+    journal_failed: bool,
+    /// When retention last ran.
+    trimmed_at: Instant,
 }
 
 /// A long burst (a large transaction arriving faster than it is dispatched) still wakes sessions
 /// this often, so they write while the hub works instead of all at the end.
 const WAKE_EVERY: u32 = 256;
+
+/// How often retention runs (at the end of a burst).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// How much of an undecodable payload the log line shows.
 const LOGGED_BYTES: usize = 96;
@@ -87,7 +102,75 @@ impl Intake {
             slow_consumer_timeout,
             sampled: 0,
             unwoken: 0,
+            journal: None,
+            journaled_end: Lsn(0),
+            journal_failed: false,
+            trimmed_at: Instant::now(),
         }
+    }
+
+    /// Append every change to `journal` before dispatching it. Transactions the journal already
+    /// holds (Postgres resends those after the slot's confirmed position) are skipped whole.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        if let Some(commit) = journal.last_commit() {
+            self.last_commit = self.last_commit.max(commit);
+        }
+        self.journaled_end = journal.durable();
+        self.journal = Some(journal);
+        self
+    }
+
+    fn journal_error(&mut self, error: crate::journal::JournalError) {
+        if !self.journal_failed {
+            tracing::error!(%error, "journal write failed: the slot is no longer confirmed (Postgres keeps the WAL) until walcast restarts");
+        }
+        self.journal_failed = true;
+    }
+
+    fn journal_change(&mut self, pos: Pos, wal_start: Lsn, payload: &[u8]) {
+        if self.journal_failed {
+            return;
+        }
+        if let Some(journal) = &mut self.journal {
+            if let Err(error) = journal.append_change(pos, wal_start, payload) {
+                self.journal_error(error);
+            }
+        }
+    }
+
+    fn journal_commit(&mut self, commit: Lsn, end: Lsn) {
+        if self.journal_failed {
+            return;
+        }
+        if let Some(journal) = &mut self.journal {
+            match journal.append_commit(commit, end) {
+                Ok(()) => self.journaled_end = self.journaled_end.max(end),
+                Err(error) => self.journal_error(error),
+            }
+        }
+    }
+
+    /// Retention: remove the segments past `journal.max_bytes` / `journal.max_age`.
+    fn trim(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        match journal.trim(std::time::SystemTime::now(), None) {
+            Ok(outcome) if outcome.deleted_segments > 0 => tracing::info!(
+                segments = outcome.deleted_segments,
+                bytes = outcome.deleted_bytes,
+                horizon = %outcome.horizon,
+                "journal retention removed the oldest segments"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "journal retention failed; retrying later"),
+        }
+    }
+
+    /// Wake the sessions of the cohorts that got frames (without ending the burst).
+    fn wake(&mut self) {
+        self.unwoken = 0;
+        self.hub.wake(&mut self.scratch);
     }
 
     fn boundary(&self) -> Boundary {
@@ -123,14 +206,14 @@ impl Intake {
         self.metrics.changes_decoded.inc();
         self.unwoken += 1;
         if self.unwoken >= WAKE_EVERY {
-            self.flush();
+            self.wake();
         }
     }
 
     /// A payload that is not wal2json: log it with its position, count it, and tell the
     /// subscribers of its table (all subscribers when the table cannot be read) with an `error`
     /// frame, so no client mistakes the gap for "no change".
-    fn undecodable(&mut self, wal_start: Lsn, error: DecodeError, payload: &[u8]) {
+    fn undecodable(&mut self, wal_start: Lsn, error: DecodeError, payload: &[u8], send: bool) {
         self.metrics.decode_errors.inc();
         let seen = Undecoded::peek(payload);
         let head = &payload[..payload.len().min(LOGGED_BYTES)];
@@ -142,7 +225,7 @@ impl Intake {
             first_bytes = %head.escape_ascii(),
             "payload is not valid wal2json; subscribers of its table get a decode_failed error frame"
         );
-        if !seen.may_be_row_change() || count_change(&mut self.current) {
+        if !send {
             return;
         }
         let frame = decode_failed_frame(wal_start, error, &seen);
@@ -163,7 +246,7 @@ fn count_change(current: &mut Option<TxnProgress>) -> bool {
     }
 }
 
-fn decode_failed_frame(lsn: Lsn, error: DecodeError, seen: &Undecoded<'_>) -> Frame {
+pub(super) fn decode_failed_frame(lsn: Lsn, error: DecodeError, seen: &Undecoded<'_>) -> Frame {
     let mut text = String::with_capacity(160);
     text.push_str(r#"{"type":"error","error":"decode_failed","lsn":""#);
     text.push_str(&lsn.to_string());
@@ -184,16 +267,31 @@ fn decode_failed_frame(lsn: Lsn, error: DecodeError, seen: &Undecoded<'_>) -> Fr
 }
 
 impl Consumer for Intake {
-    fn on_data(&mut self, wal_start: Lsn, _wal_end: Lsn, payload: &mut [u8]) -> Boundary {
+    fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn, payload: &mut [u8]) -> Boundary {
         self.metrics.changes_received.inc();
         // Timing every message would cost two clock reads each; one in 16 is plenty for the
         // histogram.
         self.sampled = self.sampled.wrapping_add(1);
         let started = self.sampled.is_multiple_of(16).then(Instant::now);
-        let change = match self.decoder.decode(payload) {
+        // A row change is counted, given its position and journaled as Postgres sent it before
+        // the decoder unescapes strings in place. A payload whose action cannot be read counts as
+        // one too: it may be a row change, and its subscribers must hear of it.
+        let row = !matches!(Undecoded::action_prefix(payload), Some(b'B' | b'C' | b'M'));
+        let mut replayed = false;
+        let mut pos = None;
+        if row {
+            replayed = count_change(&mut self.current);
+            pos = self
+                .current
+                .map(|txn| Pos::new(txn.commit, u32::try_from(txn.seen).unwrap_or(u32::MAX)));
+            if let (false, Some(pos)) = (replayed, pos) {
+                self.journal_change(pos, wal_start, payload);
+            }
+        }
+        let mut change = match self.decoder.decode(payload) {
             Ok(change) => change,
             Err(error) => {
-                self.undecodable(wal_start, error, payload);
+                self.undecodable(wal_start, error, payload, row && !replayed);
                 self.hub.advance(wal_start);
                 return self.boundary();
             }
@@ -205,12 +303,19 @@ impl Consumer for Intake {
             }
             Action::Commit => {
                 if let Ok(commit) = change.lsn().parse::<Lsn>() {
+                    let already = self.current.is_some_and(|txn| txn.skip_all);
+                    if !already && commit > Lsn(0) {
+                        self.journal_commit(commit, wal_start.max(wal_end));
+                    }
                     self.last_commit = self.last_commit.max(commit);
                 }
                 self.current = None;
             }
             Action::Change(_) => {
-                if !count_change(&mut self.current) {
+                if !replayed {
+                    if let Some(pos) = pos {
+                        change.set_pos(pos);
+                    }
                     self.hub.dispatch(&change, &mut self.scratch);
                     self.dispatched();
                 }
@@ -234,8 +339,29 @@ impl Consumer for Intake {
     }
 
     fn flush(&mut self) {
-        self.unwoken = 0;
-        self.hub.wake(&mut self.scratch);
+        // Sessions first: the journal's fsync (group commit) must not delay delivery.
+        self.wake();
+        if let (false, Some(journal)) = (self.journal_failed, &mut self.journal) {
+            if let Err(error) = journal.flush() {
+                self.journal_error(error);
+            }
+        }
+        if self.trimmed_at.elapsed() >= TRIM_EVERY {
+            self.trimmed_at = Instant::now();
+            self.trim();
+        }
+    }
+
+    fn confirmable(&self, candidate: Lsn) -> Lsn {
+        match &self.journal {
+            None => candidate,
+            // Nothing appended is waiting for its fsync: the candidate (possibly an idle
+            // keepalive position past the last commit) holds nothing the journal lacks.
+            Some(journal) if !self.journal_failed && journal.durable() >= self.journaled_end => {
+                candidate
+            }
+            Some(journal) => candidate.min(journal.durable()),
+        }
     }
 
     fn on_reconnect(&mut self) {

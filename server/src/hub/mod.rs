@@ -2,11 +2,13 @@
 //! from their own cursors. Takes decoded changes from `source` through `Intake`; never writes to
 //! sockets (that is `ws`).
 
+mod catchup;
 mod cohort;
 mod intake;
 mod registry;
 mod signal;
 
+pub use catchup::{CatchUp, CatchUpRequest, Fill};
 pub use cohort::{Cohort, Push, Reader};
 pub use intake::Intake;
 pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};

@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use crate::decode::{Change, FrameEncoder, Op, Projection};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::{self, Filter, TypeClass};
+use crate::journal::Pos;
 use crate::metrics::Metrics;
 use crate::source::Lsn;
 
@@ -20,6 +21,10 @@ use super::cohort::{Cohort, Member, Push, Reader};
 use super::signal::{close_code, Frame, SessionSignal};
 
 pub type SubscriptionId = u64;
+/// A `select=` list.
+type Columns = Box<[Box<str>]>;
+/// A schema's tables by name.
+type Tables = HashMap<Box<str>, TableSubs>;
 type CohortId = u64;
 
 /// What a cohort's members asked for, evaluated once per change for all of them.
@@ -50,7 +55,7 @@ struct TableSubs {
     scan: Vec<CohortId>,
     eq: HashMap<Box<str>, EqIndex>,
     /// Distinct `select=` lists; `None` is the full row.
-    projections: Vec<(Option<Box<[Box<str>]>>, usize)>,
+    projections: Vec<(Option<Columns>, usize)>,
 }
 
 impl TableSubs {
@@ -100,17 +105,23 @@ impl Outcome {
             Verdict::Drop => Outcome::Drop,
             Verdict::Pass => Outcome::Pass,
             Verdict::Rewritten(frame) => Outcome::Rewritten(Frame::from(frame)),
-            Verdict::Error(message) => {
-                let mut text = String::with_capacity(64 + message.len());
-                text.push_str(r#"{"type":"error","error":"plugin_error","plugin":"#);
-                crate::decode::put_str(&mut text, group.plugin_name());
-                text.push_str(r#","message":"#);
-                crate::decode::put_str(&mut text, &message);
-                text.push('}');
-                Outcome::Failed(Frame::from(text), group.failing())
-            }
+            Verdict::Error(message) => Outcome::Failed(
+                plugin_error_frame(group.plugin_name(), &message),
+                group.failing(),
+            ),
         }
     }
+}
+
+/// The `error` frame of a plugin that failed on one change.
+pub(super) fn plugin_error_frame(plugin: &str, message: &str) -> Frame {
+    let mut text = String::with_capacity(64 + message.len());
+    text.push_str(r#"{"type":"error","error":"plugin_error","plugin":"#);
+    crate::decode::put_str(&mut text, plugin);
+    text.push_str(r#","message":"#);
+    crate::decode::put_str(&mut text, message);
+    text.push('}');
+    Frame::from(text)
 }
 
 /// Per-dispatch scratch reused across changes so fan-out allocates nothing once warm.
@@ -134,10 +145,13 @@ pub struct Scratch {
 /// changes), and a full cohort log is remembered in `Scratch::blocked` and waited on (bounded) by
 /// `drain_blocked` before the next message, outside the lock.
 pub struct Hub {
-    tables: RwLock<HashMap<Box<str>, HashMap<Box<str>, TableSubs>>>,
+    tables: RwLock<HashMap<Box<str>, Tables>>,
     next_id: AtomicU64,
     /// Highest LSN handed to the hub (start of the last dispatched message).
     position: AtomicU64,
+    /// Stream position of the last change dispatched, as (commit LSN, ordinal); what a new
+    /// subscription starts after.
+    last_pos: parking_lot::Mutex<Pos>,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
 }
@@ -150,6 +164,7 @@ impl Hub {
             tables: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             position: AtomicU64::new(0),
+            last_pos: parking_lot::Mutex::new(Pos::ZERO),
             queue_capacity,
             metrics,
         })
@@ -164,13 +179,49 @@ impl Hub {
         self.position.fetch_max(lsn.0, Ordering::AcqRel);
     }
 
+    /// The stream position of the last change dispatched (`Pos::ZERO` before the first).
+    pub fn last_pos(&self) -> Pos {
+        *self.last_pos.lock()
+    }
+
+    /// After a restart: changes up to `pos` were dispatched by an earlier run (the journal holds
+    /// them), so new subscriptions start after it.
+    pub fn resume_after(&self, pos: Pos) {
+        self.note_pos(pos);
+    }
+
+    /// Record `pos` as dispatched. Called under the registry's read lock, so a subscription
+    /// (registered under the write lock) sees exactly the changes after the position it reads.
+    fn note_pos(&self, pos: Pos) {
+        let mut last = self.last_pos.lock();
+        if pos > *last {
+            *last = pos;
+        }
+    }
+
     /// Register a subscription. Every change dispatched after this returns is considered for it.
     pub fn subscribe(
         self: &Arc<Self>,
         req: SubscribeRequest<'_>,
         signal: Arc<SessionSignal>,
     ) -> Subscription {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.reserve_id();
+        self.subscribe_with_id(req, signal, id)
+    }
+
+    /// A subscription id for a session that announces itself before it registers (a resume
+    /// replays the journal first).
+    pub fn reserve_id(&self) -> SubscriptionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// `subscribe` with an id from `reserve_id`.
+    pub fn subscribe_with_id(
+        self: &Arc<Self>,
+        req: SubscribeRequest<'_>,
+        signal: Arc<SessionSignal>,
+        id: SubscriptionId,
+    ) -> Subscription {
         let mut tables = self.tables.write();
         let t = tables
             .entry(req.schema.into())
@@ -216,6 +267,7 @@ impl Hub {
             }
         };
         let reader = t.cohorts[&cohort_id].cohort.join(signal);
+        let start = self.last_pos();
         drop(tables);
         self.metrics.subscriptions.inc();
         Subscription {
@@ -225,6 +277,7 @@ impl Hub {
             schema: req.schema.into(),
             table: req.table.into(),
             reader,
+            start,
         }
     }
 
@@ -284,6 +337,9 @@ impl Hub {
     pub fn dispatch(&self, change: &Change<'_>, scratch: &mut Scratch) {
         let Some(op) = change.op() else { return };
         let tables = self.tables.read();
+        if let Some(pos) = change.pos() {
+            self.note_pos(pos);
+        }
         let Some(t) = tables
             .get(change.schema())
             .and_then(|s| s.get(change.table()))
@@ -459,9 +515,18 @@ pub struct Subscription {
     schema: Box<str>,
     table: Box<str>,
     reader: Reader,
+    /// The position of the last change dispatched before it was registered: it receives every
+    /// change after this one.
+    start: Pos,
 }
 
 impl Subscription {
+    /// Every change after this position reaches the subscription (`Pos::ZERO`: no change was
+    /// dispatched yet since walcast started).
+    pub fn start(&self) -> Pos {
+        self.start
+    }
+
     pub fn id(&self) -> SubscriptionId {
         self.id
     }

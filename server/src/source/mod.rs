@@ -89,6 +89,12 @@ pub trait Consumer: Send {
     fn flush(&mut self) {}
     /// The connection was lost; the next message replays from the slot's confirmed position.
     fn on_reconnect(&mut self);
+    /// The position the slot may be confirmed to, given `candidate` (the end of the last
+    /// transaction handed over, or an idle keepalive's position): a consumer that keeps what it
+    /// takes (the journal) holds it back to what it has made durable.
+    fn confirmable(&self, candidate: Lsn) -> Lsn {
+        candidate
+    }
 }
 
 /// Shared, lock-free view of the source for /readyz and /metrics (only the rarely written last

@@ -150,7 +150,8 @@ async fn session<C: Consumer>(
                 consumer.ready().await;
                 // Back-pressure can hold this loop for long: keep the walsender's timeout fed.
                 if last_status.elapsed() >= cfg.status_interval {
-                    send_status(&mut conn, fb, status, false).await?;
+                    send_status(&mut conn, consumer.confirmable(fb.flushable), status, false)
+                        .await?;
                     last_status = tokio::time::Instant::now();
                 }
             }
@@ -175,20 +176,25 @@ async fn session<C: Consumer>(
             }
             conn.rbuf.advance(total);
         }
+        // The consumer makes the burst durable first (journal group commit), so the reply below
+        // can confirm it.
+        consumer.flush();
         if reply {
-            send_status(&mut conn, fb, status, false).await?;
+            send_status(&mut conn, consumer.confirmable(fb.flushable), status, false).await?;
             last_status = tokio::time::Instant::now();
         }
-        consumer.flush();
         // Frames still waiting for a full cohort log go out before the stream idles.
         consumer.ready().await;
         conn.reserve_for_read();
         // Cancel and the timer come before reading so that a busy stream cannot starve them.
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return close(&mut conn, fb, status).await,
+            _ = cancel.cancelled() => {
+                consumer.flush();
+                return close(&mut conn, consumer.confirmable(fb.flushable), status).await;
+            }
             _ = ticker.tick() => {
-                send_status(&mut conn, fb, status, false).await?;
+                send_status(&mut conn, consumer.confirmable(fb.flushable), status, false).await?;
                 last_status = tokio::time::Instant::now();
             }
             n = conn.io.read_buf(&mut conn.rbuf) => {
@@ -246,27 +252,27 @@ fn on_copy_data<C: Consumer>(
 
 async fn send_status(
     conn: &mut Conn,
-    fb: &Feedback,
+    flush: Lsn,
     status: &SourceStatus,
     reply: bool,
 ) -> Result<(), SourceError> {
     proto::encode_status_update(
         &mut conn.wbuf,
-        fb.flushable,
+        flush,
         proto::pg_time_micros(SystemTime::now()),
         reply,
     );
     conn.send().await?;
     status
         .flushed
-        .store(fb.flushable.0, std::sync::atomic::Ordering::Relaxed);
-    debug!(flush = %fb.flushable, "sent standby status update");
+        .store(flush.0, std::sync::atomic::Ordering::Relaxed);
+    debug!(%flush, "sent standby status update");
     Ok(())
 }
 
 /// Final feedback, then a polite end of the stream so the walsender exits at once.
-async fn close(conn: &mut Conn, fb: &Feedback, status: &SourceStatus) -> Result<(), SourceError> {
-    send_status(conn, fb, status, false).await?;
+async fn close(conn: &mut Conn, flush: Lsn, status: &SourceStatus) -> Result<(), SourceError> {
+    send_status(conn, flush, status, false).await?;
     frontend::copy_done(&mut conn.wbuf);
     conn.send().await?;
     let drain = async {
@@ -284,6 +290,6 @@ async fn close(conn: &mut Conn, fb: &Feedback, status: &SourceStatus) -> Result<
     }
     frontend::terminate(&mut conn.wbuf);
     let _ = conn.send().await;
-    info!(flush = %fb.flushable, "replication stream closed");
+    info!(%flush, "replication stream closed");
     Ok(())
 }

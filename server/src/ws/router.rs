@@ -19,8 +19,11 @@ use tokio_util::task::TaskTracker;
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, Filter, QueryError, TableName};
 use crate::hub::{Hub, SessionSignal, SubscribeRequest};
+use crate::journal::{JournalError, JournalHandle, ParsePosError, Pos};
 use crate::metrics::Metrics;
 use crate::source::{Lsn, SourceStatus};
+
+use super::resume::Resume;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +41,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown waits for the last one to send its close frame.
     pub sessions: TaskTracker,
+    /// Readers of the journal for sessions that resume after a position (`from=`).
+    pub journal: JournalHandle,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -66,7 +71,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
-            "catalog_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "catalog_unavailable" | "journal_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+            "position_expired" => StatusCode::CONFLICT,
             _ => StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST),
         };
         (
@@ -86,7 +92,7 @@ async fn ws_handler(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (request, filter, plugin, key) = match validate(&st, &uri).await {
+    let (request, filter, plugin, key, resume) = match validate(&st, &uri).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -100,18 +106,42 @@ async fn ws_handler(
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| {
-            sessions.track_future(session(socket, st, request, filter, plugin, key))
+        .on_upgrade(move |socket| async move {
+            match resume {
+                None => {
+                    sessions
+                        .track_future(session(socket, st, request, filter, plugin, key))
+                        .await
+                }
+                Some(resume) => {
+                    let resumed =
+                        super::resume::session(socket, st, request, filter, plugin, key, resume);
+                    sessions.track_future(resumed).await
+                }
+            }
         })
 }
 
-/// The request, its bound filter, its plugin group and its cohort key.
-type Validated = (filter::Request, Filter, Option<Arc<PluginGroup>>, String);
+/// The request, its bound filter, its plugin group, its cohort key and, with `from=`, where it
+/// resumes.
+type Validated = (
+    filter::Request,
+    Filter,
+    Option<Arc<PluginGroup>>,
+    String,
+    Option<Resume>,
+);
+
+/// Query keys that say where a session starts, not what it receives: not part of the cohort key.
+const POSITION_KEYS: [&str; 1] = ["from"];
 
 /// Requests with the same parameters (in any order) and plugin group share a cohort: one
 /// evaluation and one frame per change for all of them.
 fn cohort_key(params: &[(String, String)], plugin: Option<&PluginGroup>) -> String {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    let mut sorted: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, _)| !POSITION_KEYS.contains(&k.as_str()))
+        .collect();
     sorted.sort();
     let mut key = String::new();
     for (k, v) in sorted {
@@ -154,7 +184,43 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
     let key = cohort_key(&params, plugin.as_deref());
-    Ok((request, filter, plugin, key))
+    let resume = resume_from(st, &params)?;
+    Ok((request, filter, plugin, key, resume))
+}
+
+/// `from=<pos>`: a reader of the journal after that position, or 409 `position_expired` when
+/// retention removed part of what follows it.
+fn resume_from(st: &AppState, params: &[(String, String)]) -> Result<Option<Resume>, ApiError> {
+    let mut given = params.iter().filter(|(k, _)| k == "from");
+    let Some((_, text)) = given.next() else {
+        return Ok(None);
+    };
+    if given.next().is_some() {
+        return Err(api_error("bad_query", "from= given more than once".into()));
+    }
+    let from: Pos = text.parse().map_err(|e: ParsePosError| {
+        api_error(
+            "bad_position",
+            format!("{e}; hand back the `pos` of a change frame or of `subscribed`"),
+        )
+    })?;
+    match st.journal.reader(from) {
+        Ok(reader) => Ok(Some(Resume { from, reader })),
+        Err(JournalError::Expired { horizon, .. }) => Err(api_error(
+            "position_expired",
+            format!(
+                "the journal no longer holds the changes after {from} (it keeps those after \
+                 {horizon}); read the current rows again and subscribe without from="
+            ),
+        )),
+        Err(error) => {
+            tracing::error!(%error, %from, "journal reader failed");
+            Err(api_error(
+                "journal_unavailable",
+                "the journal cannot be read right now; retry shortly".into(),
+            ))
+        }
+    }
 }
 
 /// Find or create the (plugin, params) group; instantiation and `walcast_init` run off the async
@@ -207,21 +273,21 @@ async fn lookup_columns(
 }
 
 /// `lsn` is the position the stream had reached when the subscription was registered, left out
-/// while none is known yet.
-fn subscribed_frame(id: u64, table: &TableName, lsn: Lsn) -> Message {
+/// while none is known yet; `pos` the stream position it receives every change after.
+pub(super) fn subscribed_frame(id: u64, table: &TableName, lsn: Lsn, pos: Pos) -> Message {
     // Built by hand so `type` comes first, as in every other frame.
     let table = serde_json::Value::from(table.to_string());
     let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
     if lsn > Lsn(0) {
         body.push_str(&format!(r#","lsn":"{lsn}""#));
     }
-    body.push('}');
+    body.push_str(&format!(r#","pos":"{pos}"}}"#));
     Message::Text(body.into())
 }
 
 /// Where the stream stands: the last message the hub took in or, before the first one, how far
 /// the server had sent (keepalives) or written (at connect) its WAL.
-fn stream_position(st: &AppState) -> Lsn {
+pub(super) fn stream_position(st: &AppState) -> Lsn {
     let taken = st.hub.position();
     if taken > Lsn(0) {
         return taken;
@@ -253,9 +319,14 @@ async fn session(
         signal.clone(),
     );
     st.metrics.sessions.inc();
-    let first = subscribed_frame(subscription.id(), &table, stream_position(&st));
+    let first = subscribed_frame(
+        subscription.id(),
+        &table,
+        stream_position(&st),
+        subscription.start(),
+    );
     let (sink, stream) = socket.split();
-    super::session::serve(sink, stream, subscription.reader(), signal, first).await;
+    super::session::serve(sink, stream, subscription.reader(), signal, Some(first)).await;
     drop(subscription);
     st.metrics.sessions.dec();
 }

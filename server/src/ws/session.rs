@@ -39,13 +39,15 @@ pub(crate) async fn serve<S, R, E>(
     mut stream: R,
     cohort: &Reader,
     signal: Arc<SessionSignal>,
-    first: Message,
+    first: Option<Message>,
 ) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
 {
-    if sink.send(first).await.is_err() {
-        return;
+    if let Some(first) = first {
+        if sink.send(first).await.is_err() {
+            return;
+        }
     }
     let client_gone = CancellationToken::new();
     let reader = tokio::spawn({
@@ -138,7 +140,14 @@ mod tests {
             let signal = signal.clone();
             async move {
                 let hello = Message::Text("hello".into());
-                serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await
+                serve(
+                    out_tx.sink_map_err(|_| ()),
+                    in_rx,
+                    &reader,
+                    signal,
+                    Some(hello),
+                )
+                .await
             }
         });
         assert_eq!(text(&out_rx.next().await.unwrap()), "hello");
@@ -163,7 +172,14 @@ mod tests {
         let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         let task = tokio::spawn(async move {
             let hello = Message::Text("hello".into());
-            serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await
+            serve(
+                out_tx.sink_map_err(|_| ()),
+                in_rx,
+                &reader,
+                signal,
+                Some(hello),
+            )
+            .await
         });
         out_rx.next().await.unwrap();
         let reason = r#"plugin "threshold" trapped: wasm `unreachable` instruction executed"#;
@@ -188,7 +204,14 @@ mod tests {
         let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         let task = tokio::spawn(async move {
             let hello = Message::Text("hello".into());
-            serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await
+            serve(
+                out_tx.sink_map_err(|_| ()),
+                in_rx,
+                &reader,
+                signal,
+                Some(hello),
+            )
+            .await
         });
         out_rx.next().await.unwrap();
         root.cancel();
@@ -209,6 +232,13 @@ mod tests {
         let (in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         in_tx.unbounded_send(Ok(Message::Close(None))).unwrap();
         let hello = Message::Text("hello".into());
-        serve(out_tx.sink_map_err(|_| ()), in_rx, &reader, signal, hello).await;
+        serve(
+            out_tx.sink_map_err(|_| ()),
+            in_rx,
+            &reader,
+            signal,
+            Some(hello),
+        )
+        .await;
     }
 }

@@ -6,6 +6,7 @@ mod bench;
 mod differential;
 mod errors;
 mod filters;
+mod journal;
 mod plugins;
 mod protocol;
 mod replay;

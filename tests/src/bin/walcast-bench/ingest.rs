@@ -225,8 +225,18 @@ pub async fn walcast_drain(
     rows: u64,
     opts: Drain<'_>,
 ) -> Result<Drained> {
+    // Over the Unix socket, like pg_recvlogical above: loopback TCP costs the walsender (and
+    // the kernel) noticeably more per message, which would be counted against walcast.
+    let cluster = db.cluster();
+    let unix_url = format!(
+        "host={} port={} user=postgres dbname={}",
+        cluster.socket_dir().display(),
+        cluster.port(),
+        db.name()
+    );
     let mut builder = Walcast::builder(db)
         .prefer_release()
+        .env("DATABASE_URL", &unix_url)
         .env("WALCAST_SLOT", opts.slot.unwrap_or(db.slot()));
     if let Some(capacity) = opts.queue_capacity {
         builder = builder.env("WALCAST_QUEUE_CAPACITY", capacity);

@@ -1,0 +1,135 @@
+//! Catch-up: one session's private reader of the journal, for a client that resumes after a
+//! position (`from=`). Reads the records after it, decodes and filters each exactly as dispatch
+//! does for a cohort (operations, conditions, plugin, `select=`) and builds the session's frames.
+//! Owns a decoder and an encoder per catching-up session; does not touch sockets or cohort logs.
+
+use std::sync::Arc;
+
+use crate::decode::{Decoder, FrameEncoder, Projection, Undecoded};
+use crate::filter::wasm::{PluginGroup, Verdict};
+use crate::filter::Filter;
+use crate::journal::{JournalError, JournalReader, Pos};
+
+use super::intake::decode_failed_frame;
+use super::Frame;
+
+/// What one subscription asked for, as the catch-up applies it.
+pub struct CatchUpRequest {
+    pub schema: Box<str>,
+    pub table: Box<str>,
+    pub filter: Filter,
+    pub plugin: Option<Arc<PluginGroup>>,
+}
+
+pub struct CatchUp {
+    reader: JournalReader,
+    request: CatchUpRequest,
+    decoder: Decoder,
+    encoder: FrameEncoder,
+    /// The last position read from the journal (sent or filtered out).
+    last: Pos,
+}
+
+/// Outcome of one `CatchUp::fill`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// `max` frames were produced; call again.
+    More,
+    /// The journal has nothing more after `position()` for now.
+    End,
+    /// A record after `until` was reached: the live stream has everything from there on.
+    Until,
+}
+
+impl CatchUp {
+    pub fn new(reader: JournalReader, request: CatchUpRequest) -> CatchUp {
+        let last = reader.position();
+        CatchUp {
+            reader,
+            request,
+            decoder: Decoder::new(),
+            encoder: FrameEncoder::new(),
+            last,
+        }
+    }
+
+    /// The last journal position taken: everything up to it was sent or did not match.
+    pub fn position(&self) -> Pos {
+        self.last
+    }
+
+    /// Append the frames of matching changes after `position()` to `out`, at most `max`, and
+    /// none for a change after `until`.
+    pub fn fill(
+        &mut self,
+        out: &mut Vec<Frame>,
+        max: usize,
+        until: Option<Pos>,
+    ) -> Result<Fill, JournalError> {
+        let mut produced = 0;
+        while produced < max {
+            let Some(record) = self.reader.next()? else {
+                return Ok(Fill::End);
+            };
+            if until.is_some_and(|until| record.pos > until) {
+                return Ok(Fill::Until);
+            }
+            self.last = record.pos;
+            let (pos, lsn) = (record.pos, record.wal_start);
+            let table_of_payload = Undecoded::peek(record.payload);
+            let ours = table_of_payload
+                .schema
+                .is_none_or(|s| *s == *self.request.schema)
+                && table_of_payload
+                    .table
+                    .is_none_or(|t| *t == *self.request.table);
+            if !ours {
+                continue;
+            }
+            let mut change = match self.decoder.decode(record.payload) {
+                Ok(change) => change,
+                Err(error) => {
+                    // As on the live path: the client hears that a change could not be read.
+                    let seen = Undecoded::default();
+                    out.push(decode_failed_frame(lsn, error, &seen));
+                    produced += 1;
+                    continue;
+                }
+            };
+            change.set_pos(pos);
+            if change.op().is_none()
+                || change.schema() != &*self.request.schema
+                || change.table() != &*self.request.table
+            {
+                continue;
+            }
+            let req = &self.request;
+            // `matches` applies the operation mask; a truncate passes whenever it was asked for.
+            if !req.filter.matches(&change) {
+                continue;
+            }
+            let frame = match &req.plugin {
+                None => None,
+                Some(group) => match group.evaluate(&change) {
+                    Verdict::Drop => continue,
+                    Verdict::Pass => None,
+                    Verdict::Rewritten(frame) => Some(Frame::from(frame)),
+                    Verdict::Error(message) => Some(super::registry::plugin_error_frame(
+                        group.plugin_name(),
+                        &message,
+                    )),
+                },
+            };
+            let frame = frame.unwrap_or_else(|| {
+                let projection = match req.filter.select() {
+                    Some(cols) => Projection::Only(cols),
+                    None => Projection::All,
+                };
+                Frame::from(self.encoder.change(&change, projection))
+            });
+            out.push(frame);
+            produced += 1;
+        }
+        Ok(Fill::More)
+    }
+}
