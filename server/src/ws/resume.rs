@@ -10,10 +10,10 @@ use futures_util::{SinkExt, StreamExt};
 
 use crate::filter::wasm::PluginGroup;
 use crate::filter::{self, Filter};
-use crate::hub::{CatchUp, CatchUpRequest, Fill, Frame, SessionSignal, SubscribeRequest};
+use crate::hub::{CatchUp, CatchUpRequest, Fill, Frame, SessionSignal};
 use crate::journal::{JournalReader, Pos};
 
-use super::router::{subscribed_frame, AppState};
+use super::router::{subscribe_request, subscribed_frame, AppState};
 
 /// Frames written per flush while catching up.
 const BATCH: usize = 256;
@@ -58,14 +58,7 @@ pub(super) async fn session(
         // Up to the journal's end, before joining: a long replay must not hold a cohort log.
         replay(&mut sink, &mut catch_up, None, &signal, &st.shutdown).await?;
         let subscription = st.hub.subscribe_with_id(
-            SubscribeRequest {
-                schema: &table.schema,
-                table: &table.name,
-                key: &key,
-                ops: request.ops,
-                filter,
-                plugin,
-            },
+            subscribe_request(&table, &key, request.ops, filter, plugin),
             signal.clone(),
             id,
         );

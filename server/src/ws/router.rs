@@ -272,6 +272,24 @@ async fn lookup_columns(
     st.catalog.columns(table).await
 }
 
+/// What the hub files for a validated request.
+pub(super) fn subscribe_request<'a>(
+    table: &'a TableName,
+    key: &'a str,
+    ops: u8,
+    filter: Filter,
+    plugin: Option<Arc<PluginGroup>>,
+) -> SubscribeRequest<'a> {
+    SubscribeRequest {
+        schema: &table.schema,
+        table: &table.name,
+        key,
+        ops,
+        filter,
+        plugin,
+    }
+}
+
 /// `lsn` is the position the stream had reached when the subscription was registered, left out
 /// while none is known yet; `pos` the stream position it receives every change after.
 pub(super) fn subscribed_frame(id: u64, table: &TableName, lsn: Lsn, pos: Pos) -> Message {
@@ -308,14 +326,7 @@ async fn session(
     // Registered before `subscribed` is sent: every change committed after the client sees it
     // is dispatched to this subscription.
     let subscription = st.hub.subscribe(
-        SubscribeRequest {
-            schema: &table.schema,
-            table: &table.name,
-            key: &key,
-            ops: request.ops,
-            filter,
-            plugin,
-        },
+        subscribe_request(&table, &key, request.ops, filter, plugin),
         signal.clone(),
     );
     st.metrics.sessions.inc();

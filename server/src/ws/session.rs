@@ -162,26 +162,34 @@ mod tests {
         task.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn a_failing_plugin_closes_with_4010_and_names_itself() {
-        let root = CancellationToken::new();
+    /// A session on a fresh cohort, past its `hello`: the cohort, the session's signal, what it
+    /// writes, and its task.
+    async fn started(
+        root: &CancellationToken,
+    ) -> (
+        Arc<Cohort>,
+        fmpsc::UnboundedReceiver<Message>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let cohort = Cohort::new(8);
-        let signal = SessionSignal::new(&root);
+        let signal = SessionSignal::new(root);
         let reader = cohort.join(signal.clone());
         let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
         let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
         let task = tokio::spawn(async move {
+            let _keep_client_open = _in_tx;
             let hello = Message::Text("hello".into());
-            serve(
-                out_tx.sink_map_err(|_| ()),
-                in_rx,
-                &reader,
-                signal,
-                Some(hello),
-            )
-            .await
+            let sink = out_tx.sink_map_err(|_| ());
+            serve(sink, in_rx, &reader, signal, Some(hello)).await
         });
-        out_rx.next().await.unwrap();
+        assert_eq!(text(&out_rx.next().await.unwrap()), "hello");
+        (cohort, out_rx, task)
+    }
+
+    #[tokio::test]
+    async fn a_failing_plugin_closes_with_4010_and_names_itself() {
+        let root = CancellationToken::new();
+        let (cohort, mut out_rx, task) = started(&root).await;
         let reason = r#"plugin "threshold" trapped: wasm `unreachable` instruction executed"#;
         cohort.close_all(close_code::PLUGIN_FAILING, Some(reason));
         match out_rx.next().await.unwrap() {
@@ -197,23 +205,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_closes_with_1001() {
         let root = CancellationToken::new();
-        let cohort = Cohort::new(8);
-        let signal = SessionSignal::new(&root);
-        let reader = cohort.join(signal.clone());
-        let (out_tx, mut out_rx) = fmpsc::unbounded::<Message>();
-        let (_in_tx, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
-        let task = tokio::spawn(async move {
-            let hello = Message::Text("hello".into());
-            serve(
-                out_tx.sink_map_err(|_| ()),
-                in_rx,
-                &reader,
-                signal,
-                Some(hello),
-            )
-            .await
-        });
-        out_rx.next().await.unwrap();
+        let (_cohort, mut out_rx, task) = started(&root).await;
         root.cancel();
         match out_rx.next().await.unwrap() {
             Message::Close(Some(f)) => assert_eq!(f.code, 1001),
