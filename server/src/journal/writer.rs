@@ -63,6 +63,9 @@ pub struct Journal {
     broken: bool,
 }
 
+/// How long `open` waits for the directory lock before saying another walcast holds it.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Journal {
     /// Creates `cfg.dir` if needed, locks it, repairs what a crash left, and resumes at the end
     /// of the last complete transaction.
@@ -86,10 +89,18 @@ impl Journal {
             .write(true)
             .open(&lock_path)
             .map_err(JournalError::io("open", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(JournalError::Locked { dir }),
-            Err(TryLockError::Error(e)) => return Err(JournalError::io("lock", &lock_path)(e)),
+        // A short grace: a walcast that is just exiting, or a process forked by this one and not
+        // yet at its exec (it shares the lock until then), lets go within moments.
+        let give_up = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => return Err(JournalError::Locked { dir }),
+                Err(TryLockError::Error(e)) => return Err(JournalError::io("lock", &lock_path)(e)),
+            }
         }
 
         let found = recover(&dir)?;
