@@ -31,6 +31,16 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// Decode + dispatch time per change, seconds.
     pub decode_seconds: Histogram,
+    /// Journal size on disk (plus what is buffered), bytes.
+    pub journal_bytes: Gauge,
+    /// Journal segment files.
+    pub journal_segments: Gauge,
+    /// Time spent in journal flushes (write + fsync per burst), seconds.
+    pub journal_flush_seconds: Histogram,
+    /// Journal segments removed by retention.
+    pub journal_segments_removed: Counter,
+    /// Sessions replaying the journal (`from=`) right now.
+    pub catchup_sessions: Gauge,
     /// Per plugin (label `plugin`): calls, traps, deadline hits, error verdicts, call time.
     plugin_calls: Family<Vec<(String, String)>, Counter>,
     plugin_traps: Family<Vec<(String, String)>, Counter>,
@@ -61,6 +71,11 @@ impl Metrics {
             slot_lag_bytes: Gauge::default(),
             reconnects: Counter::default(),
             decode_seconds: Histogram::new(exponential_buckets(1e-7, 4.0, 10)),
+            journal_bytes: Gauge::default(),
+            journal_segments: Gauge::default(),
+            journal_flush_seconds: Histogram::new(exponential_buckets(1e-5, 4.0, 10)),
+            journal_segments_removed: Counter::default(),
+            catchup_sessions: Gauge::default(),
             plugin_calls: Family::default(),
             plugin_traps: Family::default(),
             plugin_deadline_hits: Family::default(),
@@ -69,6 +84,31 @@ impl Metrics {
             plugin_call_seconds: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "journal_bytes",
+            "Journal size on disk and buffered",
+            m.journal_bytes.clone(),
+        );
+        registry.register(
+            "journal_segments",
+            "Journal segment files",
+            m.journal_segments.clone(),
+        );
+        registry.register(
+            "journal_flush_seconds",
+            "Journal flush time per burst (write and fsync)",
+            m.journal_flush_seconds.clone(),
+        );
+        registry.register(
+            "journal_segments_removed",
+            "Journal segments removed by retention",
+            m.journal_segments_removed.clone(),
+        );
+        registry.register(
+            "catchup_sessions",
+            "Sessions replaying the journal",
+            m.catchup_sessions.clone(),
+        );
         registry.register(
             "messages_received",
             "XLogData messages received",

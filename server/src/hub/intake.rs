@@ -156,15 +156,26 @@ impl Intake {
             return;
         };
         match journal.trim(std::time::SystemTime::now(), None) {
-            Ok(outcome) if outcome.deleted_segments > 0 => tracing::info!(
-                segments = outcome.deleted_segments,
-                bytes = outcome.deleted_bytes,
-                horizon = %outcome.horizon,
-                "journal retention removed the oldest segments"
-            ),
+            Ok(outcome) if outcome.deleted_segments > 0 => {
+                self.metrics
+                    .journal_segments_removed
+                    .inc_by(outcome.deleted_segments as u64);
+                tracing::info!(
+                    segments = outcome.deleted_segments,
+                    bytes = outcome.deleted_bytes,
+                    horizon = %outcome.horizon,
+                    "journal retention removed the oldest segments"
+                );
+            }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "journal retention failed; retrying later"),
         }
+        self.metrics
+            .journal_bytes
+            .set(i64::try_from(journal.bytes()).unwrap_or(i64::MAX));
+        self.metrics
+            .journal_segments
+            .set(i64::try_from(journal.segments()).unwrap_or(i64::MAX));
     }
 
     /// Wake the sessions of the cohorts that got frames (without ending the burst).
@@ -342,7 +353,12 @@ impl Consumer for Intake {
         // Sessions first: the journal's fsync (group commit) must not delay delivery.
         self.wake();
         if let (false, Some(journal)) = (self.journal_failed, &mut self.journal) {
-            if let Err(error) = journal.flush() {
+            let started = Instant::now();
+            let flushed = journal.flush();
+            self.metrics
+                .journal_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(error) = flushed {
                 self.journal_error(error);
             }
         }

@@ -53,6 +53,7 @@ pub(super) async fn session(
             plugin: plugin.clone(),
         },
     );
+    st.metrics.catchup_sessions.inc();
     let ended = async {
         sink.send(hello).await.ok()?;
         // Up to the journal's end, before joining: a long replay must not hold a cohort log.
@@ -84,6 +85,7 @@ pub(super) async fn session(
         Some(subscription)
     }
     .await;
+    st.metrics.catchup_sessions.dec();
     if let Some(subscription) = ended {
         super::session::serve(sink, stream, subscription.reader(), signal, None).await;
         drop(subscription);

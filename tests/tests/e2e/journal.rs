@@ -187,6 +187,15 @@ async fn bad_and_expired_positions_are_refused_before_the_upgrade() -> Result<()
         if status == 409 {
             let v: Value = serde_json::from_str(&body)?;
             ensure!(v["error"] == "position_expired", "{body}");
+            let removed = server
+                .metric("walcast_journal_segments_removed_total")
+                .await?;
+            ensure!(removed > Some(0.0), "retention is counted: {removed:?}");
+            let bytes = server.metric("walcast_journal_bytes").await?;
+            ensure!(
+                bytes.is_some_and(|b| b > 0.0 && b <= 3.0 * 8192.0),
+                "journal size near max_bytes: {bytes:?}"
+            );
             break;
         }
         if tokio::time::Instant::now() >= deadline {
