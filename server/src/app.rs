@@ -102,7 +102,8 @@ pub async fn run(
             metrics.clone(),
             config.sessions.slow_consumer_timeout,
         )
-        .with_journal(journal),
+        .with_journal(journal)
+        .with_temporary_slot(config.replication.temporary),
         status.clone(),
         source_stop.clone(),
     ));

@@ -77,6 +77,9 @@ pub struct Intake {
     journal_failed: bool,
     /// When retention last ran.
     trimmed_at: Instant,
+    /// The slot is temporary: after a reconnect Postgres starts from its current position, and
+    /// what was committed meanwhile (and the rest of a transaction cut off) never comes.
+    temporary_slot: bool,
 }
 
 /// A long burst (a large transaction arriving faster than it is dispatched) still wakes sessions
@@ -106,6 +109,7 @@ impl Intake {
             journaled_end: Lsn(0),
             journal_failed: false,
             trimmed_at: Instant::now(),
+            temporary_slot: false,
         }
     }
 
@@ -118,6 +122,33 @@ impl Intake {
         self.journaled_end = journal.durable();
         self.journal = Some(journal);
         self
+    }
+
+    /// The slot is temporary (`replication.temporary`): a reconnect is a gap, said with a `gap`
+    /// frame to every subscriber instead of silence.
+    pub fn with_temporary_slot(mut self, temporary: bool) -> Self {
+        self.temporary_slot = temporary;
+        self
+    }
+
+    /// After a reconnect of a temporary slot: the transaction cut off is closed in the journal as
+    /// far as it got (nothing more of it will come), and every subscriber hears of the gap.
+    fn gap(&mut self) {
+        if let Some(txn) = self.current.take() {
+            if !txn.skip_all && txn.seen > 0 && txn.commit > Lsn(0) {
+                self.journal_commit(txn.commit, txn.commit);
+            }
+        }
+        self.cut = None;
+        let after = self.hub.last_pos();
+        tracing::warn!(%after, "temporary slot recreated after a disconnect: changes committed meanwhile are not delivered; subscribers get a gap frame");
+        let mut text = String::with_capacity(256);
+        text.push_str(r#"{"type":"gap","after":""#);
+        text.push_str(&after.to_string());
+        text.push_str(r#"","message":"the replication connection was lost and walcast uses a temporary slot: changes committed while it was disconnected are not delivered; read the rows you show again"}"#);
+        self.hub
+            .dispatch_error(None, &Frame::from(text), &mut self.scratch);
+        self.wake();
     }
 
     fn journal_error(&mut self, error: crate::journal::JournalError) {
@@ -381,6 +412,10 @@ impl Consumer for Intake {
     }
 
     fn on_reconnect(&mut self) {
+        if self.temporary_slot {
+            self.gap();
+            return;
+        }
         // A transaction cut before its first change, or one delivered earlier and being skipped,
         // leaves nothing to remember; an earlier cut not yet resent stays as it is.
         if let Some(txn) = self.current.take() {

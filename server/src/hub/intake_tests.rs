@@ -230,3 +230,37 @@ fn an_undecodable_begin_or_commit_is_logged_not_sent() {
     assert!(rig.received().is_empty());
     assert_eq!(rig.intake.metrics.decode_errors.get(), 1);
 }
+
+#[test]
+fn a_temporary_slot_reconnect_is_a_gap_frame_and_the_journal_goes_on() {
+    use crate::journal::{Journal, JournalConfig, Pos};
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(JournalConfig::new(dir.path())).unwrap();
+    let handle = journal.handle();
+    let mut rig = Rig::new();
+    rig.intake = std::mem::replace(
+        &mut rig.intake,
+        Intake::new(
+            Hub::new(Arc::new(Metrics::new()), 1),
+            Arc::new(Metrics::new()),
+            Duration::from_secs(1),
+        ),
+    )
+    .with_journal(journal)
+    .with_temporary_slot(true);
+    let cut_off = copy_txn(10, 1000, 1);
+    // Cut after two changes; the new temporary slot starts later: the rest never comes.
+    rig.feed(&cut_off[..3]);
+    rig.intake.on_reconnect();
+    rig.feed(&copy_txn(11, 2000, 101));
+    assert_eq!(rig.received(), vec![1, 2, -1, 101, 102, 103, 104, 105, 106]);
+    // The journal closed the cut transaction where it stopped and took the next one.
+    let mut reader = handle.reader(Pos::ZERO).unwrap();
+    let mut positions = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        positions.push(record.pos);
+    }
+    assert_eq!(positions.len(), 2 + 6, "{positions:?}");
+    assert_eq!(positions[1], Pos::new(lsn(1000), 2));
+    assert_eq!(positions[2], Pos::new(lsn(2000), 1));
+}

@@ -221,3 +221,47 @@ async fn bad_and_expired_positions_are_refused_before_the_upgrade() -> Result<()
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_temporary_slot_reconnect_sends_a_gap_frame() -> Result<()> {
+    let cluster = PgCluster::shared();
+    let db = TestDb::new(cluster, "gap").await?;
+    db.exec("CREATE TABLE items (id int primary key, v text NOT NULL DEFAULT 'x')")
+        .await?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_TEMPORARY_SLOT", "true")
+        .start()
+        .await?;
+    let (mut c, _) = WsClient::subscribe(&server, &[("query", "insert:items")]).await?;
+    db.exec("INSERT INTO items (id) VALUES (1)").await?;
+    expect_rows(&mut c, [1], "before the cut").await?;
+    let admin = cluster.connect("postgres").await?;
+    let cut = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(active_pid)) FROM pg_replication_slots
+              WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            &[&db.slot()],
+        )
+        .await?;
+    ensure!(cut.get::<_, i64>(0) == 1, "no walsender to terminate");
+    match c.next_frame(STEP).await? {
+        Frame::Json(v, _) if v["type"] == "gap" => {
+            ensure!(v["after"].is_string() && v["message"].is_string(), "{v}");
+        }
+        other => bail!("expected a gap frame, got {other:?}"),
+    }
+    // The stream goes on from the new slot.
+    let deadline = tokio::time::Instant::now() + STEP;
+    let mut next = 2;
+    loop {
+        db.exec(&format!("INSERT INTO items (id) VALUES ({next})"))
+            .await?;
+        match c.next_frame(Duration::from_millis(500)).await {
+            Ok(Frame::Json(v, _)) if v["type"] == "change" => break,
+            Ok(other) => bail!("unexpected {other:?}"),
+            Err(_) if tokio::time::Instant::now() < deadline => next += 1,
+            Err(e) => return Err(e.context("no change after the reconnect")),
+        }
+    }
+    Ok(())
+}
