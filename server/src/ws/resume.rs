@@ -10,8 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 
 use crate::filter::wasm::PluginGroup;
 use crate::filter::{self, Filter};
-use crate::hub::{CatchUp, CatchUpRequest, Fill, Frame, SessionSignal};
-use crate::journal::{JournalReader, Pos};
+use crate::hub::{close_code, CatchUp, CatchUpRequest, Fill, Frame, SessionSignal};
+use crate::journal::{JournalError, JournalReader, Pos};
 
 use super::router::{subscribe_request, subscribed_frame, AppState};
 
@@ -113,6 +113,18 @@ where
         }
         let fill = match catch_up.fill(&mut batch, BATCH, until) {
             Ok(fill) => fill,
+            // Retention removed what this session still had to read: it fell behind, like a
+            // slow consumer.
+            Err(JournalError::Expired { .. }) => {
+                tracing::info!(at = %catch_up.position(), "a resuming session fell behind the journal's retention (4008)");
+                close(
+                    sink,
+                    close_code::SLOW_CONSUMER,
+                    "fell behind the journal's retention",
+                )
+                .await;
+                return None;
+            }
             Err(error) => {
                 tracing::error!(%error, at = %catch_up.position(), "journal read failed for a resuming session");
                 close(sink, INTERNAL_ERROR, "journal read failed").await;
