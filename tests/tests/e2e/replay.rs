@@ -120,10 +120,10 @@ fn raw_value<'a>(raw: &'a str, image: &str, column: &str) -> Option<&'a str> {
     let key = format!(r#""{column}":"#);
     let at = image_at + raw[image_at..].find(&key)? + key.len();
     let rest = &raw[at..];
-    let end = if rest.starts_with('"') {
-        1 + rest[1..].find('"')? + 1
-    } else {
-        rest.find([',', '}'])?
+    let end = match rest.strip_prefix('"') {
+        // A string (arrays of numerics are strings in wal2json), with its quotes.
+        Some(inner) => inner.find('"')? + 2,
+        None => rest.find([',', '}'])?,
     };
     Some(&rest[..end])
 }
