@@ -16,11 +16,13 @@ pub struct Args {
     pub rate: u64,
     pub seconds: u64,
     pub batch: u64,
+    /// `journal.fsync` policies walcast runs with (`ingest`).
+    pub fsync: Vec<String>,
 }
 
 /// Every scenario with the flags it takes; `smoke` takes none.
 pub const SCENARIOS: &[(&str, &[&str])] = &[
-    ("ingest", &["--rows", "--small", "--runs"]),
+    ("ingest", &["--rows", "--small", "--runs", "--fsync"]),
     (
         "latency",
         &["--subscribers", "--rate", "--seconds", "--runs"],
@@ -62,6 +64,7 @@ pub fn defaults(scenario: &str) -> Args {
         rate: 500,
         seconds: 10,
         batch: 10,
+        fsync: vec!["burst".to_owned()],
     };
     match scenario {
         "latency" => a.rate = 5_000,
@@ -114,6 +117,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         match flag.as_str() {
             "--subscribers" => a.subscribers = list(&flag, &value)?,
             "--groups" => a.groups = list(&flag, &value)?,
+            "--fsync" => a.fsync = policies(&value)?,
             _ => {
                 let n = number(&flag, &value)?;
                 match flag.as_str() {
@@ -149,6 +153,17 @@ fn number(flag: &str, value: &str) -> Result<u64> {
         .replace('_', "")
         .parse()
         .with_context(|| format!("{flag} {value}: not a number"))
+}
+
+/// A comma list of `journal.fsync` policies, e.g. `always,burst,never`.
+fn policies(value: &str) -> Result<Vec<String>> {
+    value
+        .split(',')
+        .map(|p| match p.trim() {
+            p @ ("always" | "burst" | "never") => Ok(p.to_owned()),
+            other => bail!("--fsync {other:?}: use always, burst or never (a comma list)"),
+        })
+        .collect()
 }
 
 /// A comma list of positive counts, e.g. `1000,10000,50000`.

@@ -90,11 +90,15 @@ pub async fn backlog(db: &TestDb<'_>, slots: &[&str], workload: Workload) -> Res
 
 pub async fn ingest(cluster: &PgCluster, args: &Args) -> Result<()> {
     println!("# ingest: walcast (1 subscriber on *:bench) vs pg_recvlogical, same slot options, same backlog");
-    println!("| workload | wal2json messages | pg_recvlogical rows/s | walcast rows/s | ratio walcast/pg | runs |");
-    println!("|---|---|---|---|---|---|");
+    println!("| workload | journal.fsync | wal2json messages | pg_recvlogical rows/s | walcast rows/s | ratio walcast/pg | per-run ratios |");
+    println!("|---|---|---|---|---|---|---|");
     let workloads = [Workload::BigTx(args.rows), Workload::Small(args.small)];
     // `--rows 0` or `--small 0` skips that workload.
-    for workload in workloads.into_iter().filter(|w| w.rows() > 0) {
+    let cases = workloads
+        .into_iter()
+        .filter(|w| w.rows() > 0)
+        .flat_map(|w| args.fsync.iter().map(move |policy| (w, policy.as_str())));
+    for (workload, policy) in cases {
         let mut pg = Vec::new();
         let mut wc = Vec::new();
         let mut ratios = Vec::new();
@@ -104,10 +108,18 @@ pub async fn ingest(cluster: &PgCluster, args: &Args) -> Result<()> {
             backlog(&db, &[&pg_slot, db.slot()], workload).await?;
             let pg_secs = pg_recvlogical_drain(&db, &pg_slot, workload.messages()).await?;
             let pg_rows_per_s = workload.rows() as f64 / pg_secs;
-            let drain =
-                walcast_drain(&db, "query=*:bench", workload.rows(), Drain::ingest()).await?;
+            let drain = walcast_drain(
+                &db,
+                "query=*:bench",
+                workload.rows(),
+                Drain {
+                    fsync: Some(policy),
+                    ..Drain::ingest()
+                },
+            )
+            .await?;
             eprintln!(
-                "  {} run {run}: pg_recvlogical {pg_rows_per_s:.0} rows/s, walcast {:.0} rows/s (subscriber joined after {} rows)",
+                "  {} fsync={policy} run {run}: pg_recvlogical {pg_rows_per_s:.0} rows/s, walcast {:.0} rows/s (subscriber joined after {} rows)",
                 workload.name(),
                 drain.rows_per_s,
                 drain.missed_at_start
@@ -116,14 +128,15 @@ pub async fn ingest(cluster: &PgCluster, args: &Args) -> Result<()> {
             pg.push(pg_rows_per_s);
             wc.push(drain.rows_per_s);
         }
+        let per_run: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {} |",
+            "| {} | {policy} | {} | {:.0} | {:.0} | {:.2} | {} |",
             workload.name(),
             workload.messages(),
             median(&mut pg),
             median(&mut wc),
             median(&mut ratios),
-            args.runs
+            per_run.join(", ")
         );
     }
     Ok(())
@@ -190,6 +203,8 @@ async fn pg_recvlogical_drain(db: &TestDb<'_>, slot: &str, messages: u64) -> Res
 pub struct Drain<'a> {
     /// `WALCAST_QUEUE_CAPACITY`; `None` keeps walcast's default.
     pub queue_capacity: Option<&'a str>,
+    /// `WALCAST_JOURNAL_FSYNC`; `None` keeps walcast's default (`burst`).
+    pub fsync: Option<&'a str>,
     pub plugin_dir: Option<&'a Path>,
     pub slot: Option<&'a str>,
 }
@@ -199,6 +214,7 @@ impl Drain<'_> {
     pub fn ingest() -> Drain<'static> {
         Drain {
             queue_capacity: Some("65536"),
+            fsync: None,
             plugin_dir: None,
             slot: None,
         }
@@ -240,6 +256,9 @@ pub async fn walcast_drain(
         .env("WALCAST_SLOT", opts.slot.unwrap_or(db.slot()));
     if let Some(capacity) = opts.queue_capacity {
         builder = builder.env("WALCAST_QUEUE_CAPACITY", capacity);
+    }
+    if let Some(policy) = opts.fsync {
+        builder = builder.env("WALCAST_JOURNAL_FSYNC", policy);
     }
     if let Some(dir) = opts.plugin_dir {
         // A roomier deadline than the default: on this shared 2-core box a descheduled
