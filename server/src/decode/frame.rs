@@ -3,7 +3,6 @@
 //! becomes shared bytes without another UTF-8 check or copy. Does not decide who receives it.
 
 use super::change::{Change, Field, Image, Kind, Op};
-use crate::journal::Pos;
 
 /// Encodes frames. Each frame is one allocation sized from the payload, filled by appending
 /// `&str` pieces (values are copied once, escaped only when they need it).
@@ -58,7 +57,7 @@ impl FrameEncoder {
         put_str(&mut b, change.lsn());
         if let Some(pos) = change.pos() {
             b.push_str(",\"pos\":\"");
-            put_pos(&mut b, pos);
+            pos.push_text(&mut b);
             b.push('"');
         }
         b.push_str(",\"xid\":");
@@ -87,25 +86,6 @@ impl FrameEncoder {
         self.last_len = b.len();
         b
     }
-}
-
-/// A position in its text form (`Pos`'s `Display`), without the formatting machinery: 16 and 8
-/// upper-case hex digits.
-fn put_pos(b: &mut String, pos: Pos) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let commit = pos.commit.0;
-    b.extend(
-        (0..16)
-            .rev()
-            .map(|i| HEX[((commit >> (4 * i)) & 0xF) as usize] as char),
-    );
-    b.push('-');
-    let ordinal = pos.ordinal;
-    b.extend(
-        (0..8)
-            .rev()
-            .map(|i| HEX[((ordinal >> (4 * i)) & 0xF) as usize] as char),
-    );
 }
 
 /// Append the value of column `index` of `image` as JSON (as in a normal frame).

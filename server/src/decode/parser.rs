@@ -374,10 +374,9 @@ mod order {
 }
 
 /// What can still be read from a payload that failed to decode, for the `decode_failed` error
-/// frame and log line: its action letter, schema and table when they appear as plain strings.
+/// frame and log line: its schema and table when they appear as plain strings.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Undecoded<'a> {
-    pub action: Option<u8>,
     pub schema: Option<&'a str>,
     pub table: Option<&'a str>,
 }
@@ -397,7 +396,6 @@ impl<'a> Undecoded<'a> {
             std::str::from_utf8(value).ok()
         };
         Undecoded {
-            action: plain(r#""action":""#).and_then(|a| (a.len() == 1).then(|| a.as_bytes()[0])),
             schema: plain(r#""schema":""#),
             table: plain(r#""table":""#),
         }
@@ -411,11 +409,6 @@ impl<'a> Undecoded<'a> {
             Some(b'"') if payload.starts_with(PREFIX) => Some(payload[PREFIX.len()]),
             _ => None,
         }
-    }
-
-    /// A row change (or a payload whose action cannot be read): subscribers must hear of it.
-    pub fn may_be_row_change(&self) -> bool {
-        !matches!(self.action, Some(b'B' | b'C' | b'M'))
     }
 }
 

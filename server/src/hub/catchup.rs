@@ -76,23 +76,18 @@ impl CatchUp {
             }
             self.last = record.pos;
             let (pos, lsn) = (record.pos, record.wal_start);
-            let table_of_payload = Undecoded::peek(record.payload);
-            let ours = table_of_payload
-                .schema
-                .is_none_or(|s| *s == *self.request.schema)
-                && table_of_payload
-                    .table
-                    .is_none_or(|t| *t == *self.request.table);
-            if !ours {
-                continue;
-            }
             let mut change = match self.decoder.decode(record.payload) {
                 Ok(change) => change,
                 Err(error) => {
-                    // As on the live path: the client hears that a change could not be read.
-                    let seen = Undecoded::default();
-                    out.push(decode_failed_frame(lsn, error, &seen));
-                    produced += 1;
+                    // As on the live path: the subscribers of its table (all of them when the
+                    // table cannot be read) hear that a change could not be read.
+                    let seen = Undecoded::peek(record.payload);
+                    let other = seen.schema.is_some_and(|s| *s != *self.request.schema)
+                        || seen.table.is_some_and(|t| *t != *self.request.table);
+                    if !other {
+                        out.push(decode_failed_frame(lsn, error, &seen));
+                        produced += 1;
+                    }
                     continue;
                 }
             };

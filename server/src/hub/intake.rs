@@ -69,11 +69,9 @@ pub struct Intake {
     /// Where every change is appended (raw, before decoding) ahead of its dispatch; `None` runs
     /// without one (unit tests).
     journal: Option<Journal>,
-    /// End LSN of the last commit appended to the journal: the slot may be confirmed past
-    /// `Journal::durable` only once that has caught up with it.
-    journaled_end: Lsn,
-    /// The journal failed (disk full, I/O error): nothing more is appended and the slot is not
-    /// confirmed past what was durable, so Postgres keeps the WAL until walcast restarts.
+    /// The journal failed (disk full, I/O error) and said so once: nothing more is appended, and
+    /// the journal confirms nothing past what was durable, so Postgres keeps the WAL until walcast
+    /// restarts.
     journal_failed: bool,
     /// When retention last ran.
     trimmed_at: Instant,
@@ -106,7 +104,6 @@ impl Intake {
             sampled: 0,
             unwoken: 0,
             journal: None,
-            journaled_end: Lsn(0),
             journal_failed: false,
             trimmed_at: Instant::now(),
             temporary_slot: false,
@@ -119,7 +116,6 @@ impl Intake {
         if let Some(commit) = journal.last_commit() {
             self.last_commit = self.last_commit.max(commit);
         }
-        self.journaled_end = journal.durable();
         self.journal = Some(journal);
         self
     }
@@ -174,9 +170,8 @@ impl Intake {
             return;
         }
         if let Some(journal) = &mut self.journal {
-            match journal.append_commit(commit, end) {
-                Ok(()) => self.journaled_end = self.journaled_end.max(end),
-                Err(error) => self.journal_error(error),
+            if let Err(error) = journal.append_commit(commit, end) {
+                self.journal_error(error);
             }
         }
     }
@@ -265,7 +260,8 @@ impl Intake {
             schema = seen.schema.unwrap_or("?"),
             table = seen.table.unwrap_or("?"),
             first_bytes = %head.escape_ascii(),
-            "payload is not valid wal2json; subscribers of its table get a decode_failed error frame"
+            frame_sent = send,
+            "payload is not valid wal2json; subscribers of its table get a decode_failed error frame (unless it was sent before a reconnect)"
         );
         if !send {
             return;
@@ -402,12 +398,7 @@ impl Consumer for Intake {
     fn confirmable(&self, candidate: Lsn) -> Lsn {
         match &self.journal {
             None => candidate,
-            // Nothing appended is waiting for its fsync: the candidate (possibly an idle
-            // keepalive position past the last commit) holds nothing the journal lacks.
-            Some(journal) if !self.journal_failed && journal.durable() >= self.journaled_end => {
-                candidate
-            }
-            Some(journal) => candidate.min(journal.durable()),
+            Some(journal) => journal.confirmable(candidate),
         }
     }
 

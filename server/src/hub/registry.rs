@@ -5,7 +5,7 @@
 //! (see `ws`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -149,9 +149,11 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Highest LSN handed to the hub (start of the last dispatched message).
     position: AtomicU64,
-    /// Stream position of the last change dispatched, as (commit LSN, ordinal); what a new
-    /// subscription starts after.
-    last_pos: parking_lot::Mutex<Pos>,
+    /// Stream position of the last change dispatched (commit LSN, ordinal); what a new
+    /// subscription starts after. Written only by the intake, under the registry's read lock;
+    /// `subscribe` reads it under the write lock, so the two halves are always of one position.
+    last_commit: AtomicU64,
+    last_ordinal: AtomicU32,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
 }
@@ -164,7 +166,8 @@ impl Hub {
             tables: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             position: AtomicU64::new(0),
-            last_pos: parking_lot::Mutex::new(Pos::ZERO),
+            last_commit: AtomicU64::new(0),
+            last_ordinal: AtomicU32::new(0),
             queue_capacity,
             metrics,
         })
@@ -181,7 +184,10 @@ impl Hub {
 
     /// The stream position of the last change dispatched (`Pos::ZERO` before the first).
     pub fn last_pos(&self) -> Pos {
-        *self.last_pos.lock()
+        Pos::new(
+            Lsn(self.last_commit.load(Ordering::Acquire)),
+            self.last_ordinal.load(Ordering::Acquire),
+        )
     }
 
     /// After a restart: changes up to `pos` were dispatched by an earlier run (the journal holds
@@ -193,9 +199,9 @@ impl Hub {
     /// Record `pos` as dispatched. Called under the registry's read lock, so a subscription
     /// (registered under the write lock) sees exactly the changes after the position it reads.
     fn note_pos(&self, pos: Pos) {
-        let mut last = self.last_pos.lock();
-        if pos > *last {
-            *last = pos;
+        if pos > self.last_pos() {
+            self.last_ordinal.store(pos.ordinal, Ordering::Release);
+            self.last_commit.store(pos.commit.0, Ordering::Release);
         }
     }
 

@@ -32,11 +32,34 @@ impl Pos {
 /// Length of the text form: 16 hex digits, `-`, 8 hex digits.
 const TEXT_LEN: usize = 25;
 
+impl Pos {
+    /// Appends the text form to `out` without the formatting machinery (every change frame
+    /// carries one).
+    pub fn push_text(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let commit = self.commit.0;
+        out.extend(
+            (0..16)
+                .rev()
+                .map(|i| HEX[((commit >> (4 * i)) & 0xF) as usize] as char),
+        );
+        out.push('-');
+        let ordinal = self.ordinal;
+        out.extend(
+            (0..8)
+                .rev()
+                .map(|i| HEX[((ordinal >> (4 * i)) & 0xF) as usize] as char),
+        );
+    }
+}
+
 /// Fixed-width upper-case hex, so that comparing two texts as strings compares the positions.
 /// Clients treat it as opaque; the `X/X` LSN form would not sort (`9/0` > `10/0` as text).
 impl fmt::Display for Pos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}-{:08X}", self.commit.0, self.ordinal)
+        let mut text = String::with_capacity(TEXT_LEN);
+        self.push_text(&mut text);
+        f.write_str(&text)
     }
 }
 

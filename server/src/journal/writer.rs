@@ -254,6 +254,19 @@ impl Journal {
         mark.map_or(Lsn(0), |m| m.end)
     }
 
+    /// The position the slot may be confirmed to, given `candidate` (the end of the last
+    /// transaction handed over, or an idle keepalive's position past it): the candidate itself
+    /// when every commit appended is durable (it then holds nothing the journal lacks), else no
+    /// further than `durable`. A broken journal confirms nothing more.
+    pub fn confirmable(&self, candidate: Lsn) -> Lsn {
+        let appended = self.appended.map_or(Lsn(0), |m| m.end);
+        if !self.broken && self.durable() >= appended {
+            candidate
+        } else {
+            candidate.min(self.durable())
+        }
+    }
+
     /// The commit LSN of the last complete transaction appended (after `open`: found on disk).
     /// Postgres resends transactions after the slot's confirmed position; those up to here are
     /// already journaled.

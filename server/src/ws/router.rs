@@ -106,19 +106,16 @@ async fn ws_handler(
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| async move {
-            match resume {
-                None => {
-                    sessions
-                        .track_future(session(socket, st, request, filter, plugin, key))
-                        .await
+        .on_upgrade(move |socket| {
+            sessions.track_future(async move {
+                match resume {
+                    None => session(socket, st, request, filter, plugin, key).await,
+                    Some(resume) => {
+                        super::resume::session(socket, st, request, filter, plugin, key, resume)
+                            .await
+                    }
                 }
-                Some(resume) => {
-                    let resumed =
-                        super::resume::session(socket, st, request, filter, plugin, key, resume);
-                    sessions.track_future(resumed).await
-                }
-            }
+            })
         })
 }
 
