@@ -39,6 +39,8 @@ pub struct Metrics {
     pub journal_flush_seconds: Histogram,
     /// Journal segments removed by retention.
     pub journal_segments_removed: Counter,
+    /// Journal write or fsync failures.
+    pub journal_errors: Counter,
     /// Sessions replaying the journal (`from=`) right now.
     pub catchup_sessions: Gauge,
     /// Per plugin (label `plugin`): calls, traps, deadline hits, error verdicts, call time.
@@ -75,6 +77,7 @@ impl Metrics {
             journal_segments: Gauge::default(),
             journal_flush_seconds: Histogram::new(exponential_buckets(1e-5, 4.0, 10)),
             journal_segments_removed: Counter::default(),
+            journal_errors: Counter::default(),
             catchup_sessions: Gauge::default(),
             plugin_calls: Family::default(),
             plugin_traps: Family::default(),
@@ -103,6 +106,11 @@ impl Metrics {
             "journal_segments_removed",
             "Journal segments removed by retention",
             m.journal_segments_removed.clone(),
+        );
+        registry.register(
+            "journal_errors",
+            "Journal write or fsync failures",
+            m.journal_errors.clone(),
         );
         registry.register(
             "catchup_sessions",

@@ -148,6 +148,7 @@ impl Intake {
     }
 
     fn journal_error(&mut self, error: crate::journal::JournalError) {
+        self.metrics.journal_errors.inc();
         if !self.journal_failed {
             tracing::error!(%error, "journal write failed: the slot is no longer confirmed (Postgres keeps the WAL) until walcast restarts");
         }
