@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio_util::sync::CancellationToken;
 use walcast::decode::Decoder;
 use walcast::filter::{bind, parse_request, ColumnInfo};
-use walcast::hub::{Frame, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
+use walcast::hub::{Entry, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
 
 /// An insert of the row with `id` = `KEY`; every session subscribes to a different id.
@@ -58,7 +58,7 @@ fn selective(c: &mut Criterion) {
         let cancel = CancellationToken::new();
         let subs = subscribe_distinct(&hub, n, &cancel);
         let mut scratch = Scratch::default();
-        let mut batch: Vec<Frame> = Vec::new();
+        let mut batch: Vec<Entry> = Vec::new();
         // Exactly one session receives the change: the one subscribed to its key.
         {
             let mut p = payload.clone();
@@ -66,13 +66,13 @@ fn selective(c: &mut Criterion) {
             hub.dispatch(&change, &mut scratch);
             hub.wake(&mut scratch);
             assert!(
-                subs[KEY].reader().take(&mut batch, 8),
+                subs[KEY].reader().take(&mut batch, 8).is_some(),
                 "the key's session gets it"
             );
             assert_eq!(batch.len(), 1);
             let others = subs
                 .iter()
-                .filter(|s| s.reader().take(&mut batch, 8))
+                .filter(|s| s.reader().take(&mut batch, 8).is_some())
                 .count();
             assert_eq!(others, 0, "no other session matches");
         }

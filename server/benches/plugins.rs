@@ -13,7 +13,7 @@ use walcast::config::PluginsConfig;
 use walcast::decode::{Change, Decoder};
 use walcast::filter::wasm::{PluginGroup, PluginHost, Verdict};
 use walcast::filter::{bind, parse_request, ColumnInfo, Filter};
-use walcast::hub::{Frame, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
+use walcast::hub::{Entry, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
 
 /// A typical ~300-byte insert as wal2json format-version 2 prints it. `height` is 2.1 so the
@@ -142,13 +142,13 @@ struct Fanout {
     hub: Arc<Hub>,
     subs: Vec<Subscription>,
     _cancel: CancellationToken,
-    batch: Vec<Frame>,
+    batch: Vec<Entry>,
 }
 
 impl Fanout {
     fn new(groups: &[Arc<PluginGroup>]) -> Fanout {
         // A few frames of room: every iteration drains, so a log never fills (a full log would
-        // put the cohort on the blocked list and change what is measured).
+        // detach its sessions and change what is measured).
         let hub = Hub::new(Arc::new(Metrics::new()), 8);
         let cancel = CancellationToken::new();
         let all = filter("*:people");
@@ -182,7 +182,7 @@ impl Fanout {
     fn drain(&mut self) -> usize {
         let mut n = 0;
         for sub in &self.subs {
-            while sub.reader().take(&mut self.batch, 64) {
+            while sub.reader().take(&mut self.batch, 64).is_some() {
                 n += self.batch.len();
                 self.batch.clear();
             }

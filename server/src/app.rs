@@ -16,6 +16,7 @@ use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
 use crate::hub::{Hub, Intake};
 use crate::journal::Journal;
+use crate::named;
 use crate::metrics::Metrics;
 use crate::source::{self, SourceConfig, SourceError, SourceStatus};
 use crate::ws::{router, AppState};
@@ -39,6 +40,8 @@ pub enum AppError {
     SourcePanicked,
     #[error("journal: {0}")]
     Journal(crate::journal::JournalError),
+    #[error("named subscriptions: {0}")]
+    Named(named::NamedError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
@@ -89,6 +92,18 @@ pub async fn run(
 
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
+    let named_dir = journal_dir.clone();
+    let named = tokio::task::spawn_blocking(move || named::Store::open(&named_dir))
+        .await
+        .map_err(|_| AppError::SourcePanicked)?
+        .map_err(AppError::Named)?;
+    tracing::info!(subscriptions = named.len(), "named subscriptions loaded");
+    let named_stop = CancellationToken::new();
+    let named_writer = tokio::spawn(
+        named
+            .clone()
+            .run_writer(metrics.clone(), named_stop.clone()),
+    );
     let hub = Hub::new(metrics.clone(), config.sessions.queue_capacity);
     if let Some(last) = journal.last_pos() {
         hub.resume_after(last);
@@ -97,12 +112,9 @@ pub async fn run(
     let source_stop = CancellationToken::new();
     let mut source_task = tokio::spawn(source::run(
         source_config,
-        Intake::new(
-            hub.clone(),
-            metrics.clone(),
-            config.sessions.slow_consumer_timeout,
-        )
+        Intake::new(hub.clone(), metrics.clone())
         .with_journal(journal)
+        .with_named(named.clone())
         .with_temporary_slot(config.replication.temporary),
         status.clone(),
         source_stop.clone(),
@@ -122,6 +134,7 @@ pub async fn run(
         shutdown: sessions_stop.clone(),
         sessions: sessions.clone(),
         journal: journal_handle,
+        named,
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).
@@ -165,6 +178,9 @@ pub async fn run(
         },
     };
     sql_connection.abort();
+    // The last acks go to disk before walcast exits.
+    named_stop.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, named_writer).await;
     plugin_stop.cancel();
     if let Some(watch) = plugin_watch {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, watch).await;

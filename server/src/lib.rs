@@ -13,6 +13,7 @@ pub mod filter;
 pub mod hub;
 pub mod journal;
 pub mod metrics;
+pub mod named;
 pub mod source;
 pub mod telemetry;
 pub mod ws;

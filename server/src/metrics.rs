@@ -19,7 +19,7 @@ pub struct Metrics {
     pub decode_errors: Counter,
     /// Frames queued to sessions.
     pub frames_delivered: Counter,
-    /// Sessions closed as slow consumers (4008).
+    /// Sessions closed as slow consumers (4008: fell behind the journal's retention).
     pub sessions_dropped: Counter,
     /// Open WebSocket sessions.
     pub sessions: Gauge,
@@ -41,8 +41,19 @@ pub struct Metrics {
     pub journal_segments_removed: Counter,
     /// Journal write or fsync failures.
     pub journal_errors: Counter,
-    /// Sessions replaying the journal (`from=`) right now.
+    /// Sessions reading the journal (resuming, or fallen behind their cohort's log) right now.
     pub catchup_sessions: Gauge,
+    /// Sessions moved from their cohort's in-memory log to the journal because they fell behind.
+    pub sessions_behind: Counter,
+    /// Commit LSN of the oldest position the journal still holds (0 while empty).
+    pub journal_oldest_lsn: Gauge,
+    /// Named subscriptions (`sub=`) stored.
+    pub named_subscriptions: Gauge,
+    /// Writes of the named subscriptions' file (each persists every ack received before it).
+    pub ack_persists: Counter,
+    /// 1 while the replication stream is paused because the journal is at `journal.max_bytes`
+    /// and a named subscription still needs its oldest segment.
+    pub retention_held: Gauge,
     /// Per plugin (label `plugin`): calls, traps, deadline hits, error verdicts, call time.
     plugin_calls: Family<Vec<(String, String)>, Counter>,
     plugin_traps: Family<Vec<(String, String)>, Counter>,
@@ -79,6 +90,11 @@ impl Metrics {
             journal_segments_removed: Counter::default(),
             journal_errors: Counter::default(),
             catchup_sessions: Gauge::default(),
+            sessions_behind: Counter::default(),
+            journal_oldest_lsn: Gauge::default(),
+            named_subscriptions: Gauge::default(),
+            ack_persists: Counter::default(),
+            retention_held: Gauge::default(),
             plugin_calls: Family::default(),
             plugin_traps: Family::default(),
             plugin_deadline_hits: Family::default(),
@@ -118,6 +134,31 @@ impl Metrics {
             m.catchup_sessions.clone(),
         );
         registry.register(
+            "sessions_behind",
+            "Sessions moved from their cohort's in-memory log to the journal (fell behind)",
+            m.sessions_behind.clone(),
+        );
+        registry.register(
+            "journal_oldest_lsn",
+            "Commit LSN (as an integer) of the oldest position the journal holds",
+            m.journal_oldest_lsn.clone(),
+        );
+        registry.register(
+            "named_subscriptions",
+            "Named subscriptions (sub=) stored",
+            m.named_subscriptions.clone(),
+        );
+        registry.register(
+            "ack_persists",
+            "Writes of the named subscriptions' file",
+            m.ack_persists.clone(),
+        );
+        registry.register(
+            "retention_held",
+            "1 while the stream is paused: journal at max_bytes and a named subscription needs its oldest segment",
+            m.retention_held.clone(),
+        );
+        registry.register(
             "messages_received",
             "XLogData messages received",
             m.changes_received.clone(),
@@ -139,7 +180,7 @@ impl Metrics {
         );
         registry.register(
             "sessions_dropped",
-            "Sessions closed as slow consumers (4008)",
+            "Sessions closed as slow consumers (4008: fell behind the journal's retention)",
             m.sessions_dropped.clone(),
         );
         registry.register("sessions", "Open WebSocket sessions", m.sessions.clone());

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -54,20 +54,78 @@ pub struct WsClient {
 impl WsClient {
     /// Opens `/ws?<params>` and completes the upgrade.
     pub async fn connect(server: &Walcast, params: &[(&str, &str)]) -> Result<WsClient> {
+        match Self::try_connect(server, params).await? {
+            Ok(c) => Ok(c),
+            Err((status, body)) => bail!(
+                "upgrade of /ws?{} refused with {status}: {body}",
+                query_string(params)
+            ),
+        }
+    }
+
+    /// Opens `/ws?<params>`: the client, or the HTTP status and body text of a refused upgrade
+    /// (for callers that retry on some refusals, e.g. `409 subscription_busy`).
+    pub async fn try_connect(
+        server: &Walcast,
+        params: &[(&str, &str)],
+    ) -> Result<std::result::Result<WsClient, (u16, String)>> {
         let url = format!("{}/ws?{}", server.ws_base(), query_string(params));
-        let (ws, _resp) = match tokio_tungstenite::connect_async(url.as_str()).await {
-            Ok(ok) => ok,
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((ws, _resp)) => Ok(Ok(WsClient { ws })),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 let body = resp
                     .body()
                     .as_deref()
                     .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                bail!("upgrade of {url} refused with {}: {body}", resp.status());
+                    .unwrap_or_default()
+                    .into_owned();
+                Ok(Err((resp.status().as_u16(), body)))
             }
-            Err(e) => return Err(anyhow!(e).context(format!("cannot connect to {url}"))),
-        };
-        Ok(WsClient { ws })
+            Err(e) => Err(anyhow!(e).context(format!("cannot connect to {url}"))),
+        }
+    }
+
+    /// Sends one text frame (a client message).
+    pub async fn send_text(&mut self, text: &str) -> Result<()> {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .with_context(|| format!("cannot send {text}"))
+    }
+
+    /// Sends `{"type":"ack","pos":<pos>}`.
+    pub async fn ack(&mut self, pos: &str) -> Result<()> {
+        let msg = serde_json::json!({"type": "ack", "pos": pos}).to_string();
+        self.send_text(&msg).await
+    }
+
+    /// The next frame must be `{"type":"error","error":<code>,"message":<text>}`; returns it.
+    pub async fn expect_error(&mut self, code: &str, timeout: Duration) -> Result<Value> {
+        match self.next_frame(timeout).await? {
+            Frame::Json(v, _)
+                if v["type"] == "error"
+                    && v["error"] == code
+                    && v["message"].as_str().is_some_and(|m| !m.is_empty()) =>
+            {
+                Ok(v)
+            }
+            other => bail!("expected an error frame {code} with a message, got {other:?}"),
+        }
+    }
+
+    /// A clean close: sends a close frame and reads until the server's close frame or the end of
+    /// the stream, so the server has seen the close when this returns.
+    pub async fn close_and_wait(mut self, timeout: Duration) -> Result<()> {
+        let _ = self.ws.close(None).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Err(_) => bail!("the server did not answer the close within {timeout:?}"),
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return Ok(()),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
     }
 
     /// `connect` + `expect_subscribed`.
@@ -171,6 +229,18 @@ impl WsClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// `DELETE path` on the server's HTTP port: status and body text.
+pub async fn http_delete(server: &Walcast, path: &str) -> Result<(u16, String)> {
+    let url = format!("{}{path}", server.http_base());
+    let resp = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .with_context(|| format!("DELETE {url}"))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
 }
 
 /// A request that must be refused before the upgrade: sends WebSocket upgrade headers (as a

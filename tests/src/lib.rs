@@ -6,7 +6,7 @@ mod client;
 mod pg;
 mod server;
 
-pub use client::{http_error, percent_encode, query_string, Frame, WsClient};
+pub use client::{http_delete, http_error, percent_encode, query_string, Frame, WsClient};
 pub use pg::{unique_suffix, PgCluster, PgOptions, TestDb};
 pub use server::{metric_value, walcast_binary, Memory, Walcast, WalcastBuilder};
 

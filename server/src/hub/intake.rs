@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::decode::{Action, DecodeError, Decoder, Undecoded};
 use crate::journal::{Journal, Pos};
 use crate::metrics::Metrics;
+use crate::named;
 use crate::source::{Boundary, Consumer, Lsn};
 
 use super::registry::{Hub, Scratch};
@@ -62,7 +63,6 @@ pub struct Intake {
     /// every transaction committed after the last flush it was told about; those at or before this
     /// position were delivered already and are skipped whole.
     last_commit: Lsn,
-    slow_consumer_timeout: Duration,
     sampled: u32,
     /// Changes dispatched since sessions were last woken.
     unwoken: u32,
@@ -75,6 +75,11 @@ pub struct Intake {
     journal_failed: bool,
     /// When retention last ran.
     trimmed_at: Instant,
+    /// Named subscriptions: the journal keeps what they have not acknowledged.
+    named: Option<Arc<named::Store>>,
+    /// The journal is at `journal.max_bytes` and a named subscription needs its oldest segment:
+    /// the stream is paused (see `ready`). Holds when the pause was last logged.
+    held: Option<Instant>,
     /// The slot is temporary: after a reconnect Postgres starts from its current position, and
     /// what was committed meanwhile (and the rest of a transaction cut off) never comes.
     temporary_slot: bool,
@@ -84,14 +89,16 @@ pub struct Intake {
 /// this often, so they write while the hub works instead of all at the end.
 const WAKE_EVERY: u32 = 256;
 
-/// How often retention runs (at the end of a burst).
+/// How often retention runs (at the end of a burst), and how often a paused stream looks again.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// How often a held journal is logged again while the pause lasts.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// How much of an undecodable payload the log line shows.
 const LOGGED_BYTES: usize = 96;
 
 impl Intake {
-    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>, slow_consumer_timeout: Duration) -> Self {
+    pub fn new(hub: Arc<Hub>, metrics: Arc<Metrics>) -> Self {
         Intake {
             hub,
             metrics,
@@ -100,12 +107,13 @@ impl Intake {
             current: None,
             cut: None,
             last_commit: Lsn(0),
-            slow_consumer_timeout,
             sampled: 0,
             unwoken: 0,
             journal: None,
             journal_failed: false,
             trimmed_at: Instant::now(),
+            named: None,
+            held: None,
             temporary_slot: false,
         }
     }
@@ -117,6 +125,12 @@ impl Intake {
             self.last_commit = self.last_commit.max(commit);
         }
         self.journal = Some(journal);
+        self
+    }
+
+    /// Retention keeps what the named subscriptions in `store` have not acknowledged.
+    pub fn with_named(mut self, store: Arc<named::Store>) -> Self {
+        self.named = Some(store);
         self
     }
 
@@ -143,7 +157,7 @@ impl Intake {
         text.push_str(&after.to_string());
         text.push_str(r#"","message":"the replication connection was lost and walcast uses a temporary slot: changes committed while it was disconnected are not delivered; read the rows you show again"}"#);
         self.hub
-            .dispatch_error(None, &Frame::from(text), &mut self.scratch);
+            .dispatch_error(None, None, &Frame::from(text), &mut self.scratch);
         self.wake();
     }
 
@@ -177,24 +191,30 @@ impl Intake {
         }
     }
 
-    /// Retention: remove the segments past `journal.max_bytes` / `journal.max_age`.
-    fn trim(&mut self) {
-        let Some(journal) = &mut self.journal else {
-            return;
-        };
-        match journal.trim(std::time::SystemTime::now(), None) {
-            Ok(outcome) if outcome.deleted_segments > 0 => {
-                self.metrics
-                    .journal_segments_removed
-                    .inc_by(outcome.deleted_segments as u64);
-                tracing::info!(
-                    segments = outcome.deleted_segments,
-                    bytes = outcome.deleted_bytes,
-                    horizon = %outcome.horizon,
-                    "journal retention removed the oldest segments"
-                );
+    /// Retention: remove the segments past `journal.max_bytes` / `journal.max_age`, except what
+    /// a named subscription has not acknowledged. Returns the subscription that holds a journal
+    /// at `max_bytes` (the stream must pause), if one does.
+    fn trim(&mut self) -> Option<(Pos, String)> {
+        let journal = self.journal.as_mut()?;
+        let keep = self.named.as_ref().and_then(|n| n.keep_after());
+        let mut holder = None;
+        match journal.trim(std::time::SystemTime::now(), keep.as_ref().map(|k| k.0)) {
+            Ok(outcome) => {
+                if outcome.deleted_segments > 0 {
+                    self.metrics
+                        .journal_segments_removed
+                        .inc_by(outcome.deleted_segments as u64);
+                    tracing::info!(
+                        segments = outcome.deleted_segments,
+                        bytes = outcome.deleted_bytes,
+                        horizon = %outcome.horizon,
+                        "journal retention removed the oldest segments"
+                    );
+                }
+                if outcome.held_by_keep_after {
+                    holder = keep;
+                }
             }
-            Ok(_) => {}
             Err(error) => tracing::warn!(%error, "journal retention failed; retrying later"),
         }
         self.metrics
@@ -203,6 +223,34 @@ impl Intake {
         self.metrics
             .journal_segments
             .set(i64::try_from(journal.segments()).unwrap_or(i64::MAX));
+        let oldest = journal.oldest().map_or(0, |p| p.commit.0);
+        self.metrics
+            .journal_oldest_lsn
+            .set(i64::try_from(oldest).unwrap_or(i64::MAX));
+        holder
+    }
+
+    /// Runs retention and updates the pause: paused while a named subscription holds a journal
+    /// at `max_bytes`, said in the log when it starts and every `HELD_LOG_EVERY` while it lasts.
+    fn retain(&mut self) {
+        self.trimmed_at = Instant::now();
+        let Some((acked, name)) = self.trim() else {
+            if self.held.take().is_some() {
+                self.metrics.retention_held.set(0);
+                tracing::info!("journal below journal.max_bytes again: the stream goes on");
+            }
+            return;
+        };
+        let log_now = self.held.is_none_or(|at| at.elapsed() >= HELD_LOG_EVERY);
+        if log_now {
+            self.held = Some(Instant::now());
+            self.metrics.retention_held.set(1);
+            tracing::warn!(
+                subscription = %name,
+                %acked,
+                "journal at journal.max_bytes and named subscription {name:?} still needs its oldest segment: the replication stream is paused (Postgres keeps the WAL) until it acknowledges more or is deleted (DELETE /v1/subscriptions/{name})"
+            );
+        }
     }
 
     /// Wake the sessions of the cohorts that got frames (without ending the burst).
@@ -251,7 +299,14 @@ impl Intake {
     /// A payload that is not wal2json: log it with its position, count it, and tell the
     /// subscribers of its table (all subscribers when the table cannot be read) with an `error`
     /// frame, so no client mistakes the gap for "no change".
-    fn undecodable(&mut self, wal_start: Lsn, error: DecodeError, payload: &[u8], send: bool) {
+    fn undecodable(
+        &mut self,
+        wal_start: Lsn,
+        pos: Option<Pos>,
+        error: DecodeError,
+        payload: &[u8],
+        send: bool,
+    ) {
         self.metrics.decode_errors.inc();
         let seen = Undecoded::peek(payload);
         let head = &payload[..payload.len().min(LOGGED_BYTES)];
@@ -269,7 +324,7 @@ impl Intake {
         }
         let frame = decode_failed_frame(wal_start, error, &seen);
         let table = seen.schema.zip(seen.table);
-        self.hub.dispatch_error(table, &frame, &mut self.scratch);
+        self.hub.dispatch_error(table, pos, &frame, &mut self.scratch);
         self.unwoken += 1;
     }
 }
@@ -330,7 +385,7 @@ impl Consumer for Intake {
         let mut change = match self.decoder.decode(payload) {
             Ok(change) => change,
             Err(error) => {
-                self.undecodable(wal_start, error, payload, row && !replayed);
+                self.undecodable(wal_start, pos, error, payload, row && !replayed);
                 self.hub.advance(wal_start);
                 return self.boundary();
             }
@@ -371,10 +426,13 @@ impl Consumer for Intake {
         self.boundary()
     }
 
-    async fn ready(&mut self) {
-        self.hub
-            .drain_blocked(&mut self.scratch, self.slow_consumer_timeout)
-            .await;
+    async fn ready(&mut self) -> bool {
+        if self.held.is_none() {
+            return true;
+        }
+        tokio::time::sleep(TRIM_EVERY).await;
+        self.retain();
+        self.held.is_none()
     }
 
     fn flush(&mut self) {
@@ -391,8 +449,7 @@ impl Consumer for Intake {
             }
         }
         if self.trimmed_at.elapsed() >= TRIM_EVERY {
-            self.trimmed_at = Instant::now();
-            self.trim();
+            self.retain();
         }
     }
 

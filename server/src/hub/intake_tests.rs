@@ -2,13 +2,12 @@
 //! transaction reaches the subscriber exactly once, whatever the cut position.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::filter::{bind, parse_request, ColumnInfo};
-use crate::hub::{Frame, SessionSignal, SubscribeRequest, Subscription};
+use crate::hub::{Entry, SessionSignal, SubscribeRequest, Subscription};
 
 /// One replication message: its WAL start and wal2json payload.
 #[derive(Clone)]
@@ -85,7 +84,7 @@ impl Rig {
             SessionSignal::new(&cancel),
         );
         Rig {
-            intake: Intake::new(hub, metrics, Duration::from_secs(1)),
+            intake: Intake::new(hub, metrics),
             sub,
             _cancel: cancel,
         }
@@ -101,12 +100,13 @@ impl Rig {
 
     /// Ids of the change frames received so far (`-1` for an error frame).
     fn received(&self) -> Vec<i64> {
-        let mut frames: Vec<Frame> = Vec::new();
-        while self.sub.reader().take(&mut frames, 1024) {}
+        let mut frames: Vec<Entry> = Vec::new();
+        while self.sub.reader().take(&mut frames, 1024).is_some() {}
         frames
             .iter()
             .map(|f| {
-                let v: serde_json::Value = serde_json::from_str(f.as_str()).expect("JSON frame");
+                let v: serde_json::Value =
+                    serde_json::from_str(f.frame.as_str()).expect("JSON frame");
                 v["new"]["id"].as_i64().unwrap_or(-1)
             })
             .collect()
@@ -210,9 +210,9 @@ fn the_decode_failed_frame_names_the_position_and_table() {
     .into_bytes();
     rig.intake.on_data(lsn(0x16), lsn(0x16), &mut payload);
     rig.intake.flush();
-    let mut frames: Vec<Frame> = Vec::new();
-    assert!(rig.sub.reader().take(&mut frames, 8));
-    let v: serde_json::Value = serde_json::from_str(frames[0].as_str()).unwrap();
+    let mut frames: Vec<Entry> = Vec::new();
+    assert!(rig.sub.reader().take(&mut frames, 8).is_some());
+    let v: serde_json::Value = serde_json::from_str(frames[0].frame.as_str()).unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"], "decode_failed");
     assert_eq!(v["lsn"], "0/16");
@@ -243,7 +243,6 @@ fn a_temporary_slot_reconnect_is_a_gap_frame_and_the_journal_goes_on() {
         Intake::new(
             Hub::new(Arc::new(Metrics::new()), 1),
             Arc::new(Metrics::new()),
-            Duration::from_secs(1),
         ),
     )
     .with_journal(journal)

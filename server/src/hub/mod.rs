@@ -9,7 +9,7 @@ mod registry;
 mod signal;
 
 pub use catchup::{CatchUp, CatchUpRequest, Fill};
-pub use cohort::{Cohort, Push, Reader};
+pub use cohort::{Cohort, Entry, Next, Pushed, Reader};
 pub use intake::Intake;
 pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
 // public for benches

@@ -17,7 +17,7 @@ use crate::journal::Pos;
 use crate::metrics::Metrics;
 use crate::source::Lsn;
 
-use super::cohort::{Cohort, Member, Push, Reader};
+use super::cohort::{Cohort, Member, Reader};
 use super::signal::{close_code, Frame, SessionSignal};
 
 pub type SubscriptionId = u64;
@@ -131,8 +131,6 @@ pub(super) fn plugin_error_frame(plugin: &str, message: &str) -> Frame {
 pub struct Scratch {
     key: Vec<u8>,
     frames: Vec<Option<Frame>>,
-    /// Cohorts whose log was full for this change, with the frame they still need.
-    blocked: Vec<(Arc<Cohort>, Frame)>,
     /// Cohorts given frames since their members were last woken.
     touched: Vec<Arc<Cohort>>,
     /// Plugin verdicts for the current change, one per group.
@@ -142,8 +140,8 @@ pub struct Scratch {
 
 /// The subscription registry. Registration takes a short write lock; dispatch takes a read lock.
 /// Dispatch never waits and wakes nobody: session writers are woken by `wake` (once per burst of
-/// changes), and a full cohort log is remembered in `Scratch::blocked` and waited on (bounded) by
-/// `drain_blocked` before the next message, outside the lock.
+/// changes), and a session that leaves its cohort's log full is detached from it (it goes on
+/// from the journal, see `ws::session`).
 pub struct Hub {
     tables: RwLock<HashMap<Box<str>, Tables>>,
     next_id: AtomicU64,
@@ -337,7 +335,7 @@ impl Hub {
     }
 
     /// Offer one row change to every matching cohort. Never blocks and wakes no session (see
-    /// `wake`); a cohort whose log is full goes on `scratch.blocked` for `drain_blocked`.
+    /// `wake`).
     // public for benches
     #[doc(hidden)]
     pub fn dispatch(&self, change: &Change<'_>, scratch: &mut Scratch) {
@@ -389,17 +387,23 @@ impl Hub {
     /// Offer an `error` frame about a change that could not be decoded to every open cohort of its
     /// table, or of every table when the table is unknown: the filters cannot be evaluated on it,
     /// and a subscriber that may have missed a change must hear of it.
+    /// `pos` is the position of the change (`None` for a frame about no one change, a `gap`).
     pub(crate) fn dispatch_error(
         &self,
         table: Option<(&str, &str)>,
+        pos: Option<Pos>,
         frame: &Frame,
         scratch: &mut Scratch,
     ) {
         let tables = self.tables.read();
+        // Counted like a change: a subscription registered after this starts after it.
+        if let Some(pos) = pos {
+            self.note_pos(pos);
+        }
         let mut offer = |t: &TableSubs| {
             for entry in t.cohorts.values() {
                 if !entry.cohort.is_closed() {
-                    self.append(entry, frame, scratch);
+                    self.append(entry, pos, frame, scratch);
                 }
             }
         };
@@ -423,25 +427,6 @@ impl Hub {
         }
     }
 
-    /// Back-pressure: deliver the frames that found a full cohort log, waiting for its slowest
-    /// sessions until `timeout` from now. Sessions that do not make room in time are closed with
-    /// 4008 and the others go on.
-    pub(crate) async fn drain_blocked(&self, scratch: &mut Scratch, timeout: std::time::Duration) {
-        if scratch.blocked.is_empty() {
-            return;
-        }
-        self.wake(scratch);
-        let deadline = tokio::time::Instant::now() + timeout;
-        for (cohort, frame) in scratch.blocked.drain(..) {
-            let (queued, evicted) = cohort.push_by(&frame, deadline).await;
-            self.metrics.frames_delivered.inc_by(queued as u64);
-            if evicted > 0 {
-                self.metrics.sessions_dropped.inc_by(evicted as u64);
-                tracing::info!(sessions = evicted, "closing slow consumers (4008)");
-            }
-        }
-    }
-
     fn offer(
         &self,
         entry: &CohortEntry,
@@ -453,6 +438,7 @@ impl Hub {
         if entry.ops & op.bit() == 0 || entry.cohort.is_closed() || !entry.filter.matches(change) {
             return;
         }
+        let pos = change.pos();
         let plugin_frame = match &entry.plugin {
             None => None,
             Some(group) => {
@@ -466,7 +452,7 @@ impl Hub {
                     Outcome::Pass => None,
                     Outcome::Rewritten(frame) => Some(frame),
                     Outcome::Failed(frame, failing) => {
-                        self.append(entry, &frame, scratch);
+                        self.append(entry, pos, &frame, scratch);
                         if failing {
                             let reason = group.failure_reason();
                             entry
@@ -492,18 +478,17 @@ impl Hub {
                 }
             },
         };
-        self.append(entry, &frame, scratch);
+        self.append(entry, pos, &frame, scratch);
     }
 
-    fn append(&self, entry: &CohortEntry, frame: &Frame, scratch: &mut Scratch) {
-        match entry.cohort.push(frame) {
-            (Push::Queued(n), first_since_wake) => {
-                self.metrics.frames_delivered.inc_by(n as u64);
-                if first_since_wake {
-                    scratch.touched.push(entry.cohort.clone());
-                }
-            }
-            (Push::Full, _) => scratch.blocked.push((entry.cohort.clone(), frame.clone())),
+    fn append(&self, entry: &CohortEntry, pos: Option<Pos>, frame: &Frame, scratch: &mut Scratch) {
+        let pushed = entry.cohort.push(pos, frame);
+        self.metrics.frames_delivered.inc_by(pushed.readers as u64);
+        if pushed.detached > 0 {
+            self.metrics.sessions_behind.inc_by(pushed.detached as u64);
+        }
+        if pushed.first_mark {
+            scratch.touched.push(entry.cohort.clone());
         }
     }
 }

@@ -41,11 +41,11 @@ fn delete(schema: &str, table: &str, id: i64) -> String {
 /// The `id` of every frame waiting for `sub`, in order (`new` row, or `old` for a delete).
 fn received(sub: &Subscription) -> Vec<i64> {
     let mut frames = Vec::new();
-    while sub.reader().take(&mut frames, 64) {}
+    while sub.reader().take(&mut frames, 64).is_some() {}
     frames
         .iter()
         .map(|f| {
-            let v: Json = serde_json::from_str(f.as_str()).expect("a JSON frame");
+            let v: Json = serde_json::from_str(f.frame.as_str()).expect("a JSON frame");
             let row = if v["new"].is_null() {
                 &v["old"]
             } else {
@@ -114,7 +114,6 @@ impl Rig {
         let change = self.decoder.decode(&mut payload).expect("valid wal2json");
         self.hub.dispatch(&change, &mut self.scratch);
         self.hub.wake(&mut self.scratch);
-        assert!(self.scratch.blocked.is_empty(), "no cohort log filled up");
     }
 }
 

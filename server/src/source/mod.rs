@@ -78,11 +78,13 @@ pub trait Consumer: Send {
     /// `Boundary::Clean` when no transaction is open after this message (after a C, or an M
     /// outside a transaction).
     fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn, payload: &mut [u8]) -> Boundary;
-    /// Back-pressure: resolves when the consumer can take the next message. The source awaits it
-    /// before every XLogData, so a consumer that is momentarily full slows the stream (and Postgres
-    /// keeps the WAL) instead of dropping data.
-    fn ready(&mut self) -> impl std::future::Future<Output = ()> + Send {
-        std::future::ready(())
+    /// Back-pressure: whether the consumer can take the next message. The source asks before
+    /// every XLogData and, on `false`, keeps the walsender's timeout fed and asks again, so a
+    /// consumer that must pause (its journal full of what a named subscription still needs) holds
+    /// the stream (and Postgres keeps the WAL) instead of dropping data. A `false` answer should
+    /// take a while (up to a second) to come.
+    fn ready(&mut self) -> impl std::future::Future<Output = bool> + Send {
+        std::future::ready(true)
     }
     /// The source has handed over every message it has read so far and is about to wait for more:
     /// a consumer that defers work per burst (waking sessions) does it now.

@@ -147,12 +147,21 @@ async fn session<C: Consumer>(
         let mut reply = false;
         while let Some(total) = proto::frame_len(&conn.rbuf)? {
             if conn.rbuf[0] == b'd' {
-                consumer.ready().await;
                 // Back-pressure can hold this loop for long: keep the walsender's timeout fed.
-                if last_status.elapsed() >= cfg.status_interval {
-                    send_status(&mut conn, consumer.confirmable(fb.flushable), status, false)
-                        .await?;
-                    last_status = tokio::time::Instant::now();
+                loop {
+                    let go = consumer.ready().await;
+                    if last_status.elapsed() >= cfg.status_interval {
+                        send_status(&mut conn, consumer.confirmable(fb.flushable), status, false)
+                            .await?;
+                        last_status = tokio::time::Instant::now();
+                    }
+                    if go {
+                        break;
+                    }
+                    if cancel.is_cancelled() {
+                        consumer.flush();
+                        return close(&mut conn, consumer.confirmable(fb.flushable), status).await;
+                    }
                 }
             }
             let frame = &mut conn.rbuf[..total];
@@ -183,8 +192,6 @@ async fn session<C: Consumer>(
             send_status(&mut conn, consumer.confirmable(fb.flushable), status, false).await?;
             last_status = tokio::time::Instant::now();
         }
-        // Frames still waiting for a full cohort log go out before the stream idles.
-        consumer.ready().await;
         conn.reserve_for_read();
         // Cancel and the timer come before reading so that a busy stream cannot starve them.
         tokio::select! {

@@ -1,7 +1,7 @@
 //! The axum router and WebSocket sessions: request validation, the wire protocol, writers.
 //! Does not filter or fan out (see `hub`).
 
-mod resume;
+mod client;
 mod router;
 mod session;
 

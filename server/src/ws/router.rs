@@ -1,15 +1,16 @@
-//! HTTP surface: `GET /ws` (validates the subscription request and answers 400/403 before the
-//! upgrade), `/healthz`, `/readyz`, `/metrics`. Session I/O lives in `session`.
+//! HTTP surface: `GET /ws` (validates the subscription request, claims a named subscription and
+//! answers 400/403/409 before the upgrade), `/healthz`, `/readyz`, `/metrics`, `/v1/plugins`,
+//! `/v1/subscriptions`. Session I/O lives in `session`.
 
 use std::sync::Arc;
 
 use axum::extract::ws::{
-    rejection::WebSocketUpgradeRejection, Message, WebSocket, WebSocketUpgrade,
+    rejection::WebSocketUpgradeRejection, Message, WebSocketUpgrade,
 };
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -17,13 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
-use crate::filter::{self, AllowList, Catalog, Filter, QueryError, TableName};
-use crate::hub::{Hub, SessionSignal, SubscribeRequest};
-use crate::journal::{JournalError, JournalHandle, ParsePosError, Pos};
+use crate::filter::{self, AllowList, Catalog, QueryError, TableName};
+use crate::hub::{Hub, SessionSignal};
+use crate::journal::{JournalError, JournalHandle, JournalReader, ParsePosError, Pos};
 use crate::metrics::Metrics;
+use crate::named::{self, ClaimError};
 use crate::source::{Lsn, SourceStatus};
 
-use super::resume::Resume;
+use super::session::{Ctx, Plan, Start};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -41,8 +43,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown waits for the last one to send its close frame.
     pub sessions: TaskTracker,
-    /// Readers of the journal for sessions that resume after a position (`from=`).
+    /// Readers of the journal for sessions that resume after a position or fell behind.
     pub journal: JournalHandle,
+    /// Named subscriptions (`sub=`).
+    pub named: Arc<named::Store>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -52,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(list_plugins))
+        .route("/v1/subscriptions", get(list_subscriptions))
+        .route("/v1/subscriptions/{name}", delete(delete_subscription))
         .with_state(state)
 }
 
@@ -72,7 +78,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
             "catalog_unavailable" | "journal_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            "position_expired" => StatusCode::CONFLICT,
+            "position_expired" | "subscription_busy" | "subscription_mismatch" => {
+                StatusCode::CONFLICT
+            }
+            "unknown_subscription" => StatusCode::NOT_FOUND,
             _ => StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST),
         };
         (
@@ -92,7 +101,7 @@ async fn ws_handler(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (request, filter, plugin, key, resume) = match validate(&st, &uri).await {
+    let v = match validate(&st, &uri).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -100,37 +109,96 @@ async fn ws_handler(
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
     };
-    // Clients send (almost) nothing: a small read buffer keeps idle sessions cheap. Writes are
+    let signal = SessionSignal::new(&st.shutdown);
+    let Validated {
+        plan,
+        query,
+        from,
+        sub,
+    } = v;
+    let (claim, start) = match place(&st, &plan, &query, from, sub.as_deref(), &signal) {
+        Ok(placed) => placed,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = Ctx {
+        hub: st.hub.clone(),
+        journal: st.journal.clone(),
+        metrics: st.metrics.clone(),
+        shutdown: st.shutdown.clone(),
+        lsn: stream_position(&st),
+    };
+    // Clients send little (acks): a small read buffer keeps idle sessions cheap. Writes are
     // flushed per batch, so the write buffer only needs to hold one batch comfortably.
     let sessions = st.sessions.clone();
     upgrade
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
+        .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| {
             sessions.track_future(async move {
-                match resume {
-                    None => session(socket, st, request, filter, plugin, key).await,
-                    Some(resume) => {
-                        super::resume::session(socket, st, request, filter, plugin, key, resume)
-                            .await
-                    }
-                }
+                let (sink, stream) = socket.split();
+                super::session::run(sink, stream, ctx, plan, start, claim, signal).await
             })
         })
 }
 
-/// The request, its bound filter, its plugin group, its cohort key and, with `from=`, where it
-/// resumes.
-type Validated = (
-    filter::Request,
-    Filter,
-    Option<Arc<PluginGroup>>,
-    String,
-    Option<Resume>,
-);
+/// The largest client message (an ack is under 60 bytes).
+const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// A validated `/ws` request.
+struct Validated {
+    plan: Plan,
+    /// The canonical query a named subscription is stored with.
+    query: String,
+    /// `from=`: where it resumes, with its journal reader.
+    from: Option<(Pos, JournalReader)>,
+    /// `sub=`.
+    sub: Option<String>,
+}
+
+/// Where the session starts, and its hold on its named subscription: 409 when the name is
+/// taken or was created with another query, or when retention removed what follows its ack.
+fn place(
+    st: &AppState,
+    plan: &Plan,
+    query: &str,
+    from: Option<(Pos, JournalReader)>,
+    sub: Option<&str>,
+    signal: &Arc<SessionSignal>,
+) -> Result<(Option<named::Claim>, Start), ApiError> {
+    let Some(name) = sub else {
+        let start = match from {
+            None => Start::Live,
+            Some((from, reader)) => Start::After(from, reader),
+        };
+        return Ok((None, start));
+    };
+    let table = plan.table.to_string();
+    let claim = st
+        .named
+        .claim(name, query, &table, signal.clone())
+        .map_err(|e| match e {
+            ClaimError::Busy => api_error(
+                "subscription_busy",
+                format!("named subscription {name:?} is in use by another socket"),
+            ),
+            ClaimError::Mismatch { stored } => api_error(
+                "subscription_mismatch",
+                format!(
+                    "named subscription {name:?} was created with another query ({stored}); \
+                     use another name, or delete it first (DELETE /v1/subscriptions/{name})"
+                ),
+            ),
+        })?;
+    let start = match claim.resume_after() {
+        None => Start::Live,
+        Some(acked) => Start::After(acked, journal_reader(st, acked)?),
+    };
+    Ok((Some(claim), start))
+}
 
 /// Query keys that say where a session starts, not what it receives: not part of the cohort key.
-const POSITION_KEYS: [&str; 1] = ["from"];
+const POSITION_KEYS: [&str; 2] = ["from", "sub"];
 
 /// Requests with the same parameters (in any order) and plugin group share a cohort: one
 /// evaluation and one frame per change for all of them.
@@ -151,6 +219,17 @@ fn cohort_key(params: &[(String, String)], plugin: Option<&PluginGroup>) -> Stri
     key
 }
 
+/// The parameters that decide what a session receives, sorted and URL-encoded: what a named
+/// subscription is stored with and compared against.
+fn canonical_query(params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, _)| !POSITION_KEYS.contains(&k.as_str()))
+        .collect();
+    sorted.sort();
+    serde_urlencoded::to_string(sorted).unwrap_or_default()
+}
+
 async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
     let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| api_error("bad_query", format!("cannot decode the query string: {e}")))?;
@@ -161,6 +240,35 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
             "table_not_allowed",
             format!("table {table} is not in this server's allow-list (tables.allow)"),
         ));
+    }
+    let from = position_param(&params, "from")?
+        .map(|text| {
+            text.parse::<Pos>().map_err(|e: ParsePosError| {
+                api_error(
+                    "bad_position",
+                    format!("{e}; hand back the `pos` of a change frame or of `subscribed`"),
+                )
+            })
+        })
+        .transpose()?;
+    let sub = position_param(&params, "sub")?;
+    if let Some(name) = sub {
+        if !named::valid_name(name) {
+            return Err(api_error(
+                "bad_subscription_name",
+                format!(
+                    "sub={name:?}: a subscription name is 1 to 64 characters of A-Z a-z 0-9 _ . -"
+                ),
+            ));
+        }
+        if from.is_some() {
+            return Err(api_error(
+                "bad_query",
+                "from= and sub= cannot be combined: a named subscription resumes after its last \
+                 acknowledged position"
+                    .into(),
+            ));
+        }
     }
     let plugin = match &request.plugin {
         None => None,
@@ -181,33 +289,47 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
     let key = cohort_key(&params, plugin.as_deref());
-    let resume = resume_from(st, &params)?;
-    Ok((request, filter, plugin, key, resume))
+    let from = from
+        .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
+        .transpose()?;
+    Ok(Validated {
+        query: canonical_query(&params),
+        plan: Plan {
+            table: request.table,
+            key,
+            ops: request.ops,
+            filter,
+            plugin,
+        },
+        from,
+        sub: sub.map(str::to_owned),
+    })
 }
 
-/// `from=<pos>`: a reader of the journal after that position, or 409 `position_expired` when
-/// retention removed part of what follows it.
-fn resume_from(st: &AppState, params: &[(String, String)]) -> Result<Option<Resume>, ApiError> {
-    let mut given = params.iter().filter(|(k, _)| k == "from");
-    let Some((_, text)) = given.next() else {
-        return Ok(None);
-    };
+/// The value of a key that may be given once.
+fn position_param<'a>(
+    params: &'a [(String, String)],
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    let mut given = params.iter().filter(|(k, _)| k == key);
+    let first = given.next().map(|(_, v)| v.as_str());
     if given.next().is_some() {
-        return Err(api_error("bad_query", "from= given more than once".into()));
+        return Err(api_error("bad_query", format!("{key}= given more than once")));
     }
-    let from: Pos = text.parse().map_err(|e: ParsePosError| {
-        api_error(
-            "bad_position",
-            format!("{e}; hand back the `pos` of a change frame or of `subscribed`"),
-        )
-    })?;
+    Ok(first)
+}
+
+/// A reader of the journal after `from`, or 409 `position_expired` when retention removed part
+/// of what follows it.
+fn journal_reader(st: &AppState, from: Pos) -> Result<JournalReader, ApiError> {
     match st.journal.reader(from) {
-        Ok(reader) => Ok(Some(Resume { from, reader })),
+        Ok(reader) => Ok(reader),
         Err(JournalError::Expired { horizon, .. }) => Err(api_error(
             "position_expired",
             format!(
                 "the journal no longer holds the changes after {from} (it keeps those after \
-                 {horizon}); read the current rows again and subscribe without from="
+                 {horizon}); read the current rows again and subscribe without from= (a named \
+                 subscription: delete it and subscribe again)"
             ),
         )),
         Err(error) => {
@@ -269,34 +391,28 @@ async fn lookup_columns(
     st.catalog.columns(table).await
 }
 
-/// What the hub files for a validated request.
-pub(super) fn subscribe_request<'a>(
-    table: &'a TableName,
-    key: &'a str,
-    ops: u8,
-    filter: Filter,
-    plugin: Option<Arc<PluginGroup>>,
-) -> SubscribeRequest<'a> {
-    SubscribeRequest {
-        schema: &table.schema,
-        table: &table.name,
-        key,
-        ops,
-        filter,
-        plugin,
-    }
-}
-
 /// `lsn` is the position the stream had reached when the subscription was registered, left out
 /// while none is known yet; `pos` the stream position it receives every change after.
-pub(super) fn subscribed_frame(id: u64, table: &TableName, lsn: Lsn, pos: Pos) -> Message {
+/// `sub` names a named subscription.
+pub(super) fn subscribed_frame(
+    id: u64,
+    table: &TableName,
+    lsn: Lsn,
+    pos: Pos,
+    sub: Option<&str>,
+) -> Message {
     // Built by hand so `type` comes first, as in every other frame.
     let table = serde_json::Value::from(table.to_string());
     let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
     if lsn > Lsn(0) {
         body.push_str(&format!(r#","lsn":"{lsn}""#));
     }
-    body.push_str(&format!(r#","pos":"{pos}"}}"#));
+    body.push_str(&format!(r#","pos":"{pos}""#));
+    if let Some(sub) = sub {
+        body.push_str(r#","sub":"#);
+        crate::decode::put_str(&mut body, sub);
+    }
+    body.push('}');
     Message::Text(body.into())
 }
 
@@ -310,35 +426,6 @@ pub(super) fn stream_position(st: &AppState) -> Lsn {
     st.status.server_end()
 }
 
-async fn session(
-    socket: WebSocket,
-    st: AppState,
-    request: filter::Request,
-    filter: Filter,
-    plugin: Option<Arc<PluginGroup>>,
-    key: String,
-) {
-    let signal = SessionSignal::new(&st.shutdown);
-    let table = request.table;
-    // Registered before `subscribed` is sent: every change committed after the client sees it
-    // is dispatched to this subscription.
-    let subscription = st.hub.subscribe(
-        subscribe_request(&table, &key, request.ops, filter, plugin),
-        signal.clone(),
-    );
-    st.metrics.sessions.inc();
-    let first = subscribed_frame(
-        subscription.id(),
-        &table,
-        stream_position(&st),
-        subscription.start(),
-    );
-    let (sink, stream) = socket.split();
-    super::session::serve(sink, stream, subscription.reader(), signal, Some(first)).await;
-    drop(subscription);
-    st.metrics.sessions.dec();
-}
-
 async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {
     let list = st
         .plugins
@@ -346,6 +433,60 @@ async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {
         .map(|host| host.list())
         .unwrap_or_default();
     Json(list)
+}
+
+/// `GET /v1/subscriptions`: every named subscription, with how far behind the stream it is.
+async fn list_subscriptions(State(st): State<AppState>) -> impl IntoResponse {
+    let listed = st.named.list();
+    let last = st.hub.last_pos();
+    let journal = st.journal.clone();
+    // Counting unacknowledged changes reads the journal after each ack: off the async workers.
+    let rows = tokio::task::spawn_blocking(move || {
+        listed
+            .into_iter()
+            .map(|l| {
+                let lag_changes = count_after(&journal, l.acked);
+                json!({
+                    "name": l.name,
+                    "query": l.query,
+                    "table": l.table,
+                    "acked": l.acked.to_string(),
+                    "lag_bytes": last.commit.0.saturating_sub(l.acked.commit.0),
+                    "lag_changes": lag_changes,
+                    "connected": l.connected,
+                    "created_at": l.created_at,
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    Json(rows)
+}
+
+/// Changes the journal holds after `after` (`null` when it cannot tell: expired or unreadable).
+fn count_after(journal: &JournalHandle, after: Pos) -> Option<u64> {
+    let mut reader = journal.reader(after).ok()?;
+    let mut n = 0;
+    while reader.next().ok()?.is_some() {
+        n += 1;
+    }
+    Some(n)
+}
+
+/// `DELETE /v1/subscriptions/{name}`: forget it (its connected session closes with 4011) and
+/// release what it held of the journal.
+async fn delete_subscription(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    if st.named.delete(&name) {
+        tracing::info!(subscription = %name, "named subscription deleted");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        api_error(
+            "unknown_subscription",
+            format!("no named subscription {name:?}"),
+        )
+        .into_response()
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Title prefix of every scenario's table, as the bench prints it.
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 11] = [
     "# ingest:",
     "# latency:",
     "# plugin overhead:",
@@ -17,6 +17,9 @@ const TABLES: [&str; 8] = [
     "# selective:",
     "# plugins:",
     "# bigtx:",
+    "# catchup:",
+    "# resume:",
+    "# trickle:",
 ];
 
 /// Data rows of the table titled `title`: `|` lines after the column header and the `|---`

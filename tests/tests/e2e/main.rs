@@ -4,9 +4,11 @@
 
 mod bench;
 mod differential;
+mod durable;
 mod errors;
 mod filters;
 mod journal;
+mod pace;
 mod plugins;
 mod protocol;
 mod replay;

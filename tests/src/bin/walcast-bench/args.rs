@@ -11,6 +11,8 @@ pub struct Args {
     pub rows: u64,
     pub small: u64,
     pub runs: usize,
+    /// Client counts (`--subscribers`; `--clients` for `catchup`, whose clients replay the
+    /// journal rather than subscribe to the live stream).
     pub subscribers: Vec<usize>,
     pub groups: Vec<usize>,
     pub rate: u64,
@@ -18,6 +20,10 @@ pub struct Args {
     pub batch: u64,
     /// `journal.fsync` policies walcast runs with (`ingest`).
     pub fsync: Vec<String>,
+    /// Rows committed after the resume position (`resume`).
+    pub backlog: u64,
+    /// Frames per second the slow client reads (`trickle`).
+    pub slow_rate: u64,
 }
 
 /// Every scenario with the flags it takes; `smoke` takes none.
@@ -49,6 +55,9 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
         ],
     ),
     ("bigtx", &["--rows", "--runs"]),
+    ("catchup", &["--rows", "--clients", "--runs"]),
+    ("resume", &["--backlog", "--runs"]),
+    ("trickle", &["--rows", "--slow-rate", "--seconds", "--runs"]),
     ("smoke", &[]),
 ];
 
@@ -65,6 +74,8 @@ pub fn defaults(scenario: &str) -> Args {
         seconds: 10,
         batch: 10,
         fsync: vec!["burst".to_owned()],
+        backlog: 10_000,
+        slow_rate: 100,
     };
     match scenario {
         "latency" => a.rate = 5_000,
@@ -79,6 +90,16 @@ pub fn defaults(scenario: &str) -> Args {
             a.rows = 10_000_000;
             a.runs = 1;
         }
+        "catchup" => {
+            a.rows = 200_000;
+            a.subscribers = vec![1, 100];
+        }
+        // `--seconds` caps the window: a stream held back by the slow client would take
+        // rows / slow-rate seconds.
+        "trickle" => {
+            a.rows = 200_000;
+            a.seconds = 30;
+        }
         _ => {}
     }
     a
@@ -90,7 +111,12 @@ pub fn smoke(scenario: &str) -> Args {
     a.runs = 1;
     a.rows = if scenario == "bigtx" { 2_000 } else { 200 };
     a.small = 200;
-    a.subscribers = vec![3];
+    a.backlog = 200;
+    a.subscribers = if scenario == "catchup" {
+        vec![1, 3]
+    } else {
+        vec![3]
+    };
     a.groups = vec![1, 2];
     a.rate = 100;
     a.seconds = 1;
@@ -115,7 +141,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--subscribers" => a.subscribers = list(&flag, &value)?,
+            "--subscribers" | "--clients" => a.subscribers = list(&flag, &value)?,
             "--groups" => a.groups = list(&flag, &value)?,
             "--fsync" => a.fsync = policies(&value)?,
             _ => {
@@ -127,6 +153,8 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                     "--rate" => a.rate = n,
                     "--seconds" => a.seconds = n,
                     "--batch" => a.batch = n,
+                    "--backlog" => a.backlog = n,
+                    "--slow-rate" => a.slow_rate = n,
                     other => bail!("unknown flag {other}"),
                 }
             }
@@ -137,10 +165,15 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         ("--rate", a.rate),
         ("--seconds", a.seconds),
         ("--batch", a.batch),
+        ("--backlog", a.backlog),
+        ("--slow-rate", a.slow_rate),
     ] {
         if v == 0 {
             bail!("{flag} must be at least 1");
         }
+    }
+    if matches!(scenario.as_str(), "catchup" | "trickle") && a.rows == 0 {
+        bail!("--rows must be at least 1");
     }
     if scenario == "latency" && a.subscribers.len() != 1 {
         bail!("latency takes one --subscribers value");

@@ -1,6 +1,6 @@
 //! Many WebSocket subscribers in this process: the open-file budget they need, opening them
 //! concurrently from several loopback source addresses, and a lean receive loop per client that
-//! feeds one shared latency histogram.
+//! feeds one shared latency histogram and checks that `pos` increases.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use walcast_tests::Walcast;
 
-use crate::measure::{frame_ts, now_micros, ts_micros, Histogram, Quantiles};
+use crate::measure::{frame_pos, frame_ts, now_micros, ts_micros, Histogram, Quantiles};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -103,7 +103,23 @@ fn source_addr(i: usize) -> Ipv4Addr {
 
 /// One client: TCP from `source`, WebSocket upgrade, then the `subscribed` frame.
 pub async fn open_one(server: SocketAddr, url: &str, source: Ipv4Addr) -> Result<Ws> {
+    open_one_with(server, url, source, None).await
+}
+
+/// `open_one` with the kernel receive buffer (`SO_RCVBUF`) fixed at `rcvbuf` bytes (Linux doubles
+/// the value and turns off receive autotuning for the socket) and tungstenite's read chunk cut to
+/// the same size: a client that reads slowly then holds a few KiB of frames, not megabytes.
+pub async fn open_one_with(
+    server: SocketAddr,
+    url: &str,
+    source: Ipv4Addr,
+    rcvbuf: Option<u32>,
+) -> Result<Ws> {
     let socket = TcpSocket::new_v4()?;
+    if let Some(bytes) = rcvbuf {
+        // Before connect: the window scale is agreed in the handshake.
+        socket.set_recv_buffer_size(bytes).context("SO_RCVBUF")?;
+    }
     // Ports of the previous run's clients linger in TIME_WAIT; reuse lets the next run bind them.
     socket.set_reuseaddr(true)?;
     // Choose the port at connect time, by the whole 4-tuple: a port reserved at bind time would be
@@ -118,7 +134,8 @@ pub async fn open_one(server: SocketAddr, url: &str, source: Ipv4Addr) -> Result
     // tungstenite's default read buffer is 128 KiB and is zeroed on every read attempt: with
     // thousands of clients that memset, not the frames, would be the bench's main cost (and
     // inflate every latency it reports). Frames here are a few hundred bytes.
-    let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+    let read_buffer = rcvbuf.map_or(READ_BUFFER, |b| READ_BUFFER.min(b as usize));
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     let (mut ws, _) =
         match tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await {
             Ok(ok) => ok,
@@ -138,7 +155,8 @@ pub async fn open_one(server: SocketAddr, url: &str, source: Ipv4Addr) -> Result
     }
 }
 
-const CHANGE: &str = "{\"type\":\"change\"";
+/// How every change frame starts (and nothing else does).
+pub const CHANGE: &str = "{\"type\":\"change\"";
 const ERROR: &str = "{\"type\":\"error\"";
 
 /// Progress shared by all clients of a fleet.
@@ -157,6 +175,8 @@ struct Receipt {
     expected: u64,
     last_us: i64,
     wrong_key: u64,
+    /// Change frames whose `pos` is not above the previous frame's.
+    unordered: u64,
     errors: u64,
     ended: Option<String>,
 }
@@ -181,7 +201,12 @@ pub struct FleetReport {
     pub over: usize,
     /// Frames for another key than the client's (`selective`).
     pub wrong_key: u64,
+    /// Change frames whose `pos` was not above the previous one of the same client.
+    pub unordered: u64,
     pub error_frames: u64,
+    /// Clients that did not get exactly their expected frames, each for their key and in
+    /// increasing `pos` order, without error frames.
+    pub failed: usize,
     /// Clients whose connection ended before `finish`, and one reason.
     pub ended: usize,
     pub ended_reason: Option<String>,
@@ -201,20 +226,24 @@ impl FleetReport {
 
     /// A stderr line on anything but exactly the expected frames at every client.
     pub fn warn_if_incomplete(&self, what: &str) {
-        if self.short + self.over == 0 && self.wrong_key + self.error_frames == 0 {
+        if self.failed == 0 {
             return;
         }
         eprintln!(
-            "  {what}: {} of {} frames; {} clients short, {} over, {} wrong-key frames, {} error frames, \
-             {} connections ended{}",
+            "  {what}: {} of {} frames; {} clients short, {} over, {} wrong-key frames, \
+             {} out-of-order frames, {} error frames, {} connections ended{}",
             self.frames,
             self.expected,
             self.short,
             self.over,
             self.wrong_key,
+            self.unordered,
             self.error_frames,
             self.ended,
-            self.ended_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            self.ended_reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         );
     }
 }
@@ -290,7 +319,10 @@ impl Fleet {
             r.short += usize::from(c.frames < c.expected);
             r.over += usize::from(c.frames > c.expected);
             r.wrong_key += c.wrong_key;
+            r.unordered += c.unordered;
             r.error_frames += c.errors;
+            r.failed +=
+                usize::from(c.frames != c.expected || c.wrong_key + c.unordered + c.errors > 0);
             if let Some(reason) = c.ended {
                 r.ended += 1;
                 r.ended_reason.get_or_insert(reason);
@@ -301,8 +333,8 @@ impl Fleet {
     }
 }
 
-/// The per-client loop. Kept lean (one clock read, a byte search for `ts`, one timestamp parse per
-/// frame) so the bench's own 2-core share does not cap what walcast delivers.
+/// The per-client loop. Kept lean (one clock read, byte searches for `ts` and `pos`, one timestamp
+/// parse per transaction) so the bench's own 2-core share does not cap what walcast delivers.
 async fn receive(
     mut ws: Ws,
     expected: u64,
@@ -322,6 +354,8 @@ async fn receive(
     let mut latencies: Vec<u64> = Vec::new();
     // Rows of one transaction carry the same commit `ts`: parse it once.
     let mut last_ts = (String::new(), 0i64);
+    // Positions are fixed-width hex: text order is position order.
+    let mut last_pos = String::new();
     loop {
         let msg = tokio::select! {
             _ = &mut stopped => break,
@@ -363,6 +397,11 @@ async fn receive(
         }
         if key.is_some() && new_id(&text) != key {
             r.wrong_key += 1;
+        }
+        if let Some(pos) = frame_pos(&text) {
+            r.unordered += u64::from(pos <= last_pos.as_str());
+            last_pos.clear();
+            last_pos.push_str(pos);
         }
         if unflushed >= FLUSH || r.frames == expected {
             flush(&tally, &mut unflushed, &mut latencies);

@@ -33,6 +33,9 @@ pub enum Workload {
     BigTx(u64),
     /// N single-row transactions.
     Small(u64),
+    /// N rows in transactions of `batch` rows (the last may be smaller), committed back to back
+    /// by one statement.
+    Batched(u64, u64),
 }
 
 impl Workload {
@@ -40,12 +43,13 @@ impl Workload {
         match self {
             Workload::BigTx(n) => format!("{n} rows, 1 transaction"),
             Workload::Small(n) => format!("{n} single-row transactions"),
+            Workload::Batched(n, batch) => format!("{n} rows in transactions of {batch}"),
         }
     }
 
     pub fn rows(self) -> u64 {
         match self {
-            Workload::BigTx(n) | Workload::Small(n) => n,
+            Workload::BigTx(n) | Workload::Small(n) | Workload::Batched(n, _) => n,
         }
     }
 
@@ -54,6 +58,7 @@ impl Workload {
         match self {
             Workload::BigTx(n) => n + 2,
             Workload::Small(n) => 3 * n,
+            Workload::Batched(n, batch) => n + 2 * n.div_ceil(batch.max(1)),
         }
     }
 
@@ -68,11 +73,19 @@ impl Workload {
                 "DO $$ BEGIN FOR g IN 1..{n} LOOP \
                  INSERT INTO bench (id, name, age, height, city) VALUES ({row}); COMMIT; END LOOP; END $$"
             ),
+            Workload::Batched(n, batch) => format!(
+                "DO $$ BEGIN FOR t IN 0..{last} LOOP \
+                 INSERT INTO bench (id, name, age, height, city) SELECT {row} \
+                 FROM generate_series(t * {batch} + 1, least((t + 1) * {batch}, {n})) g; COMMIT; \
+                 END LOOP; END $$",
+                last = n.div_ceil(batch.max(1)).saturating_sub(1)
+            ),
         }
     }
 }
 
-const BENCH_TABLE: &str =
+/// The table every workload writes.
+pub const BENCH_TABLE: &str =
     "CREATE TABLE bench (id bigint PRIMARY KEY, name text, age int, height float8, city text)";
 
 /// Creates the `bench` table and a wal2json slot per name in `slots`, then commits `workload`:

@@ -13,12 +13,15 @@
 //! walcast-bench selective [--subscribers 100,10000,50000] [--rate 1000] [--seconds 10] [--batch 10] [--runs 3]
 //! walcast-bench plugins   [--subscribers 1000] [--groups 1,10,100] [--rate 500] [--seconds 10] [--batch 10] [--runs 3]
 //! walcast-bench bigtx     [--rows 10000000] [--runs 1]
+//! walcast-bench catchup   [--rows 200000] [--clients 1,100] [--runs 3]
+//! walcast-bench resume    [--backlog 10000] [--runs 3]
+//! walcast-bench trickle   [--rows 200000] [--slow-rate 100] [--seconds 30] [--runs 3]
 //! walcast-bench smoke
 //! ```
 //!
-//! `--subscribers` and `--groups` take comma lists: one table row per value. Clients are opened 64
-//! handshakes at a time from 127.0.0.2, 127.0.0.3, ... (20,000 per address, so ephemeral ports
-//! last) and count once their `subscribed` frame arrived. walcast and the bench each hold one
+//! `--subscribers`, `--clients` and `--groups` take comma lists: one table row per value. Clients
+//! are opened 64 handshakes at a time from 127.0.0.2, 127.0.0.3, ... (20,000 per address, so
+//! ephemeral ports last) and count once their `subscribed` frame arrived. walcast and the bench each hold one
 //! socket per client under the same open-file hard limit: when N + 512 does not fit, the bench
 //! says so in a `#` line and measures the largest round thousand that does (limit - 1000).
 //!
@@ -51,14 +54,45 @@
 //!   queue), drained to one `*:bench` subscriber. Figures: seconds and rows/s to deliver, walcast
 //!   peak RSS (VmHWM after the last row), and `pg_recvlogical` on the same backlog from a second
 //!   slot. One run by default: the backlog alone takes minutes to build.
+//! - `catchup` (catch-up rate from the journal): a subscriber on `*:bench` takes its `subscribed`
+//!   `pos`, then `--rows` rows are committed in transactions of 1,000 (to keep set-up short; each
+//!   row is still its own change) and received by it live, so walcast has journaled them. Then,
+//!   per N in `--clients`, N clients open `*:bench&from=<pos>` at once, timed from the first
+//!   connect until every client has every row (one backlog per run, replayed by each N in turn).
+//!   Each client must get exactly `--rows` change frames in increasing `pos` order; the clients
+//!   that did not are a figure. Figures: aggregate changes/s (all clients' frames / seconds),
+//!   per-client changes/s, seconds, walcast and bench CPU in cores (left out for windows under
+//!   0.5 s: /proc counts 10 ms ticks), failed clients.
+//! - `resume` (resume latency): the same set-up with `--backlog` rows, then 20 times per run,
+//!   alternately: a connection with `from=<pos>` timed from the start of its TCP connect to its
+//!   first replayed change (which must be after `pos`) and to its `subscribed`, and a plain
+//!   connection timed to `subscribed`; each dropped after. Figures: medians over runs of each
+//!   run's p50 and max.
+//! - `trickle` (a slow reader beside a fast one): `--rows` rows in transactions of 1,000
+//!   committed back to back with `synchronous_commit` on (the stream runs far ahead of a cohort
+//!   log, which holds `sessions.queue_capacity` = 1,024 frames by default, while each transaction
+//!   reaches walcast as soon as it commits), first to one fast client on `*:bench` alone, then,
+//!   on a fresh walcast, to the same fast client beside a slow one on the same query (one
+//!   cohort) that reads a frame, then sleeps until its next read is due, `--slow-rate` reads per
+//!   second. The slow client's socket asks for a 4 KiB `SO_RCVBUF` (Linux doubles it and turns
+//!   receive autotuning off) and tungstenite reads 4 KiB at a time, so it holds a few dozen
+//!   frames, not megabytes; walcast's send buffer (kernel, autotuned up to `net.ipv4.tcp_wmem`'s
+//!   max) is on the server side. The window runs from the first commit until the fast client has
+//!   every row, at most `--seconds` (30 by default). After it the slow client reads without
+//!   pausing until it has every row, its connection ends or 3 s pass without a frame, so a close
+//!   frame queued behind unread frames is seen. Figures: fast rows/s alone, beside the slow
+//!   client and their ratio, the slow client's frames in the window, and per run how it ended
+//!   (`open`, `closed <code>`) and how many rows it had by the end.
 //! - `smoke`: every scenario once with tiny parameters (3 clients, 2 groups, 200 rows, rate 100
-//!   for 1 s, bigtx 2,000 rows) on one Postgres cluster; what the e2e suite runs.
+//!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows) on one Postgres
+//!   cluster; what the e2e suite runs.
 //!
 //! `plugin` and `plugins` need `plugins/dist/threshold.wasm` (`sh plugins/build.sh`).
 
 mod args;
 mod clients;
 mod ingest;
+mod journal;
 mod latency;
 mod measure;
 mod plugins;
@@ -84,7 +118,7 @@ fn cluster() -> Result<PgCluster> {
 }
 
 /// Every scenario `smoke` runs, in order.
-const SMOKE: [&str; 8] = [
+const SMOKE: [&str; 11] = [
     "ingest",
     "latency",
     "plugin",
@@ -93,6 +127,9 @@ const SMOKE: [&str; 8] = [
     "selective",
     "plugins",
     "bigtx",
+    "catchup",
+    "resume",
+    "trickle",
 ];
 
 #[tokio::main]
@@ -137,6 +174,9 @@ async fn run(cluster: &PgCluster, args: &Args) -> Result<()> {
         "selective" => selective::selective(cluster, args).await,
         "plugins" => plugins::plugin_groups(cluster, args).await,
         "bigtx" => ingest::bigtx(cluster, args).await,
+        "catchup" => journal::catchup(cluster, args).await,
+        "resume" => journal::resume(cluster, args).await,
+        "trickle" => journal::trickle(cluster, args).await,
         other => anyhow::bail!("no scenario {other}"),
     }
 }

@@ -22,11 +22,22 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// The commit timestamp text of a change frame. A byte search rather than a JSON parse: with thousands of clients in this process the parse would be what limits
-/// the receive rate, not walcast.
+/// The commit timestamp text of a change frame. A byte search rather than a JSON parse: with
+/// thousands of clients in this process the parse would be what limits the receive rate, not
+/// walcast.
 pub fn frame_ts(frame: &str) -> Option<&str> {
-    const KEY: &str = "\"ts\":\"";
-    let start = frame.find(KEY)? + KEY.len();
+    string_field(frame, "\"ts\":\"")
+}
+
+/// The `pos` of a change frame (or of `subscribed`), by byte search like `frame_ts`. The
+/// top-level `pos` comes before the row (`new`), so a column named `pos` is not picked up.
+pub fn frame_pos(frame: &str) -> Option<&str> {
+    string_field(frame, "\"pos\":\"")
+}
+
+/// The string value that follows the first `key` (`"name":"`) in `frame`.
+fn string_field<'a>(frame: &'a str, key: &str) -> Option<&'a str> {
+    let start = frame.find(key)? + key.len();
     let len = frame[start..].find('"')?;
     Some(&frame[start..start + len])
 }

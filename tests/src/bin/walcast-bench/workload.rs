@@ -110,7 +110,7 @@ pub async fn commit_paced(client: &Client, pace: Pace, stmt: &Statement<'_>) -> 
 }
 
 /// No frame for this long after the writer finished means the rest is not coming.
-const STALL: Duration = Duration::from_secs(15);
+pub const STALL: Duration = Duration::from_secs(15);
 
 /// One measured window: the writer's commits until the last delivery.
 pub struct Streamed {
