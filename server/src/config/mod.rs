@@ -193,13 +193,9 @@ pub struct TablesConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
-    /// Frames a cohort log may hold that one of its sessions has not read yet. When it is full
-    /// the stream waits for that session (the pipeline slows to the pace of its slowest reader) ...
+    /// Frames a cohort log may hold that one of its sessions has not read yet. When it is full,
+    /// the sessions holding its oldest frame go on from the journal (the stream never waits).
     pub queue_capacity: usize,
-    /// ... but for at most this long: a session that leaves the log full this long is
-    /// closed with 4008 (slow consumer) and the stream goes on without it.
-    #[serde(deserialize_with = "de_duration")]
-    pub slow_consumer_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -253,7 +249,6 @@ impl Default for SessionsConfig {
     fn default() -> Self {
         SessionsConfig {
             queue_capacity: 1024,
-            slow_consumer_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -354,10 +349,6 @@ impl Config {
         if let Some(v) = get("WALCAST_QUEUE_CAPACITY") {
             self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
         }
-        if let Some(v) = get("WALCAST_SLOW_CONSUMER_TIMEOUT") {
-            self.sessions.slow_consumer_timeout = parse_duration(&v)
-                .map_err(|e| ConfigError::invalid("WALCAST_SLOW_CONSUMER_TIMEOUT", e))?;
-        }
         if let Some(v) = get("WALCAST_PLUGIN_DIR") {
             self.plugins.dir = Some(PathBuf::from(v));
         }
@@ -439,12 +430,6 @@ impl Config {
             return Err(ConfigError::invalid(
                 "replication.max_backoff",
                 "must be greater than zero; use e.g. \"30s\"",
-            ));
-        }
-        if self.sessions.slow_consumer_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "sessions.slow_consumer_timeout",
-                "must be above zero; use e.g. \"2s\"",
             ));
         }
         if self.sessions.queue_capacity == 0 {
