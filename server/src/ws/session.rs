@@ -507,3 +507,7 @@ fn close_reason(code: u16, signal: &SessionSignal) -> String {
     };
     standard.to_owned()
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1023,7 +1023,9 @@ async fn list_shows_lag_and_delete_closes_with_4011() -> Result<()> {
         match next_but_acked(&mut lagging).await? {
             Frame::Json(v, _) if v["type"] == "change" => {}
             Frame::Close(Some(4011), _) => break,
-            other => bail!("the deleted subscription's session: expected close 4011, got {other:?}"),
+            other => {
+                bail!("the deleted subscription's session: expected close 4011, got {other:?}")
+            }
         }
     }
     let (status, body) = http_delete(&server, "/v1/subscriptions/lagging").await?;

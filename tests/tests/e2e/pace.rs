@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use tokio::sync::watch;
-use walcast_tests::{PgCluster, PgOptions, TestDb, Walcast, WsClient, STEP};
+use walcast_tests::{PgCluster, PgOptions, TestDb, Walcast, WsClient};
 
 use crate::LONG;
 
@@ -58,13 +58,13 @@ async fn insert_burst(db: &TestDb<'_>, lo: i64, hi: i64) -> Result<()> {
 }
 
 /// The fast client: reads ids `first..` as fast as it can, up to each end in `ends`; returns
-/// when the first and the last row of each burst arrived. Publishes the last id read every 1,000
-/// rows and at the end of each burst.
+/// when the first and the last row of each burst arrived. Publishes the last id read (and its
+/// position) at the end of each burst.
 async fn read_fast(
     mut c: WsClient,
     first: i64,
     ends: Vec<i64>,
-    progress: watch::Sender<i64>,
+    progress: watch::Sender<(i64, String)>,
 ) -> Result<Vec<(Instant, Instant)>> {
     let mut next = first;
     let mut last_pos = String::new();
@@ -81,9 +81,7 @@ async fn read_fast(
             let burst_first = *burst_first.get_or_insert(now);
             if next > end {
                 times.push((burst_first, now));
-                progress.send_replace(end);
-            } else if next % 1_000 == 0 {
-                progress.send_replace(next - 1);
+                progress.send_replace((end, last_pos.clone()));
             }
         }
     }
@@ -126,6 +124,9 @@ async fn read_slow(
 async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()> {
     const WARMUP: i64 = 1_000;
     const BURST: i64 = 200_000;
+    /// Rounds of (a burst with the fast client alone, a burst beside the slow readers): the
+    /// best burst of each kind is compared, as interference from outside only slows a burst down.
+    const ROUNDS: i64 = 5;
     const MIN_SLOW: Duration = Duration::from_secs(5);
     let db = TestDb::new(PgCluster::shared(), "pace").await?;
     db.exec("CREATE TABLE burst (id int8 primary key, pad text NOT NULL)")
@@ -136,101 +137,114 @@ async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()>
         .start()
         .await?;
     let query = [("query", "insert:burst")];
-    let (mut fast, _) = WsClient::subscribe(&server, &query).await?;
+    let (fast, _) = WsClient::subscribe(&server, &query).await?;
 
-    // A warm-up transaction, read here: its last position is where the `from=` reader starts.
-    insert_burst(&db, 1, WARMUP).await?;
-    let (mut next, mut warm_pos) = (1, String::new());
-    while next <= WARMUP {
-        let raw = fast.next_text(STEP).await?;
-        check_next(&raw, &mut next, &mut warm_pos, "fast client, warm-up")?;
-    }
-
-    // Burst A: the fast client alone.
-    let a_end = WARMUP + BURST;
-    let b_end = a_end + BURST;
-    let (progress_tx, mut progress) = watch::channel(WARMUP);
-    let fast_task = tokio::spawn(read_fast(fast, WARMUP + 1, vec![a_end, b_end], progress_tx));
-    let a_commit = Instant::now();
-    insert_burst(&db, WARMUP + 1, a_end).await?;
-    let a_committed = a_commit.elapsed();
-    if tokio::time::timeout(2 * LONG, progress.wait_for(|p| *p >= a_end))
-        .await
-        .map(|r| r.is_err())
-        .unwrap_or(true)
-    {
-        fast_task.abort();
-        match fast_task.await {
-            Ok(Err(e)) => return Err(e.context("fast client, burst A")),
-            _ => bail!(
-                "fast client did not get burst A; stderr:\n{}",
-                server.stderr_tail(20)
-            ),
+    let ends: Vec<i64> = (1..=2 * ROUNDS).map(|k| WARMUP + k * BURST).collect();
+    let (progress_tx, mut progress) = watch::channel((0, String::new()));
+    let fast_task = tokio::spawn(read_fast(
+        fast,
+        1,
+        std::iter::once(WARMUP)
+            .chain(ends.iter().copied())
+            .collect(),
+        progress_tx,
+    ));
+    let mut fast_task = Some(fast_task);
+    // Waits until the fast client has read up to `end`; returns the position of that row.
+    let mut reached = async |end: i64, what: &str| -> Result<String> {
+        let waited = tokio::time::timeout(2 * LONG, progress.wait_for(|(id, _)| *id >= end)).await;
+        match waited {
+            Ok(Ok(p)) => Ok(p.1.clone()),
+            _ => {
+                let task = fast_task.take().context("fast client gone")?;
+                task.abort();
+                match task.await {
+                    Ok(Err(e)) => Err(e.context(format!("fast client, {what}"))),
+                    _ => bail!(
+                        "fast client did not get {what}; stderr:\n{}",
+                        server.stderr_tail(20)
+                    ),
+                }
+            }
         }
+    };
+
+    // A warm-up transaction.
+    insert_burst(&db, 1, WARMUP).await?;
+    let mut before_alone = reached(WARMUP, "the warm-up").await?;
+    let mut slow_counts = Vec::new();
+    for round in 0..ROUNDS {
+        let alone_end = WARMUP + (2 * round + 1) * BURST;
+        let beside_end = alone_end + BURST;
+        // The fast client alone.
+        insert_burst(&db, alone_end - BURST + 1, alone_end).await?;
+        reached(alone_end, &format!("round {round}, alone")).await?;
+
+        // Beside two slow readers on the same query: one live (it joins the cohort now and falls
+        // behind its log within QUEUE_CAPACITY frames), one resuming before the burst it missed
+        // (journal first, then both bursts).
+        let (slow_live, _) = WsClient::subscribe(&server, &query).await?;
+        let (slow_from, hello) = WsClient::subscribe(
+            &server,
+            &[("query", "insert:burst"), ("from", before_alone.as_str())],
+        )
+        .await?;
+        ensure!(hello["pos"] == before_alone.as_str(), "{hello}");
+        let (release_tx, release) = watch::channel(false);
+        let live_task = tokio::spawn(read_slow(
+            slow_live,
+            alone_end + 1,
+            beside_end,
+            MIN_SLOW,
+            release.clone(),
+            "slow live client",
+        ));
+        let from_task = tokio::spawn(read_slow(
+            slow_from,
+            alone_end - BURST + 1,
+            beside_end,
+            MIN_SLOW,
+            release,
+            "slow from= client",
+        ));
+        insert_burst(&db, alone_end + 1, beside_end).await?;
+        before_alone = reached(beside_end, &format!("round {round}, beside")).await?;
+        release_tx.send_replace(true);
+        let live_slow = tokio::time::timeout(2 * LONG, live_task)
+            .await
+            .context("slow live client")???;
+        let from_slow = tokio::time::timeout(2 * LONG, from_task)
+            .await
+            .context("slow from= client")???;
+        // The slow live reader really fell behind its cohort's log during the burst.
+        ensure!(
+            live_slow < BURST - QUEUE_CAPACITY,
+            "the live slow reader read {live_slow} frames before speeding up: it never fell behind"
+        );
+        slow_counts.push((live_slow, from_slow));
     }
+    let times = fast_task
+        .take()
+        .context("fast client gone")?
+        .await
+        .context("fast client")??;
 
-    // Burst B: beside two slow readers on the same query. One is live (it joins the cohort now
-    // and falls behind its log within QUEUE_CAPACITY frames); the other resumes before burst A
-    // (journal first, then both bursts).
-    let (slow_live, _) = WsClient::subscribe(&server, &query).await?;
-    let (slow_from, hello) = WsClient::subscribe(
-        &server,
-        &[("query", "insert:burst"), ("from", warm_pos.as_str())],
-    )
-    .await?;
-    ensure!(hello["pos"] == warm_pos.as_str(), "{hello}");
-    let (release_tx, release) = watch::channel(false);
-    let live_task = tokio::spawn(read_slow(
-        slow_live,
-        a_end + 1,
-        b_end,
-        MIN_SLOW,
-        release.clone(),
-        "slow live client",
-    ));
-    let from_task = tokio::spawn(read_slow(
-        slow_from,
-        WARMUP + 1,
-        b_end,
-        MIN_SLOW,
-        release,
-        "slow from= client",
-    ));
-    let b_commit = Instant::now();
-    insert_burst(&db, a_end + 1, b_end).await?;
-    let b_committed = b_commit.elapsed();
-    let times = tokio::time::timeout(2 * LONG, fast_task)
-        .await
-        .context("fast client, burst B")???;
-    let slowed_down_at = b_commit.elapsed();
-    release_tx.send_replace(true);
-    let live_slow = tokio::time::timeout(2 * LONG, live_task)
-        .await
-        .context("slow live client")???;
-    let from_slow = tokio::time::timeout(2 * LONG, from_task)
-        .await
-        .context("slow from= client")???;
-
-    let rate = |(first, last): (Instant, Instant)| BURST as f64 / (last - first).as_secs_f64();
-    let (alone, beside) = (rate(times[0]), rate(times[1]));
-    let ratio = beside / alone;
+    // times[0] is the warm-up; then alone, beside, alone, beside, ...
+    let rate = |(first, last): &(Instant, Instant)| BURST as f64 / (*last - *first).as_secs_f64();
+    let alone: Vec<f64> = times[1..].iter().step_by(2).map(rate).collect();
+    let beside: Vec<f64> = times[2..].iter().step_by(2).map(rate).collect();
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let ratio = best(&beside) / best(&alone);
     eprintln!(
-        "fast client: {alone:.0} rows/s alone, {beside:.0} rows/s beside two slow readers: ratio \
-         {ratio:.3} (commits {:.2}s / {:.2}s; burst B done {:.2}s after its commit started); slow \
-         readers read {live_slow} (live) and {from_slow} (from=) frames before speeding up",
-        a_committed.as_secs_f64(),
-        b_committed.as_secs_f64(),
-        slowed_down_at.as_secs_f64(),
-    );
-    // The slow live reader really fell behind its cohort's log while the fast one read burst B.
-    ensure!(
-        live_slow < BURST - QUEUE_CAPACITY,
-        "the live slow reader read {live_slow} frames before speeding up: it never fell behind"
+        "fast client rows/s alone {alone:.0?}, beside two slow readers {beside:.0?}: ratio of the \
+         best {ratio:.3}; slow readers (live, from=) read {slow_counts:?} frames before speeding up"
     );
     ensure!(
         ratio >= 0.9,
-        "the fast client was slowed by the slow readers: {beside:.0} rows/s beside them, \
-         {alone:.0} rows/s alone (ratio {ratio:.3} < 0.9)"
+        "the fast client was slowed by the slow readers: at best {:.0} rows/s beside them, {:.0} \
+         rows/s alone (ratio {ratio:.3} < 0.9)",
+        best(&beside),
+        best(&alone)
     );
     let dropped = server
         .metric("walcast_sessions_dropped_total")

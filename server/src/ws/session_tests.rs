@@ -1,0 +1,249 @@
+//! Sessions without sockets: the hub fed through the intake (with a journal) as the replication
+//! task feeds it, the session writing into a channel the test reads at its own pace.
+
+use futures_channel::mpsc as fmpsc;
+use serde_json::Value;
+
+use super::*;
+use crate::filter::{bind, parse_request, ColumnInfo};
+use crate::hub::Intake;
+use crate::journal::{Journal, JournalConfig};
+use crate::source::{Consumer, Lsn};
+
+struct Rig {
+    intake: Intake,
+    ctx: Ctx,
+    next_commit: u64,
+    next_id: i64,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// A hub whose cohort logs hold `capacity` frames, with a journal.
+    fn new(capacity: usize) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(JournalConfig::new(dir.path())).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(metrics.clone(), capacity);
+        let ctx = Ctx {
+            hub: hub.clone(),
+            journal: journal.handle(),
+            metrics: metrics.clone(),
+            shutdown: CancellationToken::new(),
+            lsn: Lsn(0),
+        };
+        Rig {
+            intake: Intake::new(hub, metrics).with_journal(journal),
+            ctx,
+            next_commit: 0x1000,
+            next_id: 1,
+            _dir: dir,
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        let params = vec![("query".to_owned(), "*:t".to_owned())];
+        let req = parse_request(&params).unwrap();
+        let filter = bind(&req, &[ColumnInfo::new("id", "integer")]).unwrap();
+        Plan {
+            table: TableName::new("public", "t"),
+            key: "*:t".into(),
+            ops: req.ops,
+            filter,
+            plugin: None,
+        }
+    }
+
+    /// `n` single-row transactions, as one burst read from Postgres.
+    fn commit_rows(&mut self, n: usize) {
+        for _ in 0..n {
+            let (c, id) = (self.next_commit, self.next_id);
+            let msgs = [
+                format!(r#"{{"action":"B","xid":1,"lsn":"{}"}}"#, Lsn(c)),
+                format!(
+                    r#"{{"action":"I","xid":1,"lsn":"{}","schema":"public","table":"t","columns":[{{"name":"id","type":"integer","value":{id}}}]}}"#,
+                    Lsn(c - 8)
+                ),
+                format!(r#"{{"action":"C","xid":1,"lsn":"{}"}}"#, Lsn(c)),
+            ];
+            for (i, m) in msgs.into_iter().enumerate() {
+                let at = Lsn(c - 16 + 8 * i as u64);
+                self.intake.on_data(at, at, &mut m.into_bytes());
+            }
+            self.next_commit += 0x100;
+            self.next_id += 1;
+        }
+        self.intake.flush();
+    }
+}
+
+/// The client side of a session: what it was sent, and a way to send it messages.
+struct Client {
+    out: fmpsc::Receiver<Message>,
+    to_server: fmpsc::UnboundedSender<Result<Message, ()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client {
+    fn start(rig: &Rig, start: Start, claim: Option<Claim>) -> Client {
+        // No buffer: the session can only write as fast as the test reads.
+        let (out_tx, out) = fmpsc::channel::<Message>(0);
+        let (to_server, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
+        let signal = SessionSignal::new(&rig.ctx.shutdown);
+        let task = tokio::spawn(run(
+            out_tx.sink_map_err(|_| ()),
+            in_rx,
+            rig.ctx.clone(),
+            rig.plan(),
+            start,
+            claim,
+            signal,
+        ));
+        Client {
+            out,
+            to_server,
+            task,
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        let msg = tokio::time::timeout(Duration::from_secs(10), self.out.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the session is open");
+        match msg {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next `n` change frames' ids, checking that positions increase.
+    async fn ids(&mut self, n: usize) -> Vec<i64> {
+        let mut ids = Vec::new();
+        let mut last = String::new();
+        while ids.len() < n {
+            let v = self.next().await;
+            assert_eq!(v["type"], "change", "{v}");
+            let pos = v["pos"].as_str().unwrap().to_owned();
+            assert!(pos > last, "{pos} after {last}");
+            last = pos;
+            ids.push(v["new"]["id"].as_i64().unwrap());
+        }
+        ids
+    }
+
+    fn send(&self, text: &str) {
+        self.to_server
+            .unbounded_send(Ok(Message::Text(text.into())))
+            .unwrap();
+    }
+}
+
+/// A session that cannot keep up with a burst is detached from its cohort's log (which never
+/// waits for it) and reads the rest from the journal, then comes back to the live stream: every
+/// row once, in order, across both moves.
+#[tokio::test]
+async fn a_session_that_falls_behind_reads_the_journal_and_comes_back_live() {
+    let mut rig = Rig::new(4);
+    let mut client = Client::start(&rig, Start::Live, None);
+    assert_eq!(client.next().await["type"], "subscribed");
+
+    rig.commit_rows(2);
+    assert_eq!(client.ids(2).await, [1, 2]);
+    rig.commit_rows(200);
+    assert!(
+        rig.ctx.metrics.sessions_behind.get() >= 1,
+        "a 200-row burst does not fit a 4-frame log"
+    );
+    assert_eq!(client.ids(200).await, (3..=202).collect::<Vec<_>>());
+
+    // Caught up: back on the live stream.
+    let mut waited = 0;
+    while rig.ctx.metrics.catchup_sessions.get() != 0 {
+        waited += 1;
+        assert!(waited < 1000, "the session never rejoined the live stream");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    rig.commit_rows(3);
+    assert_eq!(client.ids(3).await, [203, 204, 205]);
+    drop(client.to_server);
+    client.task.await.unwrap();
+}
+
+/// `from=`: the journal first, then live, without a gap or a duplicate at the seam.
+#[tokio::test]
+async fn a_resume_replays_after_its_position_then_goes_live() {
+    let mut rig = Rig::new(1024);
+    let mut first = Client::start(&rig, Start::Live, None);
+    assert_eq!(first.next().await["type"], "subscribed");
+    rig.commit_rows(10);
+    let mut pos = String::new();
+    for _ in 0..4 {
+        pos = first.next().await["pos"].as_str().unwrap().to_owned();
+    }
+    let from: Pos = pos.parse().unwrap();
+    let reader = rig.ctx.journal.reader(from).unwrap();
+    let mut resumed = Client::start(&rig, Start::After(from, reader), None);
+    let hello = resumed.next().await;
+    assert_eq!(hello["pos"], pos.as_str());
+    assert_eq!(resumed.ids(6).await, (5..=10).collect::<Vec<_>>());
+    rig.commit_rows(2);
+    assert_eq!(resumed.ids(2).await, [11, 12]);
+}
+
+#[tokio::test]
+async fn acks_are_confirmed_once_persisted_and_bad_ones_answered() {
+    let mut rig = Rig::new(1024);
+    let dir = tempfile::tempdir().unwrap();
+    let store = named::Store::open(dir.path()).unwrap();
+    let writer = tokio::spawn(
+        store
+            .clone()
+            .run_writer(rig.ctx.metrics.clone(), CancellationToken::new()),
+    );
+    let signal = SessionSignal::new(&rig.ctx.shutdown);
+    let claim = store.claim("view", "query=*:t", "public.t", signal).unwrap();
+    let mut client = Client::start(&rig, Start::Live, Some(claim));
+    let hello = client.next().await;
+    assert_eq!(hello["sub"], "view");
+    assert_eq!(store.list()[0].acked.to_string(), hello["pos"].as_str().unwrap());
+
+    rig.commit_rows(3);
+    let mut positions = Vec::new();
+    for _ in 0..3 {
+        positions.push(client.next().await["pos"].as_str().unwrap().to_owned());
+    }
+    client.send("hello");
+    assert_eq!(client.next().await["error"], "bad_message");
+    client.send(r#"{"type":"ack","pos":"7FFFFFFFFFFFFFFF-00000001"}"#);
+    assert_eq!(client.next().await["error"], "bad_ack");
+    client.send(&format!(r#"{{"type":"ack","pos":"{}"}}"#, positions[1]));
+    let acked = client.next().await;
+    assert_eq!(acked["type"], "acked");
+    assert_eq!(acked["pos"], positions[1].as_str());
+    assert_eq!(store.list()[0].acked.to_string(), positions[1]);
+    writer.abort();
+}
+
+#[tokio::test]
+async fn an_ack_without_a_named_subscription_is_refused() {
+    let rig = Rig::new(16);
+    let mut client = Client::start(&rig, Start::Live, None);
+    client.next().await;
+    client.send(r#"{"type":"ack","pos":"0000000000000000-00000000"}"#);
+    let v = client.next().await;
+    assert_eq!(v["error"], "bad_ack");
+    assert!(v["message"].as_str().unwrap().contains("sub="));
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_1001() {
+    let rig = Rig::new(16);
+    let mut client = Client::start(&rig, Start::Live, None);
+    client.next().await;
+    rig.ctx.shutdown.cancel();
+    match client.out.next().await.unwrap() {
+        Message::Close(Some(f)) => assert_eq!(f.code, 1001),
+        other => panic!("expected close, got {other:?}"),
+    }
+}
