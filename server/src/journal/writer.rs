@@ -24,7 +24,7 @@ use crate::source::Lsn;
 pub(super) const WRITE_BUF: usize = 1 << 20;
 
 /// A commit marker's end LSN and the segment holding it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Mark {
     pub end: Lsn,
     pub seq: u64,
@@ -234,11 +234,14 @@ impl Journal {
         Ok(())
     }
 
-    /// The end of a burst: writes what is buffered, and with `Fsync::Burst` syncs it.
+    /// The end of a burst: writes what is buffered and, with `Fsync::Burst`, syncs it when a
+    /// commit marker was written since the last sync. Changes of a transaction still open need
+    /// no sync yet: nothing of it can be confirmed before its marker, and repair cuts it when the
+    /// marker is lost. So a large transaction is synced once, at its commit, not at every burst.
     pub fn flush(&mut self) -> Result<(), JournalError> {
         self.check()?;
         self.write_buf()?;
-        if self.cfg.fsync == Fsync::Burst && self.unsynced {
+        if self.cfg.fsync == Fsync::Burst && self.unsynced && self.written_mark != self.synced {
             self.sync()?;
         }
         Ok(())

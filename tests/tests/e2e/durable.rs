@@ -1065,3 +1065,52 @@ async fn list_shows_lag_and_delete_closes_with_4011() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn retention_keeps_what_a_subscription_has_not_acked() -> Result<()> {
+    let db = items_db("subretain").await?;
+    let server = Walcast::builder(&db)
+        .config_toml("[journal]\nsegment_bytes = 4096\nmax_bytes = 8192\n")
+        .start()
+        .await?;
+    let (mut anon, _) = WsClient::subscribe(&server, &[("query", QUERY)]).await?;
+    commit_rows(&db, 1..=100).await?;
+    let first = pos_of(
+        &rows(&mut anon, 1..=100, "before the subscription").await?,
+        1,
+    )?;
+    let (holder, hello) =
+        WsClient::subscribe(&server, &[("query", QUERY), ("sub", "holder")]).await?;
+    ensure!(hello["pos"].is_string(), "{hello}");
+    holder.close_and_wait(STEP).await?;
+
+    // Commit until retention removed the segment of row 1 (far more than max_bytes).
+    let deadline = Instant::now() + LONG;
+    let mut next = 101;
+    loop {
+        commit_rows(&db, next..next + 50).await?;
+        next += 50;
+        let (status, body) = server
+            .get(&format!("/ws?query={QUERY}&from={first}"))
+            .await?;
+        if status == 409 && body.contains("position_expired") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "retention never removed the first segment (last answer {status} {body})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let removed = server
+        .metric("walcast_journal_segments_removed_total")
+        .await?;
+    ensure!(removed > Some(0.0), "segments removed: {removed:?}");
+    // Everything after the subscription's position is still there.
+    let (mut holder, hello) = reconnect(&server, "holder", QUERY).await?;
+    ensure!(hello["pos"].is_string(), "{hello}");
+    rows(&mut holder, 101..next, "resumed holder").await?;
+    commit_rows(&db, [next]).await?;
+    rows(&mut holder, [next], "holder live").await?;
+    Ok(())
+}
