@@ -93,6 +93,14 @@ impl WsClient {
             .with_context(|| format!("cannot send {text}"))
     }
 
+    /// Sends one binary frame.
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> Result<()> {
+        self.ws
+            .send(Message::binary(bytes.to_vec()))
+            .await
+            .context("cannot send a binary frame")
+    }
+
     /// Sends `{"type":"ack","pos":<pos>}`.
     pub async fn ack(&mut self, pos: &str) -> Result<()> {
         let msg = serde_json::json!({"type": "ack", "pos": pos}).to_string();

@@ -199,7 +199,9 @@ impl Store {
     ) -> Result<Claim, ClaimError> {
         let mut entries = self.entries.lock();
         let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        let (persisted, rx) = watch::channel(Pos::ZERO);
+        // Starts at what is already in the file: only later acks are confirmed.
+        let known = entries.get(name).map_or(Pos::ZERO, |e| e.stored.acked);
+        let (persisted, rx) = watch::channel(known);
         let resume = match entries.get_mut(name) {
             Some(entry) => {
                 if entry.lease.is_some() {
@@ -210,7 +212,6 @@ impl Store {
                         stored: entry.stored.query.clone(),
                     });
                 }
-                persisted.send_replace(entry.stored.acked);
                 entry.lease = Some(Lease {
                     id: lease,
                     signal,
@@ -415,12 +416,17 @@ impl Claim {
         {
             let mut entries = self.store.entries.lock();
             if let Some(entry) = entries.get_mut(&self.name) {
-                if entry.lease.as_ref().is_some_and(|l| l.id == self.lease) && entry.pending {
-                    entry.pending = false;
-                    entry.stored.acked = start;
+                if let Some(lease) = entry.lease.as_ref().filter(|l| l.id == self.lease) {
+                    if entry.pending {
+                        entry.pending = false;
+                        entry.stored.acked = start;
+                        // The start is not an ack: no `acked` for it.
+                        lease.persisted.send_replace(start);
+                    }
                 }
             }
         }
+        self.persisted.borrow_and_update();
         self.resume = Some(start);
         self.store.mark_changed();
         self.store.durable().await;

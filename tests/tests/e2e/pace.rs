@@ -123,10 +123,10 @@ async fn read_slow(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()> {
     const WARMUP: i64 = 1_000;
-    const BURST: i64 = 200_000;
+    const BURST: i64 = 100_000;
     /// Rounds of (a burst with the fast client alone, a burst beside the slow readers): the
     /// best burst of each kind is compared, as interference from outside only slows a burst down.
-    const ROUNDS: i64 = 5;
+    const ROUNDS: i64 = 10;
     const MIN_SLOW: Duration = Duration::from_secs(5);
     let db = TestDb::new(PgCluster::shared(), "pace").await?;
     db.exec("CREATE TABLE burst (id int8 primary key, pad text NOT NULL)")
