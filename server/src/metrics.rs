@@ -37,6 +37,8 @@ pub struct Metrics {
     pub journal_segments: Gauge,
     /// Time spent in journal flushes (write + fsync per burst), seconds.
     pub journal_flush_seconds: Histogram,
+    /// Time to append one change to the journal's buffer (one change in 16 is timed), seconds.
+    pub journal_append_seconds: Histogram,
     /// Journal segments removed by retention.
     pub journal_segments_removed: Counter,
     /// Journal write or fsync failures.
@@ -87,6 +89,7 @@ impl Metrics {
             journal_bytes: Gauge::default(),
             journal_segments: Gauge::default(),
             journal_flush_seconds: Histogram::new(exponential_buckets(1e-5, 4.0, 10)),
+            journal_append_seconds: Histogram::new(exponential_buckets(1e-8, 4.0, 10)),
             journal_segments_removed: Counter::default(),
             journal_errors: Counter::default(),
             catchup_sessions: Gauge::default(),
@@ -117,6 +120,11 @@ impl Metrics {
             "journal_flush_seconds",
             "Journal flush time per burst (write and fsync)",
             m.journal_flush_seconds.clone(),
+        );
+        registry.register(
+            "journal_append_seconds",
+            "Time to append one change to the journal's buffer (one change in 16 is timed)",
+            m.journal_append_seconds.clone(),
         );
         registry.register(
             "journal_segments_removed",

@@ -380,6 +380,11 @@ impl Consumer for Intake {
                 .map(|txn| Pos::new(txn.commit, u32::try_from(txn.seen).unwrap_or(u32::MAX)));
             if let (false, Some(pos)) = (replayed, pos) {
                 self.journal_change(pos, wal_start, payload);
+                if let Some(started) = started {
+                    self.metrics
+                        .journal_append_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
             }
         }
         let mut change = match self.decoder.decode(payload) {
