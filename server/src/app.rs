@@ -135,6 +135,7 @@ pub async fn run(
         sessions: sessions.clone(),
         journal: journal_handle,
         named,
+        max_subscriptions: config.sessions.max_subscriptions_per_socket,
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).

@@ -196,6 +196,9 @@ pub struct SessionsConfig {
     /// Frames a cohort log may hold that one of its sessions has not read yet. When it is full,
     /// the sessions holding its oldest frame go on from the journal (the stream never waits).
     pub queue_capacity: usize,
+    /// Subscriptions one socket may hold at once (`subscribe` messages beyond it get
+    /// `too_many_subscriptions`).
+    pub max_subscriptions_per_socket: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -249,6 +252,7 @@ impl Default for SessionsConfig {
     fn default() -> Self {
         SessionsConfig {
             queue_capacity: 1024,
+            max_subscriptions_per_socket: 100,
         }
     }
 }
@@ -349,6 +353,10 @@ impl Config {
         if let Some(v) = get("WALCAST_QUEUE_CAPACITY") {
             self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
         }
+        if let Some(v) = get("WALCAST_MAX_SUBSCRIPTIONS_PER_SOCKET") {
+            self.sessions.max_subscriptions_per_socket =
+                parse_capacity("WALCAST_MAX_SUBSCRIPTIONS_PER_SOCKET", &v)?;
+        }
         if let Some(v) = get("WALCAST_PLUGIN_DIR") {
             self.plugins.dir = Some(PathBuf::from(v));
         }
@@ -430,6 +438,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "replication.max_backoff",
                 "must be greater than zero; use e.g. \"30s\"",
+            ));
+        }
+        if self.sessions.max_subscriptions_per_socket == 0 {
+            return Err(ConfigError::invalid(
+                "sessions.max_subscriptions_per_socket",
+                "must be at least 1; use e.g. 100",
             ));
         }
         if self.sessions.queue_capacity == 0 {

@@ -229,25 +229,31 @@ impl Reader {
 
     /// Wait for frames and move up to `max` of them into `out` (appended in order).
     pub async fn next_batch(&self, out: &mut Vec<Entry>, max: usize) -> Next {
-        std::future::poll_fn(|cx| {
-            if self.member.signal.is_closing() {
-                return std::task::Poll::Ready(Next::Closed);
-            }
-            match self.take(out, max) {
-                None => {}
-                Some(next) => return std::task::Poll::Ready(next),
-            }
-            // Register first, then look again: an append and wake in between is not lost.
-            self.member.waker.register(cx.waker());
-            if self.member.signal.is_closing() {
-                return std::task::Poll::Ready(Next::Closed);
-            }
-            match self.take(out, max) {
-                None => std::task::Poll::Pending,
-                Some(next) => std::task::Poll::Ready(next),
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_next(cx, out, max)).await
+    }
+
+    /// `next_batch` as a poll, for a task that waits on several readers at once.
+    pub fn poll_next(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        out: &mut Vec<Entry>,
+        max: usize,
+    ) -> std::task::Poll<Next> {
+        if self.member.signal.is_closing() {
+            return std::task::Poll::Ready(Next::Closed);
+        }
+        if let Some(next) = self.take(out, max) {
+            return std::task::Poll::Ready(next);
+        }
+        // Register first, then look again: an append and wake in between is not lost.
+        self.member.waker.register(cx.waker());
+        if self.member.signal.is_closing() {
+            return std::task::Poll::Ready(Next::Closed);
+        }
+        match self.take(out, max) {
+            None => std::task::Poll::Pending,
+            Some(next) => std::task::Poll::Ready(next),
+        }
     }
 
     /// Move up to `max` waiting frames into `out` without waiting: `None` when none were

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{
-    rejection::WebSocketUpgradeRejection, Message, WebSocketUpgrade,
+    rejection::WebSocketUpgradeRejection, WebSocketUpgrade,
 };
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -19,13 +20,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, QueryError, TableName};
-use crate::hub::{Hub, SessionSignal};
+use crate::hub::{Frame, Hub, SessionSignal};
 use crate::journal::{JournalError, JournalHandle, JournalReader, ParsePosError, Pos};
 use crate::metrics::Metrics;
 use crate::named::{self, ClaimError};
 use crate::source::{Lsn, SourceStatus};
 
-use super::session::{Ctx, Plan, Start};
+use super::session::{Ctx, Opened, Opener, Plan, Refusal, Start};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -47,6 +48,8 @@ pub struct AppState {
     pub journal: JournalHandle,
     /// Named subscriptions (`sub=`).
     pub named: Arc<named::Store>,
+    /// `sessions.max_subscriptions_per_socket`.
+    pub max_subscriptions: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -101,34 +104,36 @@ async fn ws_handler(
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let v = match validate(&st, &uri).await {
-        Ok(v) => v,
+    let params = match query_params(&uri) {
+        Ok(params) => params,
         Err(e) => return e.into_response(),
+    };
+    // No `query=`: a socket whose subscriptions come in `subscribe` messages; a plain HTTP
+    // request gets the missing_query answer.
+    let first = if params.iter().all(|(k, _)| k != "query") && upgrade.is_ok() {
+        None
+    } else {
+        let signal = SessionSignal::new(&st.shutdown);
+        match st.open_params(params, signal.clone()).await {
+            Ok(opened) => Some((opened, signal)),
+            Err(e) => return e.into_response(),
+        }
     };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => return rejection.into_response(),
-    };
-    let signal = SessionSignal::new(&st.shutdown);
-    let Validated {
-        plan,
-        query,
-        from,
-        sub,
-    } = v;
-    let (claim, start) = match place(&st, &plan, &query, from, sub.as_deref(), &signal) {
-        Ok(placed) => placed,
-        Err(e) => return e.into_response(),
     };
     let ctx = Ctx {
         hub: st.hub.clone(),
         journal: st.journal.clone(),
         metrics: st.metrics.clone(),
         shutdown: st.shutdown.clone(),
-        lsn: stream_position(&st),
+        status: st.status.clone(),
+        max_subscriptions: st.max_subscriptions,
+        opener: Arc::new(st.clone()),
     };
-    // Clients send little (acks): a small read buffer keeps idle sessions cheap. Writes are
-    // flushed per batch, so the write buffer only needs to hold one batch comfortably.
+    // Clients send little (acks, subscribe messages): a small read buffer keeps idle sessions
+    // cheap. Writes are flushed per batch, so the write buffer only needs to hold one batch.
     let sessions = st.sessions.clone();
     upgrade
         .read_buffer_size(4 * 1024)
@@ -137,9 +142,51 @@ async fn ws_handler(
         .on_upgrade(move |socket| {
             sessions.track_future(async move {
                 let (sink, stream) = socket.split();
-                super::session::run(sink, stream, ctx, plan, start, claim, signal).await
+                super::session::run(sink, stream, ctx, first).await
             })
         })
+}
+
+impl AppState {
+    /// Validates a subscription request (URL parameters, or a `subscribe` message turned into
+    /// them) and places it: where it starts, and its hold on a named subscription.
+    async fn open_params(
+        &self,
+        params: Vec<(String, String)>,
+        signal: Arc<SessionSignal>,
+    ) -> Result<Opened, ApiError> {
+        let Validated {
+            plan,
+            query,
+            from,
+            sub,
+        } = validate(self, &params).await?;
+        let (claim, start) = place(self, &plan, &query, from, sub.as_deref(), &signal)?;
+        Ok(Opened { plan, start, claim })
+    }
+}
+
+impl Opener for AppState {
+    fn open(
+        &self,
+        params: Vec<(String, String)>,
+        signal: Arc<SessionSignal>,
+    ) -> BoxFuture<'_, Result<Opened, Refusal>> {
+        Box::pin(async move {
+            self.open_params(params, signal)
+                .await
+                .map_err(|ApiError(e)| Refusal {
+                    code: e.code,
+                    message: e.message,
+                })
+        })
+    }
+}
+
+fn query_params(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .map_err(|e| api_error("bad_query", format!("cannot decode the query string: {e}")))?;
+    Ok(params)
 }
 
 /// The largest client message (an ack is under 60 bytes).
@@ -230,10 +277,8 @@ fn canonical_query(params: &[(String, String)]) -> String {
     serde_urlencoded::to_string(sorted).unwrap_or_default()
 }
 
-async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
-    let Query(params) = Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map_err(|e| api_error("bad_query", format!("cannot decode the query string: {e}")))?;
-    let request = filter::parse_request(&params).map_err(ApiError)?;
+async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validated, ApiError> {
+    let request = filter::parse_request(params).map_err(ApiError)?;
     let table = &request.table;
     if !st.allow.allows(&table.schema, &table.name) {
         return Err(api_error(
@@ -241,7 +286,15 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
             format!("table {table} is not in this server's allow-list (tables.allow)"),
         ));
     }
-    let from = position_param(&params, "from")?
+    if position_param(params, "snapshot")?.is_some() {
+        return Err(api_error(
+            "bad_query",
+            "snapshot= is not supported by this server yet: read the rows yourself, then \
+             subscribe with from= the pos of a subscribed frame taken before the read"
+                .into(),
+        ));
+    }
+    let from = position_param(params, "from")?
         .map(|text| {
             text.parse::<Pos>().map_err(|e: ParsePosError| {
                 api_error(
@@ -251,7 +304,7 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
             })
         })
         .transpose()?;
-    let sub = position_param(&params, "sub")?;
+    let sub = position_param(params, "sub")?;
     if let Some(name) = sub {
         if !named::valid_name(name) {
             return Err(api_error(
@@ -288,12 +341,12 @@ async fn validate(st: &AppState, uri: &Uri) -> Result<Validated, ApiError> {
         }
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
-    let key = cohort_key(&params, plugin.as_deref());
+    let key = cohort_key(params, plugin.as_deref());
     let from = from
         .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
         .transpose()?;
     Ok(Validated {
-        query: canonical_query(&params),
+        query: canonical_query(params),
         plan: Plan {
             table: request.table,
             key,
@@ -400,7 +453,7 @@ pub(super) fn subscribed_frame(
     lsn: Lsn,
     pos: Pos,
     sub: Option<&str>,
-) -> Message {
+) -> Frame {
     // Built by hand so `type` comes first, as in every other frame.
     let table = serde_json::Value::from(table.to_string());
     let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
@@ -413,17 +466,17 @@ pub(super) fn subscribed_frame(
         crate::decode::put_str(&mut body, sub);
     }
     body.push('}');
-    Message::Text(body.into())
+    Frame::from(body)
 }
 
 /// Where the stream stands: the last message the hub took in or, before the first one, how far
 /// the server had sent (keepalives) or written (at connect) its WAL.
-pub(super) fn stream_position(st: &AppState) -> Lsn {
-    let taken = st.hub.position();
+pub(super) fn stream_position(hub: &Hub, status: &SourceStatus) -> Lsn {
+    let taken = hub.position();
     if taken > Lsn(0) {
         return taken;
     }
-    st.status.server_end()
+    status.server_end()
 }
 
 async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {

@@ -1,17 +1,21 @@
-//! One WebSocket session, from its `subscribed` frame to its close. It is either live (reading
-//! its cohort's in-memory log) or catching up (reading the journal with its own filter, see
-//! `hub::CatchUp`): a resuming session (`from=`, or `sub=` after its last ack) starts catching
-//! up, and a live one that falls behind its cohort's log is moved to the journal and rejoins the
-//! live stream when it has caught up. Either way it sends every matching change once, in order:
-//! the session remembers the position of the last change it sent and skips nothing after it.
-//! A reader task turns client messages into `Control`s (acks, error replies); acks of a named
-//! subscription go to its `named::Claim`, and each persisted batch is confirmed with `acked`.
-//! Does not filter live changes (the hub does) and does not own the journal or the store.
+//! One WebSocket session, from its first frame to its close, with its subscriptions: the one a
+//! `/ws?query=` URL opened (frames without `id`) and any opened by `subscribe` messages (every
+//! frame of those carries its `id`). Each subscription is either live (reading its cohort's
+//! in-memory log) or catching up (reading the journal with its own filter, see `hub::CatchUp`):
+//! one that resumes (`from=`, or `sub=` after its last ack) starts catching up, and a live one
+//! that falls behind its cohort's log is moved to the journal and rejoins the live stream when it
+//! has caught up. Either way it sends every matching change once, in order: each subscription
+//! remembers the position of the last change it sent and skips nothing after it. A reader task
+//! turns client messages into `Control`s; acks of a named subscription go to its
+//! `named::Claim`, and persisted acks are confirmed with `acked`. Does not validate requests
+//! (an `Opener` does), filter live changes (the hub does), or own the journal or the store.
 
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
+use futures_util::future::BoxFuture;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -43,8 +47,10 @@ const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 const INTERNAL_ERROR: u16 = 1011;
 /// Client messages waiting for the writer; a client that sends faster is read more slowly.
 const CONTROL_QUEUE: usize = 64;
+/// How often a socket with named subscriptions looks for newly persisted acks.
+const ACKED_EVERY: Duration = Duration::from_millis(20);
 
-/// What the session receives, as validated before the upgrade.
+/// What a subscription receives, as validated.
 pub(super) struct Plan {
     pub table: TableName,
     /// The cohort key (see `router::cohort_key`).
@@ -54,12 +60,34 @@ pub(super) struct Plan {
     pub plugin: Option<Arc<PluginGroup>>,
 }
 
-/// Where the session starts.
+/// Where a subscription starts.
 pub(super) enum Start {
     /// With the live stream, after the last change dispatched.
     Live,
     /// After this position, read from the journal first.
     After(Pos, JournalReader),
+}
+
+/// A validated subscription, ready to start.
+pub(super) struct Opened {
+    pub plan: Plan,
+    pub start: Start,
+    pub claim: Option<Claim>,
+}
+
+/// Why a `subscribe` message was refused: the code and message of the HTTP error table.
+pub(super) struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Validates a subscription request given as `/ws` query parameters (the router's checks).
+pub(super) trait Opener: Send + Sync + 'static {
+    fn open(
+        &self,
+        params: Vec<(String, String)>,
+        signal: Arc<SessionSignal>,
+    ) -> BoxFuture<'_, Result<Opened, Refusal>>;
 }
 
 /// What a session needs from the server.
@@ -69,8 +97,10 @@ pub(super) struct Ctx {
     pub journal: JournalHandle,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
-    /// The stream's WAL position for `subscribed` (see `router::stream_position`).
-    pub lsn: crate::source::Lsn,
+    /// Where the stream stands, for `subscribed` (see `router::stream_position`).
+    pub status: Arc<crate::source::SourceStatus>,
+    pub opener: Arc<dyn Opener>,
+    pub max_subscriptions: usize,
 }
 
 enum Mode {
@@ -78,15 +108,36 @@ enum Mode {
     CatchUp(Box<CatchUp>),
 }
 
-/// What woke a live session.
-enum Event {
-    Control(Control),
-    /// More acks are persisted.
-    Persisted,
-    Next(Next),
+/// One subscription of the socket.
+struct Sub {
+    /// The client's id; `None` for the subscription the `/ws` URL opened.
+    id: Option<Box<str>>,
+    hub_id: SubscriptionId,
+    plan: Plan,
+    /// Closed by the hub (failing plugin), an operator (deleted) or the server's shutdown.
+    signal: Arc<SessionSignal>,
+    claim: Option<Claim>,
+    /// Position of the last change sent (or, before the first, the one the subscription starts
+    /// after): every matching change after it is still to be sent, none before it.
+    sent: Pos,
+    mode: Mode,
 }
 
-/// How the write loop ended.
+impl Sub {
+    fn catching_up(&self) -> bool {
+        matches!(self.mode, Mode::CatchUp(_))
+    }
+
+    /// The frame as this subscription's client reads it: with its `id` when it has one.
+    fn frame(&self, frame: Frame) -> Frame {
+        match &self.id {
+            None => frame,
+            Some(id) => client::tagged(&frame, id),
+        }
+    }
+}
+
+/// How the session ended.
 enum End {
     /// Close the socket with this code and reason.
     Close(u16, String),
@@ -94,34 +145,32 @@ enum End {
     Gone,
 }
 
+/// What woke a waiting session.
+enum Event {
+    Control(Control),
+    AckTick,
+    /// Subscription `.0` has frames in `batch`, fell behind, or was closed.
+    Live(usize, Next),
+}
+
 struct Session<S> {
     sink: S,
     ctx: Ctx,
-    plan: Plan,
-    id: SubscriptionId,
-    signal: Arc<SessionSignal>,
-    claim: Option<Claim>,
-    /// Position of the last change sent (or, before the first, the one the session starts
-    /// after): every matching change after it is still to be sent, none before it.
-    sent: Pos,
+    subs: Vec<Sub>,
     control: mpsc::Receiver<Control>,
     client_gone: CancellationToken,
-    /// Reused frame buffer.
+    /// Reused buffers.
     batch: Vec<Entry>,
     frames: Vec<Frame>,
+    /// Where the next look for live frames starts, so no subscription starves the others.
+    next_live: usize,
 }
 
-/// Serve one session until the client leaves, the hub or an operator closes it, or the server
-/// shuts down. Generic over Sink/Stream so it runs without sockets in tests.
-pub(super) async fn run<S, R, E>(
-    sink: S,
-    stream: R,
-    ctx: Ctx,
-    plan: Plan,
-    start: Start,
-    claim: Option<Claim>,
-    signal: Arc<SessionSignal>,
-) where
+/// Serve one socket until the client leaves, the hub or an operator closes its URL's
+/// subscription, or the server shuts down. `first` is the subscription the URL opened (none for a
+/// bare `/ws`). Generic over Sink/Stream so it runs without sockets in tests.
+pub(super) async fn run<S, R, E>(sink: S, stream: R, ctx: Ctx, first: Option<(Opened, Arc<SessionSignal>)>)
+where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
     E: Send + 'static,
@@ -135,18 +184,15 @@ pub(super) async fn run<S, R, E>(
     metrics.sessions.inc();
     let mut session = Session {
         sink,
-        id: ctx.hub.reserve_id(),
         ctx,
-        plan,
-        signal,
-        claim,
-        sent: Pos::ZERO,
+        subs: Vec::new(),
         control,
         client_gone,
         batch: Vec::new(),
         frames: Vec::new(),
+        next_live: 0,
     };
-    let end = session.serve(start).await;
+    let end = session.serve(first).await;
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {
             code,
@@ -157,6 +203,11 @@ pub(super) async fn run<S, R, E>(
             session.sink.send(Message::Close(Some(frame))),
         )
         .await;
+    }
+    for sub in session.subs.drain(..) {
+        if sub.catching_up() {
+            metrics.catchup_sessions.dec();
+        }
     }
     reader.abort();
     metrics.sessions.dec();
@@ -181,198 +232,274 @@ where
 }
 
 impl<S: Sink<Message> + Unpin> Session<S> {
-    async fn serve(&mut self, start: Start) -> End {
-        let mut mode = match start {
-            Start::Live => {
-                let subscription = self.subscribe();
-                self.sent = subscription.start();
-                if let Some(end) = self.create_named().await {
+    async fn serve(&mut self, first: Option<(Opened, Arc<SessionSignal>)>) -> End {
+        if let Some((opened, signal)) = first {
+            if let Err(end) = self.start(None, opened, signal).await {
+                return end;
+            }
+        }
+        let mut tick = tokio::time::interval(ACKED_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(end) = self.step().await {
+                return end;
+            }
+            if self.subs.iter().any(Sub::catching_up) {
+                // Catch-ups make progress batch by batch; between batches the socket's other
+                // work (client messages, live subscriptions) gets its turn.
+                if let Err(end) = self.poll_events_now().await {
                     return end;
                 }
-                Mode::Live(subscription)
+                tokio::task::yield_now().await;
+                continue;
             }
-            Start::After(from, reader) => {
-                self.sent = from;
-                self.ctx.metrics.catchup_sessions.inc();
-                Mode::CatchUp(Box::new(self.catch_up_from(reader)))
-            }
-        };
-        let hello = super::router::subscribed_frame(
-            self.id,
-            &self.plan.table,
-            self.ctx.lsn,
-            self.sent,
-            self.claim.as_ref().map(Claim::name),
-        );
-        if self.sink.send(hello).await.is_err() {
-            return self.leave(mode, End::Gone);
-        }
-        loop {
-            let next = match mode {
-                Mode::Live(subscription) => self.live(subscription).await,
-                Mode::CatchUp(catch_up) => self.catch_up(catch_up).await,
-            };
-            mode = match next {
-                Ok(mode) => mode,
-                Err(end) => return end,
-            };
-        }
-    }
-
-    fn leave(&self, mode: Mode, end: End) -> End {
-        if let Mode::CatchUp(_) = mode {
-            self.ctx.metrics.catchup_sessions.dec();
-        }
-        end
-    }
-
-    fn subscribe(&self) -> Subscription {
-        let plan = &self.plan;
-        self.ctx.hub.subscribe_with_id(
-            SubscribeRequest {
-                schema: &plan.table.schema,
-                table: &plan.table.name,
-                key: &plan.key,
-                ops: plan.ops,
-                filter: plan.filter.clone(),
-                plugin: plan.plugin.clone(),
-            },
-            self.signal.clone(),
-            self.id,
-        )
-    }
-
-    fn catch_up_from(&self, reader: JournalReader) -> CatchUp {
-        let plan = &self.plan;
-        CatchUp::new(
-            reader,
-            CatchUpRequest {
-                schema: plan.table.schema.clone().into(),
-                table: plan.table.name.clone().into(),
-                filter: plan.filter.clone(),
-                plugin: plan.plugin.clone(),
-            },
-        )
-    }
-
-    /// A named subscription seen for the first time starts where this live session does; the
-    /// client hears `subscribed` only once that is persisted.
-    async fn create_named(&mut self) -> Option<End> {
-        let claim = self.claim.as_mut()?;
-        if claim.resume_after().is_some() {
-            return None;
-        }
-        if tokio::time::timeout(CREATE_TIMEOUT, claim.create(self.sent))
-            .await
-            .is_err()
-        {
-            tracing::error!(subscription = claim.name(), "named subscription could not be persisted in time; closing the session");
-            return Some(End::Close(
-                INTERNAL_ERROR,
-                "named subscription could not be persisted".into(),
-            ));
-        }
-        None
-    }
-
-    /// Live: frames from the cohort's log until the session ends or falls behind it.
-    async fn live(&mut self, subscription: Subscription) -> Result<Mode, End> {
-        loop {
+            let has_claims = self.subs.iter().any(|s| s.claim.is_some());
             let event = {
-                let claim = &mut self.claim;
-                let persisted = async move {
-                    match claim {
-                        Some(claim) => claim.persisted().changed().await.is_ok(),
-                        None => std::future::pending().await,
-                    }
-                };
+                let subs = &self.subs;
                 let batch = &mut self.batch;
+                let next_live = &mut self.next_live;
                 tokio::select! {
                     biased;
-                    _ = self.client_gone.cancelled() => return Err(End::Gone),
-                    _ = self.signal.closed() => Event::Next(Next::Closed),
+                    _ = self.client_gone.cancelled() => return End::Gone,
+                    _ = self.ctx.shutdown.cancelled() => {
+                        return End::Close(close_code::GOING_AWAY, close_reason(close_code::GOING_AWAY, None));
+                    }
                     Some(control) = self.control.recv() => Event::Control(control),
-                    true = persisted => Event::Persisted,
-                    next = subscription.reader().next_batch(batch, BATCH) => Event::Next(next),
+                    _ = tick.tick(), if has_claims => Event::AckTick,
+                    (i, next) = next_live_batch(subs, batch, next_live) => Event::Live(i, next),
                 }
             };
-            match event {
-                Event::Control(control) => self.on_control(control).await?,
-                Event::Persisted => self.send_acked().await?,
-                Event::Next(Next::Frames) => self.send_batch().await?,
-                Event::Next(Next::Closed) => return Err(self.closing(&subscription).await),
-                Event::Next(Next::Behind) => {
-                    drop(subscription);
-                    return self.fall_behind();
-                }
+            let handled = match event {
+                Event::Control(control) => self.on_control(control).await,
+                Event::AckTick => self.send_acked().await,
+                Event::Live(i, next) => self.on_live(i, next).await,
+            };
+            if let Err(end) = handled {
+                return end;
             }
         }
     }
 
-    /// Sends the cohort frames in `batch`, skipping changes at or before `sent` (the journal
-    /// sent those at the seam).
-    async fn send_batch(&mut self) -> Result<(), End> {
+    /// One batch of journal frames for every subscription catching up, and `acked` frames.
+    async fn step(&mut self) -> Result<(), End> {
+        for i in 0..self.subs.len() {
+            if self.subs[i].catching_up() {
+                self.catch_up_step(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// While catching up: client messages, closes and live frames that are waiting, without
+    /// waiting for any.
+    async fn poll_events_now(&mut self) -> Result<(), End> {
+        if self.client_gone.is_cancelled() {
+            return Err(End::Gone);
+        }
+        if self.ctx.shutdown.is_cancelled() {
+            return Err(End::Close(
+                close_code::GOING_AWAY,
+                close_reason(close_code::GOING_AWAY, None),
+            ));
+        }
+        while let Ok(control) = self.control.try_recv() {
+            self.on_control(control).await?;
+        }
+        self.send_acked().await?;
+        for i in (0..self.subs.len()).rev() {
+            let next = match &self.subs[i].mode {
+                Mode::Live(subscription) => {
+                    if self.subs[i].signal.is_closing() {
+                        Some(Next::Closed)
+                    } else {
+                        subscription.reader().take(&mut self.batch, BATCH)
+                    }
+                }
+                Mode::CatchUp(_) if self.subs[i].signal.is_closing() => Some(Next::Closed),
+                Mode::CatchUp(_) => None,
+            };
+            if let Some(next) = next {
+                self.on_live(i, next).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a validated subscription: registers it (or opens its catch-up) and sends
+    /// `subscribed`.
+    async fn start(
+        &mut self,
+        id: Option<Box<str>>,
+        opened: Opened,
+        signal: Arc<SessionSignal>,
+    ) -> Result<(), End> {
+        let Opened {
+            plan,
+            start,
+            mut claim,
+        } = opened;
+        let hub_id = self.ctx.hub.reserve_id();
+        let (sent, mode) = match start {
+            Start::Live => {
+                let subscription = subscribe(&self.ctx.hub, &plan, &signal, hub_id);
+                let sent = subscription.start();
+                if let Err(refused) = create_named(claim.as_mut(), sent).await {
+                    return match id {
+                        // The URL's subscription: the socket has nothing else to do.
+                        None => Err(refused),
+                        Some(id) => {
+                            let reason = match refused {
+                                End::Close(_, reason) => reason,
+                                End::Gone => String::new(),
+                            };
+                            let frame = client::error_frame(Some(&id), "internal_error", &reason);
+                            self.send(frame).await
+                        }
+                    };
+                }
+                (sent, Mode::Live(subscription))
+            }
+            Start::After(from, reader) => {
+                self.ctx.metrics.catchup_sessions.inc();
+                (from, Mode::CatchUp(Box::new(catch_up_from(&plan, reader))))
+            }
+        };
+        let sub = Sub {
+            id,
+            hub_id,
+            plan,
+            signal,
+            claim,
+            sent,
+            mode,
+        };
+        let hello = super::router::subscribed_frame(
+            sub.hub_id,
+            &sub.plan.table,
+            super::router::stream_position(&self.ctx.hub, &self.ctx.status),
+            sub.sent,
+            sub.claim.as_ref().map(Claim::name),
+        );
+        let hello = sub.frame(hello);
+        self.subs.push(sub);
+        self.send(hello).await
+    }
+
+    async fn on_live(&mut self, i: usize, next: Next) -> Result<(), End> {
+        match next {
+            Next::Frames => self.send_batch(i).await,
+            Next::Closed => self.closing(i).await,
+            Next::Behind => self.fall_behind(i),
+        }
+    }
+
+    /// Sends the cohort frames in `batch` for subscription `i`, skipping changes at or before
+    /// what it sent (the journal sent those at the seam).
+    async fn send_batch(&mut self, i: usize) -> Result<(), End> {
+        let sub = &mut self.subs[i];
         for entry in self.batch.drain(..) {
             if let Some(pos) = entry.pos {
-                if pos <= self.sent {
+                if pos <= sub.sent {
                     continue;
                 }
-                self.sent = pos;
+                sub.sent = pos;
             }
-            if self.sink.feed(Message::Text(entry.frame)).await.is_err() {
+            let frame = sub.frame(entry.frame);
+            if self.sink.feed(Message::Text(frame)).await.is_err() {
                 return Err(End::Gone);
             }
         }
         self.sink.flush().await.map_err(|_| End::Gone)
     }
 
-    /// The close the hub or the server asked for. A failing plugin's `error` frames explain the
-    /// 4010: they go out before the close.
-    async fn closing(&mut self, subscription: &Subscription) -> End {
-        let code = self.signal.code();
+    /// A subscription closed by the hub (failing plugin), an operator (deleted) or the shutdown.
+    /// The URL's subscription closes the socket with that code; one opened by a message ends
+    /// with an `error` frame and the socket stays open. A failing plugin's `error` frames
+    /// explain why: they go out first.
+    async fn closing(&mut self, i: usize) -> Result<(), End> {
+        let code = self.subs[i].signal.code();
         if code == close_code::PLUGIN_FAILING {
-            while let Some(Next::Frames) = subscription.reader().take(&mut self.batch, BATCH) {}
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.send_batch()).await;
-        }
-        End::Close(code, close_reason(code, &self.signal))
-    }
-
-    /// The cohort's log went on without this session: the rest comes from the journal.
-    fn fall_behind(&mut self) -> Result<Mode, End> {
-        match self.ctx.journal.reader(self.sent) {
-            Ok(reader) => {
-                tracing::debug!(subscription = self.id, after = %self.sent, "session fell behind its cohort's log: reading the journal");
-                self.ctx.metrics.catchup_sessions.inc();
-                Ok(Mode::CatchUp(Box::new(self.catch_up_from(reader))))
+            if let Mode::Live(subscription) = &self.subs[i].mode {
+                while let Some(Next::Frames) = subscription.reader().take(&mut self.batch, BATCH) {
+                }
             }
-            Err(error) => Err(self.journal_failed(error)),
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.send_batch(i)).await;
+        }
+        let sub = self.remove(i);
+        let reason = close_reason(code, sub.signal.reason());
+        match sub.id {
+            None => Err(End::Close(code, reason)),
+            Some(id) => {
+                let error = match code {
+                    close_code::PLUGIN_FAILING => "plugin_failing",
+                    named::DELETED_CLOSE_CODE => "subscription_deleted",
+                    close_code::SLOW_CONSUMER => "slow_consumer",
+                    INTERNAL_ERROR => "internal_error",
+                    close_code::GOING_AWAY => return Err(End::Close(code, reason)),
+                    _ => "subscription_closed",
+                };
+                self.send(client::error_frame(Some(&id), error, &reason)).await
+            }
         }
     }
 
-    /// Catching up: journal frames until the journal's end, then the seam back to live.
-    async fn catch_up(&mut self, mut catch_up: Box<CatchUp>) -> Result<Mode, End> {
-        let result = self.catch_up_inner(&mut catch_up).await;
-        self.ctx.metrics.catchup_sessions.dec();
-        result
+    /// The cohort's log went on without subscription `i`: the rest comes from the journal.
+    fn fall_behind(&mut self, i: usize) -> Result<(), End> {
+        let sub = &mut self.subs[i];
+        match self.ctx.journal.reader(sub.sent) {
+            Ok(reader) => {
+                tracing::debug!(subscription = sub.hub_id, after = %sub.sent, "subscription fell behind its cohort's log: reading the journal");
+                self.ctx.metrics.catchup_sessions.inc();
+                // Dropping the live subscription leaves the cohort.
+                sub.mode = Mode::CatchUp(Box::new(catch_up_from(&sub.plan, reader)));
+                Ok(())
+            }
+            Err(error) => self.journal_failed(i, error),
+        }
     }
 
-    async fn catch_up_inner(&mut self, catch_up: &mut CatchUp) -> Result<Mode, End> {
-        // Up to the journal's end before joining: a long replay must not hold a cohort log.
-        self.replay(catch_up, None).await?;
-        let subscription = self.subscribe();
-        // The seam: everything up to the subscription's start comes from the journal (waiting
-        // for the burst that holds it to be published), everything after from the cohort.
+    /// One batch of journal frames for subscription `i`; at the journal's end, the seam back to
+    /// the live stream.
+    async fn catch_up_step(&mut self, i: usize) -> Result<(), End> {
+        if self.subs[i].signal.is_closing() {
+            return self.closing(i).await;
+        }
+        let fill = match self.replay(i, None).await {
+            Ok(fill) => fill,
+            Err(Failed::Socket) => return Err(End::Gone),
+            Err(Failed::Journal(error)) => return self.journal_failed(i, error),
+        };
+        if fill == Fill::More {
+            return Ok(());
+        }
+        // Caught up: register, then the seam. Everything up to the subscription's start comes
+        // from the journal (waiting for the burst that holds it to be published), everything
+        // after it from the cohort.
+        let sub = &self.subs[i];
+        let subscription = subscribe(&self.ctx.hub, &sub.plan, &sub.signal, sub.hub_id);
         let start = subscription.start();
         let deadline = tokio::time::Instant::now() + SEAM_TIMEOUT;
-        while catch_up.position() < start {
-            if self.replay(catch_up, Some(start)).await? == Fill::Until {
+        loop {
+            let Mode::CatchUp(catch_up) = &self.subs[i].mode else {
+                unreachable!("catching up")
+            };
+            if catch_up.position() >= start {
                 break;
             }
+            match self.replay(i, Some(start)).await {
+                Ok(Fill::Until) => break,
+                Ok(_) => {}
+                Err(Failed::Socket) => return Err(End::Gone),
+                Err(Failed::Journal(error)) => return self.journal_failed(i, error),
+            }
+            let Mode::CatchUp(catch_up) = &self.subs[i].mode else {
+                unreachable!("catching up")
+            };
             if catch_up.position() >= start {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::error!(subscription = self.id, at = %catch_up.position(), %start, "journal does not show what the live stream dispatched; closing the session");
+                tracing::error!(subscription = self.subs[i].hub_id, at = %catch_up.position(), %start, "journal does not show what the live stream dispatched; closing the session");
                 return Err(End::Close(
                     INTERNAL_ERROR,
                     "journal behind the live stream".into(),
@@ -380,108 +507,177 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        self.sent = self.sent.max(start);
-        Ok(Mode::Live(subscription))
+        let sub = &mut self.subs[i];
+        sub.sent = sub.sent.max(start);
+        sub.mode = Mode::Live(subscription);
+        self.ctx.metrics.catchup_sessions.dec();
+        Ok(())
     }
 
-    /// Writes catch-up frames until the journal's current end (or `until`).
-    async fn replay(&mut self, catch_up: &mut CatchUp, until: Option<Pos>) -> Result<Fill, End> {
-        loop {
-            if self.client_gone.is_cancelled() {
-                return Err(End::Gone);
+    /// Writes the journal frames of subscription `i` up to `until` or one batch, whichever
+    /// comes first.
+    async fn replay(&mut self, i: usize, until: Option<Pos>) -> Result<Fill, Failed> {
+        let sub = &mut self.subs[i];
+        let Mode::CatchUp(catch_up) = &mut sub.mode else {
+            return Ok(Fill::End);
+        };
+        let fill = catch_up
+            .fill(&mut self.frames, CATCH_UP_BATCH, until)
+            .map_err(Failed::Journal)?;
+        // Everything up to the position read was sent below or did not match.
+        let read = catch_up.position();
+        for frame in self.frames.drain(..) {
+            let frame = sub.frame(frame);
+            if self.sink.feed(Message::Text(frame)).await.is_err() {
+                return Err(Failed::Socket);
             }
-            if self.signal.is_closing() || self.ctx.shutdown.is_cancelled() {
-                let code = self.signal.code();
-                return Err(End::Close(code, close_reason(code, &self.signal)));
-            }
-            while let Ok(control) = self.control.try_recv() {
-                self.on_control(control).await?;
-            }
-            if self.claim.as_mut().is_some_and(|c| {
-                c.persisted().has_changed().unwrap_or(false)
-            }) {
-                self.send_acked().await?;
-            }
-            let fill = match catch_up.fill(&mut self.frames, CATCH_UP_BATCH, until) {
-                Ok(fill) => fill,
-                Err(error) => return Err(self.journal_failed(error)),
-            };
-            for frame in self.frames.drain(..) {
-                if self.sink.feed(Message::Text(frame)).await.is_err() {
-                    return Err(End::Gone);
-                }
-            }
-            self.sink.flush().await.map_err(|_| End::Gone)?;
-            // Everything up to the position read was sent or did not match.
-            self.sent = self.sent.max(catch_up.position());
-            if fill != Fill::More {
-                return Ok(fill);
-            }
-            // A long replay yields between batches so other sessions' writers run.
-            tokio::task::yield_now().await;
         }
+        self.sink.flush().await.map_err(|_| Failed::Socket)?;
+        sub.sent = sub.sent.max(read);
+        Ok(fill)
     }
 
-    fn journal_failed(&self, error: JournalError) -> End {
-        match error {
-            // Retention removed what this session still had to read: it fell too far behind.
+    fn journal_failed(&mut self, i: usize, error: JournalError) -> Result<(), End> {
+        let sub = &self.subs[i];
+        let (code, reason) = match error {
+            // Retention removed what this subscription still had to read: it fell too far behind.
             JournalError::Expired { .. } => {
-                tracing::info!(subscription = self.id, at = %self.sent, "a session fell behind the journal's retention (4008)");
+                tracing::info!(subscription = sub.hub_id, at = %sub.sent, "a subscription fell behind the journal's retention (4008)");
                 self.ctx.metrics.sessions_dropped.inc();
-                End::Close(
-                    close_code::SLOW_CONSUMER,
-                    "fell behind the journal's retention".into(),
-                )
+                (close_code::SLOW_CONSUMER, "fell behind the journal's retention")
             }
             error => {
-                tracing::error!(%error, subscription = self.id, at = %self.sent, "journal read failed under a session");
-                End::Close(INTERNAL_ERROR, "journal read failed".into())
+                tracing::error!(%error, subscription = sub.hub_id, at = %sub.sent, "journal read failed under a session");
+                (INTERNAL_ERROR, "journal read failed")
             }
+        };
+        // A subscription with an id ends alone; the URL's ends the socket.
+        sub.signal.close_with(code, Some(reason));
+        if sub.id.is_none() {
+            self.remove(i);
+            return Err(End::Close(code, reason.into()));
         }
+        Ok(())
+    }
+
+    fn remove(&mut self, i: usize) -> Sub {
+        let sub = self.subs.remove(i);
+        if sub.catching_up() {
+            self.ctx.metrics.catchup_sessions.dec();
+        }
+        sub
     }
 
     async fn on_control(&mut self, control: Control) -> Result<(), End> {
-        let reply = match control {
-            Control::Reply(frame) => frame,
-            Control::Ack(pos) => match &self.claim {
-                None => match client::error(
-                    "bad_ack",
-                    "acks are kept for named subscriptions only: connect with sub=<name>",
-                ) {
-                    Control::Reply(frame) => frame,
-                    Control::Ack(_) => unreachable!(),
-                },
-                Some(_) if pos > self.sent => {
-                    let message = format!(
-                        "ack of {pos}, beyond the last position this socket was sent ({})",
-                        self.sent
+        match control {
+            Control::Reply(frame) => self.send(frame).await,
+            Control::Ack { pos, id } => self.on_ack(pos, id).await,
+            Control::Unsubscribe { id } => {
+                let Some(i) = self.find(&id) else {
+                    let frame = client::error_frame(
+                        Some(&id),
+                        "unknown_subscription",
+                        "no subscription with this id on this socket",
                     );
-                    match client::error("bad_ack", &message) {
-                        Control::Reply(frame) => frame,
-                        Control::Ack(_) => unreachable!(),
-                    }
+                    return self.send(frame).await;
+                };
+                drop(self.remove(i));
+                let mut text = String::from(r#"{"type":"unsubscribed","id":"#);
+                crate::decode::put_str(&mut text, &id);
+                text.push('}');
+                self.send(Frame::from(text)).await
+            }
+            Control::Subscribe { id, params } => self.on_subscribe(id, params).await,
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<usize> {
+        self.subs.iter().position(|s| s.id.as_deref() == Some(id))
+    }
+
+    async fn on_subscribe(&mut self, id: String, params: Vec<(String, String)>) -> Result<(), End> {
+        if self.find(&id).is_some() {
+            let frame = client::error_frame(
+                Some(&id),
+                "bad_message",
+                "a subscription with this id is open on this socket; unsubscribe it first",
+            );
+            return self.send(frame).await;
+        }
+        if self.subs.len() >= self.ctx.max_subscriptions {
+            let message = format!(
+                "this socket holds {} subscriptions, the most allowed \
+                 (sessions.max_subscriptions_per_socket)",
+                self.subs.len()
+            );
+            let frame = client::error_frame(Some(&id), "too_many_subscriptions", &message);
+            return self.send(frame).await;
+        }
+        let signal = SessionSignal::new(&self.ctx.shutdown);
+        let opener = self.ctx.opener.clone();
+        match opener.open(params, signal.clone()).await {
+            Ok(opened) => self.start(Some(id.into()), opened, signal).await,
+            Err(refusal) => {
+                let frame = client::error_frame(Some(&id), refusal.code, &refusal.message);
+                self.send(frame).await
+            }
+        }
+    }
+
+    async fn on_ack(&mut self, pos: Pos, id: Option<String>) -> Result<(), End> {
+        let target = match &id {
+            Some(id) => self.find(id),
+            None => {
+                let mut named = self.subs.iter().enumerate().filter(|(_, s)| s.claim.is_some());
+                match (named.next(), named.next()) {
+                    (Some((i, _)), None) => Some(i),
+                    _ => None,
                 }
+            }
+        };
+        let refusal = match target.map(|i| &self.subs[i]) {
+            None if id.is_some() => "no subscription with this id on this socket".to_owned(),
+            None => "acks are kept for named subscriptions only: subscribe with sub=<name> \
+                     (with several on one socket, say which with \"id\")"
+                .to_owned(),
+            Some(sub) => match &sub.claim {
+                None => "acks are kept for named subscriptions only: subscribe with sub=<name>"
+                    .to_owned(),
+                Some(_) if pos > sub.sent => format!(
+                    "ack of {pos}, beyond the last position this subscription was sent ({})",
+                    sub.sent
+                ),
                 Some(claim) => {
                     claim.ack(pos);
                     return Ok(());
                 }
             },
         };
-        self.send(reply).await
+        self.send(client::error_frame(id.as_deref(), "bad_ack", &refusal))
+            .await
     }
 
+    /// `acked` for every named subscription whose acks were persisted since the last look.
     async fn send_acked(&mut self) -> Result<(), End> {
-        let Some(claim) = &mut self.claim else {
-            return Ok(());
-        };
-        let pos = *claim.persisted().borrow_and_update();
-        let mut text = String::with_capacity(96);
-        text.push_str(r#"{"type":"acked","sub":"#);
-        crate::decode::put_str(&mut text, claim.name());
-        text.push_str(r#","pos":""#);
-        pos.push_text(&mut text);
-        text.push_str("\"}");
-        self.send(Frame::from(text)).await
+        for i in 0..self.subs.len() {
+            let sub = &mut self.subs[i];
+            let Some(claim) = &mut sub.claim else {
+                continue;
+            };
+            if !claim.persisted().has_changed().unwrap_or(false) {
+                continue;
+            }
+            let pos = *claim.persisted().borrow_and_update();
+            let mut text = String::with_capacity(96);
+            text.push_str(r#"{"type":"acked","sub":"#);
+            crate::decode::put_str(&mut text, claim.name());
+            text.push_str(r#","pos":""#);
+            pos.push_text(&mut text);
+            text.push_str("\"}");
+            let frame = sub.frame(Frame::from(text));
+            self.send(frame).await?;
+        }
+        Ok(())
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), End> {
@@ -492,14 +688,99 @@ impl<S: Sink<Message> + Unpin> Session<S> {
     }
 }
 
-/// The hub's own reason when it gave one (the failing plugin and its cause for 4010), else the
-/// code's standard text.
-fn close_reason(code: u16, signal: &SessionSignal) -> String {
-    if let Some(reason) = signal.reason() {
+/// Why writing journal frames stopped.
+enum Failed {
+    Socket,
+    Journal(JournalError),
+}
+
+/// Waits until a live subscription has frames (moved into `batch`), fell behind or was closed.
+async fn next_live_batch(subs: &[Sub], batch: &mut Vec<Entry>, next: &mut usize) -> (usize, Next) {
+    std::future::poll_fn(|cx| {
+        let n = subs.len();
+        for k in 0..n {
+            let i = (*next + k) % n;
+            let Mode::Live(subscription) = &subs[i].mode else {
+                continue;
+            };
+            if subs[i].signal.is_closing() {
+                return Poll::Ready((i, Next::Closed));
+            }
+            if let Poll::Ready(got) = subscription.reader().poll_next(cx, batch, BATCH) {
+                *next = i + 1;
+                return Poll::Ready((i, got));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn subscribe(
+    hub: &Arc<Hub>,
+    plan: &Plan,
+    signal: &Arc<SessionSignal>,
+    hub_id: SubscriptionId,
+) -> Subscription {
+    hub.subscribe_with_id(
+        SubscribeRequest {
+            schema: &plan.table.schema,
+            table: &plan.table.name,
+            key: &plan.key,
+            ops: plan.ops,
+            filter: plan.filter.clone(),
+            plugin: plan.plugin.clone(),
+        },
+        signal.clone(),
+        hub_id,
+    )
+}
+
+fn catch_up_from(plan: &Plan, reader: JournalReader) -> CatchUp {
+    CatchUp::new(
+        reader,
+        CatchUpRequest {
+            schema: plan.table.schema.clone().into(),
+            table: plan.table.name.clone().into(),
+            filter: plan.filter.clone(),
+            plugin: plan.plugin.clone(),
+        },
+    )
+}
+
+/// A named subscription seen for the first time starts where its live subscription does; the
+/// client hears `subscribed` only once that is persisted.
+async fn create_named(claim: Option<&mut Claim>, start: Pos) -> Result<(), End> {
+    let Some(claim) = claim else {
+        return Ok(());
+    };
+    if claim.resume_after().is_some() {
+        return Ok(());
+    }
+    if tokio::time::timeout(CREATE_TIMEOUT, claim.create(start))
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            subscription = claim.name(),
+            "named subscription could not be persisted in time"
+        );
+        return Err(End::Close(
+            INTERNAL_ERROR,
+            "named subscription could not be persisted".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The reason given with the close (the failing plugin and its cause for 4010), else the code's
+/// standard text.
+fn close_reason(code: u16, given: Option<&str>) -> String {
+    if let Some(reason) = given {
         return reason.to_owned();
     }
     let standard = match code {
-        close_code::SLOW_CONSUMER => "slow consumer: too many unread frames",
+        close_code::SLOW_CONSUMER => "slow consumer: fell behind the journal's retention",
         close_code::GOING_AWAY => "server shutting down",
         close_code::PLUGIN_FAILING => "filter plugin failing",
         named::DELETED_CLOSE_CODE => "subscription deleted",

@@ -2,13 +2,66 @@
 //! task feeds it, the session writing into a channel the test reads at its own pace.
 
 use futures_channel::mpsc as fmpsc;
+use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::*;
 use crate::filter::{bind, parse_request, ColumnInfo};
+use crate::journal::JournalHandle;
 use crate::hub::Intake;
 use crate::journal::{Journal, JournalConfig};
 use crate::source::{Consumer, Lsn};
+
+/// Opens `*:t`-style requests on the test table (`id integer`), like the router does.
+struct TestOpener {
+    journal: JournalHandle,
+}
+
+impl Opener for TestOpener {
+    fn open(
+        &self,
+        params: Vec<(String, String)>,
+        _signal: Arc<SessionSignal>,
+    ) -> BoxFuture<'_, Result<Opened, Refusal>> {
+        let opened = (|| {
+            let req = parse_request(&params).map_err(|e| Refusal {
+                code: e.code,
+                message: e.message,
+            })?;
+            if req.table.name != "t" {
+                return Err(Refusal {
+                    code: "unknown_table",
+                    message: format!("table {} does not exist", req.table),
+                });
+            }
+            let filter = bind(&req, &[ColumnInfo::new("id", "integer")]).map_err(|e| Refusal {
+                code: e.code,
+                message: e.message,
+            })?;
+            let mut key: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            key.sort();
+            let start = match params.iter().find(|(k, _)| k == "from") {
+                None => Start::Live,
+                Some((_, from)) => {
+                    let from: Pos = from.parse().unwrap();
+                    Start::After(from, self.journal.reader(from).unwrap())
+                }
+            };
+            Ok(Opened {
+                plan: Plan {
+                    table: req.table.clone(),
+                    key: key.join("&"),
+                    ops: req.ops,
+                    filter,
+                    plugin: None,
+                },
+                start,
+                claim: None,
+            })
+        })();
+        Box::pin(async move { opened })
+    }
+}
 
 struct Rig {
     intake: Intake,
@@ -30,7 +83,11 @@ impl Rig {
             journal: journal.handle(),
             metrics: metrics.clone(),
             shutdown: CancellationToken::new(),
-            lsn: Lsn(0),
+            status: Arc::new(crate::source::SourceStatus::default()),
+            opener: Arc::new(TestOpener {
+                journal: journal.handle(),
+            }),
+            max_subscriptions: 3,
         };
         Rig {
             intake: Intake::new(hub, metrics).with_journal(journal),
@@ -86,18 +143,29 @@ struct Client {
 
 impl Client {
     fn start(rig: &Rig, start: Start, claim: Option<Claim>) -> Client {
+        let signal = SessionSignal::new(&rig.ctx.shutdown);
+        let opened = Opened {
+            plan: rig.plan(),
+            start,
+            claim,
+        };
+        Client::open(rig, Some((opened, signal)))
+    }
+
+    /// A socket without a URL subscription (`GET /ws`).
+    fn bare(rig: &Rig) -> Client {
+        Client::open(rig, None)
+    }
+
+    fn open(rig: &Rig, first: Option<(Opened, Arc<SessionSignal>)>) -> Client {
         // No buffer: the session can only write as fast as the test reads.
         let (out_tx, out) = fmpsc::channel::<Message>(0);
         let (to_server, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
-        let signal = SessionSignal::new(&rig.ctx.shutdown);
         let task = tokio::spawn(run(
             out_tx.sink_map_err(|_| ()),
             in_rx,
             rig.ctx.clone(),
-            rig.plan(),
-            start,
-            claim,
-            signal,
+            first,
         ));
         Client {
             out,
@@ -249,4 +317,88 @@ async fn shutdown_closes_with_1001() {
         Message::Close(Some(f)) => assert_eq!(f.code, 1001),
         other => panic!("expected close, got {other:?}"),
     }
+}
+
+/// One socket, several subscriptions from `subscribe` messages: every frame names its
+/// subscription, an unsubscribed one gets nothing more, refusals and bad messages are answered
+/// and the socket goes on.
+#[tokio::test]
+async fn subscriptions_from_messages_share_one_socket() {
+    let mut rig = Rig::new(1024);
+    let mut client = Client::bare(&rig);
+    client.send(r#"{"type":"subscribe","id":"all","query":"*:t"}"#);
+    let hello = client.next().await;
+    assert_eq!((hello["type"].as_str(), hello["id"].as_str()), (Some("subscribed"), Some("all")));
+    client.send(r#"{"type":"subscribe","id":"big","query":"insert:t:id.gt.2"}"#);
+    assert_eq!(client.next().await["id"], "big");
+    client.send(r#"{"type":"subscribe","id":"x","query":"*:nope"}"#);
+    let refused = client.next().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["id"].as_str(), refused["error"].as_str()),
+        (Some("error"), Some("x"), Some("unknown_table"))
+    );
+    client.send("garbage");
+    assert_eq!(client.next().await["error"], "bad_message");
+    client.send(r#"{"type":"subscribe","id":"all","query":"*:t"}"#);
+    let dup = client.next().await;
+    assert_eq!((dup["id"].as_str(), dup["error"].as_str()), (Some("all"), Some("bad_message")));
+
+    rig.commit_rows(4);
+    let mut got: Vec<(String, i64)> = Vec::new();
+    for _ in 0..6 {
+        let v = client.next().await;
+        assert_eq!(v["type"], "change", "{v}");
+        got.push((v["id"].as_str().unwrap().to_owned(), v["new"]["id"].as_i64().unwrap()));
+    }
+    let of = |id: &str| -> Vec<i64> { got.iter().filter(|(s, _)| s == id).map(|(_, n)| *n).collect() };
+    assert_eq!(of("all"), [1, 2, 3, 4]);
+    assert_eq!(of("big"), [3, 4]);
+
+    client.send(r#"{"type":"unsubscribe","id":"all"}"#);
+    assert_eq!(client.next().await["type"], "unsubscribed");
+    rig.commit_rows(1);
+    let v = client.next().await;
+    assert_eq!((v["id"].as_str(), v["new"]["id"].as_i64()), (Some("big"), Some(5)));
+    client.send(r#"{"type":"unsubscribe","id":"all"}"#);
+    assert_eq!(client.next().await["error"], "unknown_subscription");
+}
+
+#[tokio::test]
+async fn a_socket_holds_at_most_max_subscriptions() {
+    let rig = Rig::new(16);
+    let mut client = Client::bare(&rig);
+    for id in ["a", "b", "c"] {
+        client.send(&format!(r#"{{"type":"subscribe","id":"{id}","query":"*:t"}}"#));
+        assert_eq!(client.next().await["type"], "subscribed");
+    }
+    client.send(r#"{"type":"subscribe","id":"d","query":"*:t"}"#);
+    let v = client.next().await;
+    assert_eq!((v["id"].as_str(), v["error"].as_str()), (Some("d"), Some("too_many_subscriptions")));
+}
+
+/// Subscriptions of one socket fall behind and catch up independently, each with its own ids.
+#[tokio::test]
+async fn a_multiplexed_subscription_falls_behind_and_comes_back() {
+    let mut rig = Rig::new(4);
+    let mut client = Client::bare(&rig);
+    client.send(r#"{"type":"subscribe","id":"a","query":"*:t"}"#);
+    client.next().await;
+    client.send(r#"{"type":"subscribe","id":"b","query":"insert:t:id.gt.100"}"#);
+    client.next().await;
+    rig.commit_rows(150);
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    while a.len() < 150 || b.len() < 50 {
+        let v = client.next().await;
+        assert_eq!(v["type"], "change", "{v}");
+        let n = v["new"]["id"].as_i64().unwrap();
+        match v["id"].as_str().unwrap() {
+            "a" => a.push(n),
+            "b" => b.push(n),
+            other => panic!("frame for {other}"),
+        }
+    }
+    assert_eq!(a, (1..=150).collect::<Vec<_>>());
+    assert_eq!(b, (101..=150).collect::<Vec<_>>());
+    assert!(rig.ctx.metrics.sessions_behind.get() >= 1);
 }

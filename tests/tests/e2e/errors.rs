@@ -11,8 +11,13 @@ async fn bad_requests_get_400_with_a_code() -> Result<()> {
         .await?;
     let server = Walcast::start(&db).await?;
 
+    // A plain HTTP request without `query=`: 400 (a WebSocket upgrade without it opens an empty
+    // socket for `subscribe` messages: see multiplex.rs).
+    let (status, body) = server.get("/ws").await?;
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!((status, body["error"].as_str()), (400, Some("missing_query")), "{body}");
+
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("missing_query", vec![]),
         ("bad_query", vec![("query", "insert")]),
         ("unknown_change_type", vec![("query", "upsert:people")]),
         ("unknown_change_type", vec![("query", "insert,nope:people")]),
