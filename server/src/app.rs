@@ -16,8 +16,8 @@ use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
 use crate::hub::{Hub, Intake};
 use crate::journal::Journal;
-use crate::named;
 use crate::metrics::Metrics;
+use crate::named;
 use crate::source::{self, SourceConfig, SourceError, SourceStatus};
 use crate::ws::{router, AppState};
 
@@ -113,9 +113,9 @@ pub async fn run(
     let mut source_task = tokio::spawn(source::run(
         source_config,
         Intake::new(hub.clone(), metrics.clone())
-        .with_journal(journal)
-        .with_named(named.clone())
-        .with_temporary_slot(config.replication.temporary),
+            .with_journal(journal)
+            .with_named(named.clone())
+            .with_temporary_slot(config.replication.temporary),
         status.clone(),
         source_stop.clone(),
     ));
@@ -136,6 +136,10 @@ pub async fn run(
         journal: journal_handle,
         named,
         max_subscriptions: config.sessions.max_subscriptions_per_socket,
+        snapshots: Arc::new(crate::snapshot::Snapshots::new(
+            pg.clone(),
+            config.snapshot.max_concurrent,
+        )),
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).

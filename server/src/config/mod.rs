@@ -129,7 +129,23 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub plugins: PluginsConfig,
     pub journal: JournalSection,
+    pub snapshot: SnapshotConfig,
     pub log: LogConfig,
+}
+
+/// Snapshots (`[snapshot]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Snapshots read at once; more wait in order (`snapshot.max_concurrent`,
+    /// `WALCAST_SNAPSHOT_MAX_CONCURRENT`).
+    pub max_concurrent: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig { max_concurrent: 4 }
+    }
 }
 
 /// Wasm filter plugins (`[plugins]`).
@@ -232,6 +248,7 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             plugins: PluginsConfig::default(),
             journal: JournalSection::default(),
+            snapshot: SnapshotConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -353,6 +370,9 @@ impl Config {
         if let Some(v) = get("WALCAST_QUEUE_CAPACITY") {
             self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
         }
+        if let Some(v) = get("WALCAST_SNAPSHOT_MAX_CONCURRENT") {
+            self.snapshot.max_concurrent = parse_capacity("WALCAST_SNAPSHOT_MAX_CONCURRENT", &v)?;
+        }
         if let Some(v) = get("WALCAST_MAX_SUBSCRIPTIONS_PER_SOCKET") {
             self.sessions.max_subscriptions_per_socket =
                 parse_capacity("WALCAST_MAX_SUBSCRIPTIONS_PER_SOCKET", &v)?;
@@ -438,6 +458,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "replication.max_backoff",
                 "must be greater than zero; use e.g. \"30s\"",
+            ));
+        }
+        if self.snapshot.max_concurrent == 0 {
+            return Err(ConfigError::invalid(
+                "snapshot.max_concurrent",
+                "must be at least 1; use e.g. 4",
             ));
         }
         if self.sessions.max_subscriptions_per_socket == 0 {

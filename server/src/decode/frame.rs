@@ -37,6 +37,16 @@ impl FrameEncoder {
         })
     }
 
+    /// Encode a snapshot `row` frame, `{"type":"row","row":{...}}`, from an insert: the row is
+    /// written exactly as `new` is in a change frame.
+    pub fn row(&mut self, change: &Change<'_>, projection: Projection<'_>) -> String {
+        let mut b = String::with_capacity((change.buf.len() + 32).max(self.last_len));
+        b.push_str("{\"type\":\"row\",\"row\":");
+        put_row(&mut b, change, Image::New, projection);
+        b.push('}');
+        b
+    }
+
     /// Encode a `change` frame whose row images are written by `row(image, out)`, which appends
     /// one JSON object for that image (used for plugin rewrites). Images that the operation does
     /// not carry are `null` without calling `row`.

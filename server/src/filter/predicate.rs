@@ -194,6 +194,14 @@ impl Filter {
                 .all(|c| c.eval(row_column(change, op, &c.column)))
     }
 
+    /// Whether a snapshot row (decoded as an insert) meets the conditions; the operation mask
+    /// does not apply to rows.
+    pub fn matches_row(&self, change: &Change<'_>) -> bool {
+        self.conditions
+            .iter()
+            .all(|c| c.eval(row_column(change, Op::Insert, &c.column)))
+    }
+
     /// The first non-negated `eq` condition on a number, boolean or text column: its column name
     /// and canonical key (see `index_key`).
     pub fn eq_index(&self) -> Option<(&str, &[u8])> {

@@ -23,6 +23,8 @@ pub struct CatchUpRequest {
 
 pub struct CatchUp {
     reader: JournalReader,
+    /// After a snapshot: changes of transactions it shows, committed before `.1`, are skipped.
+    shown: Option<(crate::snapshot::Visibility, crate::source::Lsn)>,
     request: CatchUpRequest,
     decoder: Decoder,
     encoder: FrameEncoder,
@@ -46,11 +48,22 @@ impl CatchUp {
         let last = reader.position();
         CatchUp {
             reader,
+            shown: None,
             request,
             decoder: Decoder::new(),
             encoder: FrameEncoder::new(),
             last,
         }
+    }
+
+    /// Skip the changes `visibility` shows that committed before `wal_lsn` (the snapshot the
+    /// client was sent already holds them).
+    pub fn skip_shown(
+        &mut self,
+        visibility: crate::snapshot::Visibility,
+        wal_lsn: crate::source::Lsn,
+    ) {
+        self.shown = Some((visibility, wal_lsn));
     }
 
     /// The last journal position taken: everything up to it was sent or did not match.
@@ -92,6 +105,11 @@ impl CatchUp {
                 }
             };
             change.set_pos(pos);
+            if let Some((shown, wal_lsn)) = &self.shown {
+                if pos.commit < *wal_lsn && change.xid().is_some_and(|x| shown.shows(x)) {
+                    continue;
+                }
+            }
             if change.op().is_none()
                 || change.schema() != &*self.request.schema
                 || change.table() != &*self.request.table

@@ -324,7 +324,8 @@ impl Intake {
         }
         let frame = decode_failed_frame(wal_start, error, &seen);
         let table = seen.schema.zip(seen.table);
-        self.hub.dispatch_error(table, pos, &frame, &mut self.scratch);
+        self.hub
+            .dispatch_error(table, pos, &frame, &mut self.scratch);
         self.unwoken += 1;
     }
 }

@@ -11,6 +11,7 @@ mod signal;
 pub use catchup::{CatchUp, CatchUpRequest, Fill};
 pub use cohort::{Cohort, Entry, Next, Pushed, Reader};
 pub use intake::Intake;
+pub(crate) use registry::plugin_error_frame;
 pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
 // public for benches
 #[doc(hidden)]

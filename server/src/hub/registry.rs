@@ -114,7 +114,7 @@ impl Outcome {
 }
 
 /// The `error` frame of a plugin that failed on one change.
-pub(super) fn plugin_error_frame(plugin: &str, message: &str) -> Frame {
+pub(crate) fn plugin_error_frame(plugin: &str, message: &str) -> Frame {
     let mut text = String::with_capacity(64 + message.len());
     text.push_str(r#"{"type":"error","error":"plugin_error","plugin":"#);
     crate::decode::put_str(&mut text, plugin);

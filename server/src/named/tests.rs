@@ -24,7 +24,11 @@ async fn a_created_subscription_and_its_acks_survive_a_reopen() {
     claim.create(pos(10, 0)).await;
     claim.ack(pos(20, 3));
     claim.ack(pos(20, 1)); // older: ignored
-    let persisted = claim.persisted().wait_for(|p| *p == pos(20, 3)).await.is_ok();
+    let persisted = claim
+        .persisted()
+        .wait_for(|p| *p == pos(20, 3))
+        .await
+        .is_ok();
     assert!(persisted);
     writer.abort();
     drop(claim);

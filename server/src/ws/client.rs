@@ -27,7 +27,10 @@ pub(super) enum Control {
     },
     /// The client acknowledged every change up to this position (of subscription `id`, or of the
     /// socket's only named subscription).
-    Ack { pos: Pos, id: Option<String> },
+    Ack {
+        pos: Pos,
+        id: Option<String>,
+    },
     /// A frame to send back as it is (an error about the client's message).
     Reply(Frame),
 }
@@ -123,18 +126,19 @@ pub(super) fn parse(msg: &Message) -> Option<Control> {
             }
             list.extend(plugin.map(|p| ("plugin".to_owned(), p)));
             for (key, value) in params {
-                let value = match value {
-                    Value::String(s) => s,
-                    Value::Number(n) => n.to_string(),
-                    Value::Bool(b) => b.to_string(),
-                    other => {
-                        return Some(error(
+                let value =
+                    match value {
+                        Value::String(s) => s,
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        other => return Some(error(
                             Some(&id),
                             "bad_message",
-                            &format!("plugin param {key:?} is {other}: give a string, number or boolean"),
-                        ))
-                    }
-                };
+                            &format!(
+                                "plugin param {key:?} is {other}: give a string, number or boolean"
+                            ),
+                        )),
+                    };
                 list.push((format!("plugin.{key}"), value));
             }
             if snapshot {
@@ -254,9 +258,18 @@ mod tests {
             (r#"{"type":"ack","pos":7}"#, "bad_message"),
             (r#"{"type":"ack","pos":"0/1526A58"}"#, "bad_ack"),
             (r#"{"type":"subscribe","id":"a"}"#, "bad_message"),
-            (r#"{"type":"subscribe","id":"","query":"*:t"}"#, "bad_message"),
-            (r#"{"type":"subscribe","id":"a","query":"*:t","params":{"x":1}}"#, "bad_message"),
-            (r#"{"type":"subscribe","id":"a","query":"*:t","plugin":"p","params":{"x":[1]}}"#, "bad_message"),
+            (
+                r#"{"type":"subscribe","id":"","query":"*:t"}"#,
+                "bad_message",
+            ),
+            (
+                r#"{"type":"subscribe","id":"a","query":"*:t","params":{"x":1}}"#,
+                "bad_message",
+            ),
+            (
+                r#"{"type":"subscribe","id":"a","query":"*:t","plugin":"p","params":{"x":[1]}}"#,
+                "bad_message",
+            ),
             (r#"{"type":"unsubscribe"}"#, "bad_message"),
             ("", "bad_message"),
         ] {

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{
-    rejection::WebSocketUpgradeRejection, WebSocketUpgrade,
-};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -50,6 +48,8 @@ pub struct AppState {
     pub named: Arc<named::Store>,
     /// `sessions.max_subscriptions_per_socket`.
     pub max_subscriptions: usize,
+    /// Where snapshots connect, and how many run at once.
+    pub snapshots: Arc<crate::snapshot::Snapshots>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -130,6 +130,7 @@ async fn ws_handler(
         shutdown: st.shutdown.clone(),
         status: st.status.clone(),
         max_subscriptions: st.max_subscriptions,
+        snapshots: Some(st.snapshots.clone()),
         opener: Arc::new(st.clone()),
     };
     // Clients send little (acks, subscribe messages): a small read buffer keeps idle sessions
@@ -160,7 +161,22 @@ impl AppState {
             query,
             from,
             sub,
+            snapshot,
         } = validate(self, &params).await?;
+        if snapshot {
+            if from.is_some() {
+                return Err(api_error(
+                    "bad_query",
+                    "from= and snapshot= cannot be combined: a snapshot starts from the current rows"
+                        .into(),
+                ));
+            }
+            return Ok(Opened {
+                plan,
+                start: Start::Snapshot,
+                claim: None,
+            });
+        }
         let (claim, start) = place(self, &plan, &query, from, sub.as_deref(), &signal)?;
         Ok(Opened { plan, start, claim })
     }
@@ -201,6 +217,8 @@ struct Validated {
     from: Option<(Pos, JournalReader)>,
     /// `sub=`.
     sub: Option<String>,
+    /// `snapshot=true`.
+    snapshot: bool,
 }
 
 /// Where the session starts, and its hold on its named subscription: 409 when the name is
@@ -286,14 +304,16 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
             format!("table {table} is not in this server's allow-list (tables.allow)"),
         ));
     }
-    if position_param(params, "snapshot")?.is_some() {
-        return Err(api_error(
-            "bad_query",
-            "snapshot= is not supported by this server yet: read the rows yourself, then \
-             subscribe with from= the pos of a subscribed frame taken before the read"
-                .into(),
-        ));
-    }
+    let snapshot = match position_param(params, "snapshot")? {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(api_error(
+                "bad_query",
+                format!("snapshot={other:?}: give true or false"),
+            ))
+        }
+    };
     let from = position_param(params, "from")?
         .map(|text| {
             text.parse::<Pos>().map_err(|e: ParsePosError| {
@@ -314,11 +334,11 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
                 ),
             ));
         }
-        if from.is_some() {
+        if from.is_some() || snapshot {
             return Err(api_error(
                 "bad_query",
-                "from= and sub= cannot be combined: a named subscription resumes after its last \
-                 acknowledged position"
+                "from= or snapshot= cannot be combined with sub=: a named subscription resumes \
+                 after its last acknowledged position"
                     .into(),
             ));
         }
@@ -353,9 +373,12 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
             ops: request.ops,
             filter,
             plugin,
+            columns,
+            conditions: request.conditions,
         },
         from,
         sub: sub.map(str::to_owned),
+        snapshot,
     })
 }
 
@@ -367,7 +390,10 @@ fn position_param<'a>(
     let mut given = params.iter().filter(|(k, _)| k == key);
     let first = given.next().map(|(_, v)| v.as_str());
     if given.next().is_some() {
-        return Err(api_error("bad_query", format!("{key}= given more than once")));
+        return Err(api_error(
+            "bad_query",
+            format!("{key}= given more than once"),
+        ));
     }
     Ok(first)
 }

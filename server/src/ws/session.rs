@@ -20,8 +20,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::filter::wasm::PluginGroup;
-use crate::filter::{Filter, TableName};
+use crate::decode::{Decoder, FrameEncoder, Projection};
+use crate::filter::wasm::{PluginGroup, Verdict};
+use crate::filter::{ColumnInfo, Filter, RawCondition, TableName};
 use crate::hub::{
     close_code, CatchUp, CatchUpRequest, Entry, Fill, Frame, Hub, Next, SessionSignal,
     SubscribeRequest, Subscription, SubscriptionId,
@@ -58,6 +59,9 @@ pub(super) struct Plan {
     pub ops: u8,
     pub filter: Filter,
     pub plugin: Option<Arc<PluginGroup>>,
+    /// The table's columns and the request's conditions, for a snapshot's query.
+    pub columns: Arc<[ColumnInfo]>,
+    pub conditions: Vec<RawCondition>,
 }
 
 /// Where a subscription starts.
@@ -66,6 +70,8 @@ pub(super) enum Start {
     Live,
     /// After this position, read from the journal first.
     After(Pos, JournalReader),
+    /// With the table's current rows, then every change the snapshot does not show.
+    Snapshot,
 }
 
 /// A validated subscription, ready to start.
@@ -101,6 +107,8 @@ pub(super) struct Ctx {
     pub status: Arc<crate::source::SourceStatus>,
     pub opener: Arc<dyn Opener>,
     pub max_subscriptions: usize,
+    /// Where snapshots connect; `None`: `snapshot=true` is refused.
+    pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
 }
 
 enum Mode {
@@ -121,6 +129,9 @@ struct Sub {
     /// after): every matching change after it is still to be sent, none before it.
     sent: Pos,
     mode: Mode,
+    /// After a snapshot taken at this WAL position: the subscription stays on the journal (which
+    /// skips what the snapshot showed) until the stream is past it.
+    shown_until: Option<crate::source::Lsn>,
 }
 
 impl Sub {
@@ -169,8 +180,12 @@ struct Session<S> {
 /// Serve one socket until the client leaves, the hub or an operator closes its URL's
 /// subscription, or the server shuts down. `first` is the subscription the URL opened (none for a
 /// bare `/ws`). Generic over Sink/Stream so it runs without sockets in tests.
-pub(super) async fn run<S, R, E>(sink: S, stream: R, ctx: Ctx, first: Option<(Opened, Arc<SessionSignal>)>)
-where
+pub(super) async fn run<S, R, E>(
+    sink: S,
+    stream: R,
+    ctx: Ctx,
+    first: Option<(Opened, Arc<SessionSignal>)>,
+) where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, E>> + Unpin + Send + 'static,
     E: Send + 'static,
@@ -241,16 +256,21 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let mut tick = tokio::time::interval(ACKED_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(end) = self.step().await {
-                return end;
-            }
+            let progress = match self.step().await {
+                Ok(progress) => progress,
+                Err(end) => return end,
+            };
             if self.subs.iter().any(Sub::catching_up) {
                 // Catch-ups make progress batch by batch; between batches the socket's other
                 // work (client messages, live subscriptions) gets its turn.
                 if let Err(end) = self.poll_events_now().await {
                     return end;
                 }
-                tokio::task::yield_now().await;
+                if progress {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 continue;
             }
             let has_claims = self.subs.iter().any(|s| s.claim.is_some());
@@ -280,14 +300,16 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         }
     }
 
-    /// One batch of journal frames for every subscription catching up, and `acked` frames.
-    async fn step(&mut self) -> Result<(), End> {
-        for i in 0..self.subs.len() {
+    /// One batch of journal frames for every subscription catching up; whether any did
+    /// something. Backwards, as a subscription may end (and leave the list) on the way.
+    async fn step(&mut self) -> Result<bool, End> {
+        let mut progress = false;
+        for i in (0..self.subs.len()).rev() {
             if self.subs[i].catching_up() {
-                self.catch_up_step(i).await?;
+                progress |= self.catch_up_step(i).await?;
             }
         }
-        Ok(())
+        Ok(progress)
     }
 
     /// While catching up: client messages, closes and live frames that are waiting, without
@@ -339,6 +361,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             mut claim,
         } = opened;
         let hub_id = self.ctx.hub.reserve_id();
+        let snapshot = matches!(start, Start::Snapshot);
         let (sent, mode) = match start {
             Start::Live => {
                 let subscription = subscribe(&self.ctx.hub, &plan, &signal, hub_id);
@@ -363,6 +386,24 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 self.ctx.metrics.catchup_sessions.inc();
                 (from, Mode::CatchUp(Box::new(catch_up_from(&plan, reader))))
             }
+            Start::Snapshot => {
+                // Everything after this position waits in the journal while the rows are read.
+                let from = self.ctx.hub.last_pos();
+                let reader = match self.ctx.journal.reader(from) {
+                    Ok(reader) => reader,
+                    Err(error) => {
+                        tracing::error!(%error, "journal reader for a snapshot failed");
+                        let frame = client::error_frame(
+                            id.as_deref(),
+                            "journal_unavailable",
+                            "the journal cannot be read right now; retry shortly",
+                        );
+                        return self.send(frame).await;
+                    }
+                };
+                self.ctx.metrics.catchup_sessions.inc();
+                (from, Mode::CatchUp(Box::new(catch_up_from(&plan, reader))))
+            }
         };
         let sub = Sub {
             id,
@@ -372,6 +413,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             claim,
             sent,
             mode,
+            shown_until: None,
         };
         let hello = super::router::subscribed_frame(
             sub.hub_id,
@@ -382,7 +424,127 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         );
         let hello = sub.frame(hello);
         self.subs.push(sub);
-        self.send(hello).await
+        self.send(hello).await?;
+        if snapshot {
+            self.snapshot(self.subs.len() - 1).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends subscription `i`'s current rows (`row` frames, then `snapshot_end`) and sets its
+    /// journal catch-up to skip what the snapshot shows. A snapshot that fails ends the
+    /// subscription with an `error` frame; the socket stays open.
+    async fn snapshot(&mut self, i: usize) -> Result<(), End> {
+        let Some(snapshots) = self.ctx.snapshots.clone() else {
+            return self
+                .snapshot_failed(i, "snapshots are not available on this server")
+                .await;
+        };
+        let permit = match snapshots.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let queued =
+                    self.subs[i].frame(Frame::from_static(r#"{"type":"snapshot_queued"}"#));
+                self.send(queued).await?;
+                match snapshots.permits.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => return self.snapshot_failed(i, "snapshots are shutting down").await,
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let plan = &self.subs[i].plan;
+        let opened = crate::snapshot::Reader::open(
+            &snapshots.pg,
+            &plan.table,
+            plan.columns.clone(),
+            &plan.conditions,
+        )
+        .await;
+        let mut reader = match opened {
+            Ok(reader) => reader,
+            Err(error) => return self.snapshot_failed(i, &error.message()).await,
+        };
+        let mut decoder = Decoder::new();
+        let mut encoder = FrameEncoder::new();
+        let mut page = Vec::new();
+        let mut rows: u64 = 0;
+        loop {
+            page.clear();
+            if let Err(error) = reader.page(&mut page).await {
+                reader.close().await;
+                return self.snapshot_failed(i, &error.message()).await;
+            }
+            if page.is_empty() {
+                break;
+            }
+            for message in page.iter_mut() {
+                let sub = &self.subs[i];
+                let frame = match decoder.decode(message) {
+                    Err(error) => client::error_frame(
+                        sub.id.as_deref(),
+                        "decode_failed",
+                        &format!(
+                            "a snapshot row could not be decoded ({error}); re-read the table"
+                        ),
+                    ),
+                    Ok(change) => {
+                        if !sub.plan.filter.matches_row(&change) {
+                            continue;
+                        }
+                        let verdict = sub.plan.plugin.as_ref().map(|g| (g.evaluate(&change), g));
+                        match verdict {
+                            Some((Verdict::Drop, _)) => continue,
+                            Some((Verdict::Error(message), group)) => {
+                                crate::hub::plugin_error_frame(group.plugin_name(), &message)
+                            }
+                            // A rewrite applies to change frames; a row passes as it is.
+                            _ => {
+                                rows += 1;
+                                let projection = match sub.plan.filter.select() {
+                                    Some(cols) => Projection::Only(cols),
+                                    None => Projection::All,
+                                };
+                                Frame::from(encoder.row(&change, projection))
+                            }
+                        }
+                    }
+                };
+                let frame = sub.frame(frame);
+                if self.sink.feed(Message::Text(frame)).await.is_err() {
+                    reader.close().await;
+                    return Err(End::Gone);
+                }
+            }
+            self.sink.flush().await.map_err(|_| End::Gone)?;
+        }
+        let (visibility, wal_lsn) = (reader.visibility.clone(), reader.wal_lsn);
+        reader.close().await;
+        drop(permit);
+        let sub = &mut self.subs[i];
+        tracing::debug!(subscription = sub.hub_id, rows, seconds = started.elapsed().as_secs_f64(), %wal_lsn, "snapshot sent");
+        if let Mode::CatchUp(catch_up) = &mut sub.mode {
+            catch_up.skip_shown(visibility, wal_lsn);
+        }
+        sub.shown_until = Some(wal_lsn);
+        let mut text = String::from(r#"{"type":"snapshot_end","pos":""#);
+        sub.sent.push_text(&mut text);
+        text.push_str(r#"","rows":"#);
+        text.push_str(itoa::Buffer::new().format(rows));
+        text.push('}');
+        let frame = sub.frame(Frame::from(text));
+        self.send(frame).await
+    }
+
+    async fn snapshot_failed(&mut self, i: usize, message: &str) -> Result<(), End> {
+        tracing::warn!(
+            subscription = self.subs[i].hub_id,
+            message,
+            "snapshot failed"
+        );
+        let sub = self.remove(i);
+        let frame = client::error_frame(sub.id.as_deref(), "snapshot_failed", message);
+        self.send(frame).await
     }
 
     async fn on_live(&mut self, i: usize, next: Next) -> Result<(), End> {
@@ -420,8 +582,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let code = self.subs[i].signal.code();
         if code == close_code::PLUGIN_FAILING {
             if let Mode::Live(subscription) = &self.subs[i].mode {
-                while let Some(Next::Frames) = subscription.reader().take(&mut self.batch, BATCH) {
-                }
+                while let Some(Next::Frames) = subscription.reader().take(&mut self.batch, BATCH) {}
             }
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.send_batch(i)).await;
         }
@@ -438,7 +599,8 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                     close_code::GOING_AWAY => return Err(End::Close(code, reason)),
                     _ => "subscription_closed",
                 };
-                self.send(client::error_frame(Some(&id), error, &reason)).await
+                self.send(client::error_frame(Some(&id), error, &reason))
+                    .await
             }
         }
     }
@@ -460,17 +622,27 @@ impl<S: Sink<Message> + Unpin> Session<S> {
 
     /// One batch of journal frames for subscription `i`; at the journal's end, the seam back to
     /// the live stream.
-    async fn catch_up_step(&mut self, i: usize) -> Result<(), End> {
+    /// Returns whether it did anything (false: at the journal's end, waiting for the stream to
+    /// pass its snapshot).
+    async fn catch_up_step(&mut self, i: usize) -> Result<bool, End> {
         if self.subs[i].signal.is_closing() {
-            return self.closing(i).await;
+            return self.closing(i).await.map(|()| true);
         }
         let fill = match self.replay(i, None).await {
             Ok(fill) => fill,
             Err(Failed::Socket) => return Err(End::Gone),
-            Err(Failed::Journal(error)) => return self.journal_failed(i, error),
+            Err(Failed::Journal(error)) => return self.journal_failed(i, error).map(|()| true),
         };
         if fill == Fill::More {
-            return Ok(());
+            return Ok(true);
+        }
+        // After a snapshot, the live stream may only be joined once every transaction that
+        // committed before the snapshot was taken has been read (and skipped when shown): the
+        // cohort's frames do not say which transaction they belong to.
+        if let Some(wal_lsn) = self.subs[i].shown_until {
+            if self.ctx.status.server_end() < wal_lsn {
+                return Ok(false);
+            }
         }
         // Caught up: register, then the seam. Everything up to the subscription's start comes
         // from the journal (waiting for the burst that holds it to be published), everything
@@ -490,7 +662,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 Ok(Fill::Until) => break,
                 Ok(_) => {}
                 Err(Failed::Socket) => return Err(End::Gone),
-                Err(Failed::Journal(error)) => return self.journal_failed(i, error),
+                Err(Failed::Journal(error)) => return self.journal_failed(i, error).map(|()| true),
             }
             let Mode::CatchUp(catch_up) = &self.subs[i].mode else {
                 unreachable!("catching up")
@@ -510,8 +682,9 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let sub = &mut self.subs[i];
         sub.sent = sub.sent.max(start);
         sub.mode = Mode::Live(subscription);
+        sub.shown_until = None;
         self.ctx.metrics.catchup_sessions.dec();
-        Ok(())
+        Ok(true)
     }
 
     /// Writes the journal frames of subscription `i` up to `until` or one batch, whichever
@@ -544,7 +717,10 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             JournalError::Expired { .. } => {
                 tracing::info!(subscription = sub.hub_id, at = %sub.sent, "a subscription fell behind the journal's retention (4008)");
                 self.ctx.metrics.sessions_dropped.inc();
-                (close_code::SLOW_CONSUMER, "fell behind the journal's retention")
+                (
+                    close_code::SLOW_CONSUMER,
+                    "fell behind the journal's retention",
+                )
             }
             error => {
                 tracing::error!(%error, subscription = sub.hub_id, at = %sub.sent, "journal read failed under a session");
@@ -628,7 +804,11 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let target = match &id {
             Some(id) => self.find(id),
             None => {
-                let mut named = self.subs.iter().enumerate().filter(|(_, s)| s.claim.is_some());
+                let mut named = self
+                    .subs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.claim.is_some());
                 match (named.next(), named.next()) {
                     (Some((i, _)), None) => Some(i),
                     _ => None,

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::*;
 use crate::filter::{bind, parse_request, ColumnInfo};
-use crate::journal::JournalHandle;
 use crate::hub::Intake;
+use crate::journal::JournalHandle;
 use crate::journal::{Journal, JournalConfig};
 use crate::source::{Consumer, Lsn};
 
@@ -54,6 +54,8 @@ impl Opener for TestOpener {
                     ops: req.ops,
                     filter,
                     plugin: None,
+                    columns: Arc::from(vec![ColumnInfo::new("id", "integer")]),
+                    conditions: req.conditions.clone(),
                 },
                 start,
                 claim: None,
@@ -88,6 +90,7 @@ impl Rig {
                 journal: journal.handle(),
             }),
             max_subscriptions: 3,
+            snapshots: None,
         };
         Rig {
             intake: Intake::new(hub, metrics).with_journal(journal),
@@ -108,6 +111,8 @@ impl Rig {
             ops: req.ops,
             filter,
             plugin: None,
+            columns: Arc::from(vec![ColumnInfo::new("id", "integer")]),
+            conditions: req.conditions,
         }
     }
 
@@ -270,11 +275,16 @@ async fn acks_are_confirmed_once_persisted_and_bad_ones_answered() {
             .run_writer(rig.ctx.metrics.clone(), CancellationToken::new()),
     );
     let signal = SessionSignal::new(&rig.ctx.shutdown);
-    let claim = store.claim("view", "query=*:t", "public.t", signal).unwrap();
+    let claim = store
+        .claim("view", "query=*:t", "public.t", signal)
+        .unwrap();
     let mut client = Client::start(&rig, Start::Live, Some(claim));
     let hello = client.next().await;
     assert_eq!(hello["sub"], "view");
-    assert_eq!(store.list()[0].acked.to_string(), hello["pos"].as_str().unwrap());
+    assert_eq!(
+        store.list()[0].acked.to_string(),
+        hello["pos"].as_str().unwrap()
+    );
 
     rig.commit_rows(3);
     let mut positions = Vec::new();
@@ -328,29 +338,47 @@ async fn subscriptions_from_messages_share_one_socket() {
     let mut client = Client::bare(&rig);
     client.send(r#"{"type":"subscribe","id":"all","query":"*:t"}"#);
     let hello = client.next().await;
-    assert_eq!((hello["type"].as_str(), hello["id"].as_str()), (Some("subscribed"), Some("all")));
+    assert_eq!(
+        (hello["type"].as_str(), hello["id"].as_str()),
+        (Some("subscribed"), Some("all"))
+    );
     client.send(r#"{"type":"subscribe","id":"big","query":"insert:t:id.gt.2"}"#);
     assert_eq!(client.next().await["id"], "big");
     client.send(r#"{"type":"subscribe","id":"x","query":"*:nope"}"#);
     let refused = client.next().await;
     assert_eq!(
-        (refused["type"].as_str(), refused["id"].as_str(), refused["error"].as_str()),
+        (
+            refused["type"].as_str(),
+            refused["id"].as_str(),
+            refused["error"].as_str()
+        ),
         (Some("error"), Some("x"), Some("unknown_table"))
     );
     client.send("garbage");
     assert_eq!(client.next().await["error"], "bad_message");
     client.send(r#"{"type":"subscribe","id":"all","query":"*:t"}"#);
     let dup = client.next().await;
-    assert_eq!((dup["id"].as_str(), dup["error"].as_str()), (Some("all"), Some("bad_message")));
+    assert_eq!(
+        (dup["id"].as_str(), dup["error"].as_str()),
+        (Some("all"), Some("bad_message"))
+    );
 
     rig.commit_rows(4);
     let mut got: Vec<(String, i64)> = Vec::new();
     for _ in 0..6 {
         let v = client.next().await;
         assert_eq!(v["type"], "change", "{v}");
-        got.push((v["id"].as_str().unwrap().to_owned(), v["new"]["id"].as_i64().unwrap()));
+        got.push((
+            v["id"].as_str().unwrap().to_owned(),
+            v["new"]["id"].as_i64().unwrap(),
+        ));
     }
-    let of = |id: &str| -> Vec<i64> { got.iter().filter(|(s, _)| s == id).map(|(_, n)| *n).collect() };
+    let of = |id: &str| -> Vec<i64> {
+        got.iter()
+            .filter(|(s, _)| s == id)
+            .map(|(_, n)| *n)
+            .collect()
+    };
     assert_eq!(of("all"), [1, 2, 3, 4]);
     assert_eq!(of("big"), [3, 4]);
 
@@ -358,7 +386,10 @@ async fn subscriptions_from_messages_share_one_socket() {
     assert_eq!(client.next().await["type"], "unsubscribed");
     rig.commit_rows(1);
     let v = client.next().await;
-    assert_eq!((v["id"].as_str(), v["new"]["id"].as_i64()), (Some("big"), Some(5)));
+    assert_eq!(
+        (v["id"].as_str(), v["new"]["id"].as_i64()),
+        (Some("big"), Some(5))
+    );
     client.send(r#"{"type":"unsubscribe","id":"all"}"#);
     assert_eq!(client.next().await["error"], "unknown_subscription");
 }
@@ -368,12 +399,17 @@ async fn a_socket_holds_at_most_max_subscriptions() {
     let rig = Rig::new(16);
     let mut client = Client::bare(&rig);
     for id in ["a", "b", "c"] {
-        client.send(&format!(r#"{{"type":"subscribe","id":"{id}","query":"*:t"}}"#));
+        client.send(&format!(
+            r#"{{"type":"subscribe","id":"{id}","query":"*:t"}}"#
+        ));
         assert_eq!(client.next().await["type"], "subscribed");
     }
     client.send(r#"{"type":"subscribe","id":"d","query":"*:t"}"#);
     let v = client.next().await;
-    assert_eq!((v["id"].as_str(), v["error"].as_str()), (Some("d"), Some("too_many_subscriptions")));
+    assert_eq!(
+        (v["id"].as_str(), v["error"].as_str()),
+        (Some("d"), Some("too_many_subscriptions"))
+    );
 }
 
 /// Subscriptions of one socket fall behind and catch up independently, each with its own ids.

@@ -15,7 +15,11 @@ async fn bad_requests_get_400_with_a_code() -> Result<()> {
     // socket for `subscribe` messages: see multiplex.rs).
     let (status, body) = server.get("/ws").await?;
     let body: serde_json::Value = serde_json::from_str(&body)?;
-    assert_eq!((status, body["error"].as_str()), (400, Some("missing_query")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("missing_query")),
+        "{body}"
+    );
 
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("bad_query", vec![("query", "insert")]),

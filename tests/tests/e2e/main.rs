@@ -16,6 +16,7 @@ mod replay;
 mod resilience;
 mod scale;
 mod smoke;
+mod snapshot;
 mod templates;
 
 use std::time::Duration;

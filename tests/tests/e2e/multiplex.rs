@@ -45,7 +45,13 @@ async fn three_subscriptions_on_one_socket() -> Result<()> {
         .await?;
     let mut c = WsClient::connect(&server, &[]).await?;
 
-    ask(&mut c, r#"{"type":"subscribe","id":"old","query":"insert:people:age.gt.30"}"#, "subscribed", "old").await?;
+    ask(
+        &mut c,
+        r#"{"type":"subscribe","id":"old","query":"insert:people:age.gt.30"}"#,
+        "subscribed",
+        "old",
+    )
+    .await?;
     ask(
         &mut c,
         r#"{"type":"subscribe","id":"tall","query":"insert:people","plugin":"threshold","params":{"column":"height","value":2.0},"select":"id,height"}"#,
@@ -53,14 +59,27 @@ async fn three_subscriptions_on_one_socket() -> Result<()> {
         "tall",
     )
     .await?;
-    ask(&mut c, r#"{"type":"subscribe","id":"odd","query":"*:\"Odd Table\""}"#, "subscribed", "odd").await?;
+    ask(
+        &mut c,
+        r#"{"type":"subscribe","id":"odd","query":"*:\"Odd Table\""}"#,
+        "subscribed",
+        "odd",
+    )
+    .await?;
     // Refusals name the subscription and keep the socket.
-    let v = ask(&mut c, r#"{"type":"subscribe","id":"four","query":"*:people"}"#, "error", "four").await?;
+    let v = ask(
+        &mut c,
+        r#"{"type":"subscribe","id":"four","query":"*:people"}"#,
+        "error",
+        "four",
+    )
+    .await?;
     ensure!(v["error"] == "too_many_subscriptions", "{v}");
     c.send_text("not json").await?;
     let v = next_json(&mut c).await?;
     ensure!(v["error"] == "bad_message", "{v}");
-    c.send_text(r#"{"type":"subscribe","query":"*:people"}"#).await?;
+    c.send_text(r#"{"type":"subscribe","query":"*:people"}"#)
+        .await?;
     let v = next_json(&mut c).await?;
     ensure!(v["error"] == "bad_message", "{v}");
 
@@ -75,26 +94,51 @@ async fn three_subscriptions_on_one_socket() -> Result<()> {
         ensure!(v["type"] == "change", "{v}");
         let id = v["id"].as_str().with_context(|| format!("no id: {v}"))?;
         if id == "tall" {
-            ensure!(v["new"].as_object().is_some_and(|o| o.len() == 2), "select= applies: {v}");
+            ensure!(
+                v["new"].as_object().is_some_and(|o| o.len() == 2),
+                "select= applies: {v}"
+            );
         }
         got.push((id.to_owned(), v["new"]["id"].as_i64().context("row id")?));
     }
     let of = |id: &str| -> Vec<i64> {
-        got.iter().filter(|(s, _)| s == id).map(|(_, n)| *n).collect()
+        got.iter()
+            .filter(|(s, _)| s == id)
+            .map(|(_, n)| *n)
+            .collect()
     };
     ensure!(of("old") == [2, 3], "{got:?}");
     ensure!(of("tall") == [1, 3], "{got:?}");
     ensure!(of("odd") == [1], "{got:?}");
 
-    ask(&mut c, r#"{"type":"unsubscribe","id":"old"}"#, "unsubscribed", "old").await?;
+    ask(
+        &mut c,
+        r#"{"type":"unsubscribe","id":"old"}"#,
+        "unsubscribed",
+        "old",
+    )
+    .await?;
     db.exec("INSERT INTO people VALUES (4, 60, 3.0)").await?;
     let v = next_json(&mut c).await?;
-    ensure!(v["id"] == "tall" && v["new"]["id"] == 4, "only tall gets row 4: {v}");
+    ensure!(
+        v["id"] == "tall" && v["new"]["id"] == 4,
+        "only tall gets row 4: {v}"
+    );
     // A marker on the other table: anything for `old` would have come before it.
-    db.exec("INSERT INTO \"Odd Table\" VALUES (2, 'marker')").await?;
+    db.exec("INSERT INTO \"Odd Table\" VALUES (2, 'marker')")
+        .await?;
     let v = next_json(&mut c).await?;
-    ensure!(v["id"] == "odd" && v["new"]["id"] == 2, "nothing after the unsubscribe: {v}");
+    ensure!(
+        v["id"] == "odd" && v["new"]["id"] == 2,
+        "nothing after the unsubscribe: {v}"
+    );
     // Room again: a fourth one fits now.
-    ask(&mut c, r#"{"type":"subscribe","id":"four","query":"delete:people"}"#, "subscribed", "four").await?;
+    ask(
+        &mut c,
+        r#"{"type":"subscribe","id":"four","query":"delete:people"}"#,
+        "subscribed",
+        "four",
+    )
+    .await?;
     Ok(())
 }

@@ -64,14 +64,21 @@ async fn stalled_consumer_behind_retention_gets_a_prefix_then_4008() -> Result<(
         match slow.next_frame(LONG).await? {
             Frame::Json(v, _) if v["type"] == "change" => {
                 let id = row_id(&v).context("row id")?;
-                ensure!(id == prefix + 1, "stalled client: expected id {}, got {id}", prefix + 1);
+                ensure!(
+                    id == prefix + 1,
+                    "stalled client: expected id {}, got {id}",
+                    prefix + 1
+                );
                 prefix = id;
             }
             Frame::Close(Some(4008), _) => break,
             other => bail!("stalled client after {prefix} rows: unexpected {other:?}"),
         }
     }
-    ensure!(prefix < total, "retention (16 MiB) cannot hold {total} rows of 1 KiB");
+    ensure!(
+        prefix < total,
+        "retention (16 MiB) cannot hold {total} rows of 1 KiB"
+    );
     let dropped = server
         .metric("walcast_sessions_dropped_total")
         .await?
