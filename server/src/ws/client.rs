@@ -126,19 +126,20 @@ pub(super) fn parse(msg: &Message) -> Option<Control> {
             }
             list.extend(plugin.map(|p| ("plugin".to_owned(), p)));
             for (key, value) in params {
-                let value =
-                    match value {
-                        Value::String(s) => s,
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        other => return Some(error(
+                let value = match value {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Some(error(
                             Some(&id),
                             "bad_message",
                             &format!(
                                 "plugin param {key:?} is {other}: give a string, number or boolean"
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 list.push((format!("plugin.{key}"), value));
             }
             if snapshot {

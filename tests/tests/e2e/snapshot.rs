@@ -247,3 +247,79 @@ async fn a_transaction_open_across_the_snapshot_arrives_once() -> Result<()> {
     ensure!(still.get::<_, i64>(0) == 4);
     Ok(())
 }
+
+/// A snapshot the role may not read ends that subscription with `snapshot_failed` (Postgres's
+/// message) and the socket goes on; with `snapshot.max_concurrent = 1` a second snapshot while
+/// one is reading is told `snapshot_queued`, then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_keeps_the_socket_and_a_busy_one_queues() -> Result<()> {
+    let cluster = PgCluster::shared();
+    let admin = cluster.connect("postgres").await?;
+    let role = format!("snap_{}", walcast_tests::unique_suffix().replace('-', "_"));
+    admin
+        .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN REPLICATION"))
+        .await?;
+    let db = TestDb::with_owner(cluster, "snap_perm", Some(&role)).await?;
+    db.exec(&format!(
+        "CREATE TABLE secret (id int primary key); INSERT INTO secret VALUES (1); \
+         CREATE TABLE open_t (id int primary key, pad text); \
+         INSERT INTO open_t SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g; \
+         GRANT SELECT ON open_t TO \"{role}\""
+    ))
+    .await?;
+    let server = Walcast::builder(&db)
+        .env("DATABASE_URL", &cluster.tcp_url(db.name(), &role, None))
+        .env("WALCAST_SNAPSHOT_MAX_CONCURRENT", "1")
+        .start()
+        .await?;
+
+    let mut a = WsClient::connect(&server, &[]).await?;
+    a.send_text(r#"{"type":"subscribe","id":"s","query":"*:secret","snapshot":true}"#)
+        .await?;
+    let mut got = Vec::new();
+    loop {
+        let Frame::Json(v, _) = a.next_frame(LONG_STEP).await? else {
+            bail!("socket ended after {got:?}");
+        };
+        if v["type"] == "error" {
+            ensure!(v["id"] == "s" && v["error"] == "snapshot_failed", "{v}");
+            ensure!(
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("permission denied")),
+                "Postgres's reason: {v}"
+            );
+            break;
+        }
+        got.push(v);
+    }
+    a.send_text(r#"{"type":"subscribe","id":"t","query":"*:open_t"}"#)
+        .await?;
+    let Frame::Json(v, _) = a.next_frame(LONG_STEP).await? else {
+        bail!("the socket must stay open");
+    };
+    ensure!(v["type"] == "subscribed" && v["id"] == "t", "{v}");
+
+    // B holds the only permit: it reads 200,000 rows and its client reads nothing yet.
+    let (mut b, hello) =
+        WsClient::subscribe(&server, &[("query", "*:open_t"), ("snapshot", "true")]).await?;
+    ensure!(hello["type"] == "subscribed", "{hello}");
+    let (mut c, _) =
+        WsClient::subscribe(&server, &[("query", "*:open_t"), ("snapshot", "true")]).await?;
+    let Frame::Json(v, _) = c.next_frame(LONG_STEP).await? else {
+        bail!("C ended");
+    };
+    ensure!(
+        v["type"] == "snapshot_queued",
+        "the second snapshot waits: {v}"
+    );
+    let mut tb = Table::new();
+    let (rows_b, _) = rebuild(&mut b, &mut tb, |v| v["type"] == "snapshot_end").await?;
+    let mut tc = Table::new();
+    let (rows_c, _) = rebuild(&mut c, &mut tc, |v| v["type"] == "snapshot_end").await?;
+    ensure!(
+        rows_b == 200_000 && rows_c == 200_000,
+        "{rows_b} and {rows_c} rows"
+    );
+    Ok(())
+}
