@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Title prefix of every scenario's table, as the bench prints it.
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "# ingest:",
     "# latency:",
     "# plugin overhead:",
@@ -20,6 +20,7 @@ const TABLES: [&str; 11] = [
     "# catchup:",
     "# resume:",
     "# trickle:",
+    "# snapshot:",
 ];
 
 /// Data rows of the table titled `title`: `|` lines after the column header and the `|---`

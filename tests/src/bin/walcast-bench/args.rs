@@ -58,6 +58,7 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
     ("catchup", &["--rows", "--clients", "--runs"]),
     ("resume", &["--backlog", "--runs"]),
     ("trickle", &["--rows", "--slow-rate", "--seconds", "--runs"]),
+    ("snapshot", &["--rows", "--runs"]),
     ("smoke", &[]),
 ];
 
@@ -172,7 +173,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
             bail!("{flag} must be at least 1");
         }
     }
-    if matches!(scenario.as_str(), "catchup" | "trickle") && a.rows == 0 {
+    if matches!(scenario.as_str(), "catchup" | "trickle" | "snapshot") && a.rows == 0 {
         bail!("--rows must be at least 1");
     }
     if scenario == "latency" && a.subscribers.len() != 1 {

@@ -16,7 +16,8 @@ use crate::args::Args;
 use crate::clients;
 use crate::measure::median;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where the Postgres client programs are, unless `WALCAST_TEST_PG_BIN` says otherwise.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// The options walcast starts its slot with, so both drains decode the same messages.
 const WAL2JSON_OPTIONS: [&str; 6] = [
     "format-version=2",

@@ -16,6 +16,7 @@
 //! walcast-bench catchup   [--rows 200000] [--clients 1,100] [--runs 3]
 //! walcast-bench resume    [--backlog 10000] [--runs 3]
 //! walcast-bench trickle   [--rows 200000] [--slow-rate 100] [--seconds 30] [--runs 3]
+//! walcast-bench snapshot  [--rows 1000000] [--runs 3]
 //! walcast-bench smoke
 //! ```
 //!
@@ -83,9 +84,18 @@
 //!   frame queued behind unread frames is seen. Figures: fast rows/s alone, beside the slow
 //!   client and their ratio, the slow client's frames in the window, and per run how it ended
 //!   (`open`, `closed <code>`) and how many rows it had by the end.
+//! - `snapshot` (snapshot rate and memory): table `snap` (the `ingest` row: id int primary key,
+//!   name, age, height, city) filled with `--rows` rows and vacuumed, then per run, side by side:
+//!   `psql -X -c "COPY (SELECT * FROM snap) TO STDOUT" > /dev/null`, timed from its process start
+//!   to its exit, and a fresh walcast with one client on `*:snap&snapshot=true`, timed from the
+//!   start of its TCP connect to `snapshot_end` (which must count `--rows`, as many `row` frames
+//!   as came), both over the Unix socket. walcast's VmRSS is read before the connect (idle) and
+//!   sampled every 20 ms until `snapshot_end` (peak); VmHWM after is shown too (it includes
+//!   start-up). Figures: psql and walcast rows/s and their ratio, connect to first `row` frame,
+//!   RSS idle, peak and peak - idle (target: at most 64 MiB), VmHWM.
 //! - `smoke`: every scenario once with tiny parameters (3 clients, 2 groups, 200 rows, rate 100
-//!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows) on one Postgres
-//!   cluster; what the e2e suite runs.
+//!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows, snapshot 200 rows) on
+//!   one Postgres cluster; what the e2e suite runs.
 //!
 //! `plugin` and `plugins` need `plugins/dist/threshold.wasm` (`sh plugins/build.sh`).
 
@@ -97,6 +107,7 @@ mod latency;
 mod measure;
 mod plugins;
 mod selective;
+mod snapshot;
 mod workload;
 
 use anyhow::{Context, Result};
@@ -118,7 +129,7 @@ fn cluster() -> Result<PgCluster> {
 }
 
 /// Every scenario `smoke` runs, in order.
-const SMOKE: [&str; 11] = [
+const SMOKE: [&str; 12] = [
     "ingest",
     "latency",
     "plugin",
@@ -130,6 +141,7 @@ const SMOKE: [&str; 11] = [
     "catchup",
     "resume",
     "trickle",
+    "snapshot",
 ];
 
 #[tokio::main]
@@ -177,6 +189,7 @@ async fn run(cluster: &PgCluster, args: &Args) -> Result<()> {
         "catchup" => journal::catchup(cluster, args).await,
         "resume" => journal::resume(cluster, args).await,
         "trickle" => journal::trickle(cluster, args).await,
+        "snapshot" => snapshot::snapshot(cluster, args).await,
         other => anyhow::bail!("no scenario {other}"),
     }
 }
