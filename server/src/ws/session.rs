@@ -465,28 +465,43 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             Ok(reader) => reader,
             Err(error) => return self.snapshot_failed(i, &error.message()).await,
         };
+        let (visibility, wal_lsn) = (reader.visibility.clone(), reader.wal_lsn);
+        // The next page is fetched while this one is framed and written: at most two pages are
+        // held, whatever the table size.
+        let (pages_tx, mut pages) = mpsc::channel(1);
+        let fetch = tokio::spawn(async move {
+            loop {
+                let mut page = Vec::new();
+                match reader.page(&mut page).await {
+                    Ok(()) if page.is_empty() => break,
+                    Ok(()) => {
+                        if pages_tx.send(Ok(page)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = pages_tx.send(Err(error)).await;
+                        break;
+                    }
+                }
+            }
+            reader.close().await;
+        });
         let mut decoder = Decoder::new();
         let mut encoder = FrameEncoder::new();
-        let mut page = Vec::new();
         let mut rows: u64 = 0;
-        loop {
-            page.clear();
-            if let Err(error) = reader.page(&mut page).await {
-                reader.close().await;
-                return self.snapshot_failed(i, &error.message()).await;
-            }
-            if page.is_empty() {
-                break;
-            }
+        while let Some(page) = pages.recv().await {
+            let mut page = match page {
+                Ok(page) => page,
+                Err(error) => return self.snapshot_failed(i, &error.message()).await,
+            };
             for message in page.iter_mut() {
                 let sub = &self.subs[i];
                 let frame = match decoder.decode(message) {
                     Err(error) => client::error_frame(
                         sub.id.as_deref(),
                         "decode_failed",
-                        &format!(
-                            "a snapshot row could not be decoded ({error}); re-read the table"
-                        ),
+                        &format!("a snapshot row could not be decoded ({error}); re-read the table"),
                     ),
                     Ok(change) => {
                         if !sub.plan.filter.matches_row(&change) {
@@ -512,14 +527,13 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 };
                 let frame = sub.frame(frame);
                 if self.sink.feed(Message::Text(frame)).await.is_err() {
-                    reader.close().await;
+                    // Dropping `pages` ends the fetch task, which closes the transaction.
                     return Err(End::Gone);
                 }
             }
             self.sink.flush().await.map_err(|_| End::Gone)?;
         }
-        let (visibility, wal_lsn) = (reader.visibility.clone(), reader.wal_lsn);
-        reader.close().await;
+        let _ = fetch.await;
         drop(permit);
         let sub = &mut self.subs[i];
         tracing::debug!(subscription = sub.hub_id, rows, seconds = started.elapsed().as_secs_f64(), %wal_lsn, "snapshot sent");
