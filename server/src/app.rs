@@ -28,6 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub enum AppError {
     #[error("no database configured (set DATABASE_URL or database_url)")]
     NoDatabase,
+    #[error("notify.channels: {0}")]
+    NotifyChannels(globset::Error),
     #[error("tables.allow: {0}")]
     AllowList(globset::Error),
     #[error(transparent)]
@@ -54,6 +56,9 @@ pub async fn run(
 ) -> Result<(), AppError> {
     let pg = config.pg_config().ok_or(AppError::NoDatabase)?;
     let allow = Arc::new(AllowList::new(&config.tables.allow).map_err(AppError::AllowList)?);
+    let notify_allow = Arc::new(
+        crate::notify::Channels::new(&config.notify.channels).map_err(AppError::NotifyChannels)?,
+    );
     let source_config = SourceConfig {
         pg: pg.clone(),
         slot: config.replication.slot.clone(),
@@ -120,6 +125,9 @@ pub async fn run(
         source_stop.clone(),
     ));
 
+    let relay_stop = CancellationToken::new();
+    let (relay, relay_task) =
+        crate::notify::Relay::start(pg.clone(), metrics.clone(), relay_stop.clone());
     let sessions_stop = CancellationToken::new();
     let sessions = TaskTracker::new();
     let http_stop = CancellationToken::new();
@@ -140,6 +148,8 @@ pub async fn run(
             pg.clone(),
             config.snapshot.max_concurrent,
         )),
+        relay,
+        notify_allow,
     };
     // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
     // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).
@@ -183,6 +193,8 @@ pub async fn run(
         },
     };
     sql_connection.abort();
+    relay_stop.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, relay_task).await;
     // The last acks go to disk before walcast exits.
     named_stop.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, named_writer).await;

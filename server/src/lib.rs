@@ -14,6 +14,7 @@ pub mod hub;
 pub mod journal;
 pub mod metrics;
 pub mod named;
+pub mod notify;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;

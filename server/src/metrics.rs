@@ -47,6 +47,12 @@ pub struct Metrics {
     pub catchup_sessions: Gauge,
     /// Sessions moved from their cohort's in-memory log to the journal because they fell behind.
     pub sessions_behind: Counter,
+    /// NOTIFY payloads received by the relay.
+    pub notify_received: Counter,
+    /// Times the relay's LISTEN connection was lost (notifications may be missing).
+    pub notify_gaps: Counter,
+    /// Channels the relay LISTENs to.
+    pub notify_channels: Gauge,
     /// Commit LSN of the oldest position the journal still holds (0 while empty).
     pub journal_oldest_lsn: Gauge,
     /// Named subscriptions (`sub=`) stored.
@@ -94,6 +100,9 @@ impl Metrics {
             journal_errors: Counter::default(),
             catchup_sessions: Gauge::default(),
             sessions_behind: Counter::default(),
+            notify_received: Counter::default(),
+            notify_gaps: Counter::default(),
+            notify_channels: Gauge::default(),
             journal_oldest_lsn: Gauge::default(),
             named_subscriptions: Gauge::default(),
             ack_persists: Counter::default(),
@@ -140,6 +149,21 @@ impl Metrics {
             "catchup_sessions",
             "Sessions replaying the journal",
             m.catchup_sessions.clone(),
+        );
+        registry.register(
+            "notify_received",
+            "NOTIFY payloads received by the relay",
+            m.notify_received.clone(),
+        );
+        registry.register(
+            "notify_gaps",
+            "Times the NOTIFY relay's LISTEN connection was lost",
+            m.notify_gaps.clone(),
+        );
+        registry.register(
+            "notify_channels",
+            "Channels the NOTIFY relay listens to",
+            m.notify_channels.clone(),
         );
         registry.register(
             "sessions_behind",

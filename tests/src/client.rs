@@ -69,7 +69,15 @@ impl WsClient {
         server: &Walcast,
         params: &[(&str, &str)],
     ) -> Result<std::result::Result<WsClient, (u16, String)>> {
-        let url = format!("{}/ws?{}", server.ws_base(), query_string(params));
+        Self::try_open(server, &format!("/ws?{}", query_string(params))).await
+    }
+
+    /// Opens any WebSocket path (`/listen/<channel>?format=json`), already percent-encoded.
+    pub async fn try_open(
+        server: &Walcast,
+        path_and_query: &str,
+    ) -> Result<std::result::Result<WsClient, (u16, String)>> {
+        let url = format!("{}{path_and_query}", server.ws_base());
         match tokio_tungstenite::connect_async(url.as_str()).await {
             Ok((ws, _resp)) => Ok(Ok(WsClient { ws })),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {

@@ -130,7 +130,25 @@ pub struct Config {
     pub plugins: PluginsConfig,
     pub journal: JournalSection,
     pub snapshot: SnapshotConfig,
+    pub notify: NotifyConfig,
     pub log: LogConfig,
+}
+
+/// The LISTEN/NOTIFY relay (`[notify]`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Globs over channel names a socket may follow (`notify.channels`,
+    /// `WALCAST_NOTIFY_CHANNELS` comma list); others get 403 `channel_not_allowed`.
+    pub channels: Vec<String>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            channels: vec!["*".into()],
+        }
+    }
 }
 
 /// Snapshots (`[snapshot]`).
@@ -249,6 +267,7 @@ impl Default for Config {
             plugins: PluginsConfig::default(),
             journal: JournalSection::default(),
             snapshot: SnapshotConfig::default(),
+            notify: NotifyConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -369,6 +388,9 @@ impl Config {
         }
         if let Some(v) = get("WALCAST_QUEUE_CAPACITY") {
             self.sessions.queue_capacity = parse_capacity("WALCAST_QUEUE_CAPACITY", &v)?;
+        }
+        if let Some(v) = get("WALCAST_NOTIFY_CHANNELS") {
+            self.notify.channels = split_list(std::iter::once(v.as_str()));
         }
         if let Some(v) = get("WALCAST_SNAPSHOT_MAX_CONCURRENT") {
             self.snapshot.max_concurrent = parse_capacity("WALCAST_SNAPSHOT_MAX_CONCURRENT", &v)?;

@@ -90,8 +90,27 @@ pub fn spawn_demo_writer(url: &str, cancel: CancellationToken) -> JoinHandle<()>
     })
 }
 
-/// One change chosen by the step counter: insert, update age, update city, delete the oldest.
+/// One change chosen by the step counter: insert, update age, update city, delete the oldest;
+/// then a NOTIFY on channel `people` saying which (for `/listen/people`).
 pub(super) async fn demo_step(client: &Client, step: u32) -> Result<(), EmbeddedError> {
+    change_step(client, step).await?;
+    let what = match step % 4 {
+        0 => "insert",
+        1 | 2 => "update",
+        _ => "delete",
+    };
+    let payload = format!(r#"{{"step":{step},"op":"{what}","table":"public.people"}}"#);
+    client
+        .execute("SELECT pg_notify('people', $1)", &[&payload])
+        .await
+        .map(drop)
+        .map_err(|cause| EmbeddedError::Sql {
+            action: "notify people",
+            cause,
+        })
+}
+
+async fn change_step(client: &Client, step: u32) -> Result<(), EmbeddedError> {
     match step % 4 {
         0 => insert_person(client, step).await,
         1 | 2 => {

@@ -19,7 +19,7 @@ pub use error::{ServerError, SourceError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use prereq::check_prerequisites;
 pub use stream::run;
-pub use tls::connect_sql;
+pub use tls::{connect_listening, connect_sql};
 
 /// Settings of the replication source.
 #[derive(Clone)]

@@ -109,6 +109,41 @@ where
     }
 }
 
+/// As `connect_sql`, handing every notification (LISTEN/NOTIFY) to `notices`; the task ends
+/// (and `notices` closes) when the connection does.
+pub async fn connect_listening(
+    pg: &tokio_postgres::Config,
+    notices: tokio::sync::mpsc::Sender<tokio_postgres::Notification>,
+) -> Result<(tokio_postgres::Client, JoinHandle<()>), SourceError> {
+    let tls = MakeTls(tokio_postgres_rustls::MakeRustlsConnect::new(
+        (*client_config()?).clone(),
+    ));
+    let user = pg.get_user().unwrap_or_default();
+    let (client, mut connection) = pg
+        .connect(tls)
+        .await
+        .map_err(|e| SourceError::from_sql("connecting to Postgres", e, user))?;
+    let task = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if notices.send(n).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    warn!(error = %error, "LISTEN connection to Postgres ended");
+                    break;
+                }
+            }
+        }
+    });
+    Ok((client, task))
+}
+
 /// An ordinary SQL connection (tokio-postgres) honouring the same host/TLS settings as the
 /// replication connection. The returned task ends when the connection closes.
 pub async fn connect_sql(

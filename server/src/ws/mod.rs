@@ -2,6 +2,7 @@
 //! Does not filter or fan out (see `hub`).
 
 mod client;
+mod listen;
 mod router;
 mod session;
 

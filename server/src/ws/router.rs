@@ -50,6 +50,9 @@ pub struct AppState {
     pub max_subscriptions: usize,
     /// Where snapshots connect, and how many run at once.
     pub snapshots: Arc<crate::snapshot::Snapshots>,
+    /// The LISTEN/NOTIFY relay and the channels it may relay (`notify.channels`).
+    pub relay: Arc<crate::notify::Relay>,
+    pub notify_allow: Arc<crate::notify::Channels>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -59,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(list_plugins))
+        .route("/listen/{channel}", get(super::listen::handler))
         .route("/v1/subscriptions", get(list_subscriptions))
         .route("/v1/subscriptions/{name}", delete(delete_subscription))
         .with_state(state)

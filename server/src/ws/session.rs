@@ -501,7 +501,9 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                     Err(error) => client::error_frame(
                         sub.id.as_deref(),
                         "decode_failed",
-                        &format!("a snapshot row could not be decoded ({error}); re-read the table"),
+                        &format!(
+                            "a snapshot row could not be decoded ({error}); re-read the table"
+                        ),
                     ),
                     Ok(change) => {
                         if !sub.plan.filter.matches_row(&change) {

@@ -8,6 +8,7 @@ mod durable;
 mod errors;
 mod filters;
 mod journal;
+mod listen;
 mod multiplex;
 mod pace;
 mod plugins;

@@ -1,0 +1,136 @@
+//! `GET /listen/{channel}`: a socket that receives every NOTIFY payload of one channel as one
+//! text frame, byte for byte (`format=json`: `{"type":"notify","channel","payload","pid"}` and
+//! `{"type":"notify_gap"}` after the relay lost its connection). Checks the channel against
+//! `notify.channels` before the upgrade. Does not talk to Postgres (`notify::Relay` does).
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+
+use crate::hub::{close_code, SessionSignal};
+use crate::notify::{Notice, MAX_CHANNEL};
+
+use super::router::AppState;
+
+/// How long the upgrade waits for the LISTEN to be in effect.
+const LISTEN_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(serde::Deserialize)]
+pub(super) struct ListenQuery {
+    format: Option<String>,
+}
+
+fn refuse(status: StatusCode, code: &str, message: String) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+pub(super) async fn handler(
+    State(st): State<AppState>,
+    Path(channel): Path<String>,
+    Query(q): Query<ListenQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if channel.is_empty() || channel.len() > MAX_CHANNEL {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_channel",
+            format!("a channel name is 1 to {MAX_CHANNEL} bytes (Postgres truncates longer ones)"),
+        );
+    }
+    let json = match q.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("format={other:?}: give json, or leave it out for payloads as they are"),
+            )
+        }
+    };
+    if !st.notify_allow.allows_name(&channel) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "channel_not_allowed",
+            format!("channel {channel:?} is not in this server's allow-list (notify.channels)"),
+        );
+    }
+    let signal = SessionSignal::new(&st.shutdown);
+    let Some(mut subscription) = st
+        .relay
+        .subscribe(&channel, signal.clone(), json, LISTEN_WAIT)
+        .await
+    else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "notify_unavailable",
+            "the LISTEN connection to Postgres is down; retry shortly".into(),
+        );
+    };
+    let sessions = st.sessions.clone();
+    let metrics = st.metrics.clone();
+    upgrade
+        .read_buffer_size(4 * 1024)
+        .max_message_size(4 * 1024)
+        .on_upgrade(move |socket| {
+            sessions.track_future(async move {
+                metrics.sessions.inc();
+                let (mut sink, mut stream) = socket.split();
+                let gone = async {
+                    while let Some(Ok(msg)) = stream.next().await {
+                        if matches!(msg, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                };
+                tokio::pin!(gone);
+                let code = loop {
+                    let notice = tokio::select! {
+                        _ = &mut gone => break None,
+                        _ = signal.closed() => break Some(signal.code()),
+                        n = subscription.notices.recv() => match n {
+                            Some(n) => n,
+                            None => break Some(signal.code()),
+                        },
+                    };
+                    let text = match (notice, json) {
+                        (Notice::Notify { payload, .. }, false) => payload.to_string(),
+                        (Notice::Gap, false) => continue,
+                        (Notice::Notify { payload, channel, pid }, true) => json!({
+                            "type": "notify", "channel": &*channel, "payload": &*payload, "pid": pid
+                        })
+                        .to_string(),
+                        (Notice::Gap, true) => json!({
+                            "type": "notify_gap",
+                            "message": "the LISTEN connection to Postgres was lost: notifications sent meanwhile were not relayed"
+                        })
+                        .to_string(),
+                    };
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        break None;
+                    }
+                };
+                drop(subscription);
+                if let Some(code) = code {
+                    let reason = match code {
+                        close_code::SLOW_CONSUMER => "slow consumer: too many unread notifications",
+                        close_code::GOING_AWAY => "server shutting down",
+                        _ => "",
+                    };
+                    let frame = CloseFrame { code, reason: reason.into() };
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        sink.send(Message::Close(Some(frame))),
+                    )
+                    .await;
+                }
+                metrics.sessions.dec();
+            })
+        })
+}
