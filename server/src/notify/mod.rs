@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Notification;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{close_code, SessionSignal};
+use crate::hub::{close_code, Frame, SessionSignal};
 use crate::metrics::Metrics;
 
 /// Notifications one socket may have unread before it is closed with 4008.
@@ -30,13 +30,14 @@ const INBOX: usize = 4096;
 /// The longest channel name: Postgres truncates identifiers to 63 bytes.
 pub const MAX_CHANNEL: usize = 63;
 
-/// What a socket receives.
+/// What a socket receives: each notification framed once, for every socket of its channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     Notify {
-        payload: Arc<str>,
-        channel: Arc<str>,
-        pid: i32,
+        /// The payload as it is.
+        plain: Frame,
+        /// `{"type":"notify","channel":..,"payload":..,"pid":..}`.
+        json: Frame,
     },
     /// The LISTEN connection was lost: notifications may be missing.
     Gap,
@@ -182,9 +183,16 @@ impl Relay {
     fn deliver(&self, n: &Notification) {
         self.metrics.notify_received.inc();
         let notice = Notice::Notify {
-            payload: n.payload().into(),
-            channel: n.channel().into(),
-            pid: n.process_id(),
+            plain: Frame::from(n.payload().to_owned()),
+            json: Frame::from(
+                serde_json::json!({
+                    "type": "notify",
+                    "channel": n.channel(),
+                    "payload": n.payload(),
+                    "pid": n.process_id(),
+                })
+                .to_string(),
+            ),
         };
         let mut channels = self.channels.lock();
         let Some(listeners) = channels.get_mut(n.channel()) else {

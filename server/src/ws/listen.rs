@@ -13,10 +13,25 @@ use axum::Json;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
-use crate::hub::{close_code, SessionSignal};
+use crate::hub::{close_code, Frame, SessionSignal};
 use crate::notify::{Notice, MAX_CHANNEL};
 
 use super::router::AppState;
+
+/// Notifications written per flush at most.
+const BATCH: usize = 64;
+
+/// The frame for one notice; `None` for a gap on a plain socket (payloads only).
+fn frame_text(notice: Notice, json: bool) -> Option<Frame> {
+    Some(match (notice, json) {
+        (Notice::Notify { plain, .. }, false) => plain,
+        (Notice::Notify { json, .. }, true) => json,
+        (Notice::Gap, false) => return None,
+        (Notice::Gap, true) => Frame::from_static(
+            r#"{"type":"notify_gap","message":"the LISTEN connection to Postgres was lost: notifications sent meanwhile were not relayed"}"#,
+        ),
+    })
+}
 
 /// How long the upgrade waits for the LISTEN to be in effect.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
@@ -90,6 +105,7 @@ pub(super) async fn handler(
                     }
                 };
                 tokio::pin!(gone);
+                let mut batch = Vec::new();
                 let code = loop {
                     let notice = tokio::select! {
                         _ = &mut gone => break None,
@@ -99,20 +115,25 @@ pub(super) async fn handler(
                             None => break Some(signal.code()),
                         },
                     };
-                    let text = match (notice, json) {
-                        (Notice::Notify { payload, .. }, false) => payload.to_string(),
-                        (Notice::Gap, false) => continue,
-                        (Notice::Notify { payload, channel, pid }, true) => json!({
-                            "type": "notify", "channel": &*channel, "payload": &*payload, "pid": pid
-                        })
-                        .to_string(),
-                        (Notice::Gap, true) => json!({
-                            "type": "notify_gap",
-                            "message": "the LISTEN connection to Postgres was lost: notifications sent meanwhile were not relayed"
-                        })
-                        .to_string(),
-                    };
-                    if sink.send(Message::Text(text.into())).await.is_err() {
+                    // What else is waiting goes out with it: one flush per batch, not per frame.
+                    batch.push(notice);
+                    while batch.len() < BATCH {
+                        match subscription.notices.try_recv() {
+                            Ok(n) => batch.push(n),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut failed = false;
+                    for notice in batch.drain(..) {
+                        let Some(text) = frame_text(notice, json) else {
+                            continue;
+                        };
+                        if sink.feed(Message::Text(text)).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed || sink.flush().await.is_err() {
                         break None;
                     }
                 };
@@ -123,7 +144,10 @@ pub(super) async fn handler(
                         close_code::GOING_AWAY => "server shutting down",
                         _ => "",
                     };
-                    let frame = CloseFrame { code, reason: reason.into() };
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
                     let _ = tokio::time::timeout(
                         Duration::from_secs(5),
                         sink.send(Message::Close(Some(frame))),

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Title prefix of every scenario's table, as the bench prints it.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "# ingest:",
     "# latency:",
     "# plugin overhead:",
@@ -21,6 +21,7 @@ const TABLES: [&str; 12] = [
     "# resume:",
     "# trickle:",
     "# snapshot:",
+    "# notify:",
 ];
 
 /// Data rows of the table titled `title`: `|` lines after the column header and the `|---`

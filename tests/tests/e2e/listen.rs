@@ -182,23 +182,32 @@ async fn every_channel_resumes_after_a_postgres_restart() -> Result<()> {
     Ok(())
 }
 
-/// One socket stops reading; another on the same channel gets all 5,000 payloads; the stalled
-/// one, once it reads, finds a gap-free prefix and then close 4008.
+/// One socket stops reading; another on the same channel gets all 20,000 payloads (80 MB, more
+/// than socket buffers hold); the stalled one, once it reads, finds a gap-free prefix and then
+/// close 4008.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_stops_reading_does_not_slow_another() -> Result<()> {
-    const N: usize = 5_000;
+    const N: usize = 20_000;
     let db = TestDb::new(PgCluster::shared(), "notify_slow").await?;
     let server = Walcast::start(&db).await?;
     let mut stalled = listen(&server, "busy", false).await?;
     let mut fast = listen(&server, "busy", false).await?;
-    let pad = "x".repeat(1_000);
-    db.exec(&format!(
-        "SELECT pg_notify('busy', g::text || '{pad}') FROM generate_series(1, {N}) g"
-    ))
-    .await?;
-    for k in 1..=N {
-        let got = fast.next_text(STEP).await?;
-        ensure!(got == format!("{k}{pad}"), "fast socket: payload {k}");
+    let pad = "x".repeat(4_000);
+    // In transactions of 500, as fast as the reading socket takes them: it keeps up (its queue
+    // never fills) while the stalled one falls behind for good.
+    let mut next = 1;
+    for batch in 0..N / 500 {
+        let lo = batch * 500 + 1;
+        db.exec(&format!(
+            "SELECT pg_notify('busy', g::text || '{pad}') FROM generate_series({lo}, {}) g",
+            lo + 499
+        ))
+        .await?;
+        while next < lo + 500 {
+            let got = fast.next_text(STEP).await?;
+            ensure!(got == format!("{next}{pad}"), "fast socket: payload {next}");
+            next += 1;
+        }
     }
     let mut k = 0;
     loop {

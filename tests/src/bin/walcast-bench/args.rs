@@ -12,7 +12,7 @@ pub struct Args {
     pub small: u64,
     pub runs: usize,
     /// Client counts (`--subscribers`; `--clients` for `catchup`, whose clients replay the
-    /// journal rather than subscribe to the live stream).
+    /// journal rather than subscribe to the live stream; `--sockets` for `notify`).
     pub subscribers: Vec<usize>,
     pub groups: Vec<usize>,
     pub rate: u64,
@@ -24,6 +24,8 @@ pub struct Args {
     pub backlog: u64,
     /// Frames per second the slow client reads (`trickle`).
     pub slow_rate: u64,
+    /// Channels of the one-socket-per-channel case (`notify`).
+    pub channels: u64,
 }
 
 /// Every scenario with the flags it takes; `smoke` takes none.
@@ -59,6 +61,10 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
     ("resume", &["--backlog", "--runs"]),
     ("trickle", &["--rows", "--slow-rate", "--seconds", "--runs"]),
     ("snapshot", &["--rows", "--runs"]),
+    (
+        "notify",
+        &["--sockets", "--channels", "--rate", "--seconds", "--runs"],
+    ),
     ("smoke", &[]),
 ];
 
@@ -77,6 +83,7 @@ pub fn defaults(scenario: &str) -> Args {
         fsync: vec!["burst".to_owned()],
         backlog: 10_000,
         slow_rate: 100,
+        channels: 100,
     };
     match scenario {
         "latency" => a.rate = 5_000,
@@ -101,6 +108,11 @@ pub fn defaults(scenario: &str) -> Args {
             a.rows = 200_000;
             a.seconds = 30;
         }
+        "notify" => {
+            a.subscribers = vec![1, 100, 1_000];
+            a.rate = 2_000;
+            a.seconds = 5;
+        }
         _ => {}
     }
     a
@@ -119,6 +131,7 @@ pub fn smoke(scenario: &str) -> Args {
         vec![3]
     };
     a.groups = vec![1, 2];
+    a.channels = 3;
     a.rate = 100;
     a.seconds = 1;
     a
@@ -142,7 +155,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
-            "--subscribers" | "--clients" => a.subscribers = list(&flag, &value)?,
+            "--subscribers" | "--clients" | "--sockets" => a.subscribers = list(&flag, &value)?,
             "--groups" => a.groups = list(&flag, &value)?,
             "--fsync" => a.fsync = policies(&value)?,
             _ => {
@@ -156,6 +169,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                     "--batch" => a.batch = n,
                     "--backlog" => a.backlog = n,
                     "--slow-rate" => a.slow_rate = n,
+                    "--channels" => a.channels = n,
                     other => bail!("unknown flag {other}"),
                 }
             }
@@ -168,6 +182,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         ("--batch", a.batch),
         ("--backlog", a.backlog),
         ("--slow-rate", a.slow_rate),
+        ("--channels", a.channels),
     ] {
         if v == 0 {
             bail!("{flag} must be at least 1");

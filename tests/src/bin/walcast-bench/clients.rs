@@ -77,15 +77,40 @@ pub fn fit_all(wanted: &[usize]) -> (Vec<usize>, Vec<String>) {
 /// Opens `n` clients, client `i` on `/ws?{query(i)}`, each counted once its `subscribed` frame
 /// arrived (from then on every commit reaches it). Returned in index order.
 pub async fn open(server: &Walcast, n: usize, query: impl Fn(usize) -> String) -> Result<Vec<Ws>> {
+    open_paths(server, n, |i| format!("/ws?{}", query(i)), true).await
+}
+
+/// Opens `n` `/listen/...` sockets, socket `i` on `path(i)`, each counted once upgraded (walcast
+/// answers the upgrade only once the LISTEN is in effect; no frame follows). Index order.
+pub async fn open_listeners(
+    server: &Walcast,
+    n: usize,
+    path: impl Fn(usize) -> String,
+) -> Result<Vec<Ws>> {
+    open_paths(server, n, path, false).await
+}
+
+/// Opens `n` clients, client `i` on `path(i)` (from `/`), `IN_FLIGHT` handshakes at a time, each
+/// waiting for its `subscribed` frame when `subscribed`. Returned in index order.
+async fn open_paths(
+    server: &Walcast,
+    n: usize,
+    path: impl Fn(usize) -> String,
+    subscribed: bool,
+) -> Result<Vec<Ws>> {
     let addr = server.addr();
     let base = server.ws_base();
     let mut opened: Vec<(usize, Ws)> = stream::iter(0..n)
         .map(|i| {
-            let url = format!("{base}/ws?{}", query(i));
+            let url = format!("{base}{}", path(i));
             async move {
-                let ws = open_one(addr, &url, source_addr(i))
-                    .await
-                    .with_context(|| format!("client {i} of {n} ({url})"))?;
+                let source = source_addr(i);
+                let ws = if subscribed {
+                    open_one(addr, &url, source).await
+                } else {
+                    upgrade(addr, &url, source, None).await
+                }
+                .with_context(|| format!("client {i} of {n} ({url})"))?;
                 anyhow::Ok((i, ws))
             }
         })
@@ -115,6 +140,20 @@ pub async fn open_one_with(
     source: Ipv4Addr,
     rcvbuf: Option<u32>,
 ) -> Result<Ws> {
+    let mut ws = upgrade(server, url, source, rcvbuf).await?;
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) if t.starts_with("{\"type\":\"subscribed\"") => Ok(ws),
+        other => bail!("expected a subscribed frame, got {other:?}"),
+    }
+}
+
+/// TCP from `source` and the WebSocket upgrade, as `open_one_with` (without waiting for a frame).
+async fn upgrade(
+    server: SocketAddr,
+    url: &str,
+    source: Ipv4Addr,
+    rcvbuf: Option<u32>,
+) -> Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     if let Some(bytes) = rcvbuf {
         // Before connect: the window scale is agreed in the handshake.
@@ -136,23 +175,19 @@ pub async fn open_one_with(
     // inflate every latency it reports). Frames here are a few hundred bytes.
     let read_buffer = rcvbuf.map_or(READ_BUFFER, |b| READ_BUFFER.min(b as usize));
     let config = WebSocketConfig::default().read_buffer_size(read_buffer);
-    let (mut ws, _) =
-        match tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await {
-            Ok(ok) => ok,
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let body = resp.body().as_deref().map(String::from_utf8_lossy);
-                bail!(
-                    "upgrade refused with {}: {}",
-                    resp.status(),
-                    body.unwrap_or_default()
-                );
-            }
-            Err(e) => return Err(e).context("WebSocket upgrade"),
-        };
-    match ws.next().await {
-        Some(Ok(Message::Text(t))) if t.starts_with("{\"type\":\"subscribed\"") => Ok(ws),
-        other => bail!("expected a subscribed frame, got {other:?}"),
-    }
+    let (ws, _) = match tokio_tungstenite::client_async_with_config(url, tcp, Some(config)).await {
+        Ok(ok) => ok,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().as_deref().map(String::from_utf8_lossy);
+            bail!(
+                "upgrade refused with {}: {}",
+                resp.status(),
+                body.unwrap_or_default()
+            );
+        }
+        Err(e) => return Err(e).context("WebSocket upgrade"),
+    };
+    Ok(ws)
 }
 
 /// How every change frame starts (and nothing else does).

@@ -17,10 +17,11 @@
 //! walcast-bench resume    [--backlog 10000] [--runs 3]
 //! walcast-bench trickle   [--rows 200000] [--slow-rate 100] [--seconds 30] [--runs 3]
 //! walcast-bench snapshot  [--rows 1000000] [--runs 3]
+//! walcast-bench notify    [--sockets 1,100,1000] [--channels 100] [--rate 2000] [--seconds 5] [--runs 3]
 //! walcast-bench smoke
 //! ```
 //!
-//! `--subscribers`, `--clients` and `--groups` take comma lists: one table row per value. Clients
+//! `--subscribers`, `--clients`, `--sockets` and `--groups` take comma lists: one table row per value. Clients
 //! are opened 64 handshakes at a time from 127.0.0.2, 127.0.0.3, ... (20,000 per address, so
 //! ephemeral ports last) and count once their `subscribed` frame arrived. walcast and the bench each hold one
 //! socket per client under the same open-file hard limit: when N + 512 does not fit, the bench
@@ -93,9 +94,21 @@
 //!   sampled every 20 ms until `snapshot_end` (peak); VmHWM after is shown too (it includes
 //!   start-up). Figures: psql and walcast rows/s and their ratio, connect to first `row` frame,
 //!   RSS idle, peak and peak - idle (target: at most 64 MiB), VmHWM.
+//! - `notify` (the LISTEN/NOTIFY relay): per N in `--sockets`, N `/listen/bench` sockets on one
+//!   channel, then `--channels` sockets on as many channels (`bench_0`, `bench_1`, ..., one
+//!   socket each). 4 connections send `SELECT pg_notify(channel, payload)` (autocommit, one
+//!   notification per transaction), `--rate` per second in total for `--seconds`, notification
+//!   `i` on channel `i % channels`; each payload is `<send time in µs since the epoch> <i>`, the
+//!   send time read right before the statement. Latency = socket's clock minus that time (same
+//!   machine). The window runs from the first send until every socket has every payload of its
+//!   channel, was closed (4008 when its 1,024-notification queue overflows) or delivery stalled.
+//!   Figures: payloads/s received (deliveries / window), the fraction delivered (deliveries /
+//!   (sockets x payloads sent to their channel)), p50/p99/max latency, walcast RSS growth per
+//!   socket (after the sockets opened and 1 s to settle, before any notification), walcast and
+//!   bench CPU in cores over the window, and sockets closed by walcast.
 //! - `smoke`: every scenario once with tiny parameters (3 clients, 2 groups, 200 rows, rate 100
-//!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows, snapshot 200 rows) on
-//!   one Postgres cluster; what the e2e suite runs.
+//!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows, snapshot 200 rows,
+//!   notify 3 sockets and 3 channels) on one Postgres cluster; what the e2e suite runs.
 //!
 //! `plugin` and `plugins` need `plugins/dist/threshold.wasm` (`sh plugins/build.sh`).
 
@@ -105,6 +118,7 @@ mod ingest;
 mod journal;
 mod latency;
 mod measure;
+mod notify;
 mod plugins;
 mod selective;
 mod snapshot;
@@ -129,7 +143,7 @@ fn cluster() -> Result<PgCluster> {
 }
 
 /// Every scenario `smoke` runs, in order.
-const SMOKE: [&str; 12] = [
+const SMOKE: [&str; 13] = [
     "ingest",
     "latency",
     "plugin",
@@ -142,6 +156,7 @@ const SMOKE: [&str; 12] = [
     "resume",
     "trickle",
     "snapshot",
+    "notify",
 ];
 
 #[tokio::main]
@@ -190,6 +205,7 @@ async fn run(cluster: &PgCluster, args: &Args) -> Result<()> {
         "resume" => journal::resume(cluster, args).await,
         "trickle" => journal::trickle(cluster, args).await,
         "snapshot" => snapshot::snapshot(cluster, args).await,
+        "notify" => notify::notify(cluster, args).await,
         other => anyhow::bail!("no scenario {other}"),
     }
 }
