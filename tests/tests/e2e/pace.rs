@@ -3,6 +3,7 @@
 //! the same table keeps its throughput; a 1,000,000-row transaction read slowly does not hold up
 //! the replication stream and streams through walcast in bounded memory.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -65,10 +66,10 @@ async fn read_fast(
     first: i64,
     ends: Vec<i64>,
     progress: watch::Sender<(i64, String)>,
-) -> Result<Vec<(Instant, Instant)>> {
+    times: Arc<Mutex<Vec<(Instant, Instant)>>>,
+) -> Result<()> {
     let mut next = first;
     let mut last_pos = String::new();
-    let mut times = Vec::new();
     for end in ends {
         let mut burst_first = None;
         while next <= end {
@@ -80,12 +81,12 @@ async fn read_fast(
             check_next(&raw, &mut next, &mut last_pos, "fast client")?;
             let burst_first = *burst_first.get_or_insert(now);
             if next > end {
-                times.push((burst_first, now));
+                times.lock().unwrap().push((burst_first, now));
                 progress.send_replace((end, last_pos.clone()));
             }
         }
     }
-    Ok(times)
+    Ok(())
 }
 
 /// A slow client: one frame every 100 ms until `min_slow` has passed and `release` is true, then
@@ -126,7 +127,11 @@ async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()>
     const BURST: i64 = 100_000;
     /// Rounds of (a burst with the fast client alone, a burst beside the slow readers): the
     /// best burst of each kind is compared, as interference from outside only slows a burst down.
+    /// Other tests run beside this one: after `ROUNDS` rounds that do not reach the ratio, up to
+    /// `MAX_ROUNDS` are run (a fast client that is really held back stays below it however
+    /// many bursts it gets).
     const ROUNDS: i64 = 10;
+    const MAX_ROUNDS: i64 = 30;
     const MIN_SLOW: Duration = Duration::from_secs(5);
     let db = TestDb::new(PgCluster::shared(), "pace").await?;
     db.exec("CREATE TABLE burst (id int8 primary key, pad text NOT NULL)")
@@ -139,7 +144,8 @@ async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()>
     let query = [("query", "insert:burst")];
     let (fast, _) = WsClient::subscribe(&server, &query).await?;
 
-    let ends: Vec<i64> = (1..=2 * ROUNDS).map(|k| WARMUP + k * BURST).collect();
+    let ends: Vec<i64> = (1..=2 * MAX_ROUNDS).map(|k| WARMUP + k * BURST).collect();
+    let times = Arc::new(Mutex::new(Vec::new()));
     let (progress_tx, mut progress) = watch::channel((0, String::new()));
     let fast_task = tokio::spawn(read_fast(
         fast,
@@ -148,6 +154,7 @@ async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()>
             .chain(ends.iter().copied())
             .collect(),
         progress_tx,
+        times.clone(),
     ));
     let mut fast_task = Some(fast_task);
     // Waits until the fast client has read up to `end`; returns the position of that row.
@@ -173,7 +180,22 @@ async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()>
     insert_burst(&db, 1, WARMUP).await?;
     let mut before_alone = reached(WARMUP, "the warm-up").await?;
     let mut slow_counts = Vec::new();
-    for round in 0..ROUNDS {
+    // times[0] is the warm-up; then alone, beside, alone, beside, ...
+    let rate = |(first, last): &(Instant, Instant)| BURST as f64 / (*last - *first).as_secs_f64();
+    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let rates = || {
+        let times = times.lock().unwrap();
+        let alone: Vec<f64> = times[1..].iter().step_by(2).map(rate).collect();
+        let beside: Vec<f64> = times[2..].iter().step_by(2).map(rate).collect();
+        (alone, beside)
+    };
+    for round in 0..MAX_ROUNDS {
+        if round >= ROUNDS && round % ROUNDS == 0 {
+            let (alone, beside) = rates();
+            if best(&beside) >= 0.9 * best(&alone) {
+                break;
+            }
+        }
         let alone_end = WARMUP + (2 * round + 1) * BURST;
         let beside_end = alone_end + BURST;
         // The fast client alone.
@@ -223,17 +245,11 @@ async fn slow_readers_get_every_frame_and_do_not_slow_a_fast_one() -> Result<()>
         );
         slow_counts.push((live_slow, from_slow));
     }
-    let times = fast_task
-        .take()
-        .context("fast client gone")?
-        .await
-        .context("fast client")??;
-
-    // times[0] is the warm-up; then alone, beside, alone, beside, ...
-    let rate = |(first, last): &(Instant, Instant)| BURST as f64 / (*last - *first).as_secs_f64();
-    let alone: Vec<f64> = times[1..].iter().step_by(2).map(rate).collect();
-    let beside: Vec<f64> = times[2..].iter().step_by(2).map(rate).collect();
-    let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    // The fast client waits for bursts that were not needed.
+    if let Some(task) = fast_task.take() {
+        task.abort();
+    }
+    let (alone, beside) = rates();
     let ratio = best(&beside) / best(&alone);
     eprintln!(
         "fast client rows/s alone {alone:.0?}, beside two slow readers {beside:.0?}: ratio of the \
