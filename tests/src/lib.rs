@@ -8,7 +8,7 @@ mod server;
 
 pub use client::{http_delete, http_error, percent_encode, query_string, Frame, WsClient};
 pub use pg::{unique_suffix, PgCluster, PgOptions, TestDb};
-pub use server::{metric_value, walcast_binary, Memory, Walcast, WalcastBuilder};
+pub use server::{metric_value, walcast_binary, JournalDir, Memory, Walcast, WalcastBuilder};
 
 use std::time::Duration;
 

@@ -414,6 +414,16 @@ impl<'c> TestDb<'c> {
     }
 
     /// TCP URL for walcast as the superuser (trust).
+    /// A key/value connection string for this database over the cluster's Unix socket.
+    pub fn unix_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={}",
+            self.cluster.socket_dir().display(),
+            self.cluster.port(),
+            self.name()
+        )
+    }
+
     pub fn url(&self) -> String {
         self.cluster.tcp_url(&self.name, "postgres", None)
     }

@@ -390,3 +390,25 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     }
     found
 }
+
+/// A journal directory that outlives one walcast process (removed on drop): give it to each
+/// walcast of a test as `WALCAST_JOURNAL_DIR`.
+pub struct JournalDir(PathBuf);
+
+impl JournalDir {
+    pub fn new(label: &str) -> Result<JournalDir> {
+        let dir = std::env::temp_dir().join(format!("walcast-journal-{label}-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(JournalDir(dir))
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for JournalDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -73,8 +73,8 @@ pub struct Cli {
     /// Allowed tables as schema.table globs; repeat the flag or give a comma list.
     #[arg(long, value_name = "GLOB", value_delimiter = ',')]
     pub tables: Vec<String>,
-    /// Unread frames a session's cohort log may hold for it before the stream waits (and, past
-    /// the slow-consumer timeout, closes it with 4008).
+    /// Unread frames a session's cohort log may hold for it; a session further behind reads the
+    /// journal instead.
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<String>,
     /// Directory watched for Wasm filter plugins (`*.wasm`).

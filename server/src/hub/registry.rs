@@ -157,8 +157,8 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// `queue_capacity`: frames a session may have unread before the stream waits for it (and,
-    /// past `sessions.slow_consumer_timeout`, closes it with 4008).
+    /// `queue_capacity`: frames a cohort log holds unread by its slowest session; a session
+    /// further behind is detached and reads the journal (see `cohort`).
     pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Arc<Hub> {
         Arc::new(Hub {
             tables: RwLock::new(HashMap::new()),

@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 /// WebSocket close codes the hub decides on. Documented in README ("Close codes").
 pub mod close_code {
-    /// The session had `sessions.queue_capacity` unread frames for too long: the client did not
-    /// read fast enough.
+    /// The session fell so far behind that journal retention (or, on `/listen`, its queue of
+    /// notifications) overtook it: the client did not read fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;

@@ -36,8 +36,9 @@ pub enum Notice {
     Notify {
         /// The payload as it is.
         plain: Frame,
-        /// `{"type":"notify","channel":..,"payload":..,"pid":..}`.
-        json: Frame,
+        /// `{"type":"notify","channel":..,"payload":..,"pid":..}`, when a socket of the channel
+        /// asked for it (`format=json`).
+        json: Option<Frame>,
     },
     /// The LISTEN connection was lost: notifications may be missing.
     Gap,
@@ -47,7 +48,7 @@ struct Listener {
     id: u64,
     queue: mpsc::Sender<Notice>,
     signal: Arc<SessionSignal>,
-    /// Told about gaps (`format=json`).
+    /// `format=json`: notifications wrapped, and told about gaps.
     wants_gaps: bool,
 }
 
@@ -182,9 +183,14 @@ impl Relay {
 
     fn deliver(&self, n: &Notification) {
         self.metrics.notify_received.inc();
-        let notice = Notice::Notify {
-            plain: Frame::from(n.payload().to_owned()),
-            json: Frame::from(
+        let mut channels = self.channels.lock();
+        let Some(listeners) = channels.get_mut(n.channel()) else {
+            return;
+        };
+        // Framed once for every socket of the channel; the json form only when one asked.
+        let plain = Frame::from(n.payload().to_owned());
+        let json = listeners.iter().any(|l| l.wants_gaps).then(|| {
+            Frame::from(
                 serde_json::json!({
                     "type": "notify",
                     "channel": n.channel(),
@@ -192,12 +198,9 @@ impl Relay {
                     "pid": n.process_id(),
                 })
                 .to_string(),
-            ),
-        };
-        let mut channels = self.channels.lock();
-        let Some(listeners) = channels.get_mut(n.channel()) else {
-            return;
-        };
+            )
+        });
+        let notice = Notice::Notify { plain, json };
         listeners.retain(|l| match l.queue.try_send(notice.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Closed(_)) => false,

@@ -25,7 +25,7 @@ const BATCH: usize = 64;
 fn frame_text(notice: Notice, json: bool) -> Option<Frame> {
     Some(match (notice, json) {
         (Notice::Notify { plain, .. }, false) => plain,
-        (Notice::Notify { json, .. }, true) => json,
+        (Notice::Notify { json, .. }, true) => json?,
         (Notice::Gap, false) => return None,
         (Notice::Gap, true) => Frame::from_static(
             r#"{"type":"notify_gap","message":"the LISTEN connection to Postgres was lost: notifications sent meanwhile were not relayed"}"#,

@@ -498,13 +498,17 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             for message in page.iter_mut() {
                 let sub = &self.subs[i];
                 let frame = match decoder.decode(message) {
-                    Err(error) => client::error_frame(
-                        sub.id.as_deref(),
-                        "decode_failed",
-                        &format!(
-                            "a snapshot row could not be decoded ({error}); re-read the table"
-                        ),
-                    ),
+                    Err(error) => {
+                        self.ctx.metrics.decode_errors.inc();
+                        tracing::error!(subscription = sub.hub_id, table = %sub.plan.table, %error, "a snapshot row could not be decoded; its subscriber gets a decode_failed frame");
+                        client::error_frame(
+                            sub.id.as_deref(),
+                            "decode_failed",
+                            &format!(
+                                "a snapshot row could not be decoded ({error}); re-read the table"
+                            ),
+                        )
+                    }
                     Ok(change) => {
                         if !sub.plan.filter.matches_row(&change) {
                             continue;
@@ -667,27 +671,20 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let subscription = subscribe(&self.ctx.hub, &sub.plan, &sub.signal, sub.hub_id);
         let start = subscription.start();
         let deadline = tokio::time::Instant::now() + SEAM_TIMEOUT;
-        loop {
-            let Mode::CatchUp(catch_up) = &self.subs[i].mode else {
-                unreachable!("catching up")
-            };
-            if catch_up.position() >= start {
-                break;
-            }
+        // `replay` moves `sent` to the position read (a catch-up starts at `sent`).
+        while self.subs[i].sent < start {
             match self.replay(i, Some(start)).await {
                 Ok(Fill::Until) => break,
                 Ok(_) => {}
                 Err(Failed::Socket) => return Err(End::Gone),
                 Err(Failed::Journal(error)) => return self.journal_failed(i, error).map(|()| true),
             }
-            let Mode::CatchUp(catch_up) = &self.subs[i].mode else {
-                unreachable!("catching up")
-            };
-            if catch_up.position() >= start {
+            if self.subs[i].sent >= start {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::error!(subscription = self.subs[i].hub_id, at = %catch_up.position(), %start, "journal does not show what the live stream dispatched; closing the session");
+                let at = self.subs[i].sent;
+                tracing::error!(subscription = self.subs[i].hub_id, %at, %start, "journal does not show what the live stream dispatched; closing the session");
                 return Err(End::Close(
                     INTERNAL_ERROR,
                     "journal behind the live stream".into(),

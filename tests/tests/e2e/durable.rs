@@ -6,13 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use walcast_tests::{
-    http_delete, http_error, unique_suffix, wait_for, Frame, PgCluster, PgOptions, TestDb, Walcast,
+    http_delete, http_error, wait_for, Frame, JournalDir, PgCluster, PgOptions, TestDb, Walcast,
     WsClient, STEP,
 };
 
@@ -25,27 +24,6 @@ const RATE: f64 = 10_000.0;
 /// The streaming client acks the position of every `ACK_EVERY`th change it receives.
 const ACK_EVERY: usize = 1_000;
 const QUERY: &str = "insert:items";
-
-/// A journal directory that outlives one walcast process (removed on drop).
-struct JournalDir(PathBuf);
-
-impl JournalDir {
-    fn new(label: &str) -> Result<JournalDir> {
-        let dir = std::env::temp_dir().join(format!("walcast-journal-{label}-{}", unique_suffix()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(JournalDir(dir))
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
-
-impl Drop for JournalDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The writer: single-row transactions in id order, surviving Postgres restarts.

@@ -2,33 +2,11 @@
 //! (`from=`), also across `kill -9` of walcast, with no gap and no duplicate at the seam between
 //! the replay and the live stream; a position retention removed is refused with 409.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use walcast_tests::{unique_suffix, Frame, PgCluster, TestDb, Walcast, WsClient, STEP};
-
-/// A journal directory that outlives one walcast process (removed on drop).
-struct JournalDir(PathBuf);
-
-impl JournalDir {
-    fn new(label: &str) -> Result<JournalDir> {
-        let dir = std::env::temp_dir().join(format!("walcast-journal-{label}-{}", unique_suffix()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(JournalDir(dir))
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
-
-impl Drop for JournalDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use walcast_tests::{Frame, JournalDir, PgCluster, TestDb, Walcast, WsClient, STEP};
 
 /// (id, pos) of the next change frame.
 async fn next_row(c: &mut WsClient) -> Result<(i64, String)> {

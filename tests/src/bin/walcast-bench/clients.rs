@@ -321,25 +321,7 @@ impl Fleet {
     /// Waits until every client has its expected frames (true), or until no frame arrived for
     /// `stall` (false: some were lost, or a client was closed).
     pub async fn wait_all(&self, stall: Duration) -> bool {
-        let mut seen = self.frames();
-        let mut quiet = Duration::ZERO;
-        let tick = Duration::from_millis(250);
-        loop {
-            tokio::select! {
-                _ = self.tally.all_in.notified() => return true,
-                _ = tokio::time::sleep(tick) => {}
-            }
-            let now = self.frames();
-            quiet = if now == seen {
-                quiet + tick
-            } else {
-                Duration::ZERO
-            };
-            seen = now;
-            if quiet >= stall {
-                return false;
-            }
-        }
+        wait_quiet(&self.tally.all_in, &self.tally.frames, stall).await
     }
 
     /// Stops every client (dropping its connection) and adds up what they saw.
@@ -469,4 +451,27 @@ fn new_id(frame: &str) -> Option<i64> {
         .take_while(|b| b.is_ascii_digit() || *b == b'-')
         .count();
     frame[start..start + digits].parse().ok()
+}
+
+/// Waits until `done` is notified (true), or until `frames` did not move for `stall` (false).
+pub async fn wait_quiet(done: &Notify, frames: &AtomicU64, stall: Duration) -> bool {
+    let mut seen = frames.load(Ordering::Relaxed);
+    let mut quiet = Duration::ZERO;
+    let tick = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = done.notified() => return true,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let now = frames.load(Ordering::Relaxed);
+        quiet = if now == seen {
+            quiet + tick
+        } else {
+            Duration::ZERO
+        };
+        seen = now;
+        if quiet >= stall {
+            return false;
+        }
+    }
 }

@@ -257,13 +257,7 @@ pub async fn walcast_drain(
 ) -> Result<Drained> {
     // Over the Unix socket, like pg_recvlogical above: loopback TCP costs the walsender (and
     // the kernel) noticeably more per message, which would be counted against walcast.
-    let cluster = db.cluster();
-    let unix_url = format!(
-        "host={} port={} user=postgres dbname={}",
-        cluster.socket_dir().display(),
-        cluster.port(),
-        db.name()
-    );
+    let unix_url = db.unix_url();
     let mut builder = Walcast::builder(db)
         .prefer_release()
         .env("DATABASE_URL", &unix_url)

@@ -310,25 +310,7 @@ impl Sockets {
     /// Waits until every socket is complete or closed (true), or until no payload arrived for
     /// `stall` (false).
     async fn wait_all(&self, stall: Duration) -> bool {
-        let mut seen = self.frames();
-        let mut quiet = Duration::ZERO;
-        let tick = Duration::from_millis(250);
-        loop {
-            tokio::select! {
-                _ = self.tally.done.notified() => return true,
-                _ = tokio::time::sleep(tick) => {}
-            }
-            let now = self.frames();
-            quiet = if now == seen {
-                quiet + tick
-            } else {
-                Duration::ZERO
-            };
-            seen = now;
-            if quiet >= stall {
-                return false;
-            }
-        }
+        super::clients::wait_quiet(&self.tally.done, &self.tally.frames, stall).await
     }
 
     /// Stops every socket (dropping its connection) and adds up what they saw.

@@ -198,13 +198,7 @@ struct Snapshotted {
 /// one client on `*:snap&snapshot=true`, timed from the start of its TCP connect to `snapshot_end`,
 /// which must count `rows` rows, exactly as many `row` frames as came before it.
 async fn walcast_snapshot(db: &TestDb<'_>, rows: u64) -> Result<Snapshotted> {
-    let cluster = db.cluster();
-    let unix_url = format!(
-        "host={} port={} user=postgres dbname={}",
-        cluster.socket_dir().display(),
-        cluster.port(),
-        db.name()
-    );
+    let unix_url = db.unix_url();
     let server = Walcast::builder(db)
         .prefer_release()
         .env("DATABASE_URL", &unix_url)
