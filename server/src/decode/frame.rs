@@ -8,7 +8,28 @@ use super::change::{Change, Field, Image, Kind, Op};
 /// `&str` pieces (values are copied once, escaped only when they need it).
 pub struct FrameEncoder {
     /// Size of the last frame, to size the next allocation well.
-    last_len: usize,
+    pub(super) last_len: usize,
+}
+
+/// How a subscription's change frames are shaped (`format=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The `change` frame of the client protocol.
+    #[default]
+    Walcast,
+    /// `format=wal2json-v1`: one element of wal2json format-version 1's `change` array.
+    Wal2jsonV1,
+}
+
+impl Format {
+    /// The `format=` value, or `None` when it names no format.
+    pub fn parse(text: &str) -> Option<Format> {
+        match text {
+            "walcast" => Some(Format::Walcast),
+            "wal2json-v1" => Some(Format::Wal2jsonV1),
+            _ => None,
+        }
+    }
 }
 
 impl Default for FrameEncoder {
@@ -28,6 +49,19 @@ pub enum Projection<'p> {
 impl FrameEncoder {
     pub fn new() -> Self {
         FrameEncoder { last_len: 256 }
+    }
+
+    /// Encode the frame of an I/U/D/T message in `format`.
+    pub fn encode(
+        &mut self,
+        change: &Change<'_>,
+        projection: Projection<'_>,
+        format: Format,
+    ) -> String {
+        match format {
+            Format::Walcast => self.change(change, projection),
+            Format::Wal2jsonV1 => self.v1(change, projection),
+        }
     }
 
     /// Encode a `change` frame. `change` must be an I/U/D/T message.

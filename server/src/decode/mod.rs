@@ -4,11 +4,13 @@
 mod change;
 mod frame;
 mod parser;
+mod v1;
 mod wide;
 
 pub(crate) use change::Action;
 pub use change::{Change, Column, Image, Op, Value};
-pub use frame::{put_column_value, put_str, FrameEncoder, Projection};
+pub use frame::{put_column_value, put_str, Format, FrameEncoder, Projection};
+pub use v1::{put_column_value_v1, Part};
 pub use parser::{DecodeError, Decoder, Undecoded};
 
 #[cfg(test)]

@@ -33,6 +33,26 @@ ORDER BY a.attnum";
 
 type Columns = Arc<[ColumnInfo]>;
 
+/// Every ordinary and partitioned table outside the system schemas with its columns, for the
+/// viewer's table list (`GET /v1/tables`). One row per column; a table without columns has one
+/// row with null column fields.
+const TABLES_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute a
+  ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+ORDER BY n.nspname COLLATE \"C\", c.relname COLLATE \"C\", a.attnum";
+
+/// A table and its columns, as `tables` lists them.
+pub struct TableColumns {
+    pub table: TableName,
+    pub columns: Vec<ColumnInfo>,
+}
+
 pub struct Catalog {
     client: RwLock<Arc<Client>>,
     cache: Mutex<HashMap<TableName, (Instant, Columns)>>,
@@ -97,6 +117,45 @@ impl Catalog {
             cache.insert(table.clone(), (Instant::now(), cols.clone()));
         }
         Ok(Some(cols))
+    }
+}
+
+impl Catalog {
+    /// Every table outside the system schemas with its columns, sorted by schema and name
+    /// (byte order). Not cached: it serves people opening the viewer, not subscriptions.
+    pub async fn tables(&self) -> Result<Vec<TableColumns>, CatalogError> {
+        let client = self.client.read().clone();
+        let rows = client
+            .query(TABLES_SQL, &[])
+            .await
+            .map_err(|source| CatalogError::Query {
+                table: "(all tables)".into(),
+                source,
+            })?;
+        let mut out: Vec<TableColumns> = Vec::new();
+        for row in &rows {
+            let row_err = |source| CatalogError::Row {
+                table: "(all tables)".into(),
+                source,
+            };
+            let schema: String = row.try_get(0).map_err(row_err)?;
+            let name: String = row.try_get(1).map_err(row_err)?;
+            let column: Option<String> = row.try_get(2).map_err(row_err)?;
+            let type_name: Option<String> = row.try_get(3).map_err(row_err)?;
+            let same = out
+                .last()
+                .is_some_and(|t| t.table.schema == schema && t.table.name == name);
+            if !same {
+                out.push(TableColumns {
+                    table: TableName { schema, name },
+                    columns: Vec::new(),
+                });
+            }
+            if let (Some(column), Some(type_name), Some(t)) = (column, type_name, out.last_mut()) {
+                t.columns.push(ColumnInfo::new(column, type_name));
+            }
+        }
+        Ok(out)
     }
 }
 

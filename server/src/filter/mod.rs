@@ -21,7 +21,7 @@ mod types;
 pub mod wasm;
 
 pub use allow::AllowList;
-pub use catalog::Catalog;
+pub use catalog::{Catalog, TableColumns};
 pub use error::{code, CatalogError, QueryError};
 pub use predicate::{bind, index_key, row_column, Filter};
 pub use request::{

@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 
-use crate::decode::{Change, Column, Image, Op, Value};
+use crate::decode::{Change, Column, Format, Image, Op, Value};
 
 use super::error::{code, QueryError};
 use super::like::Pattern;
@@ -20,6 +20,8 @@ pub struct Filter {
     ops: u8,
     conditions: Box<[Condition]>,
     select: Option<Box<[Box<str>]>>,
+    /// `format=`: how the change frames of the subscription are shaped.
+    format: Format,
     /// Index of the condition used for the hub's hash index, with its canonical key.
     eq_key: Option<(usize, Box<[u8]>)>,
 }
@@ -99,6 +101,7 @@ pub fn bind(req: &Request, columns: &[ColumnInfo]) -> Result<Filter, QueryError>
         ops: req.ops,
         conditions: conditions.into_boxed_slice(),
         select,
+        format: req.format,
         eq_key,
     })
 }
@@ -217,6 +220,11 @@ impl Filter {
 
     pub fn select(&self) -> Option<&[Box<str>]> {
         self.select.as_deref()
+    }
+
+    /// How the subscription's change frames are shaped.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn ops(&self) -> u8 {

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::decode::Op;
+use crate::decode::{Format, Op};
 
 use super::error::{code, QueryError};
 
@@ -19,6 +19,8 @@ pub struct Request {
     /// `select=` columns, in the order given; `None` for the whole row (`select=*` or absent).
     pub select: Option<Vec<Box<str>>>,
     pub plugin: Option<PluginRef>,
+    /// `format=`: how change frames are shaped.
+    pub format: Format,
 }
 
 /// A schema-qualified table name, case kept as written.
@@ -154,11 +156,12 @@ pub struct RawCondition {
 }
 
 /// Parse the decoded URL query pairs of a `/ws` request. Keys other than `query`, `filter`,
-/// `select`, `plugin` and `plugin.*` belong to other stages and are ignored here.
+/// `select`, `format`, `plugin` and `plugin.*` belong to other stages and are ignored here.
 pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError> {
     let mut query = None;
     let mut filters = Vec::new();
     let mut select = None;
+    let mut format = None;
     let mut plugin = None;
     let mut plugin_params = Vec::new();
     for (key, value) in params {
@@ -166,6 +169,7 @@ pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError>
             "query" => once(&mut query, "query", value)?,
             "filter" => filters.push(value.as_str()),
             "select" => once(&mut select, "select", value)?,
+            "format" => once(&mut format, "format", value)?,
             "plugin" => once(&mut plugin, "plugin", value)?,
             k => {
                 if let Some(name) = k.strip_prefix("plugin.") {
@@ -208,6 +212,14 @@ pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError>
         conditions.push(parse_condition(f)?);
     }
     let select = select.map(parse_select).transpose()?.flatten();
+    let format = match format {
+        None => Format::Walcast,
+        Some(text) => Format::parse(text).ok_or_else(|| {
+            QueryError::bad_query(format!(
+                "format={text}: give walcast (the default) or wal2json-v1"
+            ))
+        })?,
+    };
     let plugin = match (plugin, plugin_params.is_empty()) {
         (Some(""), _) => return Err(QueryError::bad_query("plugin= needs a plugin name")),
         (Some(name), _) => Some(PluginRef {
@@ -227,6 +239,7 @@ pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError>
         conditions,
         select,
         plugin,
+        format,
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::decode::{Decoder, FrameEncoder, Projection, Undecoded};
+use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::Filter;
 use crate::journal::{JournalError, JournalReader, Pos};
@@ -126,7 +126,11 @@ impl CatchUp {
                 Some(group) => match group.evaluate(&change) {
                     Verdict::Drop => continue,
                     Verdict::Pass => None,
-                    Verdict::Rewritten(frame) => Some(Frame::from(frame)),
+                    Verdict::Rewritten(r) => Some(match (req.filter.format(), r.v1) {
+                        (Format::Walcast, _) => Frame::from(r.walcast),
+                        (Format::Wal2jsonV1, Some(v1)) => Frame::from(v1),
+                        (Format::Wal2jsonV1, None) => super::registry::missing_v1(group),
+                    }),
                     Verdict::Error(message) => Some(super::registry::plugin_error_frame(
                         group.plugin_name(),
                         &message,
@@ -138,7 +142,7 @@ impl CatchUp {
                     Some(cols) => Projection::Only(cols),
                     None => Projection::All,
                 };
-                Frame::from(self.encoder.change(&change, projection))
+                Frame::from(self.encoder.encode(&change, projection, req.filter.format()))
             });
             out.push(frame);
             produced += 1;

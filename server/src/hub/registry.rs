@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::decode::{Change, FrameEncoder, Op, Projection};
+use crate::decode::{Change, Format, FrameEncoder, Op, Projection};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::{self, Filter, TypeClass};
 use crate::journal::Pos;
@@ -33,8 +33,8 @@ struct CohortEntry {
     filter: Filter,
     /// Wasm filter group shared with every cohort of the same (plugin, params).
     plugin: Option<Arc<PluginGroup>>,
-    /// Index into the table's distinct projections; cohorts with the same `select=` share one
-    /// encoded frame per change.
+    /// Index into the table's distinct projections; cohorts with the same `select=` and
+    /// `format=` share one encoded frame per change.
     projection: usize,
     cohort: Arc<Cohort>,
     key: Box<str>,
@@ -54,25 +54,37 @@ struct TableSubs {
     /// Cohorts evaluated on every change of the table (no usable `eq` condition).
     scan: Vec<CohortId>,
     eq: HashMap<Box<str>, EqIndex>,
-    /// Distinct `select=` lists; `None` is the full row.
-    projections: Vec<(Option<Columns>, usize)>,
+    /// Distinct frame shapes: a `select=` list (`None` is the full row) and a format, with the
+    /// number of cohorts using each.
+    projections: Vec<(Shape, usize)>,
+}
+
+/// What one encoded frame looks like: which columns, in which format.
+#[derive(PartialEq, Eq)]
+struct Shape {
+    select: Option<Columns>,
+    format: Format,
 }
 
 impl TableSubs {
-    fn projection_slot(&mut self, select: Option<&[Box<str>]>) -> usize {
+    fn projection_slot(&mut self, select: Option<&[Box<str>]>, format: Format) -> usize {
         if let Some(i) = self
             .projections
             .iter()
-            .position(|(p, _)| p.as_deref() == select)
+            .position(|(p, _)| p.select.as_deref() == select && p.format == format)
         {
             self.projections[i].1 += 1;
             return i;
         }
+        let shape = Shape {
+            select: select.map(Into::into),
+            format,
+        };
         if let Some(i) = self.projections.iter().position(|(_, refs)| *refs == 0) {
-            self.projections[i] = (select.map(Into::into), 1);
+            self.projections[i] = (shape, 1);
             return i;
         }
-        self.projections.push((select.map(Into::into), 1));
+        self.projections.push((shape, 1));
         self.projections.len() - 1
     }
 }
@@ -94,7 +106,8 @@ pub struct SubscribeRequest<'a> {
 enum Outcome {
     Drop,
     Pass,
-    Rewritten(Frame),
+    /// The `change` frame, and the format-version-1 frame when the group serves that format.
+    Rewritten(Frame, Option<Frame>),
     /// The `error` frame, and whether the group has now failed too often (close with 4010).
     Failed(Frame, bool),
 }
@@ -104,13 +117,23 @@ impl Outcome {
         match group.evaluate(change) {
             Verdict::Drop => Outcome::Drop,
             Verdict::Pass => Outcome::Pass,
-            Verdict::Rewritten(frame) => Outcome::Rewritten(Frame::from(frame)),
+            Verdict::Rewritten(r) => Outcome::Rewritten(Frame::from(r.walcast), r.v1.map(Frame::from)),
             Verdict::Error(message) => Outcome::Failed(
                 plugin_error_frame(group.plugin_name(), &message),
                 group.failing(),
             ),
         }
     }
+}
+
+/// A rewrite rendered without the format-version-1 frame a cohort needs: cannot happen when
+/// subscribing called `PluginGroup::serve`; reported as a plugin error, never a silent drop.
+pub(crate) fn missing_v1(group: &PluginGroup) -> Frame {
+    tracing::error!(plugin = group.plugin_name(), "rewrite has no wal2json-v1 rendering");
+    plugin_error_frame(
+        group.plugin_name(),
+        "the rewritten change was not rendered in format wal2json-v1",
+    )
 }
 
 /// The `error` frame of a plugin that failed on one change.
@@ -239,7 +262,7 @@ impl Hub {
         let cohort_id = match open {
             Some(existing) => *existing,
             None => {
-                let projection = t.projection_slot(req.filter.select());
+                let projection = t.projection_slot(req.filter.select(), req.filter.format());
                 match req.filter.eq_index() {
                     Some((column, key)) => {
                         let class = req.filter.eq_class().unwrap_or(TypeClass::Text);
@@ -450,7 +473,10 @@ impl Hub {
                 match outcome {
                     Outcome::Drop => return,
                     Outcome::Pass => None,
-                    Outcome::Rewritten(frame) => Some(frame),
+                    Outcome::Rewritten(frame, v1) => match entry.filter.format() {
+                        Format::Walcast => Some(frame),
+                        Format::Wal2jsonV1 => Some(v1.unwrap_or_else(|| missing_v1(group))),
+                    },
                     Outcome::Failed(frame, failing) => {
                         self.append(entry, pos, &frame, scratch);
                         if failing {
@@ -469,12 +495,13 @@ impl Hub {
             None => match &mut scratch.frames[entry.projection] {
                 Some(f) => f.clone(),
                 slot @ None => {
-                    let projection = match &t.projections[entry.projection].0 {
+                    let shape = &t.projections[entry.projection].0;
+                    let projection = match &shape.select {
                         Some(cols) => Projection::Only(cols),
                         None => Projection::All,
                     };
-                    slot.insert(Frame::from(scratch.encoder.change(change, projection)))
-                        .clone()
+                    let text = scratch.encoder.encode(change, projection, shape.format);
+                    slot.insert(Frame::from(text)).clone()
                 }
             },
         };

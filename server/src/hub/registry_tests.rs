@@ -168,6 +168,7 @@ impl Hub {
                         .filter(|(_, refs)| *refs > 0)
                         .map(|(p, refs)| {
                             let p = p
+                                .select
                                 .as_ref()
                                 .map(|p| p.iter().map(|c| c.to_string()).collect());
                             (p, *refs)
@@ -223,11 +224,13 @@ impl Hub {
                     }
                     assert!(entry.cohort.member_count() > 0, "{at}: cohort {id} empty");
                     users[entry.projection] += 1;
+                    let shape = &t.projections[entry.projection].0;
                     assert_eq!(
-                        t.projections[entry.projection].0.as_deref(),
+                        shape.select.as_deref(),
                         entry.filter.select(),
                         "{at}: cohort {id} projection"
                     );
+                    assert_eq!(shape.format, entry.filter.format(), "{at}: cohort {id} format");
                 }
                 for (key, id) in &t.by_request {
                     let entry = t.cohorts.get(id).expect("by_request names a live cohort");

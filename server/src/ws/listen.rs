@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -49,7 +50,7 @@ pub(super) async fn handler(
     State(st): State<AppState>,
     Path(channel): Path<String>,
     Query(q): Query<ListenQuery>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if channel.is_empty() || channel.len() > MAX_CHANNEL {
         return refuse(
@@ -76,6 +77,12 @@ pub(super) async fn handler(
             format!("channel {channel:?} is not in this server's allow-list (notify.channels)"),
         );
     }
+    // The checks above answer a plain GET too (the viewer page reads why a socket was refused
+    // that way); one that passes them and is no upgrade gets the upgrade rejection.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let signal = SessionSignal::new(&st.shutdown);
     let Some(mut subscription) = st
         .relay

@@ -5,5 +5,6 @@ mod client;
 mod listen;
 mod router;
 mod session;
+mod viewer;
 
 pub use router::{router, AppState};

@@ -1,6 +1,7 @@
 //! HTTP surface: `GET /ws` (validates the subscription request, claims a named subscription and
 //! answers 400/403/409 before the upgrade), `/healthz`, `/readyz`, `/metrics`, `/v1/plugins`,
-//! `/v1/subscriptions`. Session I/O lives in `session`.
+//! `/v1/subscriptions`. Session I/O lives in `session`, the viewer page in `viewer`, the NOTIFY
+//! relay's sockets in `listen`.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::decode::Format;
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, QueryError, TableName};
 use crate::hub::{Frame, Hub, SessionSignal};
@@ -62,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/plugins", get(list_plugins))
+        .route("/v1/tables", get(super::viewer::tables))
+        .route("/", get(super::viewer::index))
+        .route("/assets/viewer.js", get(super::viewer::script))
+        .route("/assets/viewer.css", get(super::viewer::style))
         .route("/listen/{channel}", get(super::listen::handler))
         .route("/v1/subscriptions", get(list_subscriptions))
         .route("/v1/subscriptions/{name}", delete(delete_subscription))
@@ -365,6 +371,17 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
         }
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
+    if snapshot && filter.format() == Format::Wal2jsonV1 {
+        return Err(api_error(
+            "bad_query",
+            "snapshot=true cannot be combined with format=wal2json-v1: that format has no frame \
+             for a row that already exists"
+                .into(),
+        ));
+    }
+    if let Some(group) = &plugin {
+        group.serve(filter.format());
+    }
     let key = cohort_key(params, plugin.as_deref());
     let from = from
         .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
@@ -467,11 +484,16 @@ async fn lookup_columns(
             other => return other,
         }
     }
+    reconnect_catalog(st).await;
+    st.catalog.columns(table).await
+}
+
+/// A fresh catalog connection after the old one closed (Postgres restarted).
+pub(super) async fn reconnect_catalog(st: &AppState) {
     match crate::source::connect_sql(&st.pg).await {
         Ok((client, _connection)) => st.catalog.replace_client(client),
         Err(error) => tracing::warn!(%error, "catalog reconnect failed"),
     }
-    st.catalog.columns(table).await
 }
 
 /// `lsn` is the position the stream had reached when the subscription was registered, left out

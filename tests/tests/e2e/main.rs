@@ -18,6 +18,7 @@ mod resilience;
 mod scale;
 mod smoke;
 mod snapshot;
+mod speculare;
 mod templates;
 
 use std::time::Duration;

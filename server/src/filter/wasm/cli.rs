@@ -68,7 +68,7 @@ impl fmt::Display for RunOutcome {
         match &self.verdict {
             Verdict::Drop => write!(f, "verdict: drop ({us:.0} µs)"),
             Verdict::Pass => write!(f, "verdict: pass ({us:.0} µs)"),
-            Verdict::Rewritten(frame) => write!(f, "verdict: rewritten ({us:.0} µs)\n{frame}"),
+            Verdict::Rewritten(r) => write!(f, "verdict: rewritten ({us:.0} µs)\n{}", r.walcast),
             Verdict::Error(msg) => write!(f, "verdict: error ({us:.0} µs)\n{msg}"),
         }
     }

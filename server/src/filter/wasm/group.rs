@@ -4,7 +4,7 @@
 //! for the 4010 close reason, and moves to a newly loaded module version at a change boundary.
 //! Does not know which sessions belong to it (see `hub`).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,8 +14,8 @@ use super::abi::{DROP, ERROR, PASS, PASS_REWRITTEN};
 use super::engine::{CallError, Instance, Shared};
 use super::error::{one_line, truncate};
 use super::plugin::{ModuleVersion, PluginEntry};
-use super::{PluginError, Verdict};
-use crate::decode::{Change, FrameEncoder};
+use super::{PluginError, Rewrite, Verdict};
+use crate::decode::{Change, Format, FrameEncoder};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -32,6 +32,9 @@ pub struct PluginGroup {
     /// The message of the latest failed call (kept apart from `state` so reading it never waits
     /// for a running call).
     last_failure: Mutex<Option<String>>,
+    /// A subscription of the group asked for `format=wal2json-v1`: rewrites are rendered in
+    /// that format too.
+    serves_v1: AtomicBool,
 }
 
 struct State {
@@ -66,6 +69,7 @@ impl PluginGroup {
             }),
             failures: AtomicU32::new(0),
             last_failure: Mutex::new(None),
+            serves_v1: AtomicBool::new(false),
         }))
     }
 
@@ -132,8 +136,12 @@ impl PluginGroup {
             Ok(PASS) => self.succeed(Verdict::Pass),
             Ok(PASS_REWRITTEN) => {
                 let data = instance.store.data();
-                let frame = data.out.render(&mut st.encoder, change, &data.change);
-                self.succeed(Verdict::Rewritten(frame))
+                let walcast = data.out.render(&mut st.encoder, change, &data.change);
+                let v1 = self
+                    .serves_v1
+                    .load(Ordering::Relaxed)
+                    .then(|| data.out.render_v1(&mut st.encoder, change, &data.change));
+                self.succeed(Verdict::Rewritten(Rewrite { walcast, v1 }))
             }
             Ok(code) => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +169,14 @@ impl PluginGroup {
                 self.plugin.call_failed(&msg);
                 self.fail(msg)
             }
+        }
+    }
+
+    /// A subscription in `format` joins the group: rewrites are rendered in that format from now
+    /// on (the flag is never cleared; a spare rendering costs less than tracking members).
+    pub fn serve(&self, format: Format) {
+        if format == Format::Wal2jsonV1 {
+            self.serves_v1.store(true, Ordering::Relaxed);
         }
     }
 

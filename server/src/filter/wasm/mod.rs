@@ -34,11 +34,19 @@ pub enum Verdict {
     Drop,
     /// Delivered unchanged (the hub's shared frame).
     Pass,
-    /// Delivered as this complete `change` frame (JSON text).
-    Rewritten(String),
+    /// Delivered rewritten: the complete frames (JSON text).
+    Rewritten(Rewrite),
     /// The plugin failed on this change (ERROR verdict, trap or deadline): the group's sessions
     /// get an `error` frame with this message.
     Error(String),
+}
+
+/// The frames of a rewritten change: the `change` frame, and the `format=wal2json-v1` frame
+/// when a subscription of the group asked for that format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rewrite {
+    pub walcast: String,
+    pub v1: Option<String>,
 }
 
 /// One plugin as `GET /v1/plugins` shows it.

@@ -1,5 +1,6 @@
 //! The `out_*` builder: the guest's edits of the output row images, kept in store data, and their
-//! rendering into a change frame with `FrameEncoder::change_with` after `PASS_REWRITTEN`. Does not
+//! rendering into a change frame with `FrameEncoder::change_with` (or a format-version-1 frame
+//! with `FrameEncoder::v1_with`) after `PASS_REWRITTEN`. Does not
 //! read guest memory (see `linker`).
 
 use std::fmt::Write as _;
@@ -7,7 +8,7 @@ use std::ops::Range;
 
 use super::abi::{ABSENT, BAD_JSON};
 use super::snapshot::ChangeCopy;
-use crate::decode::{put_column_value, put_str, Change, FrameEncoder, Image};
+use crate::decode::{put_column_value, put_column_value_v1, put_str, Change, FrameEncoder, Image, Part};
 
 #[derive(Clone, Debug)]
 enum Name {
@@ -211,6 +212,56 @@ impl OutBuilder {
         })
     }
 
+    /// The rewritten change as a `format=wal2json-v1` frame. A column the guest set gets the type
+    /// its value has (`boolean`, `bigint`, `double precision`, `text`, `json`; `unknown` for
+    /// null); an original column keeps its Postgres type.
+    pub(crate) fn render_v1(
+        &self,
+        encoder: &mut FrameEncoder,
+        change: &Change<'_>,
+        copy: &ChangeCopy,
+    ) -> String {
+        encoder.v1_with(change, &mut |image, part, b| match &self.images[slot(image)] {
+            None => {
+                for k in 0..change.len(image) {
+                    if k > 0 {
+                        b.push(',');
+                    }
+                    let col = change.column_at(image, k);
+                    match part {
+                        Part::Names => put_str(b, col.map(|c| c.name).unwrap_or("")),
+                        Part::Types => put_str(b, col.map(|c| c.type_name).unwrap_or("")),
+                        Part::Values => put_column_value_v1(b, change, image, k),
+                    }
+                }
+            }
+            Some(cols) => {
+                for (i, col) in cols.iter().enumerate() {
+                    if i > 0 {
+                        b.push(',');
+                    }
+                    match part {
+                        Part::Names => put_str(b, self.name_of(copy, image, &col.name)),
+                        Part::Types => put_str(b, type_of(change, image, &col.value)),
+                        Part::Values => self.put_value_v1(b, change, image, &col.value),
+                    }
+                }
+            }
+        })
+    }
+
+    /// A value as format-version 1 writes it: JSON text set by the guest stays a string.
+    fn put_value_v1(&self, b: &mut String, change: &Change<'_>, image: Image, v: &OutValue) {
+        match v {
+            OutValue::Orig(k) => put_column_value_v1(b, change, image, *k),
+            OutValue::Json(r) => put_str(
+                b,
+                self.text.get(r.start as usize..r.end as usize).unwrap_or(""),
+            ),
+            other => self.put_value(b, change, image, other),
+        }
+    }
+
     fn put_value(&self, b: &mut String, change: &Change<'_>, image: Image, v: &OutValue) {
         let text = |r: &Range<u32>| {
             self.text
@@ -231,5 +282,18 @@ impl OutBuilder {
             OutValue::Str(r) => put_str(b, text(r)),
             OutValue::Json(r) => b.push_str(text(r)),
         }
+    }
+}
+
+/// The type name a format-version-1 frame gives a column of a rewritten image.
+fn type_of<'a>(change: &Change<'a>, image: Image, v: &OutValue) -> &'a str {
+    match v {
+        OutValue::Orig(k) => change.column_at(image, *k).map_or("", |c| c.type_name),
+        OutValue::Null => "unknown",
+        OutValue::Bool(_) => "boolean",
+        OutValue::I64(_) => "bigint",
+        OutValue::F64(_) => "double precision",
+        OutValue::Str(_) => "text",
+        OutValue::Json(_) => "json",
     }
 }

@@ -8,7 +8,7 @@ use super::abi::IMPORTS;
 use super::engine::Shared;
 use super::group::PluginGroup;
 use super::plugin::PluginEntry;
-use super::{PluginError, Verdict};
+use super::{PluginError, Rewrite, Verdict};
 use crate::config::PluginsConfig;
 use crate::decode::{Change, Decoder};
 
@@ -290,7 +290,7 @@ fn rewrite_through_the_output_builder() {
     let update = format!(
         r#"{{"action":"U","xid":7,"lsn":"0/16","schema":"public","table":"orders","columns":[{cols}],"identity":[{cols}]}}"#
     );
-    let Verdict::Rewritten(frame) = eval(&g, &update) else {
+    let Verdict::Rewritten(Rewrite { walcast: frame, .. }) = eval(&g, &update) else {
         panic!("not rewritten")
     };
     assert!(
@@ -304,7 +304,7 @@ fn rewrite_through_the_output_builder() {
     assert_eq!(v["op"], "update");
     assert_eq!(v["table"], "orders");
     // edits do not leak into the next change
-    let Verdict::Rewritten(frame) = eval(&g, &insert(&col("id", "integer", "2"))) else {
+    let Verdict::Rewritten(Rewrite { walcast: frame, .. }) = eval(&g, &insert(&col("id", "integer", "2"))) else {
         panic!()
     };
     assert!(
@@ -386,7 +386,7 @@ fn getters_report_the_change() {
     let update = format!(
         r#"{{"action":"U","schema":"shop","table":"items","columns":[{new}],"identity":[{old}]}}"#
     );
-    let Verdict::Rewritten(frame) = eval(&g, &update) else {
+    let Verdict::Rewritten(Rewrite { walcast: frame, .. }) = eval(&g, &update) else {
         panic!("not rewritten")
     };
     let v: serde_json::Value = serde_json::from_str(&frame).expect("JSON");
