@@ -304,12 +304,25 @@ fn rewrite_through_the_output_builder() {
     assert_eq!(v["op"], "update");
     assert_eq!(v["table"], "orders");
     // edits do not leak into the next change
-    let Verdict::Rewritten(Rewrite { walcast: frame, .. }) = eval(&g, &insert(&col("id", "integer", "2"))) else {
+    let Verdict::Rewritten(Rewrite { walcast: frame, v1 }) =
+        eval(&g, &insert(&col("id", "integer", "2")))
+    else {
         panic!()
     };
     assert!(
         frame.contains(r#""new":{"id":2,"note":"hi \"x\"","n":42,"j":{"a":[1,2]},"nan":null}"#),
         "{frame}"
+    );
+    assert_eq!(v1, None, "no subscription asked for wal2json-v1");
+    // A group serving format=wal2json-v1 renders the rewrite in that shape too: an original
+    // column keeps its type, a set one gets its value's, JSON text stays a string.
+    g.serve(crate::decode::Format::Wal2jsonV1);
+    let Verdict::Rewritten(Rewrite { v1: Some(v1), .. }) = eval(&g, &update) else {
+        panic!("no v1 rendering")
+    };
+    assert_eq!(
+        v1,
+        r#"{"kind":"update","schema":"public","table":"orders","columnnames":["id","n","note","j","nan"],"columntypes":["integer","bigint","text","json","unknown"],"columnvalues":[1,42,"hi \"x\"","{\"a\":[1,2]}",null],"oldkeys":{"keynames":["id"],"keytypes":["integer"],"keyvalues":[1]}}"#
     );
 }
 
