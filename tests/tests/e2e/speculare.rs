@@ -11,7 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use walcast_tests::{Frame, PgCluster, TestDb, Walcast, WsClient, STEP};
+use walcast_tests::{http_error, Frame, PgCluster, TestDb, Walcast, WsClient, STEP};
 
 const SETUP: &str = "
 CREATE TABLE spec_items (
@@ -140,6 +140,22 @@ async fn wal2json_v1_frames_match_format_version_1_field_by_field() -> Result<()
     for (k, live) in full_frames.iter().enumerate() {
         let replayed = next_v1(&mut replay, "spec_full (from=)").await?;
         ensure!(&replayed == live, "replayed frame {k}: {replayed}\n  live: {live}");
+    }
+    // Bad input is refused before the upgrade, naming the fix.
+    for (params, needle) in [
+        (vec![("query", "*:spec_full"), ("format", "wal2json-v2")], "wal2json-v1"),
+        (
+            vec![("query", "*:spec_full"), ("format", "wal2json-v1"), ("snapshot", "true")],
+            "snapshot",
+        ),
+    ] {
+        let (status, body) = http_error(&server, &params).await?;
+        ensure!(
+            status == 400
+                && body["error"] == "bad_query"
+                && body["message"].as_str().is_some_and(|m| m.contains(needle)),
+            "{params:?}: {status} {body}"
+        );
     }
     // Every kind of change was compared: the workload is what the test claims it is.
     let kinds: Vec<String> = expected
