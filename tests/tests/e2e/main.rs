@@ -20,6 +20,7 @@ mod smoke;
 mod snapshot;
 mod speculare;
 mod templates;
+mod viewer;
 
 use std::time::Duration;
 
