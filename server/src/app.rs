@@ -46,6 +46,8 @@ pub enum AppError {
     Named(named::NamedError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 /// Run walcast until `shutdown` is cancelled or replication fails fatally.
@@ -55,7 +57,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let pg = config.pg_config().ok_or(AppError::NoDatabase)?;
+    // sslmode/sslrootcert for every Postgres connection of this process (source::tls).
+    source::install_tls(config.pg_tls().unwrap_or_default());
     let allow = Arc::new(AllowList::new(&config.tables.allow).map_err(AppError::AllowList)?);
+    let auth = Arc::new(crate::auth::Authenticator::from_config(&config)?);
+    if auth.mode() == crate::config::AuthMode::None && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "auth.mode = \"none\" on a non-loopback address: anyone who reaches the port reads every allowed table");
+    }
     let notify_allow = Arc::new(
         crate::notify::Channels::new(&config.notify.channels).map_err(AppError::NotifyChannels)?,
     );
@@ -150,17 +158,45 @@ pub async fn run(
         )),
         relay,
         notify_allow,
+        auth,
+        max_messages_per_second: config.sessions.max_messages_per_second,
+        conns: crate::ws::ConnLimits::new(
+            config.http.max_connections,
+            config.http.max_connections_per_ip,
+        ),
     };
-    // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm holds a
-    // frame back until the previous one is acknowledged (delayed ACKs: tens of milliseconds).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+    // Handlers see the client's address (connection limits per address).
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = match config.tls.files() {
+        // HTTPS/WSS only on `listen` (crate::tls: handshakes, certificate reload).
+        Some((cert, key)) => {
+            let listener =
+                crate::tls::TlsListener::new(listener, cert, key, config.tls.reload_interval)
+                    .map_err(|e| crate::config::ConfigError::Invalid {
+                        key: "tls".into(),
+                        message: e.to_string(),
+                    })?;
+            // A no-op tap gives the TLS listener axum's `ConnectInfo<SocketAddr>`, as the plain
+            // listener's `tap_io` below does.
+            let listener = listener.tap_io(|_| {});
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+            tokio::spawn(async move { serve.await })
         }
-    });
-    let serve = axum::serve(listener, router(state))
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-    let http = tokio::spawn(async move { serve.await });
+        None => {
+            // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm
+            // holds a frame back until the previous one is acknowledged (delayed ACKs: tens of
+            // milliseconds).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+                }
+            });
+            let serve = axum::serve(listener, app)
+                .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+            tokio::spawn(async move { serve.await })
+        }
+    };
 
     let source_ended = tokio::select! {
         _ = shutdown.cancelled() => None,

@@ -6,10 +6,13 @@
 //! -> `ws` (axum router, sessions, wire protocol). `app` wires them; `embedded` runs the throwaway demo cluster.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod decode;
 pub mod embedded;
 pub mod filter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod journal;
 pub mod metrics;
@@ -18,4 +21,5 @@ pub mod notify;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 pub mod ws;

@@ -129,7 +129,12 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
     let result = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => {
             let addr = listener.local_addr().unwrap_or(listen);
-            println!("walcast listening on http://{addr}  (try: websocat 'ws://{addr}/ws?query=*:people')");
+            let (http, ws) = if config.tls.files().is_some() {
+                ("https", "wss")
+            } else {
+                ("http", "ws")
+            };
+            println!("walcast listening on {http}://{addr}  (try: websocat '{ws}://{addr}/ws?query=*:people')");
             walcast::app::run(config, listener, shutdown.clone())
                 .await
                 .context("walcast stopped")

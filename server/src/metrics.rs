@@ -70,6 +70,9 @@ pub struct Metrics {
     /// Per plugin: `memory.grow` calls refused at `plugins.memory_limit`.
     plugin_memory_grow_refused: Family<Vec<(String, String)>, Counter>,
     plugin_call_seconds: Family<Vec<(String, String)>, Counter<f64>>,
+    /// Requests refused at one of the `[limits]` (label `limit`: `query_bytes`, `conditions`,
+    /// `in_list`, `like_pattern`, `plugin_groups`).
+    limit_refusals: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +116,7 @@ impl Metrics {
             plugin_errors: Family::default(),
             plugin_memory_grow_refused: Family::default(),
             plugin_call_seconds: Family::default(),
+            limit_refusals: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -258,7 +262,43 @@ impl Metrics {
             "Time spent in Wasm filter calls",
             m.plugin_call_seconds.clone(),
         );
+        registry.register(
+            "limit_refusals",
+            "Requests refused at one of the [limits] (query size, conditions, in list, like pattern, plugin groups)",
+            m.limit_refusals.clone(),
+        );
+        // Every label from the start, at 0: a dashboard sees the family before the first refusal.
+        for limit in crate::filter::REFUSAL_LABELS {
+            let _ = m
+                .limit_refusals
+                .get_or_create(&vec![("limit".to_owned(), limit.to_owned())]);
+        }
         Metrics { registry, ..m }
+    }
+
+    /// Counts `error` in `walcast_limit_refusals_total` when it answers one of the `[limits]`;
+    /// hands it back, so a refusal is counted where it is answered.
+    pub fn note_refusal(&self, error: crate::filter::QueryError) -> crate::filter::QueryError {
+        if let Some(limit) = error.limit() {
+            self.limit_refusals
+                .get_or_create(&vec![("limit".to_owned(), limit.to_owned())])
+                .inc();
+        }
+        error
+    }
+
+    /// Counts one refusal at a connection or message limit (`limit` label: `connections`,
+    /// `connections_per_ip`, `message_rate`), named by its error code.
+    pub fn limit_refused(&self, code: &str) {
+        let label = match code {
+            "too_many_connections" => "connections",
+            "too_many_connections_from_ip" => "connections_per_ip",
+            "rate_limited" => "message_rate",
+            other => other,
+        };
+        self.limit_refusals
+            .get_or_create(&vec![("limit".to_owned(), label.to_owned())])
+            .inc();
     }
 
     /// Bring the per-plugin counters up to the plugin host's totals (called at scrape time).

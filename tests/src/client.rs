@@ -72,6 +72,44 @@ impl WsClient {
         Self::try_open(server, &format!("/ws?{}", query_string(params))).await
     }
 
+    /// Opens a WebSocket path with extra request headers (`Authorization`, `Origin`,
+    /// `Sec-WebSocket-Protocol`); on success also the subprotocol the server answered with.
+    pub async fn try_open_with(
+        server: &Walcast,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<std::result::Result<(WsClient, Option<String>), (u16, String)>> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{path_and_query}", server.ws_base());
+        let mut request = url.as_str().into_client_request()?;
+        for (k, v) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())?,
+                v.parse()?,
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, resp)) => {
+                let protocol = resp
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                Ok(Ok((WsClient { ws }, protocol)))
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default()
+                    .into_owned();
+                Ok(Err((resp.status().as_u16(), body)))
+            }
+            Err(e) => Err(anyhow!(e).context(format!("cannot connect to {url}"))),
+        }
+    }
+
     /// Opens any WebSocket path (`/listen/<channel>?format=json`), already percent-encoded.
     pub async fn try_open(
         server: &Walcast,

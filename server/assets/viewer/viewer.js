@@ -3,12 +3,18 @@
 //
 // Plain script, no build step. The page's CSP allows no inline script or style and no eval, so
 // everything is built with createElement/textContent (server data is never parsed as HTML).
+//
+// A token (auth.mode = "jwt") lives in the password field only: it goes out as
+// `Authorization: Bearer` on fetches and as the `bearer.<jwt>` subprotocol on sockets, never in a
+// URL the page builds or shows. `/#access_token=<jwt>` fills the field, then leaves the address bar.
 "use strict";
 
 (() => {
   const MAX_ROWS = 500; // rows kept in the DOM; also the bound of what a pause holds
   const OPS = ["insert", "update", "delete", "truncate"];
   const SUMMARY_COLUMNS = 4;
+  /** What a WebSocket subprotocol (and so a `bearer.<jwt>` entry) may hold: RFC 7230 tchar. */
+  const TOKEN_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -16,6 +22,7 @@
     modeChannel: $("mode-channel"),
     tablePanel: $("table-panel"),
     channelPanel: $("channel-panel"),
+    token: $("token"),
     table: $("table"),
     reloadTables: $("reload-tables"),
     ops: OPS.map((op) => $(`ops-${op}`)),
@@ -124,6 +131,10 @@
     const req = request();
     ui.url.value = req.problem ? "" : wsOrigin() + standalonePath(req);
     ui.url.placeholder = req.problem ? `(${req.problem})` : "";
+    // The URL never carries the token: another client brings its own.
+    ui.url.title = token()
+      ? "without the token: give your client one as Authorization: Bearer, the bearer.<jwt> subprotocol or access_token="
+      : "";
   }
 
   function setStatus(state, text) {
@@ -132,29 +143,92 @@
     ui.status.title = text;
   }
 
-  function showError(code, message) {
+  /** Shows an error: its code, the message and, optionally, what to do; `from` tags its origin. */
+  function showError(code, message, advice, from) {
     ui.error.replaceChildren(node("span", "code", code), node("span", "message", message || ""));
+    if (advice) ui.error.append(node("span", "advice", advice));
+    ui.error.dataset.from = from || "";
     ui.error.hidden = false;
   }
 
   function clearError() {
     ui.error.replaceChildren();
+    ui.error.dataset.from = "";
     ui.error.hidden = true;
+  }
+
+  // ---- the token ----------------------------------------------------------------------------
+
+  /** The token in the field (a pasted `Bearer ` prefix dropped), or "" when none. */
+  function token() {
+    return ui.token.value.trim().replace(/^bearer\s+/i, "");
+  }
+
+  /** Why the token cannot be sent, or "" when it can (or there is none). */
+  function tokenProblem() {
+    const t = token();
+    if (t === "" || TOKEN_CHARS.test(t)) return "";
+    return "the token holds characters a JWT has not (spaces, quotes, ...): paste the token alone";
+  }
+
+  /** Headers for a JSON request, with the token when there is one. */
+  function jsonHeaders() {
+    const headers = { accept: "application/json" };
+    const t = token();
+    if (t) headers.authorization = `Bearer ${t}`;
+    return headers;
+  }
+
+  /** After a 401: marks the field, and says what to do (`then` names the next step). */
+  function tokenAdvice(then) {
+    ui.token.setAttribute("aria-invalid", "true");
+    return token()
+      ? `The token was refused: paste a valid, unexpired one in the Token field, then ${then}.`
+      : `This server requires a token: paste a JWT in the Token field, then ${then}.`;
+  }
+
+  /**
+   * `#access_token=<jwt>` in the page's URL: into the field, then out of the address bar (and of
+   * the history entry), so it is not left on screen. Other fragment parameters stay.
+   */
+  function takeTokenFromFragment() {
+    if (!location.hash) return false;
+    const params = new URLSearchParams(location.hash.slice(1));
+    const t = params.get("access_token");
+    if (t === null) return false;
+    params.delete("access_token");
+    const rest = params.toString();
+    history.replaceState(history.state, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+    ui.token.value = t.trim();
+    ui.token.removeAttribute("aria-invalid");
+    return true;
   }
 
   // ---- the table list -----------------------------------------------------------------------
 
   async function loadTables() {
     const previous = ui.table.value;
+    const problem = tokenProblem();
+    if (problem) {
+      ui.token.setAttribute("aria-invalid", "true");
+      showError("bad_token", problem, "", "tables");
+      unavailable();
+      return;
+    }
     ui.reloadTables.disabled = true;
     try {
-      const res = await fetch("/v1/tables", { headers: { accept: "application/json" } });
+      const res = await fetch("/v1/tables", { headers: jsonHeaders() });
       const body = await res.json().catch(() => null);
       if (!res.ok || !body || !Array.isArray(body.tables)) {
         const err = body && body.error ? body : { error: `http_${res.status}`, message: "GET /v1/tables failed" };
-        showError(err.error, err.message);
+        const advice = res.status === 401 ? tokenAdvice("reload the tables (↻)") : "";
+        showError(err.error, err.message, advice, "tables");
+        unavailable();
         return;
       }
+      // The list came: an error of an earlier load, or a token refused before, is over.
+      if (ui.error.dataset.from === "tables" || ui.error.dataset.from === "token") clearError();
+      ui.token.removeAttribute("aria-invalid");
       tables = body.tables;
       const options = tables.map((t) => {
         const label = `${t.schema}.${t.table}`;
@@ -170,12 +244,21 @@
       ui.table.replaceChildren(...options);
       if (previous && tables.some((t) => `${t.schema}.${t.table}` === previous)) ui.table.value = previous;
     } catch (e) {
-      showError("tables_unavailable", `GET /v1/tables failed: ${e.message}`);
+      showError("tables_unavailable", `GET /v1/tables failed: ${e.message}`, "", "tables");
+      unavailable();
     } finally {
       ui.reloadTables.disabled = false;
       showColumns();
       updateUrl();
     }
+  }
+
+  /** A failed first load: the list says so instead of "loading tables…" (a list shown stays). */
+  function unavailable() {
+    if (tables.length > 0) return;
+    const o = node("option", "", "tables unavailable (see the error)");
+    o.value = "";
+    ui.table.replaceChildren(o);
   }
 
   function showColumns() {
@@ -196,13 +279,23 @@
     }
     stop();
     clearError();
+    const problem = tokenProblem();
+    if (problem) {
+      ui.token.setAttribute("aria-invalid", "true");
+      setStatus("error", "not connected");
+      showError("bad_token", problem);
+      return;
+    }
     const path = req.kind === "channel" ? `/listen/${encodeURIComponent(req.channel)}?format=json` : "/ws";
     const c = { req, path, id: `viewer-${++seq}`, opened: false, live: false, quiet: false, ws: null };
     conn = c;
     setStatus("connecting", `connecting to ${req.label}…`);
     let ws;
     try {
-      ws = new WebSocket(wsOrigin() + path);
+      // The token rides in the subprotocol list (browsers set no headers on a WebSocket); the
+      // server answers `walcast`.
+      const t = token();
+      ws = t ? new WebSocket(wsOrigin() + path, ["walcast", `bearer.${t}`]) : new WebSocket(wsOrigin() + path);
     } catch (e) {
       conn = null;
       setStatus("error", "not connected");
@@ -302,23 +395,35 @@
       return;
     }
     const detail = e.reason ? `${e.code}: ${e.reason}` : `${e.code}`;
+    if (e.code === 4001) {
+      setStatus("error", `token expired (${detail})`);
+      showError(
+        "token expired",
+        e.reason || "the socket's token expired",
+        `Paste a fresh token in the Token field, then ${c.req.kind === "channel" ? "Listen" : "Subscribe"} again.`,
+        "token",
+      );
+      ui.token.setAttribute("aria-invalid", "true");
+      return;
+    }
     setStatus(e.code === 1000 ? "idle" : "error", `closed (${detail})`);
     if (e.code >= 4000 || e.code === 1011) {
       showError(`closed ${e.code}`, e.reason || "the server closed the connection");
     }
   }
 
-  /** The browser hides why an upgrade was refused: ask again with a plain GET, which answers the same checks. */
+  /**
+   * The browser hides why an upgrade was refused: ask again with a plain GET (same token), which
+   * answers the same checks. A bare `/ws` that passes them answers `missing_query` (a table
+   * socket's subscription goes in a message), a `/listen` one the upgrade rejection (426).
+   */
   async function explainRefusal(c) {
-    if (c.req.kind !== "channel") {
-      showError("connection_failed", `cannot open a WebSocket to ${c.path}: is the server up?`);
-      return;
-    }
     try {
-      const res = await fetch(c.path, { headers: { accept: "application/json" } });
+      const res = await fetch(c.path, { headers: jsonHeaders() });
       const body = await res.json().catch(() => null);
-      if (body && body.error && res.status !== 426) {
-        showError(body.error, body.message);
+      if (body && body.error && res.status !== 426 && body.error !== "missing_query") {
+        const advice = res.status === 401 ? tokenAdvice(`${c.req.kind === "channel" ? "Listen" : "Subscribe"} again`) : "";
+        showError(body.error, body.message, advice, res.status === 401 ? "token" : "");
         setStatus("error", `refused (HTTP ${res.status})`);
       } else {
         showError(
@@ -550,7 +655,16 @@
   ui.copy.addEventListener("click", copyUrl);
   ui.reloadTables.addEventListener("click", loadTables);
   ui.url.addEventListener("focus", () => ui.url.select());
+  ui.token.addEventListener("input", () => {
+    ui.token.removeAttribute("aria-invalid");
+    updateUrl();
+  });
+  // A new `#access_token=` typed over an open page is no new load: take it, list the tables with it.
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromFragment()) loadTables();
+  });
 
+  takeTokenFromFragment();
   modeChanged();
   updatePause();
   updateCount();

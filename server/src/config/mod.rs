@@ -4,13 +4,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 
+mod auth;
 mod journal;
+mod limits;
+mod tls;
+pub use auth::{AdminSection, AuthMode, AuthSection, HttpSection};
 pub use journal::{JournalSection, DEFAULT_JOURNAL_DIR};
+pub use limits::LimitsConfig;
+pub use tls::TlsSection;
 use serde::{Deserialize, Deserializer};
 
 /// Default config file looked up in the working directory when `--config` is not given.
@@ -129,9 +134,16 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub plugins: PluginsConfig,
     pub journal: JournalSection,
+    /// Bounds on hostile input in the filter and plugin layers (`[limits]`).
+    pub limits: LimitsConfig,
+    /// HTTPS/WSS on `listen` (`[tls]`).
+    pub tls: TlsSection,
     pub snapshot: SnapshotConfig,
     pub notify: NotifyConfig,
     pub log: LogConfig,
+    pub auth: AuthSection,
+    pub admin: AdminSection,
+    pub http: HttpSection,
 }
 
 /// The LISTEN/NOTIFY relay (`[notify]`).
@@ -233,6 +245,9 @@ pub struct SessionsConfig {
     /// Subscriptions one socket may hold at once (`subscribe` messages beyond it get
     /// `too_many_subscriptions`).
     pub max_subscriptions_per_socket: usize,
+    /// Client messages one socket may send per second, with bursts of twice as many; beyond it
+    /// a message is dropped with a `rate_limited` error frame (`WALCAST_MAX_MESSAGES_PER_SECOND`).
+    pub max_messages_per_second: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -266,9 +281,14 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             plugins: PluginsConfig::default(),
             journal: JournalSection::default(),
+            limits: LimitsConfig::default(),
+            tls: TlsSection::default(),
             snapshot: SnapshotConfig::default(),
             notify: NotifyConfig::default(),
             log: LogConfig::default(),
+            auth: AuthSection::default(),
+            admin: AdminSection::default(),
+            http: HttpSection::default(),
         }
     }
 }
@@ -289,6 +309,7 @@ impl Default for SessionsConfig {
         SessionsConfig {
             queue_capacity: 1024,
             max_subscriptions_per_socket: 100,
+            max_messages_per_second: 100,
         }
     }
 }
@@ -325,12 +346,27 @@ impl std::fmt::Debug for Config {
             .field("sessions", &self.sessions)
             .field("embedded", &self.embedded)
             .field("journal", &self.journal)
+            .field("tls", &self.tls)
             .field("log", &self.log)
+            .field("auth", &self.auth)
+            .field("admin", &self.admin)
+            .field("http", &self.http)
             .finish()
     }
 }
 
 impl Config {
+    /// The authentication mode in force (`auth.mode`, or `none` where `validate` allowed it).
+    pub fn auth_mode(&self) -> AuthMode {
+        match self.auth.mode {
+            Some(mode) => mode,
+            None => self
+                .auth
+                .resolve(self.listen, self.database_url.is_none())
+                .unwrap_or(AuthMode::Jwt),
+        }
+    }
+
     /// File (explicit `--config`, else `./walcast.toml` if present), then env, then CLI, then
     /// `validate()`. `env` is the environment lookup, so tests can pass a fake one.
     pub fn load(cli: &Cli, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
@@ -347,6 +383,10 @@ impl Config {
         config.apply_env(env)?;
         config.apply_cli(cli)?;
         config.validate()?;
+        // What the router and the plugin host apply (see `filter::Limits::install`).
+        crate::filter::Limits::install(config.limits.limits(&config.plugins));
+        // Decided once, while "no database_url" still means the embedded demo.
+        config.auth.mode = Some(config.auth.resolve(config.listen, config.database_url.is_none())?);
         Ok(config)
     }
 
@@ -399,6 +439,11 @@ impl Config {
             self.sessions.max_subscriptions_per_socket =
                 parse_capacity("WALCAST_MAX_SUBSCRIPTIONS_PER_SOCKET", &v)?;
         }
+        if let Some(v) = get("WALCAST_MAX_MESSAGES_PER_SECOND") {
+            self.sessions.max_messages_per_second =
+                u32::try_from(parse_capacity("WALCAST_MAX_MESSAGES_PER_SECOND", &v)?)
+                    .unwrap_or(u32::MAX);
+        }
         if let Some(v) = get("WALCAST_PLUGIN_DIR") {
             self.plugins.dir = Some(PathBuf::from(v));
         }
@@ -419,6 +464,11 @@ impl Config {
             self.embedded.data_dir = Some(PathBuf::from(v));
         }
         self.journal.apply_env(&get)?;
+        self.limits.apply_env(&get)?;
+        self.tls.apply_env(&get);
+        self.auth.apply_env(&get)?;
+        self.admin.apply_env(&get);
+        self.http.apply_env(&get)?;
         Ok(())
     }
 
@@ -460,6 +510,17 @@ impl Config {
     /// Checks every value; the first problem is returned, naming the key and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.journal.validate()?;
+        self.limits.validate()?;
+        self.tls.validate()?;
+        self.auth.resolve(self.listen, self.database_url.is_none())?;
+        for (key, value) in [
+            ("http.max_connections", self.http.max_connections),
+            ("http.max_connections_per_ip", self.http.max_connections_per_ip),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
         let slot = &self.replication.slot;
         if !is_valid_slot_name(slot) {
             return Err(ConfigError::invalid(
@@ -488,6 +549,12 @@ impl Config {
                 "must be at least 1; use e.g. 4",
             ));
         }
+        if self.sessions.max_messages_per_second == 0 {
+            return Err(ConfigError::invalid(
+                "sessions.max_messages_per_second",
+                "must be at least 1",
+            ));
+        }
         if self.sessions.max_subscriptions_per_socket == 0 {
             return Err(ConfigError::invalid(
                 "sessions.max_subscriptions_per_socket",
@@ -507,16 +574,19 @@ impl Config {
             ));
         }
         if let Some(url) = &self.database_url {
-            if let Err(err) = tokio_postgres::Config::from_str(url) {
-                let message = scrub_password(url, &err.to_string());
-                return Err(ConfigError::invalid(
-                    "database_url",
-                    format!(
-                        "{} is not a valid Postgres connection string ({message}); use e.g. \
-                         postgres://user:password@host:5432/dbname",
-                        redact_database_url(url)
-                    ),
-                ));
+            match crate::source::parse_database_url(url) {
+                Ok((_, pg_tls)) => tls::validate_database_tls(&pg_tls)?,
+                Err(err) => {
+                    let message = scrub_password(url, &err);
+                    return Err(ConfigError::invalid(
+                        "database_url",
+                        format!(
+                            "{} is not a valid Postgres connection string ({message}); use e.g. \
+                             postgres://user:password@host:5432/dbname",
+                            redact_database_url(url)
+                        ),
+                    ));
+                }
             }
         }
         self.tables.glob_set()?;
@@ -547,7 +617,8 @@ impl Config {
     pub fn pg_config(&self) -> Option<tokio_postgres::Config> {
         self.database_url
             .as_deref()
-            .and_then(|url| tokio_postgres::Config::from_str(url).ok())
+            .and_then(|url| crate::source::parse_database_url(url).ok())
+            .map(|(pg, _)| pg)
     }
 }
 

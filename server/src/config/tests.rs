@@ -107,9 +107,29 @@ fn env_overrides_file() {
         ("WALCAST_LOG_FORMAT", "json"),
         ("WALCAST_PG_BIN", "/opt/pg/bin"),
         ("WALCAST_DATA_DIR", "/var/tmp/pg"),
+        ("WALCAST_AUTH_MODE", "jwt"),
+        ("WALCAST_JWT_SECRET", "s3cret"),
+        ("WALCAST_ADMIN_TOKEN", "adm1n"),
+        ("WALCAST_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
     ]);
     let config = Config::load(&cli, &env).unwrap();
     assert_eq!(config.listen.to_string(), "0.0.0.0:8800");
+    assert_eq!(config.auth_mode(), AuthMode::Jwt);
+    assert_eq!(config.auth.jwt_secret.as_deref(), Some("s3cret"));
+    assert_eq!(config.admin.token.as_deref(), Some("adm1n"));
+    assert_eq!(config.http.allowed_origins, ["https://a.example", "https://b.example"]);
+    // Secrets stay out of Debug output.
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret") && !debug.contains("adm1n"), "{debug}");
+    // Without a mode, a non-loopback listener is refused, naming the key.
+    let mut no_mode: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", "postgres://u:pw@db:5432/app"),
+        ("WALCAST_LISTEN", "0.0.0.0:8800"),
+    ];
+    let e = Config::load(&cli, &env_of(&no_mode)).expect_err("no auth.mode on 0.0.0.0");
+    assert!(e.to_string().contains("auth.mode"), "{e}");
+    no_mode.push(("WALCAST_AUTH_MODE", "none"));
+    assert!(Config::load(&cli, &env_of(&no_mode)).is_ok(), "none on purpose");
     assert_eq!(
         config.database_url.as_deref(),
         Some("postgres://u:pw@db:5432/app")
@@ -282,4 +302,242 @@ fn rust_log_overrides_walcast_log_and_the_file() {
         "debug",
         "an empty RUST_LOG is ignored"
     );
+}
+
+/// A self-signed EC certificate for `localhost` and its key, plus a second key, made with the
+/// openssl CLI (as the source tests' TLS cluster).
+fn openssl_pair(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (cert, key, other_key) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("other.pem"),
+    );
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(ec)
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{out:?}");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .arg("-out")
+        .arg(&other_key)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{out:?}");
+    (cert, key, other_key)
+}
+
+#[test]
+fn tls_section_from_file_and_env_with_checked_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, other_key) = openssl_pair(dir.path());
+
+    let example = Config::from_toml_str(EXAMPLE).unwrap();
+    assert!(example.tls.files().is_none(), "TLS is off by default");
+    assert_eq!(example.tls.reload_interval, Duration::from_secs(5));
+
+    // From the file, then overridden by the environment.
+    let toml = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_interval = \"500ms\"\n",
+        cert.display().to_string(),
+        other_key.display().to_string()
+    );
+    let mut config = Config::from_toml_str(&toml).unwrap();
+    assert_eq!(config.tls.reload_interval, Duration::from_millis(500));
+    let (k, message) = invalid_key(config.validate().unwrap_err());
+    assert_eq!(k, "tls.key_file", "{message}");
+    assert!(message.contains("does not belong"), "{message}");
+    config
+        .apply_env(&env_of(&[("WALCAST_TLS_KEY", key.to_str().unwrap())]))
+        .unwrap();
+    config.validate().expect("matching pair");
+    assert_eq!(config.tls.files(), Some((cert.as_path(), key.as_path())));
+
+    // Both or neither.
+    let only_cert = Config::from_toml_str(&format!(
+        "[tls]\ncert_file = {:?}\n",
+        cert.display().to_string()
+    ))
+    .unwrap();
+    let (k, message) = invalid_key(only_cert.validate().unwrap_err());
+    assert_eq!(k, "tls.key_file");
+    assert!(message.contains("set both"), "{message}");
+    let mut only_key = Config::default();
+    only_key
+        .apply_env(&env_of(&[("WALCAST_TLS_KEY", key.to_str().unwrap())]))
+        .unwrap();
+    assert_eq!(
+        invalid_key(only_key.validate().unwrap_err()).0,
+        "tls.cert_file"
+    );
+
+    // Unreadable and not-PEM files name the key and the file.
+    let mut missing = config.clone();
+    missing.tls.cert_file = Some(dir.path().join("nope.pem"));
+    let (k, message) = invalid_key(missing.validate().unwrap_err());
+    assert_eq!(k, "tls.cert_file");
+    assert!(
+        message.contains("nope.pem") && message.contains("cannot read"),
+        "{message}"
+    );
+    let mut swapped = config.clone();
+    swapped.tls.cert_file = Some(key.clone());
+    let (k, message) = invalid_key(swapped.validate().unwrap_err());
+    assert_eq!(k, "tls.cert_file");
+    assert!(message.contains("no PEM certificate"), "{message}");
+    let mut not_a_key = config.clone();
+    not_a_key.tls.key_file = Some(cert.clone());
+    assert_eq!(
+        invalid_key(not_a_key.validate().unwrap_err()).0,
+        "tls.key_file"
+    );
+    let mut zero = config.clone();
+    zero.tls.reload_interval = Duration::ZERO;
+    assert_eq!(
+        invalid_key(zero.validate().unwrap_err()).0,
+        "tls.reload_interval"
+    );
+    assert!(Config::from_toml_str("[tls]\ncert = \"x\"\n")
+        .unwrap_err()
+        .contains("cert"));
+}
+
+#[test]
+fn database_url_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, _) = openssl_pair(dir.path());
+    let mut config = Config {
+        database_url: Some(format!(
+            "postgres://u:hunter2@db.internal/app?sslmode=verify-full&sslrootcert={}",
+            cert.display()
+        )),
+        ..Config::default()
+    };
+    config
+        .validate()
+        .expect("verify-full with a readable root certificate");
+    let tls = config.pg_tls().unwrap();
+    assert_eq!(tls.mode, crate::source::SslMode::VerifyFull);
+    assert_eq!(tls.root_cert, crate::source::RootCert::File(cert.clone()));
+    let pg = config.pg_config().unwrap();
+    assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+
+    config.database_url = Some(
+        "postgres://u:hunter2@db/app?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem".into(),
+    );
+    let (k, message) = invalid_key(config.validate().unwrap_err());
+    assert_eq!(k, "database_url");
+    assert!(
+        message.contains("/nonexistent/ca.pem") && !message.contains("hunter2"),
+        "{message}"
+    );
+
+    config.database_url = Some("host=db user=u password=hunter2 sslmode=verify".into());
+    let (k, message) = invalid_key(config.validate().unwrap_err());
+    assert_eq!(k, "database_url");
+    assert!(
+        message.contains("verify-full") && !message.contains("hunter2"),
+        "{message}"
+    );
+
+    // Without sslmode: prefer, unverified, as libpq.
+    config.database_url = Some("postgres://u@db/app".into());
+    config.validate().unwrap();
+    assert_eq!(config.pg_tls().unwrap(), crate::source::PgTls::default());
+}
+
+#[test]
+fn limits_section_defaults_file_env_and_validation() {
+    let defaults = Config::from_toml_str("").unwrap();
+    let example = Config::from_toml_str(EXAMPLE).expect("example parses");
+    for config in [&defaults, &example] {
+        let l = &config.limits;
+        assert_eq!(
+            (l.max_query_bytes, l.max_conditions, l.max_in_list),
+            (16384, 32, 1000)
+        );
+        assert_eq!((l.max_like_pattern, l.max_groups_per_plugin), (1024, None));
+        // The group cap defaults to a quarter of the instance pool.
+        let limits = l.limits(&config.plugins);
+        assert_eq!(limits.max_groups_per_plugin, Some(64));
+        assert_eq!(limits.max_in_list, 1000);
+    }
+    let small_pool = Config::from_toml_str("[plugins]\nmax_instances = 40\n").unwrap();
+    assert_eq!(
+        small_pool
+            .limits
+            .limits(&small_pool.plugins)
+            .max_groups_per_plugin,
+        Some(10)
+    );
+
+    let mut config =
+        Config::from_toml_str("[limits]\nmax_conditions = 8\nmax_groups_per_plugin = 3\n")
+            .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.limits.max_conditions, 8);
+    assert_eq!(config.limits.limits(&config.plugins).max_groups_per_plugin, Some(3));
+    config
+        .apply_env(&env_of(&[
+            ("WALCAST_MAX_QUERY_BYTES", "2048"),
+            ("WALCAST_MAX_CONDITIONS", "4"),
+            ("WALCAST_MAX_IN_LIST", "10"),
+            ("WALCAST_MAX_LIKE_PATTERN", "64"),
+            ("WALCAST_MAX_GROUPS_PER_PLUGIN", "2"),
+        ]))
+        .unwrap();
+    let l = config.limits.limits(&config.plugins);
+    assert_eq!(
+        (
+            l.max_query_bytes,
+            l.max_conditions,
+            l.max_in_list,
+            l.max_like_pattern,
+            l.max_groups_per_plugin
+        ),
+        (2048, 4, 10, 64, Some(2))
+    );
+
+    let err = Config::from_toml_str("[limits]\nmax_in_lists = 3\n").unwrap_err();
+    assert!(err.contains("max_in_lists"), "{err}");
+    let (key, message) = invalid_key(
+        config
+            .apply_env(&env_of(&[("WALCAST_MAX_IN_LIST", "many")]))
+            .unwrap_err(),
+    );
+    assert_eq!(key, "WALCAST_MAX_IN_LIST");
+    assert!(message.contains("many"), "{message}");
+    for (toml, key) in [
+        ("max_query_bytes = 0", "limits.max_query_bytes"),
+        ("max_conditions = 0", "limits.max_conditions"),
+        ("max_in_list = 0", "limits.max_in_list"),
+        ("max_like_pattern = 0", "limits.max_like_pattern"),
+        ("max_groups_per_plugin = 0", "limits.max_groups_per_plugin"),
+    ] {
+        let config = Config::from_toml_str(&format!("[limits]\n{toml}\n")).unwrap();
+        let (got, message) = invalid_key(config.validate().unwrap_err());
+        assert_eq!(got, key);
+        assert!(message.contains("at least 1"), "{message}");
+    }
 }

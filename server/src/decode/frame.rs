@@ -203,7 +203,13 @@ fn put_rfc3339(b: &mut String, ts: &str) {
         .iter()
         .rposition(|c| *c == b'+' || *c == b'-')
         .filter(|&i| i > 10);
-    let shape_ok = ts.is_ascii() && bytes.len() >= 22 && bytes[10] == b' ' && bytes[4] == b'-';
+    // Only Postgres' own characters take the fast path, which copies the text unescaped.
+    let shape_ok = bytes.len() >= 22
+        && bytes[10] == b' '
+        && bytes[4] == b'-'
+        && bytes
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b' ' | b'-' | b':' | b'.' | b'+'));
     let (true, Some(at)) = (shape_ok, offset_at) else {
         return put_rfc3339_slow(b, ts);
     };
@@ -243,8 +249,9 @@ fn utc_from_pg(ts: &str) -> Option<chrono::NaiveDateTime> {
     let sign = if ts.as_bytes()[at] == b'-' { -1 } else { 1 };
     let mut seconds = 0i64;
     for (i, part) in ts[at + 1..].split(':').enumerate() {
-        let n: i64 = part.parse().ok()?;
+        // Postgres offsets are at most 15:59:59; anything larger is not a timestamp it wrote.
+        let n: i64 = part.parse().ok().filter(|n| (0..100).contains(n))?;
         seconds += n * [3600, 60, 1].get(i)?;
     }
-    local.checked_sub_signed(chrono::TimeDelta::seconds(sign * seconds))
+    local.checked_sub_signed(chrono::TimeDelta::try_seconds(sign * seconds)?)
 }

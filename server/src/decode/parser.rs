@@ -118,7 +118,7 @@ impl Decoder {
             &self.pending,
             &mut self.new,
             &mut self.old,
-        );
+        )?;
 
         let action = header.action.ok_or(DecodeError::MissingAction)?;
         let action = match action {
@@ -305,9 +305,9 @@ fn resolve_numbers(
     pending: &[PendingNumber],
     new: &mut [Field],
     old: &mut [Field],
-) {
+) -> Result<(), DecodeError> {
     if pending.is_empty() {
-        return;
+        return Ok(());
     }
     let mut order: order::Order = order::Order::new(pending);
     let mut node = 0u32;
@@ -324,6 +324,15 @@ fn resolve_numbers(
                 .iter()
                 .position(|b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
                 .map_or(payload.len(), |n| start + n);
+            // The text goes into frames as it is: it must be one JSON number, ended by what may
+            // follow a value (simd-json lets some malformed long numbers through).
+            let ends_well = matches!(
+                payload.get(end),
+                Some(b' ' | b'\t' | b'\n' | b'\r' | b',' | b']' | b'}')
+            );
+            if !ends_well || !super::wide::is_json_number(&payload[start..end]) {
+                return Err(DecodeError::InvalidJson);
+            }
             let span = Span {
                 start: start as u32,
                 end: end as u32,
@@ -334,6 +343,7 @@ fn resolve_numbers(
         }
         node += 1;
     }
+    Ok(())
 }
 
 mod order {

@@ -432,3 +432,34 @@ fn every_sample_encodes_as_valid_v1_json() {
         assert_eq!(names, f["columntypes"].as_array().map_or(0, Vec::len), "{text}");
     }
 }
+
+/// Inputs the fuzzer found: none is something wal2json writes, each must be an error or a frame
+/// that is valid JSON, never a panic.
+#[test]
+fn malformed_numbers_and_timestamps_found_by_fuzzing() {
+    let mut decoder = Decoder::new();
+    let long_bad = format!(
+        r#"{{"action":"I","schema":"s","table":"t","columns":[{{"name":"a","type":"numeric","value":{}.5.5}}]}}"#,
+        "1".repeat(400)
+    );
+    for bad in [
+        r#"{"action":"I","schema":"s","table":"t","columns":[{"name":"a","type":"integer","value":1111111111111111111-1}]}"#.to_owned(),
+        long_bad,
+    ] {
+        let mut buf = bad.clone().into_bytes();
+        assert!(decoder.decode(&mut buf).is_err(), "accepted {bad}");
+    }
+    for ts in [
+        r#"2026-11-22 00:31:09.5\"+00"#,
+        "2026-11-22 00:31:09+80000020000005:30",
+        "2026-11-22 00:31:09+99999999999999999:30",
+    ] {
+        let line = format!(
+            r#"{{"action":"I","timestamp":"{ts}","schema":"s","table":"t","columns":[{{"name":"a","type":"integer","value":1}}]}}"#
+        );
+        let mut buf = line.into_bytes();
+        let change = decoder.decode(&mut buf).expect("decodes");
+        let text = FrameEncoder::new().change(&change, Projection::All);
+        serde_json::from_str::<Json>(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    }
+}

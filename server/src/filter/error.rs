@@ -16,6 +16,12 @@ pub mod code {
     pub const UNKNOWN_PLUGIN: &str = "unknown_plugin";
     pub const PLUGIN_REJECTED: &str = "plugin_rejected";
     pub const TABLE_NOT_ALLOWED: &str = "table_not_allowed";
+    /// The limits of `[limits]` (see `filter::Limits`).
+    pub const QUERY_TOO_LONG: &str = "query_too_long";
+    pub const TOO_MANY_CONDITIONS: &str = "too_many_conditions";
+    pub const IN_LIST_TOO_LONG: &str = "in_list_too_long";
+    pub const LIKE_PATTERN_TOO_LONG: &str = "like_pattern_too_long";
+    pub const TOO_MANY_PLUGIN_GROUPS: &str = "too_many_plugin_groups";
 }
 
 /// A client-visible request error: a stable machine code and a message for humans.
@@ -34,13 +40,22 @@ impl QueryError {
         }
     }
 
-    /// HTTP status of the answer: 403 for a table outside the allow-list, 400 otherwise.
+    /// HTTP status of the answer: 403 for a table outside the allow-list, 503 when the plugin
+    /// already runs `limits.max_groups_per_plugin` groups (a capacity the server is at right
+    /// now, not a fault of the request: the same request succeeds once groups close), 400
+    /// otherwise.
     pub fn status(&self) -> u16 {
-        if self.code == code::TABLE_NOT_ALLOWED {
-            403
-        } else {
-            400
+        match self.code {
+            code::TABLE_NOT_ALLOWED => 403,
+            code::TOO_MANY_PLUGIN_GROUPS => 503,
+            _ => 400,
         }
+    }
+
+    /// The `limit` label of `walcast_limit_refusals_total` when this error answers one of the
+    /// `[limits]`, `None` otherwise.
+    pub fn limit(&self) -> Option<&'static str> {
+        super::limits::refusal_label(self.code)
     }
 
     /// `{"error":"<code>","message":"<text>"}`.

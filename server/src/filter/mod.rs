@@ -13,6 +13,7 @@ mod allow;
 mod catalog;
 mod error;
 mod like;
+mod limits;
 mod number;
 mod predicate;
 mod request;
@@ -23,8 +24,9 @@ pub mod wasm;
 pub use allow::AllowList;
 pub use catalog::{Catalog, TableColumns};
 pub use error::{code, CatalogError, QueryError};
+pub use limits::{refusal_label, Limits, REFUSAL_LABELS};
 pub use predicate::{bind, index_key, row_column, Filter};
 pub use request::{
-    parse_request, IsValue, Operator, PluginRef, RawCondition, RawValue, Request, TableName,
+    parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue, Request, TableName,
 };
 pub use types::{ColumnInfo, TypeClass};

@@ -3,7 +3,9 @@
 //! allocating. Also the canonical keys of the hub's `eq` index. Does not parse query syntax (see
 //! `request`) and does not choose which subscriptions to evaluate (see `hub`).
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use crate::decode::{Change, Column, Format, Image, Op, Value};
 
@@ -39,7 +41,7 @@ struct Condition {
 #[derive(Clone, Debug)]
 enum Test {
     Cmp(Operator, Operand),
-    In(Box<[Operand]>),
+    In(InSet),
     IsNull,
     IsBool(bool),
     Like(Pattern),
@@ -54,6 +56,11 @@ enum Operand {
     Instant(i128),
     Text(Box<str>),
 }
+
+/// The operands of an `in` list by canonical key (`Operand::write_key`): one hash lookup per
+/// evaluation instead of a comparison per item. Equal keys exactly when `compare` says equal.
+#[derive(Clone, Debug, Default)]
+struct InSet(HashSet<Box<[u8]>>);
 
 /// A column value read through the column's class.
 enum Typed<'a> {
@@ -138,7 +145,11 @@ fn bind_condition(raw: &RawCondition, info: &ColumnInfo) -> Result<Condition, Qu
         (RawValue::Is(v), _) if class == TypeClass::Bool => Test::IsBool(*v == IsValue::True),
         (RawValue::Is(_), _) => return Err(bad_op("is.true and is.false need a boolean column")),
         (RawValue::List(items), _) => {
-            Test::In(items.iter().map(|s| operand(s)).collect::<Result<_, _>>()?)
+            let mut set = InSet::default();
+            for item in items {
+                set.insert(&operand(item)?);
+            }
+            Test::In(set)
         }
         (RawValue::One(_), Operator::Like | Operator::Ilike) if class == TypeClass::Bool => {
             return Err(bad_op("like and ilike need a text-like column"))
@@ -259,10 +270,7 @@ impl Condition {
                 .typed(value)
                 .and_then(|t| compare(&t, rhs))
                 .map(|o| holds(*op, o)),
-            Test::In(list) => self.typed(value).map(|t| {
-                list.iter()
-                    .any(|rhs| compare(&t, rhs) == Some(Ordering::Equal))
-            }),
+            Test::In(set) => self.typed(value).map(|t| set.contains(&t)),
             Test::Like(pattern) => match value {
                 Value::String(s) | Value::Number(s) => Some(pattern.matches(s)),
                 Value::Bool(_) | Value::Null => None,
@@ -332,12 +340,64 @@ fn holds(op: Operator, ord: Ordering) -> bool {
 
 fn operand_key(operand: &Operand, class: TypeClass, out: &mut Vec<u8>) -> Option<()> {
     match (operand, class) {
-        (Operand::Num(n), TypeClass::Number) => n.as_num().write_key(out),
-        (Operand::Bool(b), TypeClass::Bool) => out.push(if *b { b't' } else { b'f' }),
-        (Operand::Text(t), TypeClass::Text) => out.extend_from_slice(t.as_bytes()),
+        (Operand::Num(_), TypeClass::Number)
+        | (Operand::Bool(_), TypeClass::Bool)
+        | (Operand::Text(_), TypeClass::Text) => operand.write_key(out),
         _ => return None,
     }
     Some(())
+}
+
+const KEY_TRUE: &[u8] = b"t";
+const KEY_FALSE: &[u8] = b"f";
+
+impl Operand {
+    /// Canonical key: two operands of one class have equal keys exactly when `compare` finds a
+    /// column value equal to one equal to the other. Numbers by value (`1`, `1.0` and `10e-1`
+    /// give `1`), booleans `t`/`f`, instants as their 16 big-endian bytes, text by its bytes.
+    fn write_key(&self, out: &mut Vec<u8>) {
+        match self {
+            Operand::Num(n) => n.as_num().write_key(out),
+            Operand::Bool(b) => out.extend_from_slice(if *b { KEY_TRUE } else { KEY_FALSE }),
+            Operand::Instant(i) => out.extend_from_slice(&i.to_be_bytes()),
+            Operand::Text(t) => out.extend_from_slice(t.as_bytes()),
+        }
+    }
+}
+
+thread_local! {
+    /// Scratch for the key of a number column value (the only key that is not a slice of the
+    /// value or a fixed-size array).
+    static NUM_KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl InSet {
+    fn insert(&mut self, operand: &Operand) {
+        let mut key = Vec::new();
+        operand.write_key(&mut key);
+        self.0.insert(key.into_boxed_slice());
+    }
+
+    /// Whether the value equals one of the operands (`Operand::write_key` of the same class).
+    fn contains(&self, value: &Typed<'_>) -> bool {
+        match value {
+            Typed::Text(t) => self.0.contains(t.as_bytes()),
+            Typed::Bool(b) => self.0.contains(if *b { KEY_TRUE } else { KEY_FALSE }),
+            Typed::Instant(i) => self.0.contains(&i.to_be_bytes()[..]),
+            Typed::Num(n) => NUM_KEY.with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut key) => {
+                    key.clear();
+                    n.write_key(&mut key);
+                    self.0.contains(&key[..])
+                }
+                Err(_) => {
+                    let mut key = Vec::new();
+                    n.write_key(&mut key);
+                    self.0.contains(&key[..])
+                }
+            }),
+        }
+    }
 }
 
 /// Canonical key of a column value for the hub's `eq` index, written into `scratch` (cleared

@@ -396,3 +396,176 @@ fn row_column_picks_the_image() {
         assert!(row_column(c, Op::Truncate, "pk").is_none());
     });
 }
+
+/// `in` is a hash lookup on canonical keys; it must agree with the scan it replaced (`compare`
+/// against each operand) for every type class.
+mod in_by_hash {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The `in` test as it was: one comparison per operand.
+    fn scan(operands: &[Operand], value: &Typed<'_>) -> bool {
+        operands
+            .iter()
+            .any(|o| compare(value, o) == Some(Ordering::Equal))
+    }
+
+    /// Binds `c.in.(items)` on a column of `type_name` (items that do not parse for the type
+    /// are left out) and checks hash and scan agree on every value.
+    fn agree(type_name: &str, items: &[String], values: &[Value<'_>]) -> Result<(), TestCaseError> {
+        let info = ColumnInfo::new("c", type_name);
+        let zoned = TypeClass::is_zoned(type_name);
+        let items: Vec<String> = items
+            .iter()
+            .filter(|s| parse_operand(s, info.class, zoned).is_some())
+            .cloned()
+            .collect();
+        let operands: Vec<Operand> = items
+            .iter()
+            .filter_map(|s| parse_operand(s, info.class, zoned))
+            .collect();
+        let raw = RawCondition {
+            column: "c".into(),
+            negated: false,
+            op: Operator::In,
+            value: RawValue::List(items.clone()),
+        };
+        let cond = bind_condition(&raw, &info).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let Test::In(set) = &cond.test else {
+            return Err(TestCaseError::fail("not an in test"));
+        };
+        for value in values {
+            let Some(typed) = cond.typed(*value) else {
+                continue;
+            };
+            prop_assert_eq!(
+                set.contains(&typed),
+                scan(&operands, &typed),
+                "{} in {:?} on {}",
+                format!("{value:?}"),
+                items,
+                type_name
+            );
+        }
+        Ok(())
+    }
+
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => (
+                prop::sample::select(vec!["", "-", "+"]),
+                prop::sample::select(vec!["", "0", "00", "1", "01", "10", "7", "100"]),
+                prop::sample::select(vec!["", ".", ".0", ".5", ".50", ".05", ".000"]),
+                prop::sample::select(vec!["", "e0", "e1", "e-1", "E+2", "e-2", "e70", "e-70"]),
+            )
+                .prop_map(|(s, i, f, e)| format!("{s}{i}{f}{e}")),
+            1 => prop::sample::select(vec!["NaN", "nan", "Infinity", "inf", "-Infinity", "-inf"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    fn boolean() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "t", "true", "TRUE", "y", "yes", "on", "1", "f", "false", "n", "no", "off", "0", "x",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn timestamp() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["2026-11-21", "2026-11-22", "0044-03-15"]),
+            prop::sample::select(vec!["", " 00:00:00", "T23:00:00", " 23:00:00.5", " 00:30:00"]),
+            prop::sample::select(vec!["", "+00", "Z", "+01", "-01:00", "+00:30"]),
+        )
+            .prop_map(|(d, t, z)| if t.is_empty() { d.to_owned() } else { format!("{d}{t}{z}") })
+    }
+
+    fn time() -> impl Strategy<Value = String> {
+        (
+            prop::sample::select(vec!["00:00:00", "12:30:00", "12:30:00.000", "11:30", "24:00:00"]),
+            prop::sample::select(vec!["", "+00", "+01", "-01"]),
+        )
+            .prop_map(|(t, z)| format!("{t}{z}"))
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "A", "é", " ", "1"]), 0..3)
+            .prop_map(|parts| parts.concat())
+    }
+
+    fn check_class(
+        types: &[&str],
+        items: &[String],
+        values: &[String],
+        bools: &[bool],
+    ) -> Result<(), TestCaseError> {
+        let mut vals: Vec<Value<'_>> = Vec::new();
+        for v in values {
+            vals.push(Value::String(v));
+            vals.push(Value::Number(v));
+        }
+        vals.extend(bools.iter().map(|b| Value::Bool(*b)));
+        for type_name in types {
+            agree(type_name, items, &vals)?;
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn numbers(items in prop::collection::vec(number(), 0..6),
+                   values in prop::collection::vec(number(), 1..6)) {
+            check_class(&["numeric", "integer", "double precision"], &items, &values, &[])?;
+        }
+
+        #[test]
+        fn booleans(items in prop::collection::vec(boolean(), 0..4),
+                    values in prop::collection::vec(boolean(), 1..4),
+                    bools in prop::collection::vec(any::<bool>(), 0..3)) {
+            check_class(&["boolean"], &items, &values, &bools)?;
+        }
+
+        #[test]
+        fn temporal(items in prop::collection::vec(timestamp(), 0..5),
+                    values in prop::collection::vec(timestamp(), 1..5),
+                    times in prop::collection::vec(time(), 0..5),
+                    time_values in prop::collection::vec(time(), 1..5)) {
+            check_class(
+                &["timestamp with time zone", "timestamp without time zone", "date"],
+                &items, &values, &[])?;
+            check_class(&["time without time zone", "time with time zone"],
+                &times, &time_values, &[])?;
+        }
+
+        #[test]
+        fn text_and_json(items in prop::collection::vec(text(), 0..5),
+                         values in prop::collection::vec(text(), 1..5),
+                         bools in prop::collection::vec(any::<bool>(), 0..3)) {
+            check_class(&["text", "jsonb", "character varying(20)"], &items, &values, &bools)?;
+        }
+    }
+
+    #[test]
+    fn numbers_match_by_value_and_lists_dedupe() {
+        check(
+            &[
+                "age.in.(51.0,2)",
+                "age.in.(51.000,51,5.1e1)",
+                "big.in.(1.234567890123456789012345678901230e29)",
+            ],
+            &[
+                "age.in.(1.0,2)",
+                "age.in.(5.1,510e-2)",
+                "big.in.(123456789012345678901234567890.12)",
+            ],
+        );
+        let filter = filter("age.in.(1,1.0,01,1e0)");
+        let Test::In(set) = &filter.conditions[0].test else {
+            panic!("not an in test");
+        };
+        assert_eq!(set.0.len(), 1);
+    }
+}

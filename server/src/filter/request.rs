@@ -7,6 +7,7 @@ use std::fmt;
 use crate::decode::{Format, Op};
 
 use super::error::{code, QueryError};
+use super::limits::Limits;
 
 /// A parsed `/ws` request: which changes of which table, under which conditions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,9 +156,24 @@ pub struct RawCondition {
     pub value: RawValue,
 }
 
-/// Parse the decoded URL query pairs of a `/ws` request. Keys other than `query`, `filter`,
-/// `select`, `format`, `plugin` and `plugin.*` belong to other stages and are ignored here.
+/// Parse the decoded URL query pairs of a `/ws` request under the default `Limits`. Keys other
+/// than `query`, `filter`, `select`, `format`, `plugin` and `plugin.*` belong to other stages and
+/// are ignored here.
 pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError> {
+    parse_request_with(params, &Limits::DEFAULT)
+}
+
+/// `parse_request` under `limits`: `query_too_long` when the parameters (every key and value,
+/// decoded) exceed `max_query_bytes`, checked before anything else is parsed;
+/// `too_many_conditions`, `in_list_too_long` and `like_pattern_too_long` as each is met.
+pub fn parse_request_with(
+    params: &[(String, String)],
+    limits: &Limits,
+) -> Result<Request, QueryError> {
+    let bytes: usize = params.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > limits.max_query_bytes {
+        return Err(limits.query_too_long(bytes));
+    }
     let mut query = None;
     let mut filters = Vec::new();
     let mut select = None;
@@ -199,17 +215,21 @@ pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError>
     };
     let ops = parse_types(types)?;
     let (table, condition) = parse_table(rest)?;
-    let mut conditions = Vec::with_capacity(filters.len() + 1);
+    let count = filters.len() + usize::from(condition.is_some());
+    if count > limits.max_conditions {
+        return Err(limits.too_many_conditions(count));
+    }
+    let mut conditions = Vec::with_capacity(count);
     if let Some(c) = condition {
         if c.is_empty() {
             return Err(QueryError::bad_query(
                 "empty condition after the table's ':'",
             ));
         }
-        conditions.push(parse_condition(c)?);
+        conditions.push(parse_condition(c, limits)?);
     }
     for f in filters {
-        conditions.push(parse_condition(f)?);
+        conditions.push(parse_condition(f, limits)?);
     }
     let select = select.map(parse_select).transpose()?.flatten();
     let format = match format {
@@ -340,7 +360,7 @@ fn ident<'a>(text: &'a str, stops: &[char]) -> Result<(String, &'a str), String>
 }
 
 /// `<col>.[not.]<op>.<value>`; the value is everything after the operator's dot.
-fn parse_condition(text: &str) -> Result<RawCondition, QueryError> {
+fn parse_condition(text: &str, limits: &Limits) -> Result<RawCondition, QueryError> {
     let shape = || {
         QueryError::bad_query(format!(
             "condition {text:?}: expected <column>.<operator>.<value>"
@@ -360,7 +380,13 @@ fn parse_condition(text: &str) -> Result<RawCondition, QueryError> {
         ))
     })?;
     let value = match op {
-        Operator::In => RawValue::List(parse_list(rest)?),
+        Operator::In => RawValue::List(
+            parse_list(rest, limits.max_in_list)?
+                .ok_or_else(|| limits.in_list_too_long(&column))?,
+        ),
+        Operator::Like | Operator::Ilike if rest.len() > limits.max_like_pattern => {
+            return Err(limits.like_pattern_too_long(&column, rest.len()))
+        }
         Operator::Is => RawValue::Is(match rest.to_ascii_lowercase().as_str() {
             "null" | "unknown" => IsValue::Null,
             "true" => IsValue::True,
@@ -382,8 +408,9 @@ fn parse_condition(text: &str) -> Result<RawCondition, QueryError> {
 }
 
 /// `a,b,c` or PostgREST's `(a,b,"c,d")`; quoted items take `""` or `\"` for a quote and `\\`
-/// for a backslash. `()` and the empty string are the empty list.
-fn parse_list(text: &str) -> Result<Vec<String>, QueryError> {
+/// for a backslash. `()` and the empty string are the empty list. `Ok(None)` as soon as the list
+/// has more than `max` items (the rest is not parsed).
+fn parse_list(text: &str, max: usize) -> Result<Option<Vec<String>>, QueryError> {
     let inner = match text.strip_prefix('(') {
         Some(open) => open.strip_suffix(')').ok_or_else(|| {
             QueryError::bad_value(format!("in.{text}: missing closing parenthesis"))
@@ -392,7 +419,7 @@ fn parse_list(text: &str) -> Result<Vec<String>, QueryError> {
     };
     let mut items = Vec::new();
     if inner.is_empty() {
-        return Ok(items);
+        return Ok(Some(items));
     }
     let mut rest = inner;
     loop {
@@ -433,10 +460,13 @@ fn parse_list(text: &str) -> Result<Vec<String>, QueryError> {
             item = rest[..end].to_owned();
             rest = &rest[end..];
         }
+        if items.len() == max {
+            return Ok(None);
+        }
         items.push(item);
         match rest.strip_prefix(',') {
             Some(after) => rest = after,
-            None => return Ok(items),
+            None => return Ok(Some(items)),
         }
     }
 }

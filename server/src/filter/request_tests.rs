@@ -398,3 +398,131 @@ proptest! {
         prop_assert_eq!(TableName::parse(&t.to_string()), Ok(t));
     }
 }
+
+fn limited(pairs: &[(String, String)], limits: &Limits) -> Result<Request, QueryError> {
+    parse_request_with(pairs, limits)
+}
+
+#[track_caller]
+fn assert_limit(result: Result<Request, QueryError>, code: &str, label: &str, names: &[&str]) {
+    let e = result.expect_err("refused at a limit");
+    assert_eq!(e.code, code, "{e}");
+    assert_eq!(e.status(), 400);
+    assert_eq!(e.limit(), Some(label));
+    for name in names {
+        assert!(e.message.contains(name), "{name:?} not in {:?}", e.message);
+    }
+    let body: serde_json::Value = serde_json::from_str(&e.json_body()).expect("json");
+    assert_eq!(body["error"], code);
+}
+
+#[test]
+fn query_bytes_limit_counts_every_key_and_value() {
+    let limits = Limits {
+        max_query_bytes: 40,
+        ..Limits::DEFAULT
+    };
+    // "query" + "*:t:a.eq.1" = 15 bytes, "filter" + "b.like.xxxxxxxxxxxxxxxxxxx" = 32.
+    let long = params(&[("query", "*:t:a.eq.1"), ("filter", "b.like.xxxxxxxxxxxxxxxxxxx")]);
+    assert_limit(
+        limited(&long, &limits),
+        code::QUERY_TOO_LONG,
+        "query_bytes",
+        &["47 bytes", "limits.max_query_bytes = 40"],
+    );
+    // Keys other stages read count too (`from=`, `sub=`, unknown ones): the whole request.
+    let mut at_limit = params(&[("query", "*:t:a.eq.1")]);
+    at_limit.push(("x".into(), "y".repeat(40 - 15 - 1)));
+    assert!(limited(&at_limit, &limits).is_ok());
+    at_limit[1].1.push('y');
+    assert_limit(
+        limited(&at_limit, &limits),
+        code::QUERY_TOO_LONG,
+        "query_bytes",
+        &["41 bytes"],
+    );
+    // The default is 16 KiB: checked before anything is parsed.
+    let big = params(&[("query", &format!("*:t:a.in.({})", "1,".repeat(8200)))]);
+    assert_limit(
+        parse_request(&big),
+        code::QUERY_TOO_LONG,
+        "query_bytes",
+        &["limits.max_query_bytes = 16384"],
+    );
+}
+
+#[test]
+fn conditions_limit_counts_query_and_filters() {
+    let limits = Limits {
+        max_conditions: 3,
+        ..Limits::DEFAULT
+    };
+    let mut p = params(&[("query", "*:t:a.eq.1"), ("filter", "b.eq.2"), ("filter", "c.eq.3")]);
+    assert_eq!(limited(&p, &limits).expect("3 conditions").conditions.len(), 3);
+    p.push(("filter".into(), "d.eq.4".into()));
+    assert_limit(
+        limited(&p, &limits),
+        code::TOO_MANY_CONDITIONS,
+        "conditions",
+        &["4 conditions", "limits.max_conditions = 3"],
+    );
+    // 33 filters against the default 32.
+    let mut p = params(&[("query", "*:t")]);
+    p.extend((0..33).map(|i| ("filter".to_owned(), format!("c{i}.eq.{i}"))));
+    assert_limit(
+        parse_request(&p),
+        code::TOO_MANY_CONDITIONS,
+        "conditions",
+        &["33 conditions", "limits.max_conditions = 32"],
+    );
+}
+
+#[test]
+fn in_list_limit_per_list() {
+    let limits = Limits {
+        max_in_list: 3,
+        ..Limits::DEFAULT
+    };
+    let three = params(&[("query", "*:t:a.in.(1,2,\"3,4\")")]);
+    assert!(limited(&three, &limits).is_ok());
+    let four = params(&[("query", "*:t"), ("filter", "age.not.in.1,2,3,4")]);
+    assert_limit(
+        limited(&four, &limits),
+        code::IN_LIST_TOO_LONG,
+        "in_list",
+        &["\"age\"", "limits.max_in_list = 3"],
+    );
+    let items = vec!["7"; 1001].join(",");
+    assert_limit(
+        parse_request(&params(&[("query", &format!("*:t:id.in.({items})"))])),
+        code::IN_LIST_TOO_LONG,
+        "in_list",
+        &["limits.max_in_list = 1000"],
+    );
+    assert!(parse_request(&params(&[("query", &format!("*:t:id.in.({})", vec!["7"; 1000].join(",")))])).is_ok());
+}
+
+#[test]
+fn like_pattern_limit_in_bytes() {
+    let limits = Limits {
+        max_like_pattern: 4,
+        ..Limits::DEFAULT
+    };
+    assert!(limited(&params(&[("query", "*:t:name.like.%ab%")]), &limits).is_ok());
+    // Bytes, not characters: `é` is two.
+    assert_limit(
+        limited(&params(&[("query", "*:t:name.ilike.%é%a")]), &limits),
+        code::LIKE_PATTERN_TOO_LONG,
+        "like_pattern",
+        &["\"name\"", "5 bytes", "limits.max_like_pattern = 4"],
+    );
+    // Other operators take long values.
+    assert!(limited(&params(&[("query", "*:t:name.eq.abcdefgh")]), &limits).is_ok());
+    let pattern = "%a".repeat(513);
+    assert_limit(
+        parse_request(&params(&[("query", "*:t"), ("filter", &format!("name.not.like.{pattern}"))])),
+        code::LIKE_PATTERN_TOO_LONG,
+        "like_pattern",
+        &["1026 bytes", "limits.max_like_pattern = 1024"],
+    );
+}

@@ -17,6 +17,8 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// The subscription's filter plugin failed repeatedly.
     pub const PLUGIN_FAILING: u16 = 4010;
+    /// The socket's token expired and no fresh one came (`{"type":"access_token"}`).
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// One encoded frame, validated as UTF-8 once and shared by every session that receives it.

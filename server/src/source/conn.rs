@@ -10,7 +10,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tracing::debug;
 
 use super::error::SourceError;
@@ -55,6 +55,7 @@ impl Conn {
             .get_connect_timeout()
             .copied()
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let tls_settings = tls::settings_for(pg);
         let mut last_err = None;
         for (i, host) in pg.get_hosts().iter().enumerate() {
             let port = pg
@@ -64,7 +65,7 @@ impl Conn {
                 .copied()
                 .unwrap_or(DEFAULT_PORT);
             let attempt = async {
-                let io = open(host, port, pg.get_ssl_mode()).await?;
+                let io = open(host, port, &tls_settings).await?;
                 let mut conn = Conn {
                     io,
                     rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -310,7 +311,8 @@ fn unexpected(tag: u8, during: &str) -> SourceError {
 }
 
 /// Opens the socket and negotiates TLS as the sslmode asks (TCP only: Unix sockets are local).
-async fn open(host: &Host, port: u16, ssl_mode: SslMode) -> Result<Box<dyn Io>, SourceError> {
+async fn open(host: &Host, port: u16, settings: &tls::PgTls) -> Result<Box<dyn Io>, SourceError> {
+    let ssl_mode = settings.mode;
     let hostname = match host {
         Host::Unix(dir) => {
             let path = Path::new(dir).join(format!(".s.PGSQL.{port}"));
@@ -328,7 +330,7 @@ async fn open(host: &Host, port: u16, ssl_mode: SslMode) -> Result<Box<dyn Io>, 
     stream
         .set_nodelay(true)
         .map_err(SourceError::io("setting TCP_NODELAY"))?;
-    if ssl_mode == SslMode::Disable {
+    if ssl_mode == tls::SslMode::Disable {
         return Ok(Box::new(stream));
     }
     let mut req = BytesMut::new();
@@ -343,15 +345,18 @@ async fn open(host: &Host, port: u16, ssl_mode: SslMode) -> Result<Box<dyn Io>, 
         .map_err(SourceError::io("reading the SSLRequest answer"))?;
     match answer {
         b'S' => {
-            let connector = tokio_rustls::TlsConnector::from(tls::client_config()?);
+            let connector = tokio_rustls::TlsConnector::from(tls::client_config(settings)?);
             let tls = connector
-                .connect(tls::server_name(hostname), stream)
+                .connect(tls::server_name(hostname, settings)?, stream)
                 .await
-                .map_err(SourceError::Tls)?;
+                .map_err(|e| tls::handshake_error(e, hostname, settings))?;
             Ok(Box::new(tls))
         }
-        b'N' if ssl_mode == SslMode::Require => Err(SourceError::TlsRefused),
-        b'N' => Ok(Box::new(stream)),
+        b'N' if ssl_mode.requires_tls() => Err(SourceError::TlsRefused(ssl_mode.as_str())),
+        b'N' => {
+            tls::note_plaintext(ssl_mode, hostname, port);
+            Ok(Box::new(stream))
+        }
         other => Err(SourceError::Protocol(format!(
             "unexpected SSLRequest answer {:?}",
             other as char

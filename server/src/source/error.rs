@@ -37,8 +37,10 @@ pub enum SourceError {
     },
     #[error("TLS handshake with the server failed: {0}")]
     Tls(io::Error),
-    #[error("the server refused TLS but sslmode=require: enable ssl on the server or use sslmode=prefer/disable")]
-    TlsRefused,
+    #[error("the server's TLS certificate was rejected: {0}")]
+    TlsVerify(String),
+    #[error("the server refused TLS but sslmode={0}: enable ssl on the server or use sslmode=prefer/disable")]
+    TlsRefused(&'static str),
     #[error("the server closed the replication connection")]
     Closed,
     #[error("replication protocol violation: {0}")]
@@ -84,6 +86,9 @@ impl SourceError {
         match self {
             SourceError::Io { .. }
             | SourceError::Tls(_)
+            // The server's certificate may be replaced while walcast retries (at start, the
+            // first connection's error ends walcast).
+            | SourceError::TlsVerify(_)
             | SourceError::Closed
             | SourceError::Protocol(_)
             | SourceError::SlotActive(_)

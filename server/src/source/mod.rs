@@ -11,6 +11,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod url;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,7 +20,8 @@ pub use error::{ServerError, SourceError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use prereq::check_prerequisites;
 pub use stream::run;
-pub use tls::{connect_listening, connect_sql};
+pub use tls::{connect_listening, connect_sql, install as install_tls, PgTls, RootCert, SslMode};
+pub use url::parse_database_url;
 
 /// Settings of the replication source.
 #[derive(Clone)]

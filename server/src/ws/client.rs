@@ -12,11 +12,11 @@ use crate::hub::Frame;
 use crate::journal::Pos;
 
 /// The longest subscription id a client may choose.
-pub(super) const MAX_ID: usize = 128;
+pub(crate) const MAX_ID: usize = 128;
 
 /// What the reader task hands the writer.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Control {
+pub(crate) enum Control {
     /// Open a subscription: its id and its request as `/ws` query parameters.
     Subscribe {
         id: String,
@@ -31,6 +31,9 @@ pub(super) enum Control {
         pos: Pos,
         id: Option<String>,
     },
+    /// A fresh token for the socket (`auth.mode = "jwt"`): checked, then it moves the socket's
+    /// expiry.
+    AccessToken { token: String },
     /// A frame to send back as it is (an error about the client's message).
     Reply(Frame),
 }
@@ -44,6 +47,7 @@ enum ClientMessage {
         #[serde(default)]
         filter: Vec<String>,
         select: Option<String>,
+        format: Option<String>,
         plugin: Option<String>,
         #[serde(default)]
         params: serde_json::Map<String, Value>,
@@ -59,12 +63,15 @@ enum ClientMessage {
         pos: String,
         id: Option<String>,
     },
+    AccessToken {
+        token: String,
+    },
 }
 
-const KNOWN: &str = r#"the client messages are {"type":"subscribe","id":..,"query":..}, {"type":"unsubscribe","id":..} and {"type":"ack","pos":..}"#;
+const KNOWN: &str = r#"the client messages are {"type":"subscribe","id":..,"query":..}, {"type":"unsubscribe","id":..}, {"type":"ack","pos":..} and {"type":"access_token","token":..}"#;
 
 /// The writer's answer to one client frame; `None` for frames that need none (pings, pongs).
-pub(super) fn parse(msg: &Message) -> Option<Control> {
+pub(crate) fn parse(msg: &Message) -> Option<Control> {
     let text = match msg {
         Message::Text(text) => text.as_str(),
         Message::Binary(_) => {
@@ -96,11 +103,13 @@ pub(super) fn parse(msg: &Message) -> Option<Control> {
             Err(e) => error(id.as_deref(), "bad_ack", &e.to_string()),
         },
         ClientMessage::Unsubscribe { id } => Control::Unsubscribe { id },
+        ClientMessage::AccessToken { token } => Control::AccessToken { token },
         ClientMessage::Subscribe {
             id,
             query,
             filter,
             select,
+            format,
             plugin,
             params,
             snapshot,
@@ -117,6 +126,7 @@ pub(super) fn parse(msg: &Message) -> Option<Control> {
             let mut list = vec![("query".to_owned(), query)];
             list.extend(filter.into_iter().map(|f| ("filter".to_owned(), f)));
             list.extend(select.map(|s| ("select".to_owned(), s)));
+            list.extend(format.map(|f| ("format".to_owned(), f)));
             if !params.is_empty() && plugin.is_none() {
                 return Some(error(
                     Some(&id),
@@ -175,7 +185,7 @@ pub(super) fn error_frame(id: Option<&str>, code: &str, message: &str) -> Frame 
 /// `frame` with `"id":<id>` after its `type` (every frame starts `{"type":"..."`), so that a
 /// socket with several subscriptions can tell whose it is. One copy of the frame per
 /// subscription that needs it; frames of the URL's single subscription are sent as they are.
-pub(super) fn tagged(frame: &Frame, id: &str) -> Frame {
+pub(crate) fn tagged(frame: &Frame, id: &str) -> Frame {
     let text = frame.as_str();
     let at = text
         .strip_prefix(r#"{"type":""#)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
@@ -40,6 +40,8 @@ const LISTEN_WAIT: Duration = Duration::from_secs(5);
 #[derive(serde::Deserialize)]
 pub(super) struct ListenQuery {
     format: Option<String>,
+    /// A token for browsers, which cannot set headers on a WebSocket.
+    access_token: Option<String>,
 }
 
 fn refuse(status: StatusCode, code: &str, message: String) -> Response {
@@ -50,8 +52,17 @@ pub(super) async fn handler(
     State(st): State<AppState>,
     Path(channel): Path<String>,
     Query(q): Query<ListenQuery>,
+    headers: HeaderMap,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let permit = match &upgrade {
+        Ok(_) => match super::router::admit(&st, &extensions) {
+            Ok(permit) => Some(permit),
+            Err(refused) => return refused,
+        },
+        Err(_) => None,
+    };
     if channel.is_empty() || channel.len() > MAX_CHANNEL {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -70,12 +81,22 @@ pub(super) async fn handler(
             )
         }
     };
+    let mut token = q.access_token.map(|t| vec![("access_token".to_owned(), t)]).unwrap_or_default();
+    let principal = match super::router::identify(&st, &headers, &mut token) {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
     if !st.notify_allow.allows_name(&channel) {
         return refuse(
             StatusCode::FORBIDDEN,
             "channel_not_allowed",
             format!("channel {channel:?} is not in this server's allow-list (notify.channels)"),
         );
+    }
+    if let (Some(who), Some(policy)) = (&principal, st.auth.policy()) {
+        if let Err(refusal) = policy.allows_channel(who, &channel) {
+            return refuse(StatusCode::FORBIDDEN, refusal.code, refusal.message);
+        }
     }
     // The checks above answer a plain GET too (the viewer page reads why a socket was refused
     // that way); one that passes them and is no upgrade gets the upgrade rejection.
@@ -98,10 +119,12 @@ pub(super) async fn handler(
     let sessions = st.sessions.clone();
     let metrics = st.metrics.clone();
     upgrade
+        .protocols(super::router::answer_protocols(&headers))
         .read_buffer_size(4 * 1024)
         .max_message_size(4 * 1024)
         .on_upgrade(move |socket| {
             sessions.track_future(async move {
+                let _permit = permit;
                 metrics.sessions.inc();
                 let (mut sink, mut stream) = socket.split();
                 let gone = async {

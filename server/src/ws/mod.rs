@@ -1,10 +1,12 @@
 //! The axum router and WebSocket sessions: request validation, the wire protocol, writers.
 //! Does not filter or fan out (see `hub`).
 
-mod client;
+pub(crate) mod client;
+mod conns;
 mod listen;
 mod router;
 mod session;
 mod viewer;
 
+pub use conns::ConnLimits;
 pub use router::{router, AppState};

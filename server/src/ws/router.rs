@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{header, Extensions, HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -17,6 +18,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Authenticator, Principal, SessionAuth, Unauthorized};
 use crate::decode::Format;
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, QueryError, TableName};
@@ -26,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::named::{self, ClaimError};
 use crate::source::{Lsn, SourceStatus};
 
+use super::conns::{ConnLimits, ConnPermit, ConnRefusal};
 use super::session::{Ctx, Opened, Opener, Plan, Refusal, Start};
 
 /// Everything a request handler needs; cheap to clone.
@@ -55,23 +58,112 @@ pub struct AppState {
     /// The LISTEN/NOTIFY relay and the channels it may relay (`notify.channels`).
     pub relay: Arc<crate::notify::Relay>,
     pub notify_allow: Arc<crate::notify::Channels>,
+    /// Tokens, the admin token, allowed origins and the policy.
+    pub auth: Arc<Authenticator>,
+    /// Sockets open, in all and per client address.
+    pub conns: Arc<ConnLimits>,
+    /// `sessions.max_messages_per_second`.
+    pub max_messages_per_second: u32,
 }
 
 pub fn router(state: AppState) -> Router {
+    // Operators' endpoints: behind `admin.token`.
+    let admin = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/plugins", get(list_plugins))
+        .route("/v1/subscriptions", get(list_subscriptions))
+        .route("/v1/subscriptions/{name}", delete(delete_subscription))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin_guard));
     Router::new()
         .route("/ws", get(ws_handler))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/plugins", get(list_plugins))
         .route("/v1/tables", get(super::viewer::tables))
         .route("/", get(super::viewer::index))
         .route("/assets/viewer.js", get(super::viewer::script))
         .route("/assets/viewer.css", get(super::viewer::style))
         .route("/listen/{channel}", get(super::listen::handler))
-        .route("/v1/subscriptions", get(list_subscriptions))
-        .route("/v1/subscriptions/{name}", delete(delete_subscription))
+        .merge(admin)
         .with_state(state)
+}
+
+/// 401 `unauthorized` for the admin endpoints without the admin token.
+async fn admin_guard(State(st): State<AppState>, request: Request, next: Next) -> Response {
+    match st.auth.admin_allowed(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(Unauthorized(message)) => unauthorized(message),
+    }
+}
+
+/// `401 {"error":"unauthorized","message":...}` with the `WWW-Authenticate` challenge.
+pub(super) fn unauthorized(message: String) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "unauthorized", "message": message})),
+    )
+        .into_response()
+}
+
+/// Who a request is, before anything else is looked at: the origin allow-list (403
+/// `origin_not_allowed`), then the token (401). `access_token=` is taken out of `params`, so it
+/// never becomes part of a cohort key or a named subscription's stored query.
+pub(super) fn identify(
+    st: &AppState,
+    headers: &HeaderMap,
+    params: &mut Vec<(String, String)>,
+) -> Result<Option<Principal>, Response> {
+    if let Err(message) = st.auth.origin_allowed(headers) {
+        return Err(api_error("origin_not_allowed", message).into_response());
+    }
+    let mut access_token = None;
+    params.retain(|(k, v)| {
+        if k == "access_token" {
+            access_token = Some(v.clone());
+            false
+        } else {
+            true
+        }
+    });
+    let creds = crate::auth::credentials(headers, access_token.as_deref());
+    st.auth
+        .authenticate(&creds)
+        .map_err(|Unauthorized(message)| unauthorized(message))
+}
+
+/// A place for one more socket from the request's peer (loopback peers count toward the total
+/// only), or the refusal: 503 `too_many_connections`, 429 `too_many_connections_from_ip`.
+pub(super) fn admit(st: &AppState, extensions: &Extensions) -> Result<ConnPermit, Response> {
+    let ip = extensions
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .filter(|ip| !ip.is_loopback());
+    st.conns.acquire(ip).map_err(|refusal| {
+        let (status, code, message) = match refusal {
+            ConnRefusal::Total(n) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!("this server holds {n} sockets, the most allowed (http.max_connections); retry later"),
+            ),
+            ConnRefusal::PerIp(n) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_from_ip",
+                format!("your address holds {n} sockets, the most allowed (http.max_connections_per_ip)"),
+            ),
+        };
+        st.metrics.limit_refused(code);
+        (status, Json(json!({"error": code, "message": message}))).into_response()
+    })
+}
+
+/// The subprotocol to answer with: `walcast` when offered, else the client's `bearer.<jwt>`
+/// entry (a browser fails the handshake when it offered protocols and none comes back).
+pub(super) fn answer_protocols(headers: &HeaderMap) -> Vec<String> {
+    let mut out = vec![crate::auth::WALCAST_PROTOCOL.to_owned()];
+    if let Some(token) = crate::auth::subprotocol_token(headers) {
+        out.push(format!("{}{token}", crate::auth::BEARER_PROTOCOL));
+    }
+    out
 }
 
 /// A client-visible error answered before the upgrade.
@@ -95,6 +187,7 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT
             }
             "unknown_subscription" => StatusCode::NOT_FOUND,
+            "forbidden" | "origin_not_allowed" => StatusCode::FORBIDDEN,
             _ => StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST),
         };
         (
@@ -112,19 +205,38 @@ fn api_error(code: &'static str, message: String) -> ApiError {
 async fn ws_handler(
     State(st): State<AppState>,
     uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let params = match query_params(&uri) {
+    // Counted before anything is parsed or looked up; plain HTTP requests are not sockets.
+    let permit = match &upgrade {
+        Ok(_) => match admit(&st, &extensions) {
+            Ok(permit) => Some(permit),
+            Err(refused) => return refused,
+        },
+        Err(_) => None,
+    };
+    let mut params = match query_params(&uri) {
         Ok(params) => params,
         Err(e) => return e.into_response(),
     };
+    let principal = match identify(&st, &headers, &mut params) {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
+    let session_auth = principal.map(|p| SessionAuth::new(st.auth.clone(), p));
+    let opener = Arc::new(SessionOpener {
+        st: st.clone(),
+        auth: session_auth.clone(),
+    });
     // No `query=`: a socket whose subscriptions come in `subscribe` messages; a plain HTTP
     // request gets the missing_query answer.
     let first = if params.iter().all(|(k, _)| k != "query") && upgrade.is_ok() {
         None
     } else {
         let signal = SessionSignal::new(&st.shutdown);
-        match st.open_params(params, signal.clone()).await {
+        match opener.open_authorized(params, signal.clone()).await {
             Ok(opened) => Some((opened, signal)),
             Err(e) => return e.into_response(),
         }
@@ -141,17 +253,21 @@ async fn ws_handler(
         status: st.status.clone(),
         max_subscriptions: st.max_subscriptions,
         snapshots: Some(st.snapshots.clone()),
-        opener: Arc::new(st.clone()),
+        opener,
+        auth: session_auth,
+        max_messages_per_second: st.max_messages_per_second,
     };
     // Clients send little (acks, subscribe messages): a small read buffer keeps idle sessions
     // cheap. Writes are flushed per batch, so the write buffer only needs to hold one batch.
     let sessions = st.sessions.clone();
     upgrade
+        .protocols(answer_protocols(&headers))
         .read_buffer_size(4 * 1024)
         .write_buffer_size(64 * 1024)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| {
             sessions.track_future(async move {
+                let _permit = permit;
                 let (sink, stream) = socket.split();
                 super::session::run(sink, stream, ctx, first).await
             })
@@ -192,14 +308,37 @@ impl AppState {
     }
 }
 
-impl Opener for AppState {
+/// Opens a socket's subscriptions (the URL's and every `subscribe` message's) as its principal:
+/// the policy rewrites the parameters first.
+struct SessionOpener {
+    st: AppState,
+    auth: Option<Arc<SessionAuth>>,
+}
+
+impl SessionOpener {
+    async fn open_authorized(
+        &self,
+        params: Vec<(String, String)>,
+        signal: Arc<SessionSignal>,
+    ) -> Result<Opened, ApiError> {
+        let params = match (&self.auth, self.st.auth.policy()) {
+            (Some(auth), Some(policy)) => policy
+                .apply(&auth.principal(), params)
+                .map_err(|r| api_error(r.code, r.message))?,
+            _ => params,
+        };
+        self.st.open_params(params, signal).await
+    }
+}
+
+impl Opener for SessionOpener {
     fn open(
         &self,
         params: Vec<(String, String)>,
         signal: Arc<SessionSignal>,
     ) -> BoxFuture<'_, Result<Opened, Refusal>> {
         Box::pin(async move {
-            self.open_params(params, signal)
+            self.open_authorized(params, signal)
                 .await
                 .map_err(|ApiError(e)| Refusal {
                     code: e.code,
@@ -306,7 +445,8 @@ fn canonical_query(params: &[(String, String)]) -> String {
 }
 
 async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validated, ApiError> {
-    let request = filter::parse_request(params).map_err(ApiError)?;
+    let request = filter::parse_request_with(params, &filter::Limits::current())
+        .map_err(|e| ApiError(st.metrics.note_refusal(e)))?;
     let table = &request.table;
     if !st.allow.allows(&table.schema, &table.name) {
         return Err(api_error(
@@ -355,7 +495,14 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
     }
     let plugin = match &request.plugin {
         None => None,
-        Some(plugin) => Some(resolve_plugin(st, plugin).await?),
+        Some(plugin) => {
+            // A place among the plugin's groups (`limits.max_groups_per_plugin`), held until
+            // the group is resolved.
+            let _admitted = (st.plugins.as_ref().map(|host| host.admit(plugin)))
+                .transpose()
+                .map_err(|e| ApiError(st.metrics.note_refusal(e)))?;
+            Some(resolve_plugin(st, plugin).await?)
+        }
     };
     let columns = match lookup_columns(st, table).await {
         Ok(Some(columns)) => columns,

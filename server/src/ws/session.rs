@@ -109,6 +109,11 @@ pub(super) struct Ctx {
     pub max_subscriptions: usize,
     /// Where snapshots connect; `None`: `snapshot=true` is refused.
     pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
+    /// The socket's principal under `auth.mode = "jwt"`: its token's expiry closes the socket
+    /// with 4001 unless a fresh token arrives.
+    pub auth: Option<Arc<crate::auth::SessionAuth>>,
+    /// Client messages per second (`sessions.max_messages_per_second`).
+    pub max_messages_per_second: u32,
 }
 
 enum Mode {
@@ -158,6 +163,8 @@ enum End {
 
 /// What woke a waiting session.
 enum Event {
+    /// The token's `exp` passed.
+    Expired,
     Control(Control),
     AckTick,
     /// Subscription `.0` has frames in `batch`, fell behind, or was closed.
@@ -175,6 +182,10 @@ struct Session<S> {
     frames: Vec<Frame>,
     /// Where the next look for live frames starts, so no subscription starves the others.
     next_live: usize,
+    /// Fires at the token's `exp` (reset when a fresh token moves it).
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The `exp` `expiry` is set for.
+    expiry_at: Option<u64>,
 }
 
 /// Serve one socket until the client leaves, the hub or an operator closes its URL's
@@ -194,7 +205,8 @@ pub(super) async fn run<S, R, E>(
     let client_gone = CancellationToken::new();
     // The reader runs as its own task: it is polled only when the client sends something, so
     // frame writes never pay for a read attempt on the socket.
-    let reader = tokio::spawn(read_client(stream, control_tx, client_gone.clone()));
+    let rate = MessageRate::new(ctx.max_messages_per_second, ctx.metrics.clone());
+    let reader = tokio::spawn(read_client(stream, control_tx, client_gone.clone(), rate));
     let metrics = ctx.metrics.clone();
     metrics.sessions.inc();
     let mut session = Session {
@@ -206,6 +218,8 @@ pub(super) async fn run<S, R, E>(
         batch: Vec::new(),
         frames: Vec::new(),
         next_live: 0,
+        expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        expiry_at: None,
     };
     let end = session.serve(first).await;
     if let End::Close(code, reason) = end {
@@ -228,8 +242,57 @@ pub(super) async fn run<S, R, E>(
     metrics.sessions.dec();
 }
 
-async fn read_client<R, E>(mut stream: R, control: mpsc::Sender<Control>, gone: CancellationToken)
-where
+/// The client's message budget: `max` per second, bursts of `2 * max`. Messages beyond it are
+/// dropped; the client learns so from one `rate_limited` error frame per second at most.
+struct MessageRate {
+    limiter: governor::DefaultDirectRateLimiter,
+    max: u32,
+    told: Option<std::time::Instant>,
+    metrics: Arc<Metrics>,
+}
+
+impl MessageRate {
+    fn new(max: u32, metrics: Arc<Metrics>) -> MessageRate {
+        let per_second = std::num::NonZeroU32::new(max.max(1)).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = per_second.saturating_mul(std::num::NonZeroU32::new(2).unwrap_or(per_second));
+        MessageRate {
+            limiter: governor::RateLimiter::direct(
+                governor::Quota::per_second(per_second).allow_burst(burst),
+            ),
+            max,
+            told: None,
+            metrics,
+        }
+    }
+
+    /// `Ok` when the message may be handled; otherwise the error frame to send, if one is due.
+    fn admit(&mut self) -> Result<(), Option<Control>> {
+        if self.limiter.check().is_ok() {
+            return Ok(());
+        }
+        self.metrics.limit_refused("rate_limited");
+        if self.told.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Err(None);
+        }
+        self.told = Some(std::time::Instant::now());
+        Err(Some(client::error(
+            None,
+            "rate_limited",
+            &format!(
+                "more than {} messages per second (sessions.max_messages_per_second): messages \
+                 are dropped until the rate falls",
+                self.max
+            ),
+        )))
+    }
+}
+
+async fn read_client<R, E>(
+    mut stream: R,
+    control: mpsc::Sender<Control>,
+    gone: CancellationToken,
+    mut rate: MessageRate,
+) where
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
     while let Some(msg) = stream.next().await {
@@ -237,6 +300,16 @@ where
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(msg) => msg,
         };
+        if matches!(msg, Message::Text(_) | Message::Binary(_)) {
+            if let Err(told) = rate.admit() {
+                if let Some(c) = told {
+                    if control.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
+        }
         if let Some(c) = client::parse(&msg) {
             if control.send(c).await.is_err() {
                 break;
@@ -256,6 +329,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let mut tick = tokio::time::interval(ACKED_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.arm_expiry();
             let progress = match self.step().await {
                 Ok(progress) => progress,
                 Err(end) => return end,
@@ -274,6 +348,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 continue;
             }
             let has_claims = self.subs.iter().any(|s| s.claim.is_some());
+            let expires = self.expiry_at.is_some();
             let event = {
                 let subs = &self.subs;
                 let batch = &mut self.batch;
@@ -284,12 +359,14 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                     _ = self.ctx.shutdown.cancelled() => {
                         return End::Close(close_code::GOING_AWAY, close_reason(close_code::GOING_AWAY, None));
                     }
+                    _ = &mut self.expiry, if expires => Event::Expired,
                     Some(control) = self.control.recv() => Event::Control(control),
                     _ = tick.tick(), if has_claims => Event::AckTick,
                     (i, next) = next_live_batch(subs, batch, next_live) => Event::Live(i, next),
                 }
             };
             let handled = match event {
+                Event::Expired => self.on_expired(),
                 Event::Control(control) => self.on_control(control).await,
                 Event::AckTick => self.send_acked().await,
                 Event::Live(i, next) => self.on_live(i, next).await,
@@ -317,6 +394,9 @@ impl<S: Sink<Message> + Unpin> Session<S> {
     async fn poll_events_now(&mut self) -> Result<(), End> {
         if self.client_gone.is_cancelled() {
             return Err(End::Gone);
+        }
+        if self.expiry_at.is_some() && self.expiry.is_elapsed() {
+            self.on_expired()?;
         }
         if self.ctx.shutdown.is_cancelled() {
             return Err(End::Close(
@@ -777,6 +857,60 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 self.send(Frame::from(text)).await
             }
             Control::Subscribe { id, params } => self.on_subscribe(id, params).await,
+            Control::AccessToken { token } => self.on_access_token(&token).await,
+        }
+    }
+
+    /// Points `expiry` at the token's `exp` when that changed (a fresh token moved it).
+    fn arm_expiry(&mut self) {
+        let exp = self.ctx.auth.as_ref().and_then(|a| a.expires());
+        if exp == self.expiry_at {
+            return;
+        }
+        self.expiry_at = exp;
+        if let Some(exp) = exp {
+            let wait = Duration::from_secs(exp.saturating_sub(crate::auth::unix_now()));
+            self.expiry
+                .as_mut()
+                .reset(tokio::time::Instant::now() + wait);
+        }
+    }
+
+    /// The token's `exp` passed: 4001, unless a fresh token moved it meanwhile.
+    fn on_expired(&mut self) -> Result<(), End> {
+        let exp = self.ctx.auth.as_ref().and_then(|a| a.expires());
+        if exp != self.expiry_at || exp.is_some_and(|e| e > crate::auth::unix_now()) {
+            self.arm_expiry();
+            return Ok(());
+        }
+        Err(End::Close(
+            close_code::TOKEN_EXPIRED,
+            close_reason(close_code::TOKEN_EXPIRED, None),
+        ))
+    }
+
+    /// `{"type":"access_token","token":..}`: `token_refreshed` with the new `exp`, or an
+    /// `unauthorized` error frame (the socket keeps its current token until it expires).
+    async fn on_access_token(&mut self, token: &str) -> Result<(), End> {
+        let Some(auth) = self.ctx.auth.clone() else {
+            let frame = client::error_frame(
+                None,
+                "bad_message",
+                "this server does not use tokens (auth.mode = none)",
+            );
+            return self.send(frame).await;
+        };
+        match auth.refresh(token) {
+            Ok(exp) => {
+                self.arm_expiry();
+                let exp = exp.map_or("null".to_owned(), |e| e.to_string());
+                let frame = Frame::from(format!(r#"{{"type":"token_refreshed","exp":{exp}}}"#));
+                self.send(frame).await
+            }
+            Err(crate::auth::Unauthorized(message)) => {
+                let frame = client::error_frame(None, "unauthorized", &message);
+                self.send(frame).await
+            }
         }
     }
 
@@ -976,6 +1110,7 @@ fn close_reason(code: u16, given: Option<&str>) -> String {
         close_code::SLOW_CONSUMER => "slow consumer: fell behind the journal's retention",
         close_code::GOING_AWAY => "server shutting down",
         close_code::PLUGIN_FAILING => "filter plugin failing",
+        close_code::TOKEN_EXPIRED => "token expired",
         named::DELETED_CLOSE_CODE => "subscription deleted",
         _ => "",
     };

@@ -91,6 +91,8 @@ impl Rig {
             }),
             max_subscriptions: 3,
             snapshots: None,
+            auth: None,
+            max_messages_per_second: 1000,
         };
         Rig {
             intake: Intake::new(hub, metrics).with_journal(journal),

@@ -3,8 +3,8 @@
 //! (the catalog's, as `tables.allow` lets through). The page talks to `/ws` and `/listen` like any
 //! client; this module holds no session logic.
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -52,8 +52,17 @@ pub(super) async fn style() -> Response {
     asset("text/css; charset=utf-8", VIEWER_CSS)
 }
 
-/// `{"tables":[{"schema","table","columns":[{"name","type"}]}]}`, allowed tables only.
-pub(super) async fn tables(State(st): State<AppState>) -> Response {
+/// `{"tables":[{"schema","table","columns":[{"name","type"}]}]}`: the tables `tables.allow`
+/// lets through and, under a policy, those a rule of the caller's role names.
+pub(super) async fn tables(
+    State(st): State<AppState>,
+    Query(mut params): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let principal = match super::router::identify(&st, &headers, &mut params) {
+        Ok(principal) => principal,
+        Err(refused) => return refused,
+    };
     if st.catalog.is_closed() {
         super::router::reconnect_catalog(&st).await;
     }
@@ -74,6 +83,10 @@ pub(super) async fn tables(State(st): State<AppState>) -> Response {
     let tables: Vec<serde_json::Value> = listed
         .iter()
         .filter(|t| st.allow.allows(&t.table.schema, &t.table.name))
+        .filter(|t| match (&principal, st.auth.policy()) {
+            (Some(who), Some(policy)) => policy.lists_table(who, &t.table.to_string()),
+            _ => true,
+        })
         .map(|t| {
             let columns: Vec<serde_json::Value> = t
                 .columns

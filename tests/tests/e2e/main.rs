@@ -2,12 +2,14 @@
 //! throwaway Postgres (shared unless the test stops Postgres or needs special settings) and runs
 //! the real `walcast` binary (see `walcast_tests` for how it is located).
 
+mod auth;
 mod bench;
 mod differential;
 mod durable;
 mod errors;
 mod filters;
 mod journal;
+mod limits;
 mod listen;
 mod multiplex;
 mod pace;
@@ -20,6 +22,7 @@ mod smoke;
 mod snapshot;
 mod speculare;
 mod templates;
+mod tls;
 mod viewer;
 
 use std::time::Duration;

@@ -6,6 +6,11 @@
 //! channel show the server's error code. A screenshot of the table view goes to
 //! `target/test-artefacts/viewer.png`.
 //!
+//! Under `auth.mode = "jwt"`: without a token the table list shows the 401; a token from
+//! `/#access_token=<jwt>` lists the tables, subscribes and listens, and leaves neither the address
+//! bar nor the page's URL nor the DOM; a changed token is used on the next reload or subscribe (a
+//! forged one is refused with the server's reason); a socket whose token expires shows 4001.
+//!
 //! Needs Debian's `chromium` and `chromium-driver` (`make test` installs them).
 
 use std::fs;
@@ -18,6 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use walcast_tests::{unique_suffix, wait_for, PgCluster, TestDb, Walcast, WsClient, STEP};
 
@@ -26,6 +32,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
 img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 const POLL: Duration = Duration::from_millis(50);
+const SECRET: &str = "viewer e2e secret";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -184,6 +191,46 @@ impl Drop for Driver {
     }
 }
 
+/// One Chromium session and its chromedriver.
+struct Browser {
+    driver: Driver,
+    client: Client,
+}
+
+impl Browser {
+    async fn start() -> Result<Browser> {
+        let driver = Driver::start().await?;
+        let client = driver.browser().await?;
+        Ok(Browser { driver, client })
+    }
+
+    /// Ends the session and stops chromedriver, then returns what the test found (its error
+    /// first: a failed close matters less).
+    async fn end(self, outcome: Result<()>) -> Result<()> {
+        let closed = self.client.close().await;
+        drop(self.driver);
+        outcome?;
+        closed.context("ending the WebDriver session")?;
+        Ok(())
+    }
+
+    /// The console so far, after checking it holds no CSP report and no script error.
+    async fn clean_console(&self) -> Result<Vec<Value>> {
+        let console = self.driver.console(&self.client).await?;
+        let bad: Vec<&Value> = console
+            .iter()
+            .filter(|e| {
+                let m = e["message"].as_str().unwrap_or_default();
+                m.contains("Content Security Policy")
+                    || m.contains("Uncaught")
+                    || m.contains("Refused to")
+            })
+            .collect();
+        ensure!(bad.is_empty(), "browser console: {bad:?}");
+        Ok(console)
+    }
+}
+
 /// One rendered row of `#rows`: its classes and the text of its cells.
 #[derive(Debug)]
 struct Row {
@@ -275,6 +322,9 @@ async fn click(client: &Client, id: &str) -> Result<()> {
 async fn type_into(client: &Client, id: &str, text: &str) -> Result<()> {
     let e = client.find(Locator::Id(id)).await?;
     e.clear().await?;
+    if text.is_empty() {
+        return Ok(());
+    }
     e.send_keys(text)
         .await
         .with_context(|| format!("cannot type into #{id}"))
@@ -332,6 +382,55 @@ where
 
 fn new_field(row: &Row, key: &str) -> Value {
     row.new_row().map(|n| n[key].clone()).unwrap_or(Value::Null)
+}
+
+/// Waits until the table select lists exactly `labels`.
+async fn wait_tables(client: &Client, labels: &[&str]) -> Result<()> {
+    let expected = json!(labels);
+    let expected = &expected;
+    let got = wait_for("the table list to fill", STEP, POLL, || async move {
+        let v = js(
+            client,
+            "return [...document.getElementById('table').options].map(o => o.textContent)",
+            vec![],
+        )
+        .await?;
+        Ok((v == *expected).then_some(()))
+    })
+    .await;
+    if got.is_err() {
+        let error = text_of(client, "error").await.unwrap_or_default();
+        return got.with_context(|| format!("#error {error:?}"));
+    }
+    got
+}
+
+/// Table mode, `table` chosen, `filter` typed, Subscribe: waits for `subscribed`, no error shown.
+async fn subscribe_table(client: &Client, table: &str, filter: &str) -> Result<()> {
+    click(client, "mode-table").await?;
+    client
+        .find(Locator::Id("table"))
+        .await?
+        .select_by_label(table)
+        .await?;
+    type_into(client, "filter", filter).await?;
+    click(client, "subscribe").await?;
+    wait_text(client, "status", "subscribed").await?;
+    ensure!(
+        text_of(client, "error").await?.is_empty(),
+        "an error is shown after subscribing"
+    );
+    Ok(())
+}
+
+/// Channel mode, `channel` typed, Listen: waits for `listening`.
+async fn listen(client: &Client, channel: &str) -> Result<()> {
+    click(client, "mode-channel").await?;
+    ensure!(text_of(client, "subscribe").await? == "Listen");
+    type_into(client, "channel", channel).await?;
+    click(client, "subscribe").await?;
+    wait_text(client, "status", "listening").await?;
+    Ok(())
 }
 
 /// `GET path`: the page's files come with their content type and the CSP.
@@ -411,44 +510,20 @@ async fn the_viewer_page_shows_changes_and_notifications_in_a_browser() -> Resul
         "/v1/tables with tables.allow = public.viewer_people: {status} {tables}"
     );
 
-    let driver = Driver::start().await?;
-    let client = driver.browser().await?;
-    let outcome = drive(&driver, &client, &server, &db).await;
-    let closed = client.close().await;
-    drop(driver);
-    outcome?;
-    closed.context("ending the WebDriver session")?;
-    Ok(())
+    let browser = Browser::start().await?;
+    let outcome = drive(&browser, &server, &db).await;
+    browser.end(outcome).await
 }
 
-async fn drive(driver: &Driver, client: &Client, server: &Walcast, db: &TestDb<'_>) -> Result<()> {
+async fn drive(browser: &Browser, server: &Walcast, db: &TestDb<'_>) -> Result<()> {
+    let client = &browser.client;
     client.goto(&format!("{}/", server.http_base())).await?;
 
     // The script ran under the CSP: the table list came from /v1/tables.
-    wait_for("the table list to fill", STEP, POLL, || async move {
-        let v = js(
-            client,
-            "return [...document.getElementById('table').options].map(o => o.textContent)",
-            vec![],
-        )
-        .await?;
-        Ok((v == json!(["public.viewer_people"])).then_some(()))
-    })
-    .await?;
+    wait_tables(client, &["public.viewer_people"]).await?;
 
     // A filtered subscription: age.gt.30.
-    client
-        .find(Locator::Id("table"))
-        .await?
-        .select_by_label("public.viewer_people")
-        .await?;
-    type_into(client, "filter", "age.gt.30").await?;
-    click(client, "subscribe").await?;
-    wait_text(client, "status", "subscribed").await?;
-    ensure!(
-        text_of(client, "error").await?.is_empty(),
-        "an error is shown after subscribing"
-    );
+    subscribe_table(client, "public.viewer_people", "age.gt.30").await?;
 
     // The URL the page offers is the same subscription for another client.
     let url = value_of(client, "url").await?;
@@ -554,16 +629,12 @@ async fn drive(driver: &Driver, client: &Client, server: &Walcast, db: &TestDb<'
     println!("viewer screenshot: {}", png.display());
 
     // A channel whose name needs quoting and URL-encoding; the payload exactly.
-    click(client, "mode-channel").await?;
-    ensure!(text_of(client, "subscribe").await? == "Listen");
-    type_into(client, "channel", "Viewer Chan").await?;
+    listen(client, "Viewer Chan").await?;
     ensure!(
         value_of(client, "url").await? == format!("{}/listen/Viewer%20Chan", server.ws_base()),
         "#url for the channel: {}",
         value_of(client, "url").await?
     );
-    click(client, "subscribe").await?;
-    wait_text(client, "status", "listening").await?;
     db.exec("SELECT pg_notify('Viewer Chan', 'héllo ✓')")
         .await?;
     let shown = wait_row(client, "the notification", |r| r.has("notify")).await?;
@@ -596,22 +667,227 @@ async fn drive(driver: &Driver, client: &Client, server: &Walcast, db: &TestDb<'
     ensure!(rows(client).await?.is_empty(), "rows left after Clear");
 
     // The console: no CSP report, no script error. (It is read: the refused socket is there.)
-    let console = driver.console(client).await?;
+    let console = browser.clean_console().await?;
     ensure!(
         console.iter().any(|e| e["message"]
             .as_str()
             .is_some_and(|m| m.contains("/listen/secret"))),
         "the browser log has no entry for the refused /listen/secret: {console:?}"
     );
-    let bad: Vec<&Value> = console
-        .iter()
-        .filter(|e| {
-            let m = e["message"].as_str().unwrap_or_default();
-            m.contains("Content Security Policy")
-                || m.contains("Uncaught")
-                || m.contains("Refused to")
-        })
-        .collect();
-    ensure!(bad.is_empty(), "browser console: {bad:?}");
+    Ok(())
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An HS256 token for subject `viewer`, valid for `seconds`, signed with `secret`.
+fn token(secret: &str, seconds: i64) -> Result<String> {
+    Ok(encode(
+        &Header::default(),
+        &json!({"sub": "viewer", "exp": now() + seconds}),
+        &EncodingKey::from_secret(secret.as_bytes())?,
+    )?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_page_sends_a_token_it_never_shows() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "viewer_jwt").await?;
+    db.exec("CREATE TABLE viewer_members (id int PRIMARY KEY, name text, age int);")
+        .await?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_AUTH_MODE", "jwt")
+        .env("WALCAST_JWT_SECRET", SECRET)
+        .env("WALCAST_NOTIFY_CHANNELS", "Viewer*")
+        .env("WALCAST_TABLES", "public.viewer_members")
+        .start()
+        .await?;
+    // The page needs no token; the data does.
+    check_asset(&server, "/", "text/html; charset=utf-8").await?;
+    let (status, body) = server.get("/v1/tables").await?;
+    ensure!(
+        status == 401 && body.contains("unauthorized"),
+        "/v1/tables without a token: {status} {body}"
+    );
+
+    let browser = Browser::start().await?;
+    let outcome = drive_with_token(&browser, &server, &db).await;
+    browser.end(outcome).await
+}
+
+async fn drive_with_token(browser: &Browser, server: &Walcast, db: &TestDb<'_>) -> Result<()> {
+    let client = &browser.client;
+    let jwt = token(SECRET, 600)?;
+    let jwt = jwt.as_str();
+
+    // No token: the table list's 401 and what to do about it.
+    client.goto(&format!("{}/", server.http_base())).await?;
+    let error = wait_text(client, "error", "unauthorized").await?;
+    ensure!(
+        error.contains("a token is required") && error.contains("paste a JWT in the Token field"),
+        "#error without a token: {error:?}"
+    );
+    ensure!(
+        js(client, "return document.getElementById('table').options[0].textContent", vec![])
+            .await?
+            .as_str()
+            .is_some_and(|t| t.contains("unavailable")),
+        "the table list does not say it is unavailable"
+    );
+
+    // The token in the fragment of a fresh load: the list fills, the address bar drops it.
+    client.goto("about:blank").await?;
+    client
+        .goto(&format!("{}/#access_token={jwt}", server.http_base()))
+        .await?;
+    wait_tables(client, &["public.viewer_members"]).await?;
+    ensure!(
+        text_of(client, "error").await?.is_empty(),
+        "an error is shown with a valid token: {}",
+        text_of(client, "error").await?
+    );
+    let address = client.current_url().await?;
+    ensure!(
+        !address.as_str().contains(jwt)
+            && !address.as_str().contains("access_token")
+            && address.fragment().is_none()
+            && address.path() == "/",
+        "the address bar still shows the token: {address}"
+    );
+    ensure!(
+        value_of(client, "token").await? == jwt,
+        "#token does not hold the fragment's token"
+    );
+    let field_type = js(client, "return document.getElementById('token').type", vec![]).await?;
+    ensure!(field_type == "password", "#token is a {field_type} field");
+
+    // A filtered subscription with the token; the page's URL has none.
+    subscribe_table(client, "public.viewer_members", "age.gt.30").await?;
+    let url = value_of(client, "url").await?;
+    let expected = format!(
+        "{}/ws?query=*%3Apublic.viewer_members&filter=age.gt.30",
+        server.ws_base()
+    );
+    ensure!(url == expected, "#url is {url:?}, expected {expected:?}");
+    db.exec("INSERT INTO viewer_members VALUES (1, 'Bob', 20), (2, 'Ada', 40)")
+        .await?;
+    let shown = wait_row(client, "Ada's insert", |r| {
+        r.has("op-insert") && new_field(r, "name") == "Ada"
+    })
+    .await?;
+    ensure!(
+        !shown.iter().any(|r| new_field(r, "name") == "Bob"),
+        "the age-20 row is shown despite age.gt.30: {shown:?}"
+    );
+
+    // A channel with the token.
+    listen(client, "Viewer jwt").await?;
+    ensure!(
+        value_of(client, "url").await? == format!("{}/listen/Viewer%20jwt", server.ws_base()),
+        "#url for the channel: {}",
+        value_of(client, "url").await?
+    );
+    db.exec("SELECT pg_notify('Viewer jwt', 'with a token')")
+        .await?;
+    let shown = wait_row(client, "the notification", |r| r.has("notify")).await?;
+    ensure!(
+        shown
+            .iter()
+            .any(|r| r.has("notify") && r.cells[3] == "with a token"),
+        "notify rows: {shown:?}"
+    );
+
+    // The token is in the password field's value and nowhere else in the document.
+    let leaks = js(
+        client,
+        "const t = arguments[0]; \
+         const inputs = [...document.querySelectorAll('input')] \
+           .filter(i => i.id !== 'token' && i.value.includes(t)).map(i => i.id); \
+         return {html: document.documentElement.outerHTML.includes(t), inputs, \
+                 title: document.title.includes(t)}",
+        vec![json!(jwt)],
+    )
+    .await?;
+    ensure!(
+        leaks == json!({"html": false, "inputs": [], "title": false}),
+        "the token is in the DOM: {leaks}"
+    );
+
+    // A changed token is used by the next reload, listen and subscribe: a forged one is refused
+    // with the server's reason (which it gives only when the token was sent).
+    let forged = token("not the server's secret", 600)?;
+    type_into(client, "token", &forged).await?;
+    click(client, "reload-tables").await?;
+    let error = wait_text(client, "error", "signature does not verify").await?;
+    ensure!(
+        error.contains("unauthorized") && error.contains("The token was refused"),
+        "#error after reloading with a forged token: {error:?}"
+    );
+    click(client, "subscribe").await?; // still the channel
+    wait_text(client, "error", "Listen again").await?;
+    let error = wait_text(client, "error", "signature does not verify").await?;
+    let status = text_of(client, "status").await?;
+    ensure!(
+        status == "refused (HTTP 401)",
+        "#status {status:?}, #error {error:?} for the refused channel"
+    );
+    click(client, "mode-table").await?;
+    type_into(client, "filter", "").await?;
+    click(client, "subscribe").await?;
+    wait_text(client, "error", "Subscribe again").await?;
+    let error = wait_text(client, "error", "signature does not verify").await?;
+    let status = text_of(client, "status").await?;
+    ensure!(
+        status == "refused (HTTP 401)",
+        "#status {status:?}, #error {error:?} for the refused table socket"
+    );
+
+    // The good token again: the list reloads and the refusal's error goes.
+    type_into(client, "token", jwt).await?;
+    click(client, "reload-tables").await?;
+    wait_for("the refusal's error to go", STEP, POLL, || async move {
+        Ok(text_of(client, "error").await?.is_empty().then_some(()))
+    })
+    .await?;
+    wait_tables(client, &["public.viewer_members"]).await?;
+
+    // A token that expires while its socket is open: 4001, shown as such.
+    let short = token(SECRET, 4)?;
+    type_into(client, "token", &short).await?;
+    subscribe_table(client, "public.viewer_members", "").await?;
+    let status = wait_text(client, "status", "token expired").await?;
+    ensure!(status.contains("4001"), "#status after the expiry: {status:?}");
+    let error = text_of(client, "error").await?;
+    ensure!(
+        error.contains("token expired") && error.contains("Paste a fresh token"),
+        "#error after the expiry: {error:?}"
+    );
+
+    // A new fragment over the open page (no new load): taken, used, and gone from the address bar.
+    client
+        .goto(&format!("{}/#access_token={jwt}", server.http_base()))
+        .await?;
+    wait_for("the expiry's error to go", STEP, POLL, || async move {
+        Ok(text_of(client, "error").await?.is_empty().then_some(()))
+    })
+    .await?;
+    ensure!(value_of(client, "token").await? == jwt, "#token after the new fragment");
+    let address = client.current_url().await?;
+    ensure!(
+        !address.as_str().contains("access_token") && address.fragment().is_none(),
+        "the address bar still shows the new fragment's token: {address}"
+    );
+
+    let console = browser.clean_console().await?;
+    for tok in [jwt, forged.as_str(), short.as_str()] {
+        ensure!(
+            !console
+                .iter()
+                .any(|e| e["message"].as_str().is_some_and(|m| m.contains(tok))),
+            "a token is in the browser log: {console:?}"
+        );
+    }
     Ok(())
 }

@@ -18,8 +18,11 @@ use wasmtime::{
     PoolingAllocationConfig, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmBacktrace,
 };
 
+use parking_lot::Mutex;
+
 use super::abi::{self, EXPORT_ABI_VERSION, EXPORT_FILTER, EXPORT_INIT, EXPORT_MEMORY};
 use super::error::one_line;
+use super::quota::Slots;
 use super::state::{Limiter, LogSink, StoreData};
 use super::PluginError;
 use crate::config::PluginsConfig;
@@ -33,6 +36,13 @@ pub(crate) struct Shared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<StoreData>,
     pub(crate) cfg: PluginsConfig,
+    /// The pool slots groups may hold (`plugins.max_instances` minus the reserve).
+    pub(crate) slots: Arc<Slots>,
+    /// The reserved slot of the reload probe: one validation at a time.
+    probe: Mutex<()>,
+    /// The reserved slot of a group moving to a new version (its old instance lives until the
+    /// new one initialised): one group at a time, the others move at a later change.
+    pub(crate) upgrade: Mutex<()>,
     /// Where the guests' `log` lines go (walcast's log; stderr for `walcast plugin run`).
     log_sink: LogSink,
     deadline_ticks: u64,
@@ -68,7 +78,8 @@ impl Shared {
         config.max_wasm_stack(cfg.stack_limit);
         config.cranelift_opt_level(OptLevel::Speed);
         let mut pool = PoolingAllocationConfig::new();
-        // One slot per live group (`plugins.max_instances`); each reserves address space only.
+        // One slot per live group, plus the reserve of `quota::RESERVED_SLOTS` (the reload
+        // probe and a group moving to a new version); each reserves address space only.
         pool.total_core_instances(cfg.max_instances)
             .total_memories(cfg.max_instances)
             .total_tables(cfg.max_instances)
@@ -115,6 +126,9 @@ impl Shared {
             engine,
             linker,
             cfg: cfg.clone(),
+            slots: Slots::new(cfg.max_instances),
+            probe: Mutex::new(()),
+            upgrade: Mutex::new(()),
             log_sink,
             deadline_ticks: ticks.max(2),
             _ticker: Ticker {
@@ -147,6 +161,9 @@ impl Shared {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| format!("plugin \"{name}\" does not link: {e:#}"))?;
+        // The probe uses the reserved slot no group may take: a pool full of groups does not
+        // stop a reload.
+        let _probe_slot = self.probe.lock();
         let mut probe = self
             .instantiate(&pre, name.into(), Arc::from([]), Arc::default())
             .map_err(|e| format!("plugin \"{name}\" cannot be instantiated: {}", describe(&e)))?;

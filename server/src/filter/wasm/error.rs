@@ -19,6 +19,10 @@ pub enum PluginError {
     /// `walcast_init` returned non-zero; carries the guest's `set_error` message.
     #[error("{0}")]
     Rejected(String),
+    /// No room for a new group: the plugin runs `limits.max_groups_per_plugin` groups, or the
+    /// instance pool's slots for groups are taken; the text names the limit.
+    #[error("{0}")]
+    Capacity(String),
     /// The plugin directory or a module file could not be read.
     #[error("cannot read {path}: {error}")]
     Io {

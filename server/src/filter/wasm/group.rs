@@ -14,6 +14,7 @@ use super::abi::{DROP, ERROR, PASS, PASS_REWRITTEN};
 use super::engine::{CallError, Instance, Shared};
 use super::error::{one_line, truncate};
 use super::plugin::{ModuleVersion, PluginEntry};
+use super::quota::{LivePlace, Slot, RESERVED_SLOTS};
 use super::{PluginError, Rewrite, Verdict};
 use crate::decode::{Change, Format, FrameEncoder};
 
@@ -35,6 +36,11 @@ pub struct PluginGroup {
     /// A subscription of the group asked for `format=wal2json-v1`: rewrites are rendered in
     /// that format too.
     serves_v1: AtomicBool,
+    /// The pool slot of the group's instance.
+    _slot: Slot,
+    /// The group's place among its plugin's groups (`limits.max_groups_per_plugin`); `None`
+    /// outside the plugin host (`walcast plugin run`, tests).
+    _place: Option<LivePlace>,
 }
 
 struct State {
@@ -47,13 +53,25 @@ struct State {
 }
 
 impl PluginGroup {
-    /// Instantiate the plugin's current version and run `walcast_init` with `params`.
+    /// Take a pool slot, instantiate the plugin's current version and run `walcast_init` with
+    /// `params`. `PluginError::Capacity` when every slot groups may hold is taken.
     pub(crate) fn new(
         shared: Arc<Shared>,
         plugin: Arc<PluginEntry>,
         module: Arc<ModuleVersion>,
         params: Vec<(String, String)>,
+        place: Option<LivePlace>,
     ) -> Result<Arc<PluginGroup>, PluginError> {
+        let slot = shared.slots.acquire().ok_or_else(|| {
+            PluginError::Capacity(format!(
+                "plugin \"{}\": the plugin instance pool is full ({} groups run; \
+                 plugins.max_instances = {}, of which {RESERVED_SLOTS} are kept for reloads); \
+                 retry once groups close, or raise plugins.max_instances",
+                plugin.name,
+                shared.slots.capacity(),
+                shared.cfg.max_instances,
+            ))
+        })?;
         let params: Arc<[(String, String)]> = params.into();
         let instance = start(&shared, &plugin, &module, &params)?;
         Ok(Arc::new(PluginGroup {
@@ -70,6 +88,8 @@ impl PluginGroup {
             failures: AtomicU32::new(0),
             last_failure: Mutex::new(None),
             serves_v1: AtomicBool::new(false),
+            _slot: slot,
+            _place: place,
         }))
     }
 
@@ -201,6 +221,11 @@ impl PluginGroup {
         if latest.version == st.module.version || latest.version == st.refused {
             return;
         }
+        // The new instance needs the reserved upgrade slot while the old one lives; when
+        // another group holds it, this one keeps its version until a later change.
+        let Some(_upgrade_slot) = self.shared.upgrade.try_lock() else {
+            return;
+        };
         match start(&self.shared, &self.plugin, latest, &self.params) {
             Ok(instance) => {
                 st.module = latest.clone();

@@ -16,15 +16,17 @@ mod engine;
 mod error;
 mod group;
 mod linker;
-mod output;
+pub(crate) mod output;
 mod plugin;
+mod quota;
 mod registry;
-mod snapshot;
+pub(crate) mod snapshot;
 mod state;
 
 pub use cli::{check_file, run_file, CheckReport, RunOutcome};
 pub use error::PluginError;
 pub use group::PluginGroup;
+pub use quota::Admission;
 pub use registry::PluginHost;
 
 /// What a plugin decided for one change.
@@ -84,3 +86,5 @@ mod tests;
 mod tests_failures;
 #[cfg(test)]
 mod tests_host;
+#[cfg(test)]
+mod tests_limits;

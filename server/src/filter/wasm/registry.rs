@@ -1,6 +1,7 @@
 //! `PluginHost`: the process-wide registry of plugins loaded from the plugin directory, the
-//! shared groups per (plugin, params), and hot reload (watch, debounce, compile off the hot path,
-//! atomic swap). Does not run guest calls itself (see `group`).
+//! shared groups per (plugin, params) with their cap per plugin (`limits.max_groups_per_plugin`,
+//! see `quota`), and hot reload (watch, debounce, compile off the hot path, atomic swap). Does not
+//! run guest calls itself (see `group`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Shared;
 use super::group::PluginGroup;
 use super::plugin::PluginEntry;
+use super::quota::{Admission, AtCap, GroupKey, GroupQuota};
 use super::{PluginError, PluginInfo};
 use crate::config::PluginsConfig;
+use crate::filter::{code, Limits, PluginRef, QueryError};
 
 /// Quiet time after the last file event before the directory is rescanned: editors and `cp`
 /// write a file in several steps.
 const DEBOUNCE: Duration = Duration::from_millis(200);
-
-type GroupKey = (String, Vec<(String, String)>);
 
 /// One per process: engine, loaded plugins and live groups.
 pub struct PluginHost {
@@ -29,19 +30,31 @@ pub struct PluginHost {
     dir: Option<PathBuf>,
     plugins: RwLock<HashMap<String, Arc<PluginEntry>>>,
     groups: Mutex<HashMap<GroupKey, Weak<PluginGroup>>>,
+    /// Live groups per plugin, at most `limits.max_groups_per_plugin`.
+    quota: Arc<GroupQuota>,
     /// Serialises rescans (startup, watcher, explicit `reload`).
     scan: Mutex<()>,
 }
 
 impl PluginHost {
     /// Start the engine and load every `*.wasm` in `cfg.dir` (a broken file is reported by
-    /// `list()`, it does not stop the others).
+    /// `list()`, it does not stop the others), under the process's `Limits::current()`.
     pub fn new(cfg: &PluginsConfig) -> Result<Arc<PluginHost>, PluginError> {
+        PluginHost::with_limits(cfg, &Limits::current())
+    }
+
+    /// `new` with the group cap of `limits` (`max_groups_per_plugin`, by default a quarter of
+    /// `cfg.max_instances`).
+    pub fn with_limits(
+        cfg: &PluginsConfig,
+        limits: &Limits,
+    ) -> Result<Arc<PluginHost>, PluginError> {
         let host = PluginHost {
             shared: Shared::new(cfg)?,
             dir: cfg.dir.clone(),
             plugins: RwLock::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            quota: GroupQuota::new(limits.groups_per_plugin(cfg.max_instances)),
             scan: Mutex::new(()),
         };
         if let Some(dir) = &host.dir {
@@ -164,8 +177,26 @@ impl PluginHost {
         out
     }
 
+    /// A place for the subscription's group before it is resolved (`group`), held until then:
+    /// `too_many_plugin_groups` when the plugin already runs `limits.max_groups_per_plugin`
+    /// groups and none has these params. Cheap and never waits for a group being created, so
+    /// the router calls it on its async thread.
+    pub fn admit(&self, plugin: &PluginRef) -> Result<Admission, QueryError> {
+        self.quota
+            .admit(&group_key(&plugin.name, &plugin.params))
+            .map_err(|AtCap { cap }| {
+                QueryError::new(code::TOO_MANY_PLUGIN_GROUPS, groups_message(&plugin.name, cap))
+            })
+    }
+
+    /// `limits.max_groups_per_plugin` in force.
+    pub fn max_groups_per_plugin(&self) -> u32 {
+        self.quota.cap()
+    }
+
     /// Resolve a subscription's plugin. Subscriptions with the same (name, params), in any param
-    /// order, share one group and one instance.
+    /// order, share one group and one instance. A new group needs a place in the plugin's quota
+    /// and a pool slot (`PluginError::Capacity` otherwise).
     pub fn group(
         &self,
         name: &str,
@@ -180,9 +211,7 @@ impl PluginHost {
                     .unwrap_or_else(|| format!("plugin \"{name}\" failed to load")),
             ));
         };
-        let mut params = params.to_vec();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
-        let key = (name.to_owned(), params);
+        let key = group_key(name, params);
         // Held across creation so two subscriptions racing on a new key get one group.
         let mut groups = self.groups.lock();
         if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
@@ -191,10 +220,35 @@ impl PluginHost {
             }
         }
         groups.retain(|_, g| g.strong_count() > 0);
-        let group = PluginGroup::new(self.shared.clone(), entry, module, key.1.clone())?;
+        let admission = self
+            .quota
+            .admit(&key)
+            .map_err(|AtCap { cap }| PluginError::Capacity(groups_message(name, cap)))?;
+        let group = PluginGroup::new(
+            self.shared.clone(),
+            entry,
+            module,
+            key.1.clone(),
+            Some(admission.live()),
+        )?;
         groups.insert(key, Arc::downgrade(&group));
         Ok(group)
     }
+}
+
+/// The group identity of a subscription: the name and its params sorted by key.
+fn group_key(name: &str, params: &[(String, String)]) -> GroupKey {
+    let mut params = params.to_vec();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    (name.to_owned(), params)
+}
+
+fn groups_message(name: &str, cap: u32) -> String {
+    format!(
+        "plugin \"{name}\" already runs limits.max_groups_per_plugin = {cap} groups (distinct \
+         plugin.* parameter sets); use the parameters of a running group, or retry once groups \
+         close"
+    )
 }
 
 /// `(name, path)` of every `*.wasm` whose stem is a usable plugin name.

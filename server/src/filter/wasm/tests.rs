@@ -137,7 +137,7 @@ pub(super) fn group_of(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    PluginGroup::new(shared, entry, module, params)
+    PluginGroup::new(shared, entry, module, params, None)
 }
 
 pub(super) fn eval(group: &PluginGroup, json: &str) -> Verdict {

@@ -1,0 +1,221 @@
+//! The `[auth]`, `[admin]` and `[http]` sections: who may connect (JWT keys and checks, the policy
+//! file), the admin token, allowed browser origins. Decides which authentication mode applies
+//! when none is set (only the embedded demo and a loopback listener may run without one); loading
+//! keys and checking tokens is `auth`'s work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{de_duration, split_list, ConfigError};
+
+/// `auth.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Anyone who reaches the port reads every allowed table.
+    None,
+    /// A JWT is required on every request but `/healthz` and `/readyz`.
+    Jwt,
+}
+
+impl AuthMode {
+    fn parse(key: &str, text: &str) -> Result<AuthMode, ConfigError> {
+        match text {
+            "none" => Ok(AuthMode::None),
+            "jwt" => Ok(AuthMode::Jwt),
+            other => Err(ConfigError::invalid(
+                key,
+                format!("{other:?}: give \"jwt\" or \"none\""),
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `none` or `jwt` (`WALCAST_AUTH_MODE`). Unset: `none` for the embedded demo and a loopback
+    /// listener; walcast refuses to start otherwise.
+    pub mode: Option<AuthMode>,
+    /// HMAC secret for HS256/384/512 tokens (`WALCAST_JWT_SECRET`). Never logged.
+    pub jwt_secret: Option<String>,
+    /// PEM public keys (RSA, EC P-256/P-384, Ed25519) for RS*/PS*/ES*/EdDSA tokens.
+    pub public_keys: Vec<PathBuf>,
+    /// A local JWKS file (`{"keys":[...]}`), read again when it changes (`WALCAST_JWKS_FILE`).
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted `aud` values; when set, tokens must carry one of them.
+    pub audience: Vec<String>,
+    /// Accepted `iss` values; when set, tokens must carry one of them.
+    pub issuer: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(deserialize_with = "de_duration")]
+    pub leeway: Duration,
+    /// The policy file (TOML): per role, which tables, operations, columns, rows, plugins and
+    /// channels (`WALCAST_POLICY_FILE`).
+    pub policy_file: Option<PathBuf>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: None,
+            jwt_secret: None,
+            public_keys: Vec::new(),
+            jwks_file: None,
+            audience: Vec::new(),
+            issuer: Vec::new(),
+            leeway: Duration::from_secs(30),
+            policy_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSection")
+            .field("mode", &self.mode)
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("public_keys", &self.public_keys)
+            .field("jwks_file", &self.jwks_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .field("policy_file", &self.policy_file)
+            .finish()
+    }
+}
+
+impl AuthSection {
+    pub(super) fn apply_env(
+        &mut self,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = get("WALCAST_AUTH_MODE") {
+            self.mode = Some(AuthMode::parse("WALCAST_AUTH_MODE", v.trim())?);
+        }
+        if let Some(v) = get("WALCAST_JWT_SECRET") {
+            self.jwt_secret = Some(v);
+        }
+        if let Some(v) = get("WALCAST_JWKS_FILE") {
+            self.jwks_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("WALCAST_JWT_AUDIENCE") {
+            self.audience = split_list(std::iter::once(v.as_str()));
+        }
+        if let Some(v) = get("WALCAST_JWT_ISSUER") {
+            self.issuer = split_list(std::iter::once(v.as_str()));
+        }
+        if let Some(v) = get("WALCAST_POLICY_FILE") {
+            self.policy_file = Some(PathBuf::from(v));
+        }
+        Ok(())
+    }
+
+    /// The mode in force: the one set, or `none` where that is safe (the embedded demo, a
+    /// loopback listener); otherwise an error naming the fix.
+    pub fn resolve(&self, listen: SocketAddr, embedded: bool) -> Result<AuthMode, ConfigError> {
+        let mode = match self.mode {
+            Some(mode) => mode,
+            None if embedded || listen.ip().is_loopback() => AuthMode::None,
+            None => {
+                return Err(ConfigError::invalid(
+                    "auth.mode",
+                    format!(
+                        "not set, and walcast listens on {listen}, which is not a loopback \
+                         address: anyone who reaches the port could read every table. Set \
+                         auth.mode = \"jwt\" (WALCAST_AUTH_MODE=jwt) with auth.jwt_secret, \
+                         auth.public_keys or auth.jwks_file, or auth.mode = \"none\" to serve \
+                         without authentication on purpose"
+                    ),
+                ))
+            }
+        };
+        if mode == AuthMode::Jwt
+            && self.jwt_secret.as_deref().is_none_or(str::is_empty)
+            && self.public_keys.is_empty()
+            && self.jwks_file.is_none()
+        {
+            return Err(ConfigError::invalid(
+                "auth.mode",
+                "\"jwt\" needs a key: set auth.jwt_secret (WALCAST_JWT_SECRET), \
+                 auth.public_keys (PEM files) or auth.jwks_file (WALCAST_JWKS_FILE)",
+            ));
+        }
+        if mode == AuthMode::None && self.policy_file.is_some() {
+            return Err(ConfigError::invalid(
+                "auth.policy_file",
+                "policies bind rules to token claims: set auth.mode = \"jwt\" to use them",
+            ));
+        }
+        Ok(mode)
+    }
+}
+
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Bearer token for `/metrics` and `/v1/*` (`WALCAST_ADMIN_TOKEN`). Never logged.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl AdminSection {
+    pub(super) fn apply_env(&mut self, get: &impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get("WALCAST_ADMIN_TOKEN") {
+            self.token = Some(v);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Origins (`https://app.example.com`) whose pages may open sockets; empty allows every
+    /// origin. A request without `Origin` (not a browser) and a same-origin page are always let in
+    /// (`WALCAST_ALLOWED_ORIGINS`, comma list).
+    pub allowed_origins: Vec<String>,
+    /// Sockets (`/ws`, `/listen`) open at once (`WALCAST_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Sockets open at once from one client address; loopback addresses are not counted
+    /// (`WALCAST_MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            allowed_origins: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+        }
+    }
+}
+
+impl HttpSection {
+    pub(super) fn apply_env(
+        &mut self,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(v) = get("WALCAST_ALLOWED_ORIGINS") {
+            self.allowed_origins = split_list(std::iter::once(v.as_str()));
+        }
+        if let Some(v) = get("WALCAST_MAX_CONNECTIONS") {
+            self.max_connections = super::parse_capacity("WALCAST_MAX_CONNECTIONS", &v)?;
+        }
+        if let Some(v) = get("WALCAST_MAX_CONNECTIONS_PER_IP") {
+            self.max_connections_per_ip =
+                super::parse_capacity("WALCAST_MAX_CONNECTIONS_PER_IP", &v)?;
+        }
+        Ok(())
+    }
+}
