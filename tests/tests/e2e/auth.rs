@@ -489,3 +489,67 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
     ensure!(checked > 0, "no frame was checked");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_message_rate_limits_answer_with_their_codes() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "auth_limits").await?;
+    db.exec("CREATE TABLE lim_t (id int PRIMARY KEY)").await?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_MAX_CONNECTIONS", "2")
+        .env("WALCAST_MAX_MESSAGES_PER_SECOND", "5")
+        .start()
+        .await?;
+    let (mut first, _) = WsClient::subscribe(&server, &[("query", "*:lim_t")]).await?;
+    let (second, _) = WsClient::subscribe(&server, &[("query", "*:lim_t")]).await?;
+    let (status, code) = refused(&server, "/ws?query=*:lim_t", &[]).await?;
+    ensure!(status == 503 && code == "too_many_connections", "{status} {code}");
+    // /listen counts toward the same total.
+    let (status, code) = refused(&server, "/listen/ch", &[]).await?;
+    ensure!(status == 503 && code == "too_many_connections", "listen: {status} {code}");
+    // A socket that leaves gives its place back.
+    second.close_and_wait(STEP).await?;
+    let third = walcast_tests::wait_for(
+        "a place after a socket left",
+        STEP,
+        Duration::from_millis(50),
+        || async {
+            Ok(WsClient::try_connect(&server, &[("query", "*:lim_t")]).await?.ok())
+        },
+    )
+    .await?;
+    drop(third);
+    // 30 messages at once against 5/s (bursts of 10): one rate_limited frame, the rest dropped,
+    // and the socket stays usable.
+    for k in 0..30 {
+        first
+            .send_text(&json!({"type": "unsubscribe", "id": format!("x{k}")}).to_string())
+            .await?;
+    }
+    let mut unknown = 0;
+    let mut limited = 0;
+    loop {
+        match first.next_frame(Duration::from_secs(2)).await {
+            Ok(Frame::Json(v, _)) if v["error"] == "unknown_subscription" => unknown += 1,
+            Ok(Frame::Json(v, _)) if v["error"] == "rate_limited" => limited += 1,
+            Ok(other) => bail!("unexpected frame {other:?}"),
+            Err(_) => break,
+        }
+    }
+    ensure!(
+        limited == 1 && (10..30).contains(&unknown),
+        "{unknown} answered, {limited} rate_limited frames"
+    );
+    db.exec("INSERT INTO lim_t VALUES (1)").await?;
+    let change = first.next_change(STEP).await?;
+    ensure!(change["new"]["id"] == 1, "{change}");
+    let metrics = server.metrics().await?;
+    for label in ["connections", "message_rate"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("walcast_limit_refusals_total") && l.contains(&format!("limit=\"{label}\"")))
+            .with_context(|| format!("no walcast_limit_refusals_total{{limit={label:?}}}"))?;
+        let n: f64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+        ensure!(n >= 1.0, "{line}");
+    }
+    Ok(())
+}
