@@ -115,20 +115,9 @@ impl WsClient {
         server: &Walcast,
         path_and_query: &str,
     ) -> Result<std::result::Result<WsClient, (u16, String)>> {
-        let url = format!("{}{path_and_query}", server.ws_base());
-        match tokio_tungstenite::connect_async(url.as_str()).await {
-            Ok((ws, _resp)) => Ok(Ok(WsClient { ws })),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-                let body = resp
-                    .body()
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default()
-                    .into_owned();
-                Ok(Err((resp.status().as_u16(), body)))
-            }
-            Err(e) => Err(anyhow!(e).context(format!("cannot connect to {url}"))),
-        }
+        Ok(Self::try_open_with(server, path_and_query, &[])
+            .await?
+            .map(|(client, _protocol)| client))
     }
 
     /// Sends one text frame (a client message).

@@ -26,6 +26,10 @@ pub struct Args {
     pub slow_rate: u64,
     /// Channels of the one-socket-per-channel case (`notify`).
     pub channels: u64,
+    /// Distinct row owners, one cohort each (`policy`).
+    pub owners: usize,
+    /// Subscribes in flight at once (`policy`).
+    pub concurrency: usize,
 }
 
 /// Every scenario with the flags it takes; `smoke` takes none.
@@ -65,6 +69,17 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
         "notify",
         &["--sockets", "--channels", "--rate", "--seconds", "--runs"],
     ),
+    (
+        "policy",
+        &[
+            "--subscribers",
+            "--owners",
+            "--concurrency",
+            "--rate",
+            "--seconds",
+            "--runs",
+        ],
+    ),
     ("smoke", &[]),
 ];
 
@@ -84,6 +99,8 @@ pub fn defaults(scenario: &str) -> Args {
         backlog: 10_000,
         slow_rate: 100,
         channels: 100,
+        owners: 100,
+        concurrency: 50,
     };
     match scenario {
         "latency" => a.rate = 5_000,
@@ -111,6 +128,11 @@ pub fn defaults(scenario: &str) -> Args {
         "notify" => {
             a.subscribers = vec![1, 100, 1_000];
             a.rate = 2_000;
+            a.seconds = 5;
+        }
+        "policy" => {
+            a.subscribers = vec![10_000];
+            a.rate = 200;
             a.seconds = 5;
         }
         _ => {}
@@ -170,6 +192,8 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                     "--backlog" => a.backlog = n,
                     "--slow-rate" => a.slow_rate = n,
                     "--channels" => a.channels = n,
+                    "--owners" => a.owners = n as usize,
+                    "--concurrency" => a.concurrency = n as usize,
                     other => bail!("unknown flag {other}"),
                 }
             }
@@ -183,6 +207,8 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         ("--backlog", a.backlog),
         ("--slow-rate", a.slow_rate),
         ("--channels", a.channels),
+        ("--owners", a.owners as u64),
+        ("--concurrency", a.concurrency as u64),
     ] {
         if v == 0 {
             bail!("{flag} must be at least 1");
