@@ -34,7 +34,11 @@ fn cases() -> Vec<(&'static str, &'static str, String)> {
     let at_default_limit = format!("%{}b%", "a_".repeat((1024 - 3) / 2));
     vec![
         ("literal_segment", "like", long_literal.clone()),
-        ("literal_segment_ilike", "ilike", long_literal.to_uppercase()),
+        (
+            "literal_segment_ilike",
+            "ilike",
+            long_literal.to_uppercase(),
+        ),
         ("underscore_segment", "like", with_underscores),
         ("underscore_segment_1KB", "like", at_default_limit),
         ("many_percent", "like", many_wildcards),

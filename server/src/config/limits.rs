@@ -46,7 +46,10 @@ const KEYS: [(&str, &str); 5] = [
     ("limits.max_conditions", "WALCAST_MAX_CONDITIONS"),
     ("limits.max_in_list", "WALCAST_MAX_IN_LIST"),
     ("limits.max_like_pattern", "WALCAST_MAX_LIKE_PATTERN"),
-    ("limits.max_groups_per_plugin", "WALCAST_MAX_GROUPS_PER_PLUGIN"),
+    (
+        "limits.max_groups_per_plugin",
+        "WALCAST_MAX_GROUPS_PER_PLUGIN",
+    ),
 ];
 
 impl LimitsConfig {

@@ -66,7 +66,7 @@ enum Segment {
     /// One byte (an ASCII character): `memchr`.
     Byte(u8),
     /// Literals only, with a prebuilt searcher (the first `PREBUILT` such segments).
-    Literal(memmem::Finder<'static>),
+    Literal(Box<memmem::Finder<'static>>),
     /// Literals only: their UTF-8 bytes, searched with a searcher built per match (a prebuilt
     /// one is some 300 bytes: a pattern of many short segments would cost far more memory
     /// than its text).
@@ -164,7 +164,8 @@ thread_local! {
 }
 
 fn needs_fold(text: &str) -> bool {
-    text.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase())
+    text.bytes()
+        .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
 }
 
 fn fold_str(text: &str) -> String {
@@ -214,7 +215,7 @@ impl Segment {
                 [byte] => Segment::Byte(*byte),
                 bytes if *prebuilt < PREBUILT => {
                     *prebuilt += 1;
-                    Segment::Literal(memmem::Finder::new(bytes).into_owned())
+                    Segment::Literal(Box::new(memmem::Finder::new(bytes).into_owned()))
                 }
                 bytes => Segment::Needle(bytes.into()),
             }

@@ -199,11 +199,7 @@ fn like_dp(pattern: &str, text: &str, fold: bool) -> bool {
                     next[j] = any;
                 }
             }
-            T::One => {
-                for j in 1..=text.len() {
-                    next[j] = ok[j - 1];
-                }
-            }
+            T::One => next[1..].copy_from_slice(&ok[..text.len()]),
             T::Lit(l) => {
                 for j in 1..=text.len() {
                     next[j] = ok[j - 1] && text[j - 1] == key(*l);

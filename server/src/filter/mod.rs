@@ -27,6 +27,7 @@ pub use error::{code, CatalogError, QueryError};
 pub use limits::{refusal_label, Limits, REFUSAL_LABELS};
 pub use predicate::{bind, index_key, row_column, Filter};
 pub use request::{
-    parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue, Request, TableName,
+    parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue,
+    Request, TableName,
 };
 pub use types::{ColumnInfo, TypeClass};

@@ -475,23 +475,44 @@ mod in_by_hash {
     fn timestamp() -> impl Strategy<Value = String> {
         (
             prop::sample::select(vec!["2026-11-21", "2026-11-22", "0044-03-15"]),
-            prop::sample::select(vec!["", " 00:00:00", "T23:00:00", " 23:00:00.5", " 00:30:00"]),
+            prop::sample::select(vec![
+                "",
+                " 00:00:00",
+                "T23:00:00",
+                " 23:00:00.5",
+                " 00:30:00",
+            ]),
             prop::sample::select(vec!["", "+00", "Z", "+01", "-01:00", "+00:30"]),
         )
-            .prop_map(|(d, t, z)| if t.is_empty() { d.to_owned() } else { format!("{d}{t}{z}") })
+            .prop_map(|(d, t, z)| {
+                if t.is_empty() {
+                    d.to_owned()
+                } else {
+                    format!("{d}{t}{z}")
+                }
+            })
     }
 
     fn time() -> impl Strategy<Value = String> {
         (
-            prop::sample::select(vec!["00:00:00", "12:30:00", "12:30:00.000", "11:30", "24:00:00"]),
+            prop::sample::select(vec![
+                "00:00:00",
+                "12:30:00",
+                "12:30:00.000",
+                "11:30",
+                "24:00:00",
+            ]),
             prop::sample::select(vec!["", "+00", "+01", "-01"]),
         )
             .prop_map(|(t, z)| format!("{t}{z}"))
     }
 
     fn text() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "A", "é", " ", "1"]), 0..3)
-            .prop_map(|parts| parts.concat())
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "A", "é", " ", "1"]),
+            0..3,
+        )
+        .prop_map(|parts| parts.concat())
     }
 
     fn check_class(

@@ -423,7 +423,10 @@ fn query_bytes_limit_counts_every_key_and_value() {
         ..Limits::DEFAULT
     };
     // "query" + "*:t:a.eq.1" = 15 bytes, "filter" + "b.like.xxxxxxxxxxxxxxxxxxx" = 32.
-    let long = params(&[("query", "*:t:a.eq.1"), ("filter", "b.like.xxxxxxxxxxxxxxxxxxx")]);
+    let long = params(&[
+        ("query", "*:t:a.eq.1"),
+        ("filter", "b.like.xxxxxxxxxxxxxxxxxxx"),
+    ]);
     assert_limit(
         limited(&long, &limits),
         code::QUERY_TOO_LONG,
@@ -457,8 +460,15 @@ fn conditions_limit_counts_query_and_filters() {
         max_conditions: 3,
         ..Limits::DEFAULT
     };
-    let mut p = params(&[("query", "*:t:a.eq.1"), ("filter", "b.eq.2"), ("filter", "c.eq.3")]);
-    assert_eq!(limited(&p, &limits).expect("3 conditions").conditions.len(), 3);
+    let mut p = params(&[
+        ("query", "*:t:a.eq.1"),
+        ("filter", "b.eq.2"),
+        ("filter", "c.eq.3"),
+    ]);
+    assert_eq!(
+        limited(&p, &limits).expect("3 conditions").conditions.len(),
+        3
+    );
     p.push(("filter".into(), "d.eq.4".into()));
     assert_limit(
         limited(&p, &limits),
@@ -499,7 +509,11 @@ fn in_list_limit_per_list() {
         "in_list",
         &["limits.max_in_list = 1000"],
     );
-    assert!(parse_request(&params(&[("query", &format!("*:t:id.in.({})", vec!["7"; 1000].join(",")))])).is_ok());
+    assert!(parse_request(&params(&[(
+        "query",
+        &format!("*:t:id.in.({})", vec!["7"; 1000].join(","))
+    )]))
+    .is_ok());
 }
 
 #[test]
@@ -520,7 +534,10 @@ fn like_pattern_limit_in_bytes() {
     assert!(limited(&params(&[("query", "*:t:name.eq.abcdefgh")]), &limits).is_ok());
     let pattern = "%a".repeat(513);
     assert_limit(
-        parse_request(&params(&[("query", "*:t"), ("filter", &format!("name.not.like.{pattern}"))])),
+        parse_request(&params(&[
+            ("query", "*:t"),
+            ("filter", &format!("name.not.like.{pattern}")),
+        ])),
         code::LIKE_PATTERN_TOO_LONG,
         "like_pattern",
         &["1026 bytes", "limits.max_like_pattern = 1024"],

@@ -32,9 +32,7 @@ async fn counts(server: &Walcast) -> Result<Vec<f64>> {
     let text = server.metrics().await?;
     LABELS
         .iter()
-        .map(|l| {
-            refusals(&text, l).with_context(|| format!("no sample for limit={l} in:\n{text}"))
-        })
+        .map(|l| refusals(&text, l).with_context(|| format!("no sample for limit={l} in:\n{text}")))
         .collect()
 }
 
@@ -70,7 +68,10 @@ fn borrowed<'a>(params: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a 
 async fn each_limit_is_refused_with_its_code_and_counted() -> Result<()> {
     let dist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
     if !dist.join("threshold.wasm").is_file() {
-        bail!("{} is missing: run plugins/build.sh first", dist.join("threshold.wasm").display());
+        bail!(
+            "{} is missing: run plugins/build.sh first",
+            dist.join("threshold.wasm").display()
+        );
     }
     let db = TestDb::new(PgCluster::shared(), "limits").await?;
     db.exec("CREATE TABLE people (id int primary key, name text, age int)")
@@ -82,13 +83,21 @@ async fn each_limit_is_refused_with_its_code_and_counted() -> Result<()> {
         .env("WALCAST_MAX_GROUPS_PER_PLUGIN", "2")
         .start()
         .await?;
-    assert_eq!(counts(&server).await?, vec![0.0; 5], "every label starts at 0");
+    assert_eq!(
+        counts(&server).await?,
+        vec![0.0; 5],
+        "every label starts at 0"
+    );
 
     // query_bytes: 16,384 bytes of decoded parameters by default.
     let long_value = format!("name.eq.{}", "x".repeat(16_400));
     check(
         "query bytes",
-        http_error(&server, &[("query", "insert:people"), ("filter", &long_value)]).await?,
+        http_error(
+            &server,
+            &[("query", "insert:people"), ("filter", &long_value)],
+        )
+        .await?,
         400,
         "query_too_long",
         &["limits.max_query_bytes = 16384"],
@@ -173,7 +182,10 @@ async fn each_limit_is_refused_with_its_code_and_counted() -> Result<()> {
     // Within the limits: 4 conditions, a 1,000-item in list and a 1,024-byte pattern are served.
     let in_ok = format!(
         "age.in.({})",
-        (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+        (0..1000)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let like_ok = format!("name.like.%{}%", "b".repeat(1022));
     let (mut ok, _) = WsClient::subscribe(

@@ -92,7 +92,12 @@ impl GroupQuota {
     /// Keys in use for `plugin`.
     #[cfg(test)]
     pub(crate) fn in_use(&self, plugin: &str) -> u32 {
-        self.state.lock().per_plugin.get(plugin).copied().unwrap_or(0)
+        self.state
+            .lock()
+            .per_plugin
+            .get(plugin)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn release(&self, key: &GroupKey, live: bool) {
@@ -213,7 +218,9 @@ mod tests {
         let a2 = quota.admit(&key("p", "1")).expect("same key shares");
         let b = quota.admit(&key("p", "2")).expect("second");
         assert_eq!(quota.admit(&key("p", "3")).unwrap_err(), AtCap { cap: 2 });
-        let other = quota.admit(&key("q", "3")).expect("another plugin has its own cap");
+        let other = quota
+            .admit(&key("q", "3"))
+            .expect("another plugin has its own cap");
         assert_eq!(quota.in_use("p"), 2);
         // A live group keeps its place after its admissions are gone.
         let live = b.live();

@@ -185,7 +185,10 @@ impl PluginHost {
         self.quota
             .admit(&group_key(&plugin.name, &plugin.params))
             .map_err(|AtCap { cap }| {
-                QueryError::new(code::TOO_MANY_PLUGIN_GROUPS, groups_message(&plugin.name, cap))
+                QueryError::new(
+                    code::TOO_MANY_PLUGIN_GROUPS,
+                    groups_message(&plugin.name, cap),
+                )
             })
     }
 

@@ -70,7 +70,11 @@ fn default_cap_is_a_quarter_of_the_pool() {
 
 #[test]
 fn distinct_param_sets_stop_at_the_cap_with_its_code() {
-    let (_dir, host) = host(&[("p.wasm", pass_all()), ("q.wasm", pass_all())], 64, Some(3));
+    let (_dir, host) = host(
+        &[("p.wasm", pass_all()), ("q.wasm", pass_all())],
+        64,
+        Some(3),
+    );
     let groups: Vec<Arc<PluginGroup>> = (0..3)
         .map(|n| host.group("p", &x(n)).expect("under the cap"))
         .collect();
@@ -81,9 +85,7 @@ fn distinct_param_sets_stop_at_the_cap_with_its_code() {
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.limit(), Some("plugin_groups"));
     assert!(
-        refused
-            .message
-            .contains("limits.max_groups_per_plugin = 3"),
+        refused.message.contains("limits.max_groups_per_plugin = 3"),
         "{}",
         refused.message
     );
@@ -107,12 +109,18 @@ fn distinct_param_sets_stop_at_the_cap_with_its_code() {
     drop(same);
     let first = host.admit(&plugin("p", 10)).expect("places are free again");
     let second = host.admit(&plugin("p", 11)).expect("third place");
-    assert!(host.admit(&plugin("p", 12)).is_err(), "p/1, p/10 and p/11 hold the places");
+    assert!(
+        host.admit(&plugin("p", 12)).is_err(),
+        "p/1, p/10 and p/11 hold the places"
+    );
     drop(joined);
     let third = host.admit(&plugin("p", 12)).expect("p/1's place is free");
     let g = host.group("p", &x(10)).expect("an admitted key is created");
     drop(first);
-    assert!(host.admit(&plugin("p", 13)).is_err(), "the live group keeps its place");
+    assert!(
+        host.admit(&plugin("p", 13)).is_err(),
+        "the live group keeps its place"
+    );
     drop(g);
     assert!(host.admit(&plugin("p", 13)).is_ok());
     drop((second, third));

@@ -71,9 +71,11 @@ async fn start(db: &TestDb<'_>, dist: &str, groups: usize, noted: &mut bool) -> 
         if pool {
             toml.push_str(&format!("max_instances = {}\n", groups + 64));
         }
+        // Every group here is one plugin's: lift the per-plugin cap (a quarter of the pool).
         Walcast::builder(db)
             .prefer_release()
             .env("WALCAST_PLUGIN_DIR", dist)
+            .env("WALCAST_MAX_GROUPS_PER_PLUGIN", &groups.max(1).to_string())
             .config_toml(&toml)
     };
     match config(true).start().await {
