@@ -48,4 +48,4 @@ test: test-setup plugins
 	$(CARGO) build --workspace --release --all-targets
 	WALCAST_BIN="$(TARGET_DIR)/release/walcast" $(CARGO) test --workspace --release
 	# Short fuzzing run: each of the four targets for 10 s (builds them first; see README).
-	sh server/fuzz/run.sh 10
+	bash server/fuzz/run.sh 10
