@@ -233,7 +233,10 @@ impl Authenticator {
         let origin = origin.trim_end_matches('/');
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let same = host.is_some_and(|h| {
-            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(h)
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(h)
         });
         if same || self.allowed_origins.iter().any(|o| o == origin) {
             Ok(())
@@ -368,7 +371,10 @@ fn describe(kind: &ErrorKind) -> String {
             "the token's algorithm is not accepted for this key".into()
         }
         ErrorKind::UnsupportedAlgorithm => "the token's algorithm is not supported".into(),
-        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => {
             "not a well-formed JWT (or an unsupported algorithm such as none)".into()
         }
         other => format!("the token cannot be verified ({other:?})"),

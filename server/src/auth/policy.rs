@@ -137,9 +137,7 @@ impl Policy {
         for (role_name, role) in file.roles {
             let mut rules = Vec::new();
             for (i, r) in role.tables.into_iter().enumerate() {
-                let name = r
-                    .rule
-                    .unwrap_or_else(|| format!("{role_name}.tables[{i}]"));
+                let name = r.rule.unwrap_or_else(|| format!("{role_name}.tables[{i}]"));
                 let table = Glob::new(&r.table)
                     .map_err(|e| format!("rule {name}: table {:?}: {e}", r.table))?
                     .compile_matcher();
@@ -187,7 +185,8 @@ impl Policy {
             for c in &role.channels {
                 let sample = render(c, &|_| Some("x".into()))
                     .map_err(|e| format!("role {role_name}: channels: {c:?}: {e}"))?;
-                Glob::new(&sample).map_err(|e| format!("role {role_name}: channels: {c:?}: {e}"))?;
+                Glob::new(&sample)
+                    .map_err(|e| format!("role {role_name}: channels: {c:?}: {e}"))?;
             }
             roles.insert(
                 role_name,
@@ -217,9 +216,9 @@ impl Policy {
             (None, Some(d)) => d.as_str(),
             (None, None) => {
                 return Err(forbidden(format!(
-                    "the token has no {:?} claim naming its role, and the policy has no default_role",
-                    self.role_claim
-                )))
+                "the token has no {:?} claim naming its role, and the policy has no default_role",
+                self.role_claim
+            )))
             }
         };
         match self.roles.get_key_value(name) {
@@ -332,9 +331,8 @@ impl Policy {
             out.push(("select".into(), quote_columns(&cols)));
         }
         for f in &rule.filters {
-            let condition = render(f, &|path| claim_text(who, role_name, path)).map_err(|e| {
-                forbidden(format!("rule {} cannot be applied: {e}", rule.name))
-            })?;
+            let condition = render(f, &|path| claim_text(who, role_name, path))
+                .map_err(|e| forbidden(format!("rule {} cannot be applied: {e}", rule.name)))?;
             out.push(("filter".into(), condition));
         }
         Ok(out)
@@ -440,7 +438,10 @@ fn op_list(mask: u8) -> String {
 fn quote_columns(cols: &[String]) -> String {
     cols.iter()
         .map(|c| {
-            if c.chars().any(|ch| matches!(ch, ',' | '"' | ' ' | '.' | ':')) || c.is_empty() {
+            if c.chars()
+                .any(|ch| matches!(ch, ',' | '"' | ' ' | '.' | ':'))
+                || c.is_empty()
+            {
                 format!("\"{}\"", c.replace('"', "\"\""))
             } else {
                 c.clone()

@@ -60,7 +60,10 @@ fn signed(alg: Algorithm, private: &str, c: &serde_json::Value) -> String {
 
 fn refused(a: &Authenticator, token: &str, needle: &str) {
     match a.verify(token) {
-        Ok(p) => panic!("accepted a token that should be refused ({needle}): {:?}", p.claims),
+        Ok(p) => panic!(
+            "accepted a token that should be refused ({needle}): {:?}",
+            p.claims
+        ),
         Err(Unauthorized(m)) => assert!(m.contains(needle), "{m:?} does not say {needle:?}"),
     }
 }
@@ -73,7 +76,9 @@ fn hs256_tokens_are_checked_for_signature_time_audience_and_issuer() {
         c.auth.issuer = vec!["https://issuer.test".into()];
     });
     let good = claims(json!({"aud": "walcast", "iss": "https://issuer.test", "tenant": 7}));
-    let p = a.verify(&hs(&good, SECRET.as_bytes())).expect("valid token");
+    let p = a
+        .verify(&hs(&good, SECRET.as_bytes()))
+        .expect("valid token");
     assert_eq!(p.subject(), Some("user-1"));
     assert_eq!(p.claim("claims.tenant"), Some(&json!(7)));
 
@@ -101,7 +106,11 @@ fn alg_none_is_refused() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
     for alg in ["none", "None", "NONE"] {
-        let token = format!("{}.{}.", b64(json!({"alg": alg, "typ": "JWT"})), b64(claims(json!({}))));
+        let token = format!(
+            "{}.{}.",
+            b64(json!({"alg": alg, "typ": "JWT"})),
+            b64(claims(json!({})))
+        );
         refused(&a, &token, "well-formed");
     }
 }
@@ -141,7 +150,9 @@ fn rs256_es256_and_eddsa_verify_with_pem_keys() {
         (Algorithm::EdDSA, "ed_private.pem"),
     ] {
         let token = signed(alg, private, &claims(json!({})));
-        let p = a.verify(&token).unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
+        let p = a
+            .verify(&token)
+            .unwrap_or_else(|e| panic!("{alg:?}: {e:?}"));
         assert_eq!(p.subject(), Some("user-1"));
         let expired = signed(alg, private, &claims(json!({"exp": now() - 5})));
         refused(&a, &expired, "expired");
@@ -168,7 +179,11 @@ fn jwks_keys_are_chosen_by_kid_and_reloaded_when_the_file_changes() {
         jwk
     };
     let write = |keys: Vec<Jwk>| {
-        std::fs::write(&path, serde_json::to_string(&JwkSet { keys }).expect("json")).expect("write")
+        std::fs::write(
+            &path,
+            serde_json::to_string(&JwkSet { keys }).expect("json"),
+        )
+        .expect("write")
     };
     write(vec![jwk("rsa_private.pem", Algorithm::RS256, "rsa-1")]);
     let a = authenticator(|c| c.auth.jwks_file = Some(path.clone()));
@@ -231,7 +246,10 @@ fn admin_token_and_origins() {
     assert!(a.admin_allowed(&h).is_err());
     h.insert(header::AUTHORIZATION, "Bearer nope".parse().expect("h"));
     assert!(a.admin_allowed(&h).is_err());
-    h.insert(header::AUTHORIZATION, "Bearer admin-secret".parse().expect("h"));
+    h.insert(
+        header::AUTHORIZATION,
+        "Bearer admin-secret".parse().expect("h"),
+    );
     assert!(a.admin_allowed(&h).is_ok());
     // jwt without admin.token: closed.
     let closed = authenticator(|c| c.auth.jwt_secret = Some(SECRET.into()));
@@ -239,9 +257,15 @@ fn admin_token_and_origins() {
 
     let mut o = HeaderMap::new();
     assert!(a.origin_allowed(&o).is_ok(), "no Origin: not a browser");
-    o.insert(header::ORIGIN, "https://app.example.com".parse().expect("h"));
+    o.insert(
+        header::ORIGIN,
+        "https://app.example.com".parse().expect("h"),
+    );
     assert!(a.origin_allowed(&o).is_ok());
-    o.insert(header::ORIGIN, "https://evil.example.com".parse().expect("h"));
+    o.insert(
+        header::ORIGIN,
+        "https://evil.example.com".parse().expect("h"),
+    );
     assert!(a.origin_allowed(&o).is_err());
     o.insert(header::HOST, "evil.example.com".parse().expect("h"));
     assert!(a.origin_allowed(&o).is_ok(), "same origin");
@@ -262,7 +286,11 @@ fn a_fresh_token_must_keep_subject_and_role() {
     assert!(session.refresh(&other).is_err());
     let expired = hs(&claims(json!({"exp": now() - 5})), SECRET.as_bytes());
     assert!(session.refresh(&expired).is_err());
-    assert_eq!(session.expires(), Some(later as u64), "a refused token changes nothing");
+    assert_eq!(
+        session.expires(),
+        Some(later as u64),
+        "a refused token changes nothing"
+    );
 }
 
 #[test]
@@ -270,16 +298,29 @@ fn jwt_mode_needs_a_key_and_non_loopback_needs_a_mode() {
     let mut c = Config::default();
     c.database_url = Some("postgres://x@db/x".into());
     c.listen = "0.0.0.0:7700".parse().expect("addr");
-    let e = c.auth.resolve(c.listen, false).expect_err("no mode on 0.0.0.0");
+    let e = c
+        .auth
+        .resolve(c.listen, false)
+        .expect_err("no mode on 0.0.0.0");
     assert!(e.to_string().contains("auth.mode"), "{e}");
-    assert_eq!(c.auth.resolve(c.listen, true).ok(), Some(AuthMode::None), "embedded demo");
+    assert_eq!(
+        c.auth.resolve(c.listen, true).ok(),
+        Some(AuthMode::None),
+        "embedded demo"
+    );
     c.auth.mode = Some(AuthMode::Jwt);
-    assert!(c.auth.resolve(c.listen, false).is_err(), "jwt without a key");
+    assert!(
+        c.auth.resolve(c.listen, false).is_err(),
+        "jwt without a key"
+    );
     c.auth.jwt_secret = Some(SECRET.into());
     assert_eq!(c.auth.resolve(c.listen, false).ok(), Some(AuthMode::Jwt));
     let loopback: std::net::SocketAddr = "127.0.0.1:7700".parse().expect("addr");
     let mut d = Config::default();
     assert_eq!(d.auth.resolve(loopback, false).ok(), Some(AuthMode::None));
     d.auth.policy_file = Some("p.toml".into());
-    assert!(d.auth.resolve(loopback, false).is_err(), "a policy needs jwt");
+    assert!(
+        d.auth.resolve(loopback, false).is_err(),
+        "a policy needs jwt"
+    );
 }

@@ -77,7 +77,10 @@ impl std::fmt::Debug for AuthSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthSection")
             .field("mode", &self.mode)
-            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "jwt_secret",
+                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("public_keys", &self.public_keys)
             .field("jwks_file", &self.jwks_file)
             .field("audience", &self.audience)

@@ -15,8 +15,8 @@ mod tls;
 pub use auth::{AdminSection, AuthMode, AuthSection, HttpSection};
 pub use journal::{JournalSection, DEFAULT_JOURNAL_DIR};
 pub use limits::LimitsConfig;
-pub use tls::TlsSection;
 use serde::{Deserialize, Deserializer};
+pub use tls::TlsSection;
 
 /// Default config file looked up in the working directory when `--config` is not given.
 const DEFAULT_CONFIG_FILE: &str = "walcast.toml";
@@ -386,7 +386,11 @@ impl Config {
         // What the router and the plugin host apply (see `filter::Limits::install`).
         crate::filter::Limits::install(config.limits.limits(&config.plugins));
         // Decided once, while "no database_url" still means the embedded demo.
-        config.auth.mode = Some(config.auth.resolve(config.listen, config.database_url.is_none())?);
+        config.auth.mode = Some(
+            config
+                .auth
+                .resolve(config.listen, config.database_url.is_none())?,
+        );
         Ok(config)
     }
 
@@ -512,10 +516,14 @@ impl Config {
         self.journal.validate()?;
         self.limits.validate()?;
         self.tls.validate()?;
-        self.auth.resolve(self.listen, self.database_url.is_none())?;
+        self.auth
+            .resolve(self.listen, self.database_url.is_none())?;
         for (key, value) in [
             ("http.max_connections", self.http.max_connections),
-            ("http.max_connections_per_ip", self.http.max_connections_per_ip),
+            (
+                "http.max_connections_per_ip",
+                self.http.max_connections_per_ip,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));

@@ -110,17 +110,26 @@ fn env_overrides_file() {
         ("WALCAST_AUTH_MODE", "jwt"),
         ("WALCAST_JWT_SECRET", "s3cret"),
         ("WALCAST_ADMIN_TOKEN", "adm1n"),
-        ("WALCAST_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
+        (
+            "WALCAST_ALLOWED_ORIGINS",
+            "https://a.example, https://b.example",
+        ),
     ]);
     let config = Config::load(&cli, &env).unwrap();
     assert_eq!(config.listen.to_string(), "0.0.0.0:8800");
     assert_eq!(config.auth_mode(), AuthMode::Jwt);
     assert_eq!(config.auth.jwt_secret.as_deref(), Some("s3cret"));
     assert_eq!(config.admin.token.as_deref(), Some("adm1n"));
-    assert_eq!(config.http.allowed_origins, ["https://a.example", "https://b.example"]);
+    assert_eq!(
+        config.http.allowed_origins,
+        ["https://a.example", "https://b.example"]
+    );
     // Secrets stay out of Debug output.
     let debug = format!("{config:?}");
-    assert!(!debug.contains("s3cret") && !debug.contains("adm1n"), "{debug}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("adm1n"),
+        "{debug}"
+    );
     // Without a mode, a non-loopback listener is refused, naming the key.
     let mut no_mode: Vec<(&str, &str)> = vec![
         ("DATABASE_URL", "postgres://u:pw@db:5432/app"),
@@ -129,7 +138,10 @@ fn env_overrides_file() {
     let e = Config::load(&cli, &env_of(&no_mode)).expect_err("no auth.mode on 0.0.0.0");
     assert!(e.to_string().contains("auth.mode"), "{e}");
     no_mode.push(("WALCAST_AUTH_MODE", "none"));
-    assert!(Config::load(&cli, &env_of(&no_mode)).is_ok(), "none on purpose");
+    assert!(
+        Config::load(&cli, &env_of(&no_mode)).is_ok(),
+        "none on purpose"
+    );
     assert_eq!(
         config.database_url.as_deref(),
         Some("postgres://u:pw@db:5432/app")
@@ -493,11 +505,13 @@ fn limits_section_defaults_file_env_and_validation() {
     );
 
     let mut config =
-        Config::from_toml_str("[limits]\nmax_conditions = 8\nmax_groups_per_plugin = 3\n")
-            .unwrap();
+        Config::from_toml_str("[limits]\nmax_conditions = 8\nmax_groups_per_plugin = 3\n").unwrap();
     config.validate().unwrap();
     assert_eq!(config.limits.max_conditions, 8);
-    assert_eq!(config.limits.limits(&config.plugins).max_groups_per_plugin, Some(3));
+    assert_eq!(
+        config.limits.limits(&config.plugins).max_groups_per_plugin,
+        Some(3)
+    );
     config
         .apply_env(&env_of(&[
             ("WALCAST_MAX_QUERY_BYTES", "2048"),

@@ -10,8 +10,8 @@ mod wide;
 pub(crate) use change::Action;
 pub use change::{Change, Column, Image, Op, Value};
 pub use frame::{put_column_value, put_str, Format, FrameEncoder, Projection};
-pub use v1::{put_column_value_v1, Part};
 pub use parser::{DecodeError, Decoder, Undecoded};
+pub use v1::{put_column_value_v1, Part};
 
 #[cfg(test)]
 mod tests;

@@ -428,8 +428,16 @@ fn every_sample_encodes_as_valid_v1_json() {
         let text = encoder.v1(&change, Projection::All);
         let f: Json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         let names = f["columnnames"].as_array().map_or(0, Vec::len);
-        assert_eq!(names, f["columnvalues"].as_array().map_or(0, Vec::len), "{text}");
-        assert_eq!(names, f["columntypes"].as_array().map_or(0, Vec::len), "{text}");
+        assert_eq!(
+            names,
+            f["columnvalues"].as_array().map_or(0, Vec::len),
+            "{text}"
+        );
+        assert_eq!(
+            names,
+            f["columntypes"].as_array().map_or(0, Vec::len),
+            "{text}"
+        );
     }
 }
 

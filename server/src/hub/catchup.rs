@@ -142,7 +142,10 @@ impl CatchUp {
                     Some(cols) => Projection::Only(cols),
                     None => Projection::All,
                 };
-                Frame::from(self.encoder.encode(&change, projection, req.filter.format()))
+                Frame::from(
+                    self.encoder
+                        .encode(&change, projection, req.filter.format()),
+                )
             });
             out.push(frame);
             produced += 1;

@@ -117,7 +117,9 @@ impl Outcome {
         match group.evaluate(change) {
             Verdict::Drop => Outcome::Drop,
             Verdict::Pass => Outcome::Pass,
-            Verdict::Rewritten(r) => Outcome::Rewritten(Frame::from(r.walcast), r.v1.map(Frame::from)),
+            Verdict::Rewritten(r) => {
+                Outcome::Rewritten(Frame::from(r.walcast), r.v1.map(Frame::from))
+            }
             Verdict::Error(message) => Outcome::Failed(
                 plugin_error_frame(group.plugin_name(), &message),
                 group.failing(),
@@ -129,7 +131,10 @@ impl Outcome {
 /// A rewrite rendered without the format-version-1 frame a cohort needs: cannot happen when
 /// subscribing called `PluginGroup::serve`; reported as a plugin error, never a silent drop.
 pub(crate) fn missing_v1(group: &PluginGroup) -> Frame {
-    tracing::error!(plugin = group.plugin_name(), "rewrite has no wal2json-v1 rendering");
+    tracing::error!(
+        plugin = group.plugin_name(),
+        "rewrite has no wal2json-v1 rendering"
+    );
     plugin_error_frame(
         group.plugin_name(),
         "the rewritten change was not rendered in format wal2json-v1",

@@ -230,7 +230,11 @@ impl Hub {
                         entry.filter.select(),
                         "{at}: cohort {id} projection"
                     );
-                    assert_eq!(shape.format, entry.filter.format(), "{at}: cohort {id} format");
+                    assert_eq!(
+                        shape.format,
+                        entry.filter.format(),
+                        "{at}: cohort {id} format"
+                    );
                 }
                 for (key, id) in &t.by_request {
                     let entry = t.cohorts.get(id).expect("by_request names a live cohort");

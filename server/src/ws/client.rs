@@ -33,7 +33,9 @@ pub(crate) enum Control {
     },
     /// A fresh token for the socket (`auth.mode = "jwt"`): checked, then it moves the socket's
     /// expiry.
-    AccessToken { token: String },
+    AccessToken {
+        token: String,
+    },
     /// A frame to send back as it is (an error about the client's message).
     Reply(Frame),
 }

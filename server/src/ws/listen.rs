@@ -81,7 +81,10 @@ pub(super) async fn handler(
             )
         }
     };
-    let mut token = q.access_token.map(|t| vec![("access_token".to_owned(), t)]).unwrap_or_default();
+    let mut token = q
+        .access_token
+        .map(|t| vec![("access_token".to_owned(), t)])
+        .unwrap_or_default();
     let principal = match super::router::identify(&st, &headers, &mut token) {
         Ok(principal) => principal,
         Err(refused) => return refused,

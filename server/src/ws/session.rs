@@ -271,7 +271,10 @@ impl MessageRate {
             return Ok(());
         }
         self.metrics.limit_refused("rate_limited");
-        if self.told.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self
+            .told
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return Err(None);
         }
         self.told = Some(std::time::Instant::now());

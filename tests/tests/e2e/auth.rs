@@ -71,7 +71,10 @@ async fn start(db: &TestDb<'_>, policy: Option<&str>) -> Result<Walcast> {
         rsa.display().to_string()
     );
     if let Some(policy) = policy {
-        let path = std::env::temp_dir().join(format!("walcast-policy-{}.toml", walcast_tests::unique_suffix()));
+        let path = std::env::temp_dir().join(format!(
+            "walcast-policy-{}.toml",
+            walcast_tests::unique_suffix()
+        ));
         std::fs::write(&path, policy)?;
         toml.push_str(&format!("policy_file = {:?}\n", path.display().to_string()));
     }
@@ -93,7 +96,8 @@ async fn refused(server: &Walcast, path: &str, headers: &[(&str, &str)]) -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_401_and_good_ones_subscribe() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "auth_tokens").await?;
-    db.exec("CREATE TABLE auth_t (id int PRIMARY KEY, v text)").await?;
+    db.exec("CREATE TABLE auth_t (id int PRIMARY KEY, v text)")
+        .await?;
     let server = start(&db, None).await?;
     let path = "/ws?query=*:auth_t";
     let public_pem = std::fs::read(keys_dir().join("rsa_public.pem"))?;
@@ -102,28 +106,56 @@ async fn bad_tokens_get_401_and_good_ones_subscribe() -> Result<()> {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
     };
     let cases: Vec<(&str, String)> = vec![
-        ("expired", hs(&good(json!({"exp": now() - 30})), SECRET.as_bytes())?),
-        ("not yet valid", hs(&good(json!({"nbf": now() + 600})), SECRET.as_bytes())?),
-        ("wrong audience", hs(&good(json!({"aud": "other"})), SECRET.as_bytes())?),
-        ("wrong issuer", hs(&good(json!({"iss": "other"})), SECRET.as_bytes())?),
+        (
+            "expired",
+            hs(&good(json!({"exp": now() - 30})), SECRET.as_bytes())?,
+        ),
+        (
+            "not yet valid",
+            hs(&good(json!({"nbf": now() + 600})), SECRET.as_bytes())?,
+        ),
+        (
+            "wrong audience",
+            hs(&good(json!({"aud": "other"})), SECRET.as_bytes())?,
+        ),
+        (
+            "wrong issuer",
+            hs(&good(json!({"iss": "other"})), SECRET.as_bytes())?,
+        ),
         ("forged", hs(&good(json!({})), b"not the server's secret")?),
         (
             "alg none",
-            format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(good(json!({})))),
+            format!(
+                "{}.{}.",
+                b64(json!({"alg": "none", "typ": "JWT"})),
+                b64(good(json!({})))
+            ),
         ),
-        ("HS256 signed with the RSA public key", hs(&good(json!({})), &public_pem)?),
+        (
+            "HS256 signed with the RSA public key",
+            hs(&good(json!({})), &public_pem)?,
+        ),
         ("garbage", "abc".into()),
     ];
     for (what, token) in &cases {
         let auth = format!("Bearer {token}");
         let (status, code) = refused(&server, path, &[("authorization", &auth)]).await?;
-        ensure!(status == 401 && code == "unauthorized", "{what}: {status} {code}");
+        ensure!(
+            status == 401 && code == "unauthorized",
+            "{what}: {status} {code}"
+        );
         let q = format!("{path}&access_token={}", percent_encode(token));
         let (status, code) = refused(&server, &q, &[]).await?;
-        ensure!(status == 401 && code == "unauthorized", "{what} (query): {status} {code}");
+        ensure!(
+            status == 401 && code == "unauthorized",
+            "{what} (query): {status} {code}"
+        );
     }
     let (status, code) = refused(&server, path, &[]).await?;
-    ensure!(status == 401 && code == "unauthorized", "no token: {status} {code}");
+    ensure!(
+        status == 401 && code == "unauthorized",
+        "no token: {status} {code}"
+    );
 
     // Good tokens, from each place; an RS256 token from the PEM key too.
     let token = hs(&good(json!({})), SECRET.as_bytes())?;
@@ -132,7 +164,10 @@ async fn bad_tokens_get_401_and_good_ones_subscribe() -> Result<()> {
         .await?
         .map_err(|e| anyhow::anyhow!("header token refused: {e:?}"))?;
     by_header.expect_subscribed().await?;
-    let q = format!("{path}&access_token={}", percent_encode(&rs(&good(json!({})))?));
+    let q = format!(
+        "{path}&access_token={}",
+        percent_encode(&rs(&good(json!({})))?)
+    );
     let (mut by_query, _) = WsClient::try_open_with(&server, &q, &[])
         .await?
         .map_err(|e| anyhow::anyhow!("query token refused: {e:?}"))?;
@@ -142,7 +177,10 @@ async fn bad_tokens_get_401_and_good_ones_subscribe() -> Result<()> {
         WsClient::try_open_with(&server, path, &[("sec-websocket-protocol", &protocols)])
             .await?
             .map_err(|e| anyhow::anyhow!("subprotocol token refused: {e:?}"))?;
-    ensure!(answered.as_deref() == Some("walcast"), "answered protocol {answered:?}");
+    ensure!(
+        answered.as_deref() == Some("walcast"),
+        "answered protocol {answered:?}"
+    );
     by_protocol.expect_subscribed().await?;
     db.exec("INSERT INTO auth_t VALUES (1, 'x')").await?;
     for c in [&mut by_header, &mut by_query, &mut by_protocol] {
@@ -154,14 +192,23 @@ async fn bad_tokens_get_401_and_good_ones_subscribe() -> Result<()> {
     let (status, code) = refused(
         &server,
         path,
-        &[("authorization", &auth), ("origin", "https://evil.example.com")],
+        &[
+            ("authorization", &auth),
+            ("origin", "https://evil.example.com"),
+        ],
     )
     .await?;
-    ensure!(status == 403 && code == "origin_not_allowed", "{status} {code}");
+    ensure!(
+        status == 403 && code == "origin_not_allowed",
+        "{status} {code}"
+    );
     WsClient::try_open_with(
         &server,
         path,
-        &[("authorization", &auth), ("origin", "https://app.example.com")],
+        &[
+            ("authorization", &auth),
+            ("origin", "https://app.example.com"),
+        ],
     )
     .await?
     .map_err(|e| anyhow::anyhow!("allowed origin refused: {e:?}"))?;
@@ -180,17 +227,34 @@ async fn bad_tokens_get_401_and_good_ones_subscribe() -> Result<()> {
     }
     // /listen and /v1/tables need a user token too.
     let (status, code) = refused(&server, "/listen/ch", &[]).await?;
-    ensure!(status == 401 && code == "unauthorized", "listen: {status} {code}");
-    let r = http.get(format!("{}/v1/tables", server.http_base())).send().await?;
-    ensure!(r.status().as_u16() == 401, "tables without a token: {}", r.status());
+    ensure!(
+        status == 401 && code == "unauthorized",
+        "listen: {status} {code}"
+    );
+    let r = http
+        .get(format!("{}/v1/tables", server.http_base()))
+        .send()
+        .await?;
+    ensure!(
+        r.status().as_u16() == 401,
+        "tables without a token: {}",
+        r.status()
+    );
     let r = http
         .get(format!("{}/v1/tables", server.http_base()))
         .bearer_auth(&token)
         .send()
         .await?;
-    ensure!(r.status().as_u16() == 200, "tables with a token: {}", r.status());
+    ensure!(
+        r.status().as_u16() == 200,
+        "tables with a token: {}",
+        r.status()
+    );
     // Health stays open for probes.
-    let r = http.get(format!("{}/healthz", server.http_base())).send().await?;
+    let r = http
+        .get(format!("{}/healthz", server.http_base()))
+        .send()
+        .await?;
     ensure!(r.status().as_u16() == 200, "healthz: {}", r.status());
     Ok(())
 }
@@ -216,7 +280,10 @@ async fn an_expired_token_closes_4001_unless_a_fresh_one_came() -> Result<()> {
     stays.expect_subscribed().await?;
     expires.expect_subscribed().await?;
     // A token of another subject is refused and changes nothing.
-    let other = hs(&good(json!({"sub": "u2", "exp": now() + 600})), SECRET.as_bytes())?;
+    let other = hs(
+        &good(json!({"sub": "u2", "exp": now() + 600})),
+        SECRET.as_bytes(),
+    )?;
     stays
         .send_text(&json!({"type": "access_token", "token": other}).to_string())
         .await?;
@@ -226,7 +293,8 @@ async fn an_expired_token_closes_4001_unless_a_fresh_one_came() -> Result<()> {
         .send_text(&json!({"type": "access_token", "token": fresh}).to_string())
         .await?;
     match stays.next_frame(STEP).await? {
-        Frame::Json(v, _) if v["type"] == "token_refreshed" && v["exp"].as_i64() > Some(now() + 500) => {}
+        Frame::Json(v, _)
+            if v["type"] == "token_refreshed" && v["exp"].as_i64() > Some(now() + 500) => {}
         other => bail!("expected token_refreshed, got {other:?}"),
     }
     expires.expect_close(4001, Duration::from_secs(10)).await?;
@@ -251,7 +319,8 @@ struct GenRole {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_changes() -> Result<()> {
+async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_changes() -> Result<()>
+{
     let seed: u64 = std::env::var("WALCAST_POLICY_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -271,10 +340,18 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
     let mut roles = Vec::new();
     let mut policy = String::from("role_claim = \"role\"\n");
     for r in 0..5 {
-        let ops: Vec<&str> = OPS.iter().copied().filter(|_| rng.random_bool(0.7)).collect();
+        let ops: Vec<&str> = OPS
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.7))
+            .collect();
         let ops = if ops.is_empty() { vec!["insert"] } else { ops };
         let mut columns = vec!["id", "seq"];
-        columns.extend(COLS.iter().copied().filter(|c| *c != "seq" && rng.random_bool(0.5)));
+        columns.extend(
+            COLS.iter()
+                .copied()
+                .filter(|c| *c != "seq" && rng.random_bool(0.5)),
+        );
         let role = GenRole {
             name: format!("r{r}"),
             ops,
@@ -283,7 +360,13 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
             tenant: rng.random_bool(0.5),
             kinds: rng
                 .random_bool(0.4)
-                .then(|| KINDS.iter().copied().filter(|_| rng.random_bool(0.6)).collect::<Vec<_>>())
+                .then(|| {
+                    KINDS
+                        .iter()
+                        .copied()
+                        .filter(|_| rng.random_bool(0.6))
+                        .collect::<Vec<_>>()
+                })
                 .filter(|k| !k.is_empty()),
         };
         let mut filters = Vec::new();
@@ -331,7 +414,10 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         if let Some(m) = own_min_id {
             params.push(("filter".into(), format!("id.gte.{m}")));
         }
-        let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pairs: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let auth = format!("Bearer {token}");
         let (mut client, _) = WsClient::try_open_with(
             &server,
@@ -341,7 +427,13 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         .await?
         .map_err(|e| anyhow::anyhow!("subscriber refused: {e:?}"))?;
         client.expect_subscribed().await?;
-        subs.push(Sub { role, sub, tenant, own_min_id, client });
+        subs.push(Sub {
+            role,
+            sub,
+            tenant,
+            own_min_id,
+            client,
+        });
     }
 
     // Random changes, each logged with the row image the filter sees (new for insert and
@@ -387,14 +479,20 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         ))
         .await?;
     }
-    db.exec("INSERT INTO pol VALUES (1000, 'end', 0, 'z', 'end', 0)").await?;
+    db.exec("INSERT INTO pol VALUES (1000, 'end', 0, 'z', 'end', 0)")
+        .await?;
 
     let mut checked = 0usize;
     for s in &mut subs {
         // The reference: the same rule and claims as SQL.
         let mut conds = vec![format!(
             "op IN ({})",
-            s.role.ops.iter().map(|o| format!("'{o}'")).collect::<Vec<_>>().join(",")
+            s.role
+                .ops
+                .iter()
+                .map(|o| format!("'{o}'"))
+                .collect::<Vec<_>>()
+                .join(",")
         )];
         if s.role.owner {
             conds.push(format!("owner = '{}'", s.sub));
@@ -405,7 +503,10 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         if let Some(k) = &s.role.kinds {
             conds.push(format!(
                 "kind IN ({})",
-                k.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(",")
+                k.iter()
+                    .map(|k| format!("'{k}'"))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ));
         }
         if let Some(m) = s.own_min_id {
@@ -420,7 +521,13 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
             .query(sql.as_str(), &[])
             .await?
             .iter()
-            .map(|r| (r.get::<_, String>(0), i64::from(r.get::<_, i32>(1)), i64::from(r.get::<_, i32>(2))))
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    i64::from(r.get::<_, i32>(1)),
+                    i64::from(r.get::<_, i32>(2)),
+                )
+            })
             .collect();
         // What walcast sent, up to the end marker (if the role sees inserts; else up to count).
         let mut got = Vec::new();
@@ -434,9 +541,18 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
                 break;
             }
             let v = s.client.next_change(STEP).await.with_context(|| {
-                format!("role {:?}: after {} of {} frames", s.role, got.len(), want.len())
+                format!(
+                    "role {:?}: after {} of {} frames",
+                    s.role,
+                    got.len(),
+                    want.len()
+                )
             })?;
-            let image = if v["op"] == "delete" { &v["old"] } else { &v["new"] };
+            let image = if v["op"] == "delete" {
+                &v["old"]
+            } else {
+                &v["new"]
+            };
             let id = image["id"].as_i64().context("no id")?;
             if id == 1000 {
                 break;
@@ -474,7 +590,8 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
     }
     // A second round makes extra frames visible for subscribers that did not see the marker:
     // every subscriber gets exactly what the next change allows, nothing left over.
-    db.exec("INSERT INTO pol VALUES (2000, 'u0', 1, 'a', 'x', 5000)").await?;
+    db.exec("INSERT INTO pol VALUES (2000, 'u0', 1, 'a', 'x', 5000)")
+        .await?;
     for s in &mut subs {
         let sees = s.role.ops.contains(&"insert")
             && (!s.role.owner || s.sub == "u0")
@@ -482,10 +599,17 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
             && s.role.kinds.as_ref().is_none_or(|k| k.contains(&"a"));
         if sees {
             let v = s.client.next_change(STEP).await?;
-            ensure!(v["new"]["id"] == 2000, "role {:?}: left-over frame {v}", s.role);
+            ensure!(
+                v["new"]["id"] == 2000,
+                "role {:?}: left-over frame {v}",
+                s.role
+            );
         }
     }
-    eprintln!("policy property test: {} subscribers, {changes} changes, {checked} frames checked", subs.len());
+    eprintln!(
+        "policy property test: {} subscribers, {changes} changes, {checked} frames checked",
+        subs.len()
+    );
     ensure!(checked > 0, "no frame was checked");
     Ok(())
 }
@@ -502,10 +626,16 @@ async fn connection_and_message_rate_limits_answer_with_their_codes() -> Result<
     let (mut first, _) = WsClient::subscribe(&server, &[("query", "*:lim_t")]).await?;
     let (second, _) = WsClient::subscribe(&server, &[("query", "*:lim_t")]).await?;
     let (status, code) = refused(&server, "/ws?query=*:lim_t", &[]).await?;
-    ensure!(status == 503 && code == "too_many_connections", "{status} {code}");
+    ensure!(
+        status == 503 && code == "too_many_connections",
+        "{status} {code}"
+    );
     // /listen counts toward the same total.
     let (status, code) = refused(&server, "/listen/ch", &[]).await?;
-    ensure!(status == 503 && code == "too_many_connections", "listen: {status} {code}");
+    ensure!(
+        status == 503 && code == "too_many_connections",
+        "listen: {status} {code}"
+    );
     // A socket that leaves gives its place back.
     second.close_and_wait(STEP).await?;
     let third = walcast_tests::wait_for(
@@ -513,7 +643,9 @@ async fn connection_and_message_rate_limits_answer_with_their_codes() -> Result<
         STEP,
         Duration::from_millis(50),
         || async {
-            Ok(WsClient::try_connect(&server, &[("query", "*:lim_t")]).await?.ok())
+            Ok(WsClient::try_connect(&server, &[("query", "*:lim_t")])
+                .await?
+                .ok())
         },
     )
     .await?;
@@ -546,7 +678,10 @@ async fn connection_and_message_rate_limits_answer_with_their_codes() -> Result<
     for label in ["connections", "message_rate"] {
         let line = metrics
             .lines()
-            .find(|l| l.starts_with("walcast_limit_refusals_total") && l.contains(&format!("limit=\"{label}\"")))
+            .find(|l| {
+                l.starts_with("walcast_limit_refusals_total")
+                    && l.contains(&format!("limit=\"{label}\""))
+            })
             .with_context(|| format!("no walcast_limit_refusals_total{{limit={label:?}}}"))?;
         let n: f64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
         ensure!(n >= 1.0, "{line}");

@@ -131,21 +131,37 @@ async fn wal2json_v1_frames_match_format_version_1_field_by_field() -> Result<()
         }
     }
     // Replayed from the journal (`from=`), the same frames, byte for byte.
-    let from = full_subscribed["pos"].as_str().context("subscribed without pos")?;
+    let from = full_subscribed["pos"]
+        .as_str()
+        .context("subscribed without pos")?;
     let (mut replay, _) = WsClient::subscribe(
         &server,
-        &[("query", "*:spec_full"), ("format", "wal2json-v1"), ("from", from)],
+        &[
+            ("query", "*:spec_full"),
+            ("format", "wal2json-v1"),
+            ("from", from),
+        ],
     )
     .await?;
     for (k, live) in full_frames.iter().enumerate() {
         let replayed = next_v1(&mut replay, "spec_full (from=)").await?;
-        ensure!(&replayed == live, "replayed frame {k}: {replayed}\n  live: {live}");
+        ensure!(
+            &replayed == live,
+            "replayed frame {k}: {replayed}\n  live: {live}"
+        );
     }
     // Bad input is refused before the upgrade, naming the fix.
     for (params, needle) in [
-        (vec![("query", "*:spec_full"), ("format", "wal2json-v2")], "wal2json-v1"),
         (
-            vec![("query", "*:spec_full"), ("format", "wal2json-v1"), ("snapshot", "true")],
+            vec![("query", "*:spec_full"), ("format", "wal2json-v2")],
+            "wal2json-v1",
+        ),
+        (
+            vec![
+                ("query", "*:spec_full"),
+                ("format", "wal2json-v1"),
+                ("snapshot", "true"),
+            ],
             "snapshot",
         ),
     ] {
@@ -166,12 +182,16 @@ async fn wal2json_v1_frames_match_format_version_1_field_by_field() -> Result<()
     for kind in ["insert", "update", "delete"] {
         ensure!(kinds.iter().any(|k| k == kind), "no {kind} in the workload");
     }
-    ensure!(compared == expected.len(), "{compared} of {} compared", expected.len());
+    ensure!(
+        compared == expected.len(),
+        "{compared} of {} compared",
+        expected.len()
+    );
     // The unchanged TOASTed column is absent from that update, in both.
     ensure!(
-        expected
-            .iter()
-            .any(|e| e.contains(r#""kind":"update""#) && e.contains(r#""columnvalues":[3,"#) && !e.contains(r#""big""#)),
+        expected.iter().any(|e| e.contains(r#""kind":"update""#)
+            && e.contains(r#""columnvalues":[3,"#)
+            && !e.contains(r#""big""#)),
         "the workload has no update with an unchanged TOASTed column"
     );
     Ok(())

@@ -8,7 +8,9 @@ use std::ops::Range;
 
 use super::abi::{ABSENT, BAD_JSON};
 use super::snapshot::ChangeCopy;
-use crate::decode::{put_column_value, put_column_value_v1, put_str, Change, FrameEncoder, Image, Part};
+use crate::decode::{
+    put_column_value, put_column_value_v1, put_str, Change, FrameEncoder, Image, Part,
+};
 
 #[derive(Clone, Debug)]
 enum Name {
@@ -221,33 +223,36 @@ impl OutBuilder {
         change: &Change<'_>,
         copy: &ChangeCopy,
     ) -> String {
-        encoder.v1_with(change, &mut |image, part, b| match &self.images[slot(image)] {
-            None => {
-                for k in 0..change.len(image) {
-                    if k > 0 {
-                        b.push(',');
-                    }
-                    let col = change.column_at(image, k);
-                    match part {
-                        Part::Names => put_str(b, col.map(|c| c.name).unwrap_or("")),
-                        Part::Types => put_str(b, col.map(|c| c.type_name).unwrap_or("")),
-                        Part::Values => put_column_value_v1(b, change, image, k),
-                    }
-                }
-            }
-            Some(cols) => {
-                for (i, col) in cols.iter().enumerate() {
-                    if i > 0 {
-                        b.push(',');
-                    }
-                    match part {
-                        Part::Names => put_str(b, self.name_of(copy, image, &col.name)),
-                        Part::Types => put_str(b, type_of(change, image, &col.value)),
-                        Part::Values => self.put_value_v1(b, change, image, &col.value),
+        encoder.v1_with(
+            change,
+            &mut |image, part, b| match &self.images[slot(image)] {
+                None => {
+                    for k in 0..change.len(image) {
+                        if k > 0 {
+                            b.push(',');
+                        }
+                        let col = change.column_at(image, k);
+                        match part {
+                            Part::Names => put_str(b, col.map(|c| c.name).unwrap_or("")),
+                            Part::Types => put_str(b, col.map(|c| c.type_name).unwrap_or("")),
+                            Part::Values => put_column_value_v1(b, change, image, k),
+                        }
                     }
                 }
-            }
-        })
+                Some(cols) => {
+                    for (i, col) in cols.iter().enumerate() {
+                        if i > 0 {
+                            b.push(',');
+                        }
+                        match part {
+                            Part::Names => put_str(b, self.name_of(copy, image, &col.name)),
+                            Part::Types => put_str(b, type_of(change, image, &col.value)),
+                            Part::Values => self.put_value_v1(b, change, image, &col.value),
+                        }
+                    }
+                }
+            },
+        )
     }
 
     /// A value as format-version 1 writes it: JSON text set by the guest stays a string.
@@ -256,7 +261,9 @@ impl OutBuilder {
             OutValue::Orig(k) => put_column_value_v1(b, change, image, *k),
             OutValue::Json(r) => put_str(
                 b,
-                self.text.get(r.start as usize..r.end as usize).unwrap_or(""),
+                self.text
+                    .get(r.start as usize..r.end as usize)
+                    .unwrap_or(""),
             ),
             other => self.put_value(b, change, image, other),
         }
