@@ -81,7 +81,10 @@ pub async fn run(
     let catalog = Arc::new(Catalog::new(client));
 
     let plugins = match &config.plugins.dir {
-        Some(_) => Some(PluginHost::new(&config.plugins)?),
+        Some(_) => Some(PluginHost::with_limits(
+            &config.plugins,
+            &config.limits.limits(&config.plugins),
+        )?),
         None => None,
     };
     let plugin_stop = CancellationToken::new();
@@ -160,6 +163,7 @@ pub async fn run(
         notify_allow,
         auth,
         max_messages_per_second: config.sessions.max_messages_per_second,
+        limits: config.limits.limits(&config.plugins),
         conns: crate::ws::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_ip,

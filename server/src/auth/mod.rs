@@ -249,8 +249,9 @@ impl Authenticator {
 }
 
 /// A socket's principal: what its subscriptions are authorised as, and until when. A fresh token
-/// (`{"type":"access_token"}`) moves the expiry; it must name the same subject and role, since
-/// the socket's subscriptions were authorised with them.
+/// (`{"type":"access_token"}`) moves the expiry; it must name the same subject and role and carry
+/// the same value for every claim the policy binds (`{claims.tenant}` in a row filter or
+/// channel), since the socket's subscriptions were authorised with them.
 pub struct SessionAuth {
     auth: Arc<Authenticator>,
     principal: parking_lot::RwLock<Principal>,
@@ -291,6 +292,20 @@ impl SessionAuth {
                 return Err(Unauthorized(
                     "the new token has another role than the socket's; open a new socket".into(),
                 ));
+            }
+            // The socket's subscriptions were authorised with these claims bound into their
+            // filters and channels: a token with other values would inherit them.
+            let bound = policy.bound_claims(&current);
+            if let Some((path, _)) = bound
+                .iter()
+                .zip(policy.bound_claims(&fresh))
+                .find(|((_, old), (_, new))| *old != *new)
+                .map(|(old, _)| old)
+            {
+                return Err(Unauthorized(format!(
+                    "the new token's claim {path:?} differs from the socket's, and the policy \
+                     binds it into this socket's subscriptions; open a new socket"
+                )));
             }
         }
         let expires = fresh.expires;

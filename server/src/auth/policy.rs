@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::Principal;
 use crate::decode::Op;
-use crate::filter;
+use crate::filter::{self, Limits, Operator, RawCondition, RawValue, Request};
 
 /// The file as written.
 #[derive(Deserialize)]
@@ -88,8 +88,133 @@ struct Rule {
     table: GlobMatcher,
     ops: u8,
     columns: Option<Vec<String>>,
-    filters: Vec<String>,
+    filters: Vec<Template>,
     snapshot: bool,
+}
+
+/// A row filter of a rule, split once at load: claims may appear only in the value, and are
+/// spliced into the parsed condition (never into text that is parsed again), escaped for the
+/// operator: an `in` item stays one item, a `like` claim matches itself literally.
+struct Template {
+    /// As written (for messages).
+    text: String,
+    column: String,
+    negated: bool,
+    op: Operator,
+    value: String,
+}
+
+/// Private-use characters that stand for a claim while an `in` list template is split into its
+/// items; a template may not contain them itself.
+const MARK_OPEN: char = '\u{E000}';
+const MARK_CLOSE: char = '\u{E001}';
+
+impl Template {
+    fn parse(text: &str) -> Result<Template, String> {
+        if text.contains([MARK_OPEN, MARK_CLOSE]) {
+            return Err("contains a private-use character walcast reserves".into());
+        }
+        let (column, negated, op, value) =
+            filter::split_condition(text).map_err(|e| e.message)?;
+        if column.contains(['{', '}']) {
+            return Err("claims may appear only in the value of a condition".into());
+        }
+        let t = Template {
+            text: text.to_owned(),
+            column,
+            negated,
+            op,
+            value: value.to_owned(),
+        };
+        // Every claim filled with a sample value must give a valid condition.
+        t.condition(&|_| Some("0".into()), &Limits::DEFAULT)?;
+        Ok(t)
+    }
+
+    /// The condition with the claims filled in by `value`, under `limits`.
+    fn condition(
+        &self,
+        claim: &dyn Fn(&str) -> Option<String>,
+        limits: &Limits,
+    ) -> Result<RawCondition, String> {
+        let column = &self.column;
+        let value = match self.op {
+            Operator::In => {
+                // Split the list with every claim replaced by a numbered mark, then put the
+                // claims' text into the items: a claim's `,` or quote is part of one item.
+                let mut claims = Vec::new();
+                let marked = render(&self.value, &mut |path| {
+                    let v = claim(path)?;
+                    claims.push(v);
+                    Some(format!("{MARK_OPEN}{}{MARK_CLOSE}", claims.len() - 1))
+                })?;
+                let items = filter::parse_list(&marked, limits.max_in_list)
+                    .map_err(|e| e.message)?
+                    .ok_or_else(|| limits.in_list_too_long(column).message)?;
+                RawValue::List(
+                    items
+                        .into_iter()
+                        .map(|item| unmark(&item, &claims))
+                        .collect(),
+                )
+            }
+            Operator::Like | Operator::Ilike => {
+                let pattern = render(&self.value, &mut |path| {
+                    claim(path).map(|v| escape_like(&v))
+                })?;
+                filter::condition_value(column, self.op, &pattern, limits).map_err(|e| e.message)?
+            }
+            _ => {
+                let text = render(&self.value, &mut |path| claim(path))?;
+                filter::condition_value(column, self.op, &text, limits).map_err(|e| e.message)?
+            }
+        };
+        Ok(RawCondition {
+            column: self.column.clone(),
+            negated: self.negated,
+            op: self.op,
+            value,
+        })
+    }
+
+    /// The claim paths the template names.
+    fn claims(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let _ = render(&self.value, &mut |path| {
+            out.push(path.to_owned());
+            Some(String::new())
+        });
+        out
+    }
+}
+
+/// An `in` item with its claim marks replaced by the claims' text.
+fn unmark(item: &str, claims: &[String]) -> String {
+    let mut out = String::with_capacity(item.len());
+    let mut rest = item;
+    while let Some(open) = rest.find(MARK_OPEN) {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + MARK_OPEN.len_utf8()..];
+        let close = after.find(MARK_CLOSE).unwrap_or(after.len());
+        let n: usize = after[..close].parse().unwrap_or(usize::MAX);
+        out.push_str(claims.get(n).map(String::as_str).unwrap_or(""));
+        rest = after.get(close + MARK_CLOSE.len_utf8()..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A claim's text as a `like` pattern that matches exactly that text: `%`, `*`, `_` and `\`
+/// escaped with `\`.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '%' | '*' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,21 +281,19 @@ impl Policy {
                         mask
                     }
                 };
+                let mut filters = Vec::with_capacity(r.filters.len());
                 for f in &r.filters {
-                    let sample = render(f, &|_| Some("0".into()))
-                        .map_err(|e| format!("rule {name}: filter {f:?}: {e}"))?;
-                    filter::parse_request(&[
-                        ("query".into(), "*:t".into()),
-                        ("filter".into(), sample),
-                    ])
-                    .map_err(|e| format!("rule {name}: filter {f:?}: {}", e.message))?;
+                    filters.push(
+                        Template::parse(f)
+                            .map_err(|e| format!("rule {name}: filter {f:?}: {e}"))?,
+                    );
                 }
                 rules.push(Rule {
                     name,
                     table,
                     ops,
                     columns: r.columns,
-                    filters: r.filters,
+                    filters,
                     snapshot: r.snapshot,
                 });
             }
@@ -183,7 +306,7 @@ impl Policy {
                 );
             }
             for c in &role.channels {
-                let sample = render(c, &|_| Some("x".into()))
+                let sample = render(c, &mut |_| Some("x".into()))
                     .map_err(|e| format!("role {role_name}: channels: {c:?}: {e}"))?;
                 Glob::new(&sample)
                     .map_err(|e| format!("role {role_name}: channels: {c:?}: {e}"))?;
@@ -229,19 +352,19 @@ impl Policy {
         }
     }
 
-    /// The request's parameters with the role's rule applied: operations narrowed, `select=`
-    /// forced, the rule's row filters appended as `filter=` conditions with the claims filled in.
-    /// Refused (403 `forbidden`, naming the rule) when the request asks for more than the rule
-    /// gives; a malformed request is left for validation to answer.
+    /// The role's rule applied to a parsed request, in place: operations narrowed (`*`) or
+    /// checked, `select=` forced to the rule's columns, the guest of a plugin limited to them,
+    /// and the rule's row filters appended as conditions with the claims filled in (under
+    /// `limits`). Refused (403 `forbidden`, naming the rule) when the request asks for more than
+    /// the rule gives or the rule cannot be applied to this token: nothing is ever let through
+    /// unchanged.
     pub fn apply(
         &self,
         who: &Principal,
-        params: Vec<(String, String)>,
-    ) -> Result<Vec<(String, String)>, Refusal> {
-        let request = match filter::parse_request(&params) {
-            Ok(request) => request,
-            Err(_) => return Ok(params),
-        };
+        request: &mut Request,
+        snapshot: bool,
+        limits: &Limits,
+    ) -> Result<(), Refusal> {
         let (role_name, role) = self.role(who)?;
         let table = request.table.to_string();
         let Some(rule) = role.rules.iter().find(|r| r.table.is_match(&table)) else {
@@ -249,15 +372,8 @@ impl Policy {
                 "role {role_name:?} has no rule that allows table {table}"
             )));
         };
-        let query = params
-            .iter()
-            .find(|(k, _)| k == "query")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
-        let (types, rest) = query.split_once(':').unwrap_or(("*", query));
-        let (types, rest) = (types.trim().to_owned(), rest.to_owned());
         let asked = request.ops;
-        let ops = if types == "*" {
+        let ops = if request.any_op {
             asked & rule.ops
         } else {
             if asked & !rule.ops != 0 {
@@ -277,7 +393,6 @@ impl Policy {
                 op_names(rule.ops)
             )));
         }
-        let snapshot = params.iter().any(|(k, v)| k == "snapshot" && v == "true");
         if snapshot && !rule.snapshot {
             return Err(forbidden(format!(
                 "rule {} does not allow snapshots of {table}",
@@ -293,8 +408,8 @@ impl Policy {
             }
         }
         let select = match (&rule.columns, &request.select) {
-            (None, _) => None,
-            (Some(allowed), None) => Some(allowed.clone()),
+            (None, asked) => asked.clone(),
+            (Some(allowed), None) => Some(allowed.iter().map(|c| c.as_str().into()).collect()),
             (Some(allowed), Some(asked)) => {
                 if let Some(c) = asked.iter().find(|c| !allowed.iter().any(|a| a == &***c)) {
                     return Err(forbidden(format!(
@@ -303,7 +418,7 @@ impl Policy {
                         allowed.join(",")
                     )));
                 }
-                Some(asked.iter().map(|c| c.to_string()).collect())
+                Some(asked.clone())
             }
         };
         // A condition on a column the rule hides would reveal it through which rows arrive.
@@ -319,30 +434,78 @@ impl Policy {
                 )));
             }
         }
-        let mut out: Vec<(String, String)> = Vec::with_capacity(params.len() + rule.filters.len());
-        for (k, v) in params {
-            match k.as_str() {
-                "query" => out.push((k, format!("{}:{rest}", op_list(ops)))),
-                "select" if select.is_some() => {}
-                _ => out.push((k, v)),
-            }
-        }
-        if let Some(cols) = select {
-            out.push(("select".into(), quote_columns(&cols)));
-        }
+        let mut conditions = Vec::with_capacity(rule.filters.len());
         for f in &rule.filters {
-            let condition = render(f, &|path| claim_text(who, role_name, path))
-                .map_err(|e| forbidden(format!("rule {} cannot be applied: {e}", rule.name)))?;
-            out.push(("filter".into(), condition));
+            let condition = f
+                .condition(&|path| claim_text(who, role_name, path), limits)
+                .map_err(|e| {
+                    forbidden(format!(
+                        "rule {} cannot be applied (filter {:?}): {e}",
+                        rule.name, f.text
+                    ))
+                })?;
+            conditions.push(condition);
         }
-        Ok(out)
+        request.ops = ops;
+        request.any_op = false;
+        request.select = select;
+        request.conditions.extend(conditions);
+        if let Some(plugin) = &mut request.plugin {
+            plugin.columns = rule.columns.clone();
+        }
+        Ok(())
+    }
+
+    /// The columns of `table` the principal's rule shows (`None`: every column); `Err` when no
+    /// rule of its role names the table.
+    pub fn visible_columns(
+        &self,
+        who: &Principal,
+        table: &str,
+    ) -> Result<Option<&[String]>, Refusal> {
+        let (role_name, role) = self.role(who)?;
+        match role.rules.iter().find(|r| r.table.is_match(table)) {
+            Some(rule) => Ok(rule.columns.as_deref()),
+            None => Err(forbidden(format!(
+                "role {role_name:?} has no rule that allows table {table}"
+            ))),
+        }
+    }
+
+    /// The claims the principal's role binds into what it may receive (its rules' row filters
+    /// and its channel patterns), each with the principal's value: a refreshed token must carry
+    /// the same.
+    pub fn bound_claims(&self, who: &Principal) -> Vec<(String, Option<String>)> {
+        let Ok((role_name, role)) = self.role(who) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<String> = role
+            .rules
+            .iter()
+            .flat_map(|r| r.filters.iter().flat_map(Template::claims))
+            .collect();
+        for c in &role.channels {
+            let _ = render(c, &mut |path| {
+                paths.push(path.to_owned());
+                Some(String::new())
+            });
+        }
+        paths.sort();
+        paths.dedup();
+        paths
+            .into_iter()
+            .map(|p| {
+                let v = claim_text(who, role_name, &p);
+                (p, v)
+            })
+            .collect()
     }
 
     /// Whether the role may follow `/listen/{channel}` (its `channels` globs, claims filled in).
     pub fn allows_channel(&self, who: &Principal, channel: &str) -> Result<(), Refusal> {
         let (role_name, role) = self.role(who)?;
         for pattern in &role.channels {
-            let rendered = match render(pattern, &|path| {
+            let rendered = match render(pattern, &mut |path| {
                 claim_text(who, role_name, path).map(|t| globset::escape(&t))
             }) {
                 Ok(r) => r,
@@ -384,7 +547,10 @@ fn claim_text(who: &Principal, role: &str, path: &str) -> Option<String> {
 }
 
 /// Replaces every `{path}` in `template`; `{{` and `}}` are literal braces.
-fn render(template: &str, value: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn render(
+    template: &str,
+    value: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
@@ -422,31 +588,6 @@ fn op_names(mask: u8) -> String {
         .iter()
         .filter(|op| mask & op.bit() != 0)
         .map(|op| op.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn op_list(mask: u8) -> String {
-    if mask == Op::ALL.iter().fold(0, |m, op| m | op.bit()) {
-        "*".into()
-    } else {
-        op_names(mask)
-    }
-}
-
-/// A `select=` list with names quoted when they need it.
-fn quote_columns(cols: &[String]) -> String {
-    cols.iter()
-        .map(|c| {
-            if c.chars()
-                .any(|ch| matches!(ch, ',' | '"' | ' ' | '.' | ':'))
-                || c.is_empty()
-            {
-                format!("\"{}\"", c.replace('"', "\"\""))
-            } else {
-                c.clone()
-            }
-        })
         .collect::<Vec<_>>()
         .join(",")
 }

@@ -383,8 +383,6 @@ impl Config {
         config.apply_env(env)?;
         config.apply_cli(cli)?;
         config.validate()?;
-        // What the router and the plugin host apply (see `filter::Limits::install`).
-        crate::filter::Limits::install(config.limits.limits(&config.plugins));
         // Decided once, while "no database_url" still means the embedded demo.
         config.auth.mode = Some(
             config

@@ -1,11 +1,10 @@
 //! Limits on hostile input in the filter and plugin layers (README "Limits on hostile input",
 //! `[limits]` in the configuration): how large one subscription's query may be, how many
 //! conditions, `in` items and `like` pattern bytes it may hold, and how many distinct parameter
-//! sets (groups) one plugin may run. Holds the values and the process-wide copy the router reads;
+//! sets (groups) one plugin may run. Holds the values;
 //! the checks themselves live where the input is parsed (`request`) and where groups are created
-//! (`wasm::registry`). Does not read the configuration file (see `config::LimitsConfig`).
-
-use parking_lot::RwLock;
+//! (`wasm::registry`). Does not read the configuration file (see `config::LimitsConfig`), and
+//! holds no process-wide copy: the configured values are passed to every stage that checks them.
 
 use super::error::{code, QueryError};
 
@@ -35,17 +34,6 @@ impl Limits {
         max_like_pattern: 1024,
         max_groups_per_plugin: None,
     };
-
-    /// The limits installed for this process (`install`), or the defaults before any.
-    pub fn current() -> Limits {
-        *CURRENT.read()
-    }
-
-    /// Make `limits` the process's limits: `Config::load` calls it once the configuration is
-    /// valid, before anything serves. Unit tests pass their limits explicitly instead.
-    pub fn install(limits: Limits) {
-        *CURRENT.write() = limits;
-    }
 
     /// The group cap for a pool of `max_instances` slots: the configured value, else a quarter of
     /// the pool (at least 1).
@@ -103,8 +91,6 @@ impl Default for Limits {
         Limits::DEFAULT
     }
 }
-
-static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
 
 /// The `limit` label of `walcast_limit_refusals_total` for an error answering a limit, `None`
 /// for any other error.

@@ -30,4 +30,5 @@ pub use request::{
     parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue,
     Request, TableName,
 };
+pub(crate) use request::{condition_value, parse_list, split_condition};
 pub use types::{ColumnInfo, TypeClass};

@@ -14,6 +14,8 @@ use super::limits::Limits;
 pub struct Request {
     /// `Op::bit` mask of the requested change types.
     pub ops: u8,
+    /// The types were given as `*` (a policy narrows them instead of refusing).
+    pub any_op: bool,
     pub table: TableName,
     /// The `query=` condition first, then every `filter=` in order; all AND-ed.
     pub conditions: Vec<RawCondition>,
@@ -82,6 +84,9 @@ fn needs_quotes(c: char) -> bool {
 pub struct PluginRef {
     pub name: String,
     pub params: Vec<(String, String)>,
+    /// The columns the guest may see (a policy rule's `columns`); `None`: every column. Never
+    /// set by the parser.
+    pub columns: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +161,8 @@ pub struct RawCondition {
     pub value: RawValue,
 }
 
-/// Parse the decoded URL query pairs of a `/ws` request under the default `Limits`. Keys other
+/// Parse the decoded URL query pairs of a `/ws` request under the default `Limits` (tests and
+/// tools; the server parses under its configured limits with `parse_request_with`). Keys other
 /// than `query`, `filter`, `select`, `format`, `plugin` and `plugin.*` belong to other stages and
 /// are ignored here.
 pub fn parse_request(params: &[(String, String)]) -> Result<Request, QueryError> {
@@ -245,6 +251,7 @@ pub fn parse_request_with(
         (Some(name), _) => Some(PluginRef {
             name: name.to_owned(),
             params: plugin_params,
+            columns: None,
         }),
         (None, true) => None,
         (None, false) => {
@@ -255,6 +262,7 @@ pub fn parse_request_with(
     };
     Ok(Request {
         ops,
+        any_op: types == "*",
         table,
         conditions,
         select,
@@ -361,6 +369,19 @@ fn ident<'a>(text: &'a str, stops: &[char]) -> Result<(String, &'a str), String>
 
 /// `<col>.[not.]<op>.<value>`; the value is everything after the operator's dot.
 fn parse_condition(text: &str, limits: &Limits) -> Result<RawCondition, QueryError> {
+    let (column, negated, op, rest) = split_condition(text)?;
+    let value = condition_value(&column, op, rest, limits)?;
+    Ok(RawCondition {
+        column,
+        negated,
+        op,
+        value,
+    })
+}
+
+/// The parts of `<col>.[not.]<op>.<value>`: column, negation, operator and the value's text
+/// (not parsed).
+pub(crate) fn split_condition(text: &str) -> Result<(String, bool, Operator, &str), QueryError> {
     let shape = || {
         QueryError::bad_query(format!(
             "condition {text:?}: expected <column>.<operator>.<value>"
@@ -379,13 +400,23 @@ fn parse_condition(text: &str, limits: &Limits) -> Result<RawCondition, QueryErr
             "unknown operator {word:?} in {text:?}: expected eq, neq, lt, lte, gt, gte, in, is, like or ilike, optionally prefixed by not."
         ))
     })?;
-    let value = match op {
+    Ok((column, negated, op, rest))
+}
+
+/// A condition's value text parsed for its operator, under `limits`.
+pub(crate) fn condition_value(
+    column: &str,
+    op: Operator,
+    rest: &str,
+    limits: &Limits,
+) -> Result<RawValue, QueryError> {
+    Ok(match op {
         Operator::In => RawValue::List(
             parse_list(rest, limits.max_in_list)?
-                .ok_or_else(|| limits.in_list_too_long(&column))?,
+                .ok_or_else(|| limits.in_list_too_long(column))?,
         ),
         Operator::Like | Operator::Ilike if rest.len() > limits.max_like_pattern => {
-            return Err(limits.like_pattern_too_long(&column, rest.len()))
+            return Err(limits.like_pattern_too_long(column, rest.len()))
         }
         Operator::Is => RawValue::Is(match rest.to_ascii_lowercase().as_str() {
             "null" | "unknown" => IsValue::Null,
@@ -398,19 +429,13 @@ fn parse_condition(text: &str, limits: &Limits) -> Result<RawCondition, QueryErr
             }
         }),
         _ => RawValue::One(rest.to_owned()),
-    };
-    Ok(RawCondition {
-        column,
-        negated,
-        op,
-        value,
     })
 }
 
 /// `a,b,c` or PostgREST's `(a,b,"c,d")`; quoted items take `""` or `\"` for a quote and `\\`
 /// for a backslash. `()` and the empty string are the empty list. `Ok(None)` as soon as the list
 /// has more than `max` items (the rest is not parsed).
-fn parse_list(text: &str, max: usize) -> Result<Option<Vec<String>>, QueryError> {
+pub(crate) fn parse_list(text: &str, max: usize) -> Result<Option<Vec<String>>, QueryError> {
     let inner = match text.strip_prefix('(') {
         Some(open) => open.strip_suffix(')').ok_or_else(|| {
             QueryError::bad_value(format!("in.{text}: missing closing parenthesis"))

@@ -64,6 +64,8 @@ pub struct AppState {
     pub conns: Arc<ConnLimits>,
     /// `sessions.max_messages_per_second`.
     pub max_messages_per_second: u32,
+    /// `[limits]`: what one subscription request may hold; every request is parsed under them.
+    pub limits: filter::Limits,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -183,7 +185,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match self.0.code {
             "catalog_unavailable" | "journal_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-            "position_expired" | "subscription_busy" | "subscription_mismatch" => {
+            "position_expired"
+            | "position_ahead"
+            | "subscription_busy"
+            | "subscription_mismatch" => {
                 StatusCode::CONFLICT
             }
             "unknown_subscription" => StatusCode::NOT_FOUND,
@@ -275,28 +280,17 @@ async fn ws_handler(
 }
 
 impl AppState {
-    /// Validates a subscription request (URL parameters, or a `subscribe` message turned into
-    /// them) and places it: where it starts, and its hold on a named subscription.
-    async fn open_params(
-        &self,
-        params: Vec<(String, String)>,
-        signal: Arc<SessionSignal>,
-    ) -> Result<Opened, ApiError> {
+    /// Validates a parsed subscription request and places it: where it starts, and its hold on
+    /// a named subscription.
+    async fn open_asked(&self, asked: Asked, signal: Arc<SessionSignal>) -> Result<Opened, ApiError> {
         let Validated {
             plan,
             query,
             from,
             sub,
             snapshot,
-        } = validate(self, &params).await?;
+        } = validate(self, asked).await?;
         if snapshot {
-            if from.is_some() {
-                return Err(api_error(
-                    "bad_query",
-                    "from= and snapshot= cannot be combined: a snapshot starts from the current rows"
-                        .into(),
-                ));
-            }
             return Ok(Opened {
                 plan,
                 start: Start::Snapshot,
@@ -309,7 +303,8 @@ impl AppState {
 }
 
 /// Opens a socket's subscriptions (the URL's and every `subscribe` message's) as its principal:
-/// the policy rewrites the parameters first.
+/// each request is parsed once, under the configured limits, the policy rewrites that parsed
+/// request, and validation checks the same one.
 struct SessionOpener {
     st: AppState,
     auth: Option<Arc<SessionAuth>>,
@@ -321,13 +316,25 @@ impl SessionOpener {
         params: Vec<(String, String)>,
         signal: Arc<SessionSignal>,
     ) -> Result<Opened, ApiError> {
-        let params = match (&self.auth, self.st.auth.policy()) {
-            (Some(auth), Some(policy)) => policy
-                .apply(&auth.principal(), params)
-                .map_err(|r| api_error(r.code, r.message))?,
-            _ => params,
-        };
-        self.st.open_params(params, signal).await
+        let mut asked = parse_asked(&self.st, &params)?;
+        if let Some(policy) = self.st.auth.policy() {
+            // A policy applies to every request; one without a principal is refused (fail closed).
+            let Some(auth) = &self.auth else {
+                return Err(api_error(
+                    "forbidden",
+                    "this server has a policy and the request carries no token".into(),
+                ));
+            };
+            policy
+                .apply(
+                    &auth.principal(),
+                    &mut asked.request,
+                    asked.snapshot,
+                    &self.st.limits,
+                )
+                .map_err(|r| api_error(r.code, r.message))?;
+        }
+        self.st.open_asked(asked, signal).await
     }
 }
 
@@ -356,6 +363,21 @@ fn query_params(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
 
 /// The largest client message (an ack is under 60 bytes).
 const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
+/// A subscription request parsed once, under the configured limits: what the policy rewrites
+/// and every later check uses.
+struct Asked {
+    request: filter::Request,
+    /// `snapshot=true`.
+    snapshot: bool,
+    /// `from=`.
+    from: Option<Pos>,
+    /// `sub=`.
+    sub: Option<String>,
+    /// The client's parameters but `from=` and `sub=`, sorted and URL-encoded: what a named
+    /// subscription is stored with and compared against.
+    query: String,
+}
 
 /// A validated `/ws` request.
 struct Validated {
@@ -414,19 +436,15 @@ fn place(
 /// Query keys that say where a session starts, not what it receives: not part of the cohort key.
 const POSITION_KEYS: [&str; 2] = ["from", "sub"];
 
-/// Requests with the same parameters (in any order) and plugin group share a cohort: one
-/// evaluation and one frame per change for all of them.
-fn cohort_key(params: &[(String, String)], plugin: Option<&PluginGroup>) -> String {
-    let mut sorted: Vec<&(String, String)> = params
-        .iter()
-        .filter(|(k, _)| !POSITION_KEYS.contains(&k.as_str()))
-        .collect();
-    sorted.sort();
-    let mut key = String::new();
-    for (k, v) in sorted {
-        // Lengths first, so no choice of characters makes two different lists collide.
-        key.push_str(&format!("{}:{}:{}{}", k.len(), v.len(), k, v));
-    }
+/// Requests that ask for the same changes (the same parsed request once the policy applied,
+/// conditions in any order) and share a plugin group share a cohort: one evaluation and one
+/// frame per change for all of them.
+fn cohort_key(request: &filter::Request, plugin: Option<&PluginGroup>) -> String {
+    let mut request = request.clone();
+    request.conditions.sort_by_cached_key(|c| format!("{c:?}"));
+    request.any_op = false;
+    // `Debug` quotes every string it shows, so two different requests never give one key.
+    let mut key = format!("{request:?}");
     if let Some(group) = plugin {
         key.push_str(&format!("#{}", group.id()));
     }
@@ -444,16 +462,11 @@ fn canonical_query(params: &[(String, String)]) -> String {
     serde_urlencoded::to_string(sorted).unwrap_or_default()
 }
 
-async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validated, ApiError> {
-    let request = filter::parse_request_with(params, &filter::Limits::current())
+/// Parses a subscription request once, under the configured limits: the filter request and
+/// where it starts (`snapshot=`, `from=`, `sub=`), each checked.
+fn parse_asked(st: &AppState, params: &[(String, String)]) -> Result<Asked, ApiError> {
+    let request = filter::parse_request_with(params, &st.limits)
         .map_err(|e| ApiError(st.metrics.note_refusal(e)))?;
-    let table = &request.table;
-    if !st.allow.allows(&table.schema, &table.name) {
-        return Err(api_error(
-            "table_not_allowed",
-            format!("table {table} is not in this server's allow-list (tables.allow)"),
-        ));
-    }
     let snapshot = match position_param(params, "snapshot")? {
         None | Some("false") => false,
         Some("true") => true,
@@ -493,6 +506,45 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
             ));
         }
     }
+    if snapshot && from.is_some() {
+        return Err(api_error(
+            "bad_query",
+            "from= and snapshot= cannot be combined: a snapshot starts from the current rows"
+                .into(),
+        ));
+    }
+    if snapshot && request.format == Format::Wal2jsonV1 {
+        return Err(api_error(
+            "bad_query",
+            "snapshot=true cannot be combined with format=wal2json-v1: that format has no frame \
+             for a row that already exists"
+                .into(),
+        ));
+    }
+    Ok(Asked {
+        request,
+        snapshot,
+        from,
+        sub: sub.map(str::to_owned),
+        query: canonical_query(params),
+    })
+}
+
+async fn validate(st: &AppState, asked: Asked) -> Result<Validated, ApiError> {
+    let Asked {
+        request,
+        snapshot,
+        from,
+        sub,
+        query,
+    } = asked;
+    let table = &request.table;
+    if !st.allow.allows(&table.schema, &table.name) {
+        return Err(api_error(
+            "table_not_allowed",
+            format!("table {table} is not in this server's allow-list (tables.allow)"),
+        ));
+    }
     let plugin = match &request.plugin {
         None => None,
         Some(plugin) => {
@@ -518,23 +570,30 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
         }
     };
     let filter = filter::bind(&request, &columns).map_err(ApiError)?;
-    if snapshot && filter.format() == Format::Wal2jsonV1 {
-        return Err(api_error(
-            "bad_query",
-            "snapshot=true cannot be combined with format=wal2json-v1: that format has no frame \
-             for a row that already exists"
-                .into(),
-        ));
-    }
     if let Some(group) = &plugin {
         group.serve(filter.format());
     }
-    let key = cohort_key(params, plugin.as_deref());
+    let key = cohort_key(&request, plugin.as_deref());
     let from = from
-        .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
+        .map(|from| {
+            // A position this server never reached (another server's, or a journal that was
+            // replaced) would silently skip every change up to it.
+            // (Compared by commit: the position's two halves are read one after the other.)
+            let last = st.hub.last_pos();
+            if from.commit > last.commit {
+                return Err(api_error(
+                    "position_ahead",
+                    format!(
+                        "from={from} is beyond the last position this server has dispatched \
+                         ({last}); hand back a `pos` this server sent, or subscribe without from="
+                    ),
+                ));
+            }
+            journal_reader(st, from).map(|reader| (from, reader))
+        })
         .transpose()?;
     Ok(Validated {
-        query: canonical_query(params),
+        query,
         plan: Plan {
             table: request.table,
             key,
@@ -545,7 +604,7 @@ async fn validate(st: &AppState, params: &[(String, String)]) -> Result<Validate
             conditions: request.conditions,
         },
         from,
-        sub: sub.map(str::to_owned),
+        sub,
         snapshot,
     })
 }

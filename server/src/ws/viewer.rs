@@ -56,7 +56,8 @@ pub(super) async fn style() -> Response {
 }
 
 /// `{"tables":[{"schema","table","columns":[{"name","type"}]}]}`: the tables `tables.allow`
-/// lets through and, under a policy, those a rule of the caller's role names.
+/// lets through and, under a policy, those a rule of the caller's role names, each with the
+/// columns that rule shows.
 pub(super) async fn tables(
     State(st): State<AppState>,
     Query(mut params): Query<Vec<(String, String)>>,
@@ -86,17 +87,23 @@ pub(super) async fn tables(
     let tables: Vec<serde_json::Value> = listed
         .iter()
         .filter(|t| st.allow.allows(&t.table.schema, &t.table.name))
-        .filter(|t| match (&principal, st.auth.policy()) {
-            (Some(who), Some(policy)) => policy.lists_table(who, &t.table.to_string()),
-            _ => true,
-        })
-        .map(|t| {
+        .filter_map(|t| {
+            // Under a policy: only tables a rule of the caller's role names, with only the
+            // columns that rule shows (no principal: nothing).
+            let visible = match st.auth.policy() {
+                None => None,
+                Some(policy) => match &principal {
+                    None => return None,
+                    Some(who) => policy.visible_columns(who, &t.table.to_string()).ok()?,
+                },
+            };
             let columns: Vec<serde_json::Value> = t
                 .columns
                 .iter()
+                .filter(|c| visible.is_none_or(|v| v.iter().any(|name| *name == *c.name)))
                 .map(|c| json!({"name": c.name, "type": c.type_name}))
                 .collect();
-            json!({"schema": t.table.schema, "table": t.table.name, "columns": columns})
+            Some(json!({"schema": t.table.schema, "table": t.table.name, "columns": columns}))
         })
         .collect();
     Json(json!({ "tables": tables })).into_response()

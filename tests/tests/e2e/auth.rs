@@ -17,20 +17,20 @@ use walcast_tests::{
     percent_encode, query_string, Frame, PgCluster, TestDb, Walcast, WsClient, STEP,
 };
 
-const SECRET: &str = "e2e secret for walcast tokens";
+pub(crate) const SECRET: &str = "e2e secret for walcast tokens";
 const ADMIN: &str = "e2e-admin-token";
 
 fn keys_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../server/testdata/jwt")
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn hs(claims: &Value, secret: &[u8]) -> Result<String> {
+pub(crate) fn hs(claims: &Value, secret: &[u8]) -> Result<String> {
     Ok(encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -47,7 +47,7 @@ fn rs(claims: &Value) -> Result<String> {
     )?)
 }
 
-fn good(extra: Value) -> Value {
+pub(crate) fn good(extra: Value) -> Value {
     let mut c = json!({"sub": "u1", "aud": "walcast", "iss": "e2e", "exp": now() + 600});
     if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
         for (k, v) in extra {
@@ -58,6 +58,15 @@ fn good(extra: Value) -> Value {
 }
 
 async fn start(db: &TestDb<'_>, policy: Option<&str>) -> Result<Walcast> {
+    start_with(db, policy, "").await
+}
+
+/// `start` with more configuration (TOML sections after `[auth]`).
+pub(crate) async fn start_with(
+    db: &TestDb<'_>,
+    policy: Option<&str>,
+    extra_toml: &str,
+) -> Result<Walcast> {
     let mut b = Walcast::builder(db)
         .env("WALCAST_AUTH_MODE", "jwt")
         .env("WALCAST_JWT_SECRET", SECRET)
@@ -78,6 +87,7 @@ async fn start(db: &TestDb<'_>, policy: Option<&str>) -> Result<Walcast> {
         std::fs::write(&path, policy)?;
         toml.push_str(&format!("policy_file = {:?}\n", path.display().to_string()));
     }
+    toml.push_str(extra_toml);
     b = b.config_toml(&toml);
     b.start().await
 }

@@ -38,9 +38,9 @@ pub struct PluginHost {
 
 impl PluginHost {
     /// Start the engine and load every `*.wasm` in `cfg.dir` (a broken file is reported by
-    /// `list()`, it does not stop the others), under the process's `Limits::current()`.
+    /// `list()`, it does not stop the others), under the default `Limits`.
     pub fn new(cfg: &PluginsConfig) -> Result<Arc<PluginHost>, PluginError> {
-        PluginHost::with_limits(cfg, &Limits::current())
+        PluginHost::with_limits(cfg, &Limits::DEFAULT)
     }
 
     /// `new` with the group cap of `limits` (`max_groups_per_plugin`, by default a quarter of

@@ -46,6 +46,7 @@ fn plugin(name: &str, n: usize) -> PluginRef {
     PluginRef {
         name: name.to_owned(),
         params: x(n),
+        columns: None,
     }
 }
 
