@@ -316,6 +316,33 @@ async fn an_expired_token_closes_4001_unless_a_fresh_one_came() -> Result<()> {
     Ok(())
 }
 
+/// The next change, as a walcast `change` frame or a `format=wal2json-v1` one turned into the
+/// same shape (`op`, `new` from `columnnames`/`columnvalues`, `old` from `oldkeys`).
+async fn next_change_any(client: &mut WsClient) -> Result<Value> {
+    let v = match client.next_frame(STEP).await? {
+        Frame::Json(v, _) if v["type"] == "change" => return Ok(v),
+        Frame::Json(v, _) if v["kind"].is_string() => v,
+        other => bail!("expected a change frame, got {other:?}"),
+    };
+    let image = |names: &Value, values: &Value| -> Value {
+        match (names.as_array(), values.as_array()) {
+            (Some(n), Some(vals)) => Value::Object(
+                n.iter()
+                    .zip(vals)
+                    .map(|(k, v)| (k.as_str().unwrap_or("").to_owned(), v.clone()))
+                    .collect(),
+            ),
+            _ => Value::Null,
+        }
+    };
+    Ok(json!({
+        "type": "change",
+        "op": v["kind"],
+        "new": image(&v["columnnames"], &v["columnvalues"]),
+        "old": image(&v["oldkeys"]["keynames"], &v["oldkeys"]["keyvalues"]),
+    }))
+}
+
 /// One generated role: which operations, which columns, which claim-bound filters.
 #[derive(Debug, Clone)]
 struct GenRole {
@@ -400,9 +427,17 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         ));
         roles.push(role);
     }
-    let server = start(&db, Some(&policy)).await?;
+    // Raised limits: a request over the defaults must still be bound by its rule.
+    let server = start_with(
+        &db,
+        Some(&policy),
+        "[limits]\nmax_query_bytes = 65536\nmax_conditions = 64\n",
+    )
+    .await?;
 
-    // Subscribers: random role and claims, sometimes a filter of their own.
+    // Subscribers: random role and claims, sometimes a filter of their own, sometimes padded
+    // past the default query size, with more conditions than the default allows, or in
+    // format=wal2json-v1.
     struct Sub {
         role: GenRole,
         sub: String,
@@ -423,6 +458,15 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         let mut params = vec![("query".to_owned(), "*:pol".to_owned())];
         if let Some(m) = own_min_id {
             params.push(("filter".into(), format!("id.gte.{m}")));
+        }
+        if rng.random_bool(0.3) {
+            params.push(("padding".into(), "x".repeat(17 * 1024)));
+        }
+        if rng.random_bool(0.2) {
+            params.extend((0..40).map(|_| ("filter".to_owned(), "id.gte.0".to_owned())));
+        }
+        if rng.random_bool(0.3) {
+            params.push(("format".into(), "wal2json-v1".into()));
         }
         let pairs: Vec<(&str, &str)> = params
             .iter()
@@ -550,7 +594,7 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
                 // Nothing more may come: a later marker would show any extra frame.
                 break;
             }
-            let v = s.client.next_change(STEP).await.with_context(|| {
+            let v = next_change_any(&mut s.client).await.with_context(|| {
                 format!(
                     "role {:?}: after {} of {} frames",
                     s.role,
@@ -608,7 +652,7 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
             && (!s.role.tenant || s.tenant == 1)
             && s.role.kinds.as_ref().is_none_or(|k| k.contains(&"a"));
         if sees {
-            let v = s.client.next_change(STEP).await?;
+            let v = next_change_any(&mut s.client).await?;
             ensure!(
                 v["new"]["id"] == 2000,
                 "role {:?}: left-over frame {v}",
