@@ -5,10 +5,12 @@
 mod client;
 mod pg;
 mod server;
+mod slot;
 
 pub use client::{http_delete, http_error, percent_encode, query_string, Frame, WsClient};
 pub use pg::{unique_suffix, PgCluster, PgOptions, TestDb};
 pub use server::{metric_value, walcast_binary, JournalDir, Memory, Walcast, WalcastBuilder};
+pub use slot::SlotHolder;
 
 use std::time::Duration;
 

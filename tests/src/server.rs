@@ -39,6 +39,8 @@ pub struct WalcastBuilder {
     config_toml: Option<String>,
     prefer_release: bool,
     label: String,
+    /// Runs this binary rather than the one `walcast_binary` finds (benches comparing builds).
+    binary: Option<PathBuf>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -101,6 +103,7 @@ impl WalcastBuilder {
             config_toml: None,
             prefer_release: false,
             label: db.name().into(),
+            binary: None,
         }
     }
 
@@ -129,9 +132,18 @@ impl WalcastBuilder {
         self
     }
 
+    /// Runs `path` (another build of walcast) instead of the binary the suite finds.
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.binary = Some(path.to_path_buf());
+        self
+    }
+
     /// Spawns walcast and waits for its listening line and `/readyz` 200.
     pub async fn start(self) -> Result<Walcast> {
-        let bin = locate_binary(self.prefer_release)?;
+        let bin = match &self.binary {
+            Some(path) => path.clone(),
+            None => locate_binary(self.prefer_release)?,
+        };
         let log_dir = workspace_root().join("target/e2e-logs").join(format!(
             "{}-{}",
             self.label,

@@ -2,16 +2,34 @@
 //! position (`from=`). Reads the records after it, decodes and filters each exactly as dispatch
 //! does for a cohort (operations, conditions, plugin, `select=`) and builds the session's frames.
 //! Owns a decoder and an encoder per catching-up session; does not touch sockets or cohort logs.
+//!
+//! Work is bounded per step: a step reads at most `Budget::records` records, matching or not, so
+//! a subscription to a quiet table crosses a large journal in many short steps, between which
+//! its socket does its other work. Steps run on tokio's blocking pool, at most `CatchUpSlots` at
+//! once: checksums, decoding, filters and plugins are CPU work that must not hold the async
+//! workers on which live sessions and the replication stream run. The reader, decoder and
+//! encoder move into the step's task and come back with its frames. Before the full decode, a
+//! pre-filter (`prefilter.rs`) skips the records whose head names another table or an operation
+//! the subscription did not ask for.
 
 use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::Filter;
 use crate::journal::{JournalError, JournalReader, Pos};
+use crate::source::Lsn;
 
 use super::intake::decode_failed_frame;
+use super::prefilter::Prefilter;
 use super::Frame;
+
+/// Records one step reads at most, matching or not. A skipped record costs its checksum and the
+/// pre-filter (well under a microsecond), a decoded one a few microseconds: a step takes a few
+/// milliseconds at most.
+pub const RECORDS_PER_STEP: usize = 4096;
 
 /// What one subscription asked for, as the catch-up applies it.
 pub struct CatchUpRequest {
@@ -21,21 +39,73 @@ pub struct CatchUpRequest {
     pub plugin: Option<Arc<PluginGroup>>,
 }
 
+/// The most one step may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Records read (sent, filtered out or skipped by the pre-filter).
+    pub records: usize,
+    /// Frames produced.
+    pub frames: usize,
+}
+
+/// How many catch-up steps run at once on the blocking pool, whatever the number of sessions
+/// catching up: one per core but one, at least one, so that a crowd of replays leaves a core to
+/// the live stream. Owned by the hub, shared by every session; waiting steps are served in
+/// order.
+#[derive(Clone)]
+pub struct CatchUpSlots(Arc<Semaphore>);
+
+impl CatchUpSlots {
+    pub fn new(slots: usize) -> CatchUpSlots {
+        CatchUpSlots(Arc::new(Semaphore::new(slots.max(1))))
+    }
+
+    /// One slot per core but one, at least one.
+    pub fn per_core() -> CatchUpSlots {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        CatchUpSlots::new(cores.saturating_sub(1))
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The step's task panicked, or a step was abandoned before it returned: its reader is gone
+    /// and the subscription cannot go on from where it stands.
+    #[error("catch-up step lost: {0}")]
+    Lost(String),
+}
+
 pub struct CatchUp {
-    reader: JournalReader,
-    /// After a snapshot: changes of transactions it shows, committed before `.1`, are skipped.
-    shown: Option<(crate::snapshot::Visibility, crate::source::Lsn)>,
-    request: CatchUpRequest,
-    decoder: Decoder,
-    encoder: FrameEncoder,
+    /// Away (`None`) while a step runs.
+    engine: Option<Box<Engine>>,
     /// The last position read from the journal (sent or filtered out).
     last: Pos,
 }
 
-/// Outcome of one `CatchUp::fill`.
+/// What a step works with, on the blocking pool.
+struct Engine {
+    reader: JournalReader,
+    matcher: Matcher,
+    last: Pos,
+}
+
+/// Turns the records read into frames.
+struct Matcher {
+    /// After a snapshot: changes of transactions it shows, committed before `.1`, are skipped.
+    shown: Option<(crate::snapshot::Visibility, Lsn)>,
+    request: CatchUpRequest,
+    prefilter: Prefilter,
+    decoder: Decoder,
+    encoder: FrameEncoder,
+}
+
+/// Outcome of one `CatchUp::step`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fill {
-    /// `max` frames were produced; call again.
+    /// The budget was used up; call again.
     More,
     /// The journal has nothing more after `position()` for now.
     End,
@@ -46,24 +116,29 @@ pub enum Fill {
 impl CatchUp {
     pub fn new(reader: JournalReader, request: CatchUpRequest) -> CatchUp {
         let last = reader.position();
+        let prefilter = Prefilter::new(&request.schema, &request.table, request.filter.ops());
         CatchUp {
-            reader,
-            shown: None,
-            request,
-            decoder: Decoder::new(),
-            encoder: FrameEncoder::new(),
+            engine: Some(Box::new(Engine {
+                reader,
+                matcher: Matcher {
+                    shown: None,
+                    request,
+                    prefilter,
+                    decoder: Decoder::new(),
+                    encoder: FrameEncoder::new(),
+                },
+                last,
+            })),
             last,
         }
     }
 
     /// Skip the changes `visibility` shows that committed before `wal_lsn` (the snapshot the
     /// client was sent already holds them).
-    pub fn skip_shown(
-        &mut self,
-        visibility: crate::snapshot::Visibility,
-        wal_lsn: crate::source::Lsn,
-    ) {
-        self.shown = Some((visibility, wal_lsn));
+    pub fn skip_shown(&mut self, visibility: crate::snapshot::Visibility, wal_lsn: Lsn) {
+        if let Some(engine) = &mut self.engine {
+            engine.matcher.shown = Some((visibility, wal_lsn));
+        }
     }
 
     /// The last journal position taken: everything up to it was sent or did not match.
@@ -71,85 +146,174 @@ impl CatchUp {
         self.last
     }
 
-    /// Append the frames of matching changes after `position()` to `out`, at most `max`, and
-    /// none for a change after `until`.
-    pub fn fill(
+    /// Append the frames of matching changes after `position()` to `out`, within `budget`, and
+    /// none for a change after `until`; on the blocking pool, once one of `slots` is free.
+    /// When the journal shows nothing new the step ends at once, without a task.
+    ///
+    /// Dropping the returned future before it completes loses the step's frames, and with them
+    /// the catch-up: the next step fails with `CatchUpError::Lost`.
+    pub async fn step(
+        &mut self,
+        slots: &CatchUpSlots,
+        out: &mut Vec<Frame>,
+        budget: Budget,
+        until: Option<Pos>,
+    ) -> Result<Fill, CatchUpError> {
+        match &self.engine {
+            None => {
+                return Err(CatchUpError::Lost(
+                    "an earlier step was abandoned".to_owned(),
+                ))
+            }
+            Some(engine) if !engine.reader.has_unread() => return Ok(Fill::End),
+            Some(_) => {}
+        }
+        // The slot first: an engine is never taken out to wait.
+        let permit = slots
+            .0
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CatchUpError::Lost("catch-up slots closed".to_owned()))?;
+        let Some(mut engine) = self.engine.take() else {
+            return Err(CatchUpError::Lost(
+                "an earlier step was abandoned".to_owned(),
+            ));
+        };
+        let mut frames = std::mem::take(out);
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let fill = engine.fill(&mut frames, budget, until);
+            (engine, frames, fill)
+        });
+        let (engine, frames, fill) = task.await.map_err(|e| {
+            let cause = match e.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned()),
+                Err(e) => e.to_string(),
+            };
+            CatchUpError::Lost(format!("the step's task failed: {cause}"))
+        })?;
+        self.last = engine.last;
+        self.engine = Some(engine);
+        *out = frames;
+        Ok(fill?)
+    }
+
+    /// `step` on the caller's thread.
+    #[cfg(test)]
+    pub(crate) fn fill(
         &mut self,
         out: &mut Vec<Frame>,
-        max: usize,
+        budget: Budget,
+        until: Option<Pos>,
+    ) -> Result<Fill, CatchUpError> {
+        let engine = self
+            .engine
+            .as_mut()
+            .ok_or_else(|| CatchUpError::Lost("an earlier step was abandoned".to_owned()))?;
+        let fill = engine.fill(out, budget, until);
+        self.last = engine.last;
+        Ok(fill?)
+    }
+}
+
+impl Engine {
+    fn fill(
+        &mut self,
+        out: &mut Vec<Frame>,
+        budget: Budget,
         until: Option<Pos>,
     ) -> Result<Fill, JournalError> {
-        let mut produced = 0;
-        while produced < max {
+        let (mut produced, mut read) = (0, 0);
+        while produced < budget.frames && read < budget.records {
             let Some(record) = self.reader.next()? else {
                 return Ok(Fill::End);
             };
             if until.is_some_and(|until| record.pos > until) {
                 return Ok(Fill::Until);
             }
+            read += 1;
             self.last = record.pos;
-            let (pos, lsn) = (record.pos, record.wal_start);
-            let mut change = match self.decoder.decode(record.payload) {
-                Ok(change) => change,
-                Err(error) => {
-                    // As on the live path: the subscribers of its table (all of them when the
-                    // table cannot be read) hear that a change could not be read.
-                    let seen = Undecoded::peek(record.payload);
-                    let other = seen.schema.is_some_and(|s| *s != *self.request.schema)
-                        || seen.table.is_some_and(|t| *t != *self.request.table);
-                    if !other {
-                        out.push(decode_failed_frame(lsn, error, &seen));
-                        produced += 1;
-                    }
-                    continue;
-                }
-            };
-            change.set_pos(pos);
-            if let Some((shown, wal_lsn)) = &self.shown {
-                if pos.commit < *wal_lsn && change.xid().is_some_and(|x| shown.shows(x)) {
-                    continue;
-                }
-            }
-            if change.op().is_none()
-                || change.schema() != &*self.request.schema
-                || change.table() != &*self.request.table
-            {
+            if !self.matcher.prefilter.may_match(record.payload) {
                 continue;
             }
-            let req = &self.request;
-            // `matches` applies the operation mask; a truncate passes whenever it was asked for.
-            if !req.filter.matches(&change) {
-                continue;
+            let frame = self
+                .matcher
+                .frame_of(record.pos, record.wal_start, record.payload);
+            if let Some(frame) = frame {
+                out.push(frame);
+                produced += 1;
             }
-            let frame = match &req.plugin {
-                None => None,
-                Some(group) => match group.evaluate(&change) {
-                    Verdict::Drop => continue,
-                    Verdict::Pass => None,
-                    Verdict::Rewritten(r) => Some(match (req.filter.format(), r.v1) {
-                        (Format::Walcast, _) => Frame::from(r.walcast),
-                        (Format::Wal2jsonV1, Some(v1)) => Frame::from(v1),
-                        (Format::Wal2jsonV1, None) => super::registry::missing_v1(group),
-                    }),
-                    Verdict::Error(message) => Some(super::registry::plugin_error_frame(
-                        group.plugin_name(),
-                        &message,
-                    )),
-                },
-            };
-            let frame = frame.unwrap_or_else(|| {
-                let projection = match req.filter.select() {
-                    Some(cols) => Projection::Only(cols),
-                    None => Projection::All,
-                };
-                Frame::from(
-                    self.encoder
-                        .encode(&change, projection, req.filter.format()),
-                )
-            });
-            out.push(frame);
-            produced += 1;
         }
         Ok(Fill::More)
     }
 }
+
+impl Matcher {
+    /// The frame a record earns without the pre-filter: its change's (or its plugin's), a
+    /// `decode_failed` error, or none when it does not match.
+    fn frame_of(&mut self, pos: Pos, lsn: Lsn, payload: &mut [u8]) -> Option<Frame> {
+        let mut change = match self.decoder.decode(payload) {
+            Ok(change) => change,
+            Err(error) => {
+                // As on the live path: the subscribers of its table (all of them when the
+                // table cannot be read) hear that a change could not be read.
+                let seen = Undecoded::peek(payload);
+                let other = seen.schema.is_some_and(|s| *s != *self.request.schema)
+                    || seen.table.is_some_and(|t| *t != *self.request.table);
+                return (!other).then(|| decode_failed_frame(lsn, error, &seen));
+            }
+        };
+        change.set_pos(pos);
+        if let Some((shown, wal_lsn)) = &self.shown {
+            if pos.commit < *wal_lsn && change.xid().is_some_and(|x| shown.shows(x)) {
+                return None;
+            }
+        }
+        if change.op().is_none()
+            || change.schema() != &*self.request.schema
+            || change.table() != &*self.request.table
+        {
+            return None;
+        }
+        let req = &self.request;
+        // `matches` applies the operation mask; a truncate passes whenever it was asked for.
+        if !req.filter.matches(&change) {
+            return None;
+        }
+        let frame = match &req.plugin {
+            None => None,
+            Some(group) => match group.evaluate(&change) {
+                Verdict::Drop => return None,
+                Verdict::Pass => None,
+                Verdict::Rewritten(r) => Some(match (req.filter.format(), r.v1) {
+                    (Format::Walcast, _) => Frame::from(r.walcast),
+                    (Format::Wal2jsonV1, Some(v1)) => Frame::from(v1),
+                    (Format::Wal2jsonV1, None) => super::registry::missing_v1(group),
+                }),
+                Verdict::Error(message) => Some(super::registry::plugin_error_frame(
+                    group.plugin_name(),
+                    &message,
+                )),
+            },
+        };
+        Some(frame.unwrap_or_else(|| {
+            let projection = match req.filter.select() {
+                Some(cols) => Projection::Only(cols),
+                None => Projection::All,
+            };
+            Frame::from(
+                self.encoder
+                    .encode(&change, projection, req.filter.format()),
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+#[path = "catchup_tests.rs"]
+mod tests;

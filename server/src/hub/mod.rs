@@ -5,10 +5,13 @@
 mod catchup;
 mod cohort;
 mod intake;
+mod prefilter;
 mod registry;
 mod signal;
 
-pub use catchup::{CatchUp, CatchUpRequest, Fill};
+pub use catchup::{
+    Budget, CatchUp, CatchUpError, CatchUpRequest, CatchUpSlots, Fill, RECORDS_PER_STEP,
+};
 pub use cohort::{Cohort, Entry, Next, Pushed, Reader};
 pub use intake::Intake;
 pub(crate) use registry::plugin_error_frame;

@@ -17,6 +17,7 @@ use crate::journal::Pos;
 use crate::metrics::Metrics;
 use crate::source::Lsn;
 
+use super::catchup::CatchUpSlots;
 use super::cohort::{Cohort, Member, Reader};
 use super::signal::{close_code, Frame, SessionSignal};
 
@@ -182,6 +183,8 @@ pub struct Hub {
     last_ordinal: AtomicU32,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
+    /// Journal catch-ups of every session take turns in these (see `CatchUpSlots`).
+    catch_up_slots: CatchUpSlots,
 }
 
 impl Hub {
@@ -196,7 +199,13 @@ impl Hub {
             last_ordinal: AtomicU32::new(0),
             queue_capacity,
             metrics,
+            catch_up_slots: CatchUpSlots::per_core(),
         })
+    }
+
+    /// Where catch-up steps take turns on the blocking pool.
+    pub fn catch_up_slots(&self) -> &CatchUpSlots {
+        &self.catch_up_slots
     }
 
     /// The WAL position of the last message the hub took in.

@@ -81,6 +81,21 @@ impl JournalReader {
         self.after
     }
 
+    /// Whether `next` may find a record now: the writer has published bytes past where this
+    /// reader stands (or a newer segment, or retention removed its segment, which `next`
+    /// reports). `false` means `next` would return `None`. Takes the view's read lock only at
+    /// the end of what the reader last saw; no I/O.
+    pub fn has_unread(&self) -> bool {
+        if self.offset < self.limit {
+            return true;
+        }
+        let view = self.shared.view.read();
+        match view.get(self.seq) {
+            None => true,
+            Some(seg) => seg.len > self.offset || seg.seq != view.active().seq,
+        }
+    }
+
     /// The next change, or `None` at the end of what is written so far; call again later for
     /// newer ones. `JournalError::Expired` when retention removed the next segment to read.
     #[allow(clippy::should_implement_trait)] // lends its buffer: not an `Iterator`

@@ -24,8 +24,8 @@ use crate::decode::{Decoder, FrameEncoder, Projection};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::{ColumnInfo, Filter, RawCondition, TableName};
 use crate::hub::{
-    close_code, CatchUp, CatchUpRequest, Entry, Fill, Frame, Hub, Next, SessionSignal,
-    SubscribeRequest, Subscription, SubscriptionId,
+    close_code, Budget, CatchUp, CatchUpError, CatchUpRequest, Entry, Fill, Frame, Hub, Next,
+    SessionSignal, SubscribeRequest, Subscription, SubscriptionId, RECORDS_PER_STEP,
 };
 use crate::journal::{JournalError, JournalHandle, JournalReader, Pos};
 use crate::metrics::Metrics;
@@ -741,9 +741,13 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         }
         // After a snapshot, the live stream may only be joined once every transaction that
         // committed before the snapshot was taken has been read (and skipped when shown): the
-        // cohort's frames do not say which transaction they belong to.
+        // cohort's frames do not say which transaction they belong to. The hub's position is
+        // that of the last message it took in, and Postgres sends transactions in commit order:
+        // once it is at `wal_lsn` every transaction that committed before was dispatched, so the
+        // seam below reads it from the journal. (The server's WAL end is no such proof: a
+        // reconnect's IDENTIFY_SYSTEM moves it past transactions not resent yet.)
         if let Some(wal_lsn) = self.subs[i].shown_until {
-            if self.ctx.status.server_end() < wal_lsn {
+            if self.ctx.hub.position() < wal_lsn {
                 return Ok(false);
             }
         }
@@ -783,15 +787,25 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         Ok(true)
     }
 
-    /// Writes the journal frames of subscription `i` up to `until` or one batch, whichever
-    /// comes first.
+    /// Writes the journal frames of subscription `i` up to `until` or one step's budget,
+    /// whichever comes first. The step runs on the blocking pool (see `hub::CatchUp::step`).
     async fn replay(&mut self, i: usize, until: Option<Pos>) -> Result<Fill, Failed> {
         let sub = &mut self.subs[i];
         let Mode::CatchUp(catch_up) = &mut sub.mode else {
             return Ok(Fill::End);
         };
+        let budget = Budget {
+            records: RECORDS_PER_STEP,
+            frames: CATCH_UP_BATCH,
+        };
         let fill = catch_up
-            .fill(&mut self.frames, CATCH_UP_BATCH, until)
+            .step(
+                self.ctx.hub.catch_up_slots(),
+                &mut self.frames,
+                budget,
+                until,
+            )
+            .await
             .map_err(Failed::Journal)?;
         // Everything up to the position read was sent below or did not match.
         let read = catch_up.position();
@@ -806,11 +820,11 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         Ok(fill)
     }
 
-    fn journal_failed(&mut self, i: usize, error: JournalError) -> Result<(), End> {
+    fn journal_failed(&mut self, i: usize, error: impl Into<CatchUpError>) -> Result<(), End> {
         let sub = &self.subs[i];
-        let (code, reason) = match error {
+        let (code, reason) = match error.into() {
             // Retention removed what this subscription still had to read: it fell too far behind.
-            JournalError::Expired { .. } => {
+            CatchUpError::Journal(JournalError::Expired { .. }) => {
                 tracing::info!(subscription = sub.hub_id, at = %sub.sent, "a subscription fell behind the journal's retention (4008)");
                 self.ctx.metrics.sessions_dropped.inc();
                 (
@@ -1021,7 +1035,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
 /// Why writing journal frames stopped.
 enum Failed {
     Socket,
-    Journal(JournalError),
+    Journal(CatchUpError),
 }
 
 /// Waits until a live subscription has frames (moved into `batch`), fell behind or was closed.

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod catchup;
 mod differential;
 mod durable;
 mod errors;

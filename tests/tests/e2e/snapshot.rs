@@ -11,10 +11,10 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use walcast_tests::{Frame, PgCluster, TestDb, Walcast, WsClient, STEP as LONG_STEP};
 
-type Table = BTreeMap<i64, Value>;
+pub(crate) type Table = BTreeMap<i64, Value>;
 
 /// Applies frames to `table` until `until` says stop; returns (rows in the snapshot, changes).
-async fn rebuild(
+pub(crate) async fn rebuild(
     c: &mut WsClient,
     table: &mut Table,
     mut until: impl FnMut(&Value) -> bool,

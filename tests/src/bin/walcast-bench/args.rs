@@ -30,6 +30,13 @@ pub struct Args {
     pub owners: usize,
     /// Subscribes in flight at once (`policy`).
     pub concurrency: usize,
+    /// Clients replaying the journal beside the live subscribers, one table row per count
+    /// (`replay`; 0 measures the live subscribers alone).
+    pub replays: Vec<usize>,
+    /// Size of the journal the replays read, in MiB (`replay`).
+    pub journal_mib: u64,
+    /// walcast builds measured side by side: (`before` | `after`, path) (`replay`).
+    pub binaries: Vec<(String, String)>,
 }
 
 /// Every scenario with the flags it takes; `smoke` takes none.
@@ -80,6 +87,19 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
             "--runs",
         ],
     ),
+    (
+        "replay",
+        &[
+            "--subscribers",
+            "--replays",
+            "--journal-mib",
+            "--rate",
+            "--seconds",
+            "--runs",
+            "--before",
+            "--after",
+        ],
+    ),
     ("smoke", &[]),
 ];
 
@@ -101,6 +121,9 @@ pub fn defaults(scenario: &str) -> Args {
         channels: 100,
         owners: 100,
         concurrency: 50,
+        replays: vec![0, 20],
+        journal_mib: 1024,
+        binaries: Vec::new(),
     };
     match scenario {
         "latency" => a.rate = 5_000,
@@ -135,6 +158,10 @@ pub fn defaults(scenario: &str) -> Args {
             a.rate = 200;
             a.seconds = 5;
         }
+        "replay" => {
+            a.rate = 1_000;
+            a.seconds = 20;
+        }
         _ => {}
     }
     a
@@ -156,6 +183,8 @@ pub fn smoke(scenario: &str) -> Args {
     a.channels = 3;
     a.rate = 100;
     a.seconds = 1;
+    a.replays = vec![2];
+    a.journal_mib = 4;
     a
 }
 
@@ -179,6 +208,10 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         match flag.as_str() {
             "--subscribers" | "--clients" | "--sockets" => a.subscribers = list(&flag, &value)?,
             "--groups" => a.groups = list(&flag, &value)?,
+            "--replays" => a.replays = counts(&flag, &value)?,
+            // `before` first, so ratios read before / after.
+            "--before" => a.binaries.insert(0, ("before".into(), value)),
+            "--after" => a.binaries.push(("after".into(), value)),
             "--fsync" => a.fsync = policies(&value)?,
             _ => {
                 let n = number(&flag, &value)?;
@@ -194,6 +227,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                     "--channels" => a.channels = n,
                     "--owners" => a.owners = n as usize,
                     "--concurrency" => a.concurrency = n as usize,
+                    "--journal-mib" => a.journal_mib = n,
                     other => bail!("unknown flag {other}"),
                 }
             }
@@ -217,8 +251,11 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
     if matches!(scenario.as_str(), "catchup" | "trickle" | "snapshot") && a.rows == 0 {
         bail!("--rows must be at least 1");
     }
-    if scenario == "latency" && a.subscribers.len() != 1 {
-        bail!("latency takes one --subscribers value");
+    if matches!(scenario.as_str(), "latency" | "replay") && a.subscribers.len() != 1 {
+        bail!("{scenario} takes one --subscribers value");
+    }
+    if scenario == "replay" && a.journal_mib == 0 {
+        bail!("--journal-mib must be at least 1");
     }
     Ok(a)
 }
@@ -238,6 +275,14 @@ fn policies(value: &str) -> Result<Vec<String>> {
             p @ ("always" | "burst" | "never") => Ok(p.to_owned()),
             other => bail!("--fsync {other:?}: use always, burst or never (a comma list)"),
         })
+        .collect()
+}
+
+/// A comma list of counts, 0 included, e.g. `0,20`.
+fn counts(flag: &str, value: &str) -> Result<Vec<usize>> {
+    value
+        .split(',')
+        .map(|s| number(flag, s.trim()).map(|n| n as usize))
         .collect()
 }
 

@@ -19,6 +19,7 @@
 //! walcast-bench snapshot  [--rows 1000000] [--runs 3]
 //! walcast-bench notify    [--sockets 1,100,1000] [--channels 100] [--rate 2000] [--seconds 5] [--runs 3]
 //! walcast-bench policy    [--subscribers 10000] [--owners 100] [--concurrency 50] [--rate 200] [--seconds 5] [--runs 3]
+//! walcast-bench replay    [--subscribers 100] [--replays 0,20] [--journal-mib 1024] [--rate 1000] [--seconds 20] [--runs 3] [--before PATH] [--after PATH]
 //! walcast-bench smoke
 //! ```
 //!
@@ -119,9 +120,27 @@
 //!   Figures per mode: subscribe p50/p99/max and subscribes/s, walcast CPU µs per row written
 //!   (first commit to last delivery), delivered vs expected frames (each subscriber exactly its
 //!   owner's rows), and the median of the per-run on/off ratios.
+//! - `replay` (live latency beside replays of a large journal): one database and one journal
+//!   directory for the whole run. A walcast (the first build) fills the journal with rows of
+//!   `busy` (`INSERT ... SELECT generate_series`, 100,000 rows a statement, each waited for until
+//!   walcast confirmed the slot past it) until its segments hold `--journal-mib`; a subscription
+//!   taken before the first row gives the journal's oldest position. Then per run, per build
+//!   (`--before PATH`, `--after PATH`; the order alternates from run to run; without them, the
+//!   binary the harness finds) and per N in `--replays`: that build started on the same journal
+//!   and database, N subscribers on `insert:busy` (one `--subscribers` value), 4 connections
+//!   committing single-row transactions at `--rate`/s for `--seconds` (`synchronous_commit`
+//!   on), and at the same time N clients opening `*:quiet&from=<oldest>` (no change of `quiet`
+//!   is ever committed, so each reads the whole journal and sends nothing). Latency =
+//!   subscriber's clock minus the frame's commit `ts`. Figures per build and N: p50/p99/max and
+//!   the fraction delivered, how long until the last replay client had its `subscribed`, how long
+//!   until no session was catching up (`walcast_catchup_sessions` polled every 100 ms, from the
+//!   replays' connect, capped at 300 s), walcast CPU in cores over the window, frames, errors or
+//!   closes at the replay clients (must be 0), and with two builds the ratio before / after of
+//!   p99, per run and its median.
 //! - `smoke`: every scenario once with tiny parameters (3 clients, 2 groups, 200 rows, rate 100
 //!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows, snapshot 200 rows,
-//!   notify 3 sockets and 3 channels) on one Postgres cluster; what the e2e suite runs.
+//!   notify 3 sockets and 3 channels, replay 2 clients on a 4 MiB journal) on one Postgres
+//!   cluster; what the e2e suite runs.
 //!
 //! `plugin` and `plugins` need `plugins/dist/threshold.wasm` (`sh plugins/build.sh`).
 
@@ -134,6 +153,7 @@ mod measure;
 mod notify;
 mod plugins;
 mod policy;
+mod replay;
 mod selective;
 mod snapshot;
 mod workload;
@@ -157,7 +177,7 @@ fn cluster() -> Result<PgCluster> {
 }
 
 /// Every scenario `smoke` runs, in order.
-const SMOKE: [&str; 13] = [
+const SMOKE: [&str; 14] = [
     "ingest",
     "latency",
     "plugin",
@@ -171,6 +191,7 @@ const SMOKE: [&str; 13] = [
     "trickle",
     "snapshot",
     "notify",
+    "replay",
 ];
 
 #[tokio::main]
@@ -221,6 +242,7 @@ async fn run(cluster: &PgCluster, args: &Args) -> Result<()> {
         "snapshot" => snapshot::snapshot(cluster, args).await,
         "notify" => notify::notify(cluster, args).await,
         "policy" => policy::policy(cluster, args).await,
+        "replay" => replay::replay(cluster, args).await,
         other => anyhow::bail!("no scenario {other}"),
     }
 }
