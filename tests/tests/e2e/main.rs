@@ -12,6 +12,7 @@ mod journal;
 mod limits;
 mod listen;
 mod multiplex;
+mod named_trust;
 mod pace;
 mod plugins;
 mod protocol;
