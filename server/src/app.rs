@@ -109,10 +109,14 @@ pub async fn run(
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
     let named_dir = journal_dir.clone();
-    let named = tokio::task::spawn_blocking(move || named::Store::open(&named_dir))
-        .await
-        .map_err(|_| AppError::SourcePanicked)?
-        .map_err(AppError::Named)?;
+    let named_config = config.named.named_config(config.replication.temporary);
+    let named_metrics = metrics.clone();
+    let named = tokio::task::spawn_blocking(move || {
+        named::Store::open(&named_dir, named_config, named_metrics)
+    })
+    .await
+    .map_err(|_| AppError::SourcePanicked)?
+    .map_err(AppError::Named)?;
     tracing::info!(subscriptions = named.len(), "named subscriptions loaded");
     let named_stop = CancellationToken::new();
     let named_writer = tokio::spawn(

@@ -62,6 +62,9 @@ pub struct Metrics {
     /// 1 while the replication stream is paused because the journal is at `journal.max_bytes`
     /// and a named subscription still needs its oldest segment.
     pub retention_held: Gauge,
+    /// Named subscriptions that stopped holding the journal after `named.idle_expiry` without a
+    /// socket.
+    pub named_expired: Counter,
     /// Per plugin (label `plugin`): calls, traps, deadline hits, error verdicts, call time.
     plugin_calls: Family<Vec<(String, String)>, Counter>,
     plugin_traps: Family<Vec<(String, String)>, Counter>,
@@ -110,6 +113,7 @@ impl Metrics {
             named_subscriptions: Gauge::default(),
             ack_persists: Counter::default(),
             retention_held: Gauge::default(),
+            named_expired: Counter::default(),
             plugin_calls: Family::default(),
             plugin_traps: Family::default(),
             plugin_deadline_hits: Family::default(),
@@ -193,6 +197,11 @@ impl Metrics {
             "retention_held",
             "1 while the stream is paused: journal at max_bytes and a named subscription needs its oldest segment",
             m.retention_held.clone(),
+        );
+        registry.register(
+            "named_subscriptions_expired",
+            "Named subscriptions that stopped holding the journal after named.idle_expiry without a socket",
+            m.named_expired.clone(),
         );
         registry.register(
             "messages_received",
@@ -287,13 +296,15 @@ impl Metrics {
         error
     }
 
-    /// Counts one refusal at a connection or message limit (`limit` label: `connections`,
-    /// `connections_per_ip`, `message_rate`), named by its error code.
+    /// Counts one refusal at a connection, message or named subscription limit (`limit` label:
+    /// `connections`, `connections_per_ip`, `message_rate`, `named_subscriptions`), named by its
+    /// error code.
     pub fn limit_refused(&self, code: &str) {
         let label = match code {
             "too_many_connections" => "connections",
             "too_many_connections_from_ip" => "connections_per_ip",
             "rate_limited" => "message_rate",
+            "too_many_named_subscriptions" => "named_subscriptions",
             other => other,
         };
         self.limit_refusals

@@ -11,10 +11,12 @@ use clap::Parser;
 mod auth;
 mod journal;
 mod limits;
+mod named;
 mod tls;
 pub use auth::{AdminSection, AuthMode, AuthSection, HttpSection};
 pub use journal::{JournalSection, DEFAULT_JOURNAL_DIR};
 pub use limits::LimitsConfig;
+pub use named::NamedSection;
 use serde::{Deserialize, Deserializer};
 pub use tls::TlsSection;
 
@@ -134,6 +136,8 @@ pub struct Config {
     pub embedded: EmbeddedConfig,
     pub plugins: PluginsConfig,
     pub journal: JournalSection,
+    /// Bounds of the named subscriptions (`[named]`).
+    pub named: NamedSection,
     /// Bounds on hostile input in the filter and plugin layers (`[limits]`).
     pub limits: LimitsConfig,
     /// HTTPS/WSS on `listen` (`[tls]`).
@@ -281,6 +285,7 @@ impl Default for Config {
             embedded: EmbeddedConfig::default(),
             plugins: PluginsConfig::default(),
             journal: JournalSection::default(),
+            named: NamedSection::default(),
             limits: LimitsConfig::default(),
             tls: TlsSection::default(),
             snapshot: SnapshotConfig::default(),
@@ -346,6 +351,7 @@ impl std::fmt::Debug for Config {
             .field("sessions", &self.sessions)
             .field("embedded", &self.embedded)
             .field("journal", &self.journal)
+            .field("named", &self.named)
             .field("tls", &self.tls)
             .field("log", &self.log)
             .field("auth", &self.auth)
@@ -466,6 +472,7 @@ impl Config {
             self.embedded.data_dir = Some(PathBuf::from(v));
         }
         self.journal.apply_env(&get)?;
+        self.named.apply_env(&get)?;
         self.limits.apply_env(&get)?;
         self.tls.apply_env(&get);
         self.auth.apply_env(&get)?;
@@ -512,6 +519,7 @@ impl Config {
     /// Checks every value; the first problem is returned, naming the key and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.journal.validate()?;
+        self.named.validate()?;
         self.limits.validate()?;
         self.tls.validate()?;
         self.auth

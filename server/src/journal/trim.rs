@@ -12,9 +12,9 @@ use super::{Fsync, Journal, JournalError, Pos, TrimOutcome};
 impl Journal {
     /// Removes the oldest segments while the journal is over `max_bytes` or their newest record
     /// is older than `max_age`, stopping at the first segment holding a position after
-    /// `keep_after` (what a named subscription has not read yet). Never removes the active
-    /// segment, nor the segment of the last durable commit marker or anything newer: repair on
-    /// open relies on finding that marker.
+    /// `keep_after` (what a named subscription has not acknowledged in its file yet). Never
+    /// removes the active segment, nor the segment of the last durable commit marker or anything
+    /// newer: repair on open relies on finding that marker.
     pub fn trim(
         &mut self,
         now: SystemTime,

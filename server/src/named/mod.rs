@@ -1,30 +1,40 @@
-//! Named subscriptions (`sub=<name>`): each remembers its query and the last position its client
-//! acknowledged, in one small file beside the journal (`subscriptions.json`), so a client that
-//! reconnects with the same name resumes right after what it acknowledged, even after walcast was
-//! killed. Owns that file, the in-memory table, the one-socket-per-name lease and the group
-//! commit of acks. Does not read the journal or serve sockets (`ws::session` does both); the
-//! journal's retention asks it what must be kept (`keep_after`).
+//! Named subscriptions (`sub=<name>`): each remembers its owner, its query and the last position
+//! its client acknowledged, in one small file beside the journal (`subscriptions.json`), so a
+//! client that reconnects with the same name resumes right after what it acknowledged, even after
+//! walcast was killed. Owns that file, the in-memory table, who may take a name (its owner), how
+//! many names there may be (`[named]` bounds), the one-socket-per-name lease, the group commit of
+//! acks and the idle expiry. Does not read the journal or serve sockets (`ws::session` does
+//! both); the journal's retention asks it what must be kept (`keep_after`).
 //!
 //! Acks are persisted in batches: `ack` only records the position and wakes the writer task,
-//! which writes the whole table to a temporary file, syncs it, renames it over the old one and
-//! syncs the directory (so the file is always either the old or the new table), then tells every
-//! connected subscription how far its acks are durable (`Claim::persisted`). Acks that arrive
-//! while a write is in flight go out together in the next one.
+//! which writes the whole table (`file::write`), then tells every connected subscription how far
+//! its acks are durable (`Claim::persisted`). Acks that arrive while a write is in flight go out
+//! together in the next one. Retention keeps everything after the acks the file holds, never
+//! after an ack only in memory: a crash between a trim and the next write must not leave a
+//! subscription whose position the journal no longer has.
+//!
+//! A subscription without a socket for `named.idle_expiry` stops holding the journal (it is
+//! marked `expired`, logged and counted): one abandoned name must not pause the stream for the
+//! whole server once the journal is at `journal.max_bytes`. If it comes back while the journal
+//! still holds what follows its ack it resumes (and holds again); otherwise the journal reader
+//! answers 409 `position_expired`.
+
+mod file;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::SessionSignal;
 use crate::journal::Pos;
+use crate::metrics::Metrics;
+use file::Stored;
 
 #[cfg(test)]
 mod tests;
@@ -54,13 +64,81 @@ pub enum NamedError {
     },
 }
 
-/// Why a name cannot be claimed (each is a 409 before the upgrade).
+/// The `[named]` bounds, and whether names are served at all.
+#[derive(Clone, Debug)]
+pub struct NamedConfig {
+    /// Names stored at most, all subjects together (`named.max_subscriptions`).
+    pub max_subscriptions: usize,
+    /// Names one subject may own (`named.max_per_subject`).
+    pub max_per_subject: usize,
+    /// How long a name without a socket holds the journal (`named.idle_expiry`).
+    pub idle_expiry: Duration,
+    /// `replication.temporary`: the slot does not survive a restart, so no acknowledged position
+    /// would either; no name is served and stored ones hold nothing.
+    pub temporary: bool,
+}
+
+impl Default for NamedConfig {
+    fn default() -> Self {
+        NamedConfig {
+            max_subscriptions: 1000,
+            max_per_subject: 100,
+            idle_expiry: Duration::from_secs(7 * 24 * 3600),
+            temporary: false,
+        }
+    }
+}
+
+/// Who a named subscription belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Every client under `auth.mode = "none"`; also the owner of the names in a file written
+    /// before owners were recorded.
+    Anonymous,
+    /// A verified token's `sub` claim.
+    Subject(String),
+}
+
+impl Owner {
+    /// As the file and the admin list show it: `None` for the anonymous subject.
+    fn stored(&self) -> Option<String> {
+        match self {
+            Owner::Anonymous => None,
+            Owner::Subject(sub) => Some(sub.clone()),
+        }
+    }
+
+    fn owns(&self, stored: &Option<String>) -> bool {
+        match (self, stored) {
+            (Owner::Anonymous, None) => true,
+            (Owner::Subject(sub), Some(owner)) => sub == owner,
+            _ => false,
+        }
+    }
+}
+
+/// Which bound a new name would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    /// `named.max_subscriptions`, with its value.
+    Total(usize),
+    /// `named.max_per_subject`, with its value.
+    PerSubject(usize),
+}
+
+/// Why a name cannot be claimed (each is a refusal before the upgrade).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimError {
+    /// The slot is temporary: no name is served.
+    Unavailable,
+    /// Another subject owns it. Says nothing of its query.
+    Forbidden,
     /// Another socket holds it.
     Busy,
-    /// It was created with another query.
+    /// Its owner created it with another query (the caller's own query, so it may be shown).
     Mismatch { stored: String },
+    /// A new name would pass a bound.
+    TooMany(Bound),
 }
 
 /// Whether `name` is a valid subscription name.
@@ -70,26 +148,6 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// What the file holds per subscription.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Stored {
-    name: String,
-    /// The canonical query (every parameter but `sub=` and `from=`, sorted, URL-encoded).
-    query: String,
-    /// `schema.table`.
-    table: String,
-    /// The position the client acknowledged (at creation: the position it started after).
-    acked: Pos,
-    /// Seconds since the Unix epoch.
-    created_at: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct FileBody {
-    version: u32,
-    subscriptions: Vec<Stored>,
 }
 
 struct Lease {
@@ -103,6 +161,11 @@ struct Entry {
     /// Not yet in the file: created by a socket that has not started yet.
     pending: bool,
     lease: Option<Lease>,
+    /// Which creation this is (the creating lease's id; 0 when read from the file), so a write
+    /// that began before a delete and a re-creation never confirms the new one's acks.
+    generation: u64,
+    /// The acknowledged position the file holds: what retention keeps everything after.
+    durable: Pos,
 }
 
 /// One row of `GET /v1/subscriptions` (lag is added by the caller, from the journal).
@@ -114,10 +177,16 @@ pub struct Listed {
     pub acked: Pos,
     pub connected: bool,
     pub created_at: u64,
+    /// The token subject that owns it; `None`: the anonymous subject.
+    pub owner: Option<String>,
+    /// It no longer holds the journal (idle past `named.idle_expiry`, or its position is gone).
+    pub expired: bool,
 }
 
 pub struct Store {
     path: PathBuf,
+    cfg: NamedConfig,
+    metrics: Arc<Metrics>,
     entries: Mutex<BTreeMap<String, Entry>>,
     /// Bumped by every change to `entries` that the file must show.
     changed: AtomicU64,
@@ -139,39 +208,38 @@ pub struct Claim {
 
 impl Store {
     /// Reads `dir/subscriptions.json` (none yet: an empty table).
-    pub fn open(dir: &Path) -> Result<Arc<Store>, NamedError> {
+    pub fn open(
+        dir: &Path,
+        cfg: NamedConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Store>, NamedError> {
         let path = dir.join(FILE_NAME);
-        let stored = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let body: FileBody =
-                    serde_json::from_slice(&bytes).map_err(|e| NamedError::Invalid {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                if body.version != 1 {
-                    return Err(NamedError::Invalid {
-                        path,
-                        message: format!("unknown version {}", body.version),
-                    });
-                }
-                body.subscriptions
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(NamedError::Read { path, source }),
-        };
-        let entries = stored
+        let now = unix_secs(SystemTime::now());
+        let entries: BTreeMap<String, Entry> = file::read(&path)?
             .into_iter()
-            .map(|stored| {
+            .map(|mut stored| {
+                // Held by a socket when the file was written (or unknown): idle from now on.
+                stored.idle_since.get_or_insert(now);
                 let entry = Entry {
+                    durable: stored.acked,
                     stored,
                     pending: false,
                     lease: None,
+                    generation: 0,
                 };
                 (entry.stored.name.clone(), entry)
             })
             .collect();
+        if cfg.temporary && !entries.is_empty() {
+            tracing::warn!(
+                subscriptions = entries.len(),
+                "replication.temporary is set: the stored named subscriptions are not served and do not hold the journal"
+            );
+        }
         Ok(Arc::new(Store {
             path,
+            cfg,
+            metrics,
             entries: Mutex::new(entries),
             changed: AtomicU64::new(0),
             wake: Notify::new(),
@@ -188,22 +256,37 @@ impl Store {
         self.len() == 0
     }
 
-    /// Take `name` for one socket. A known name must have been created with the same `query`;
-    /// an unknown one is reserved (created for good by `Claim::create`).
+    /// Take `name` for one socket of `owner`. A known name must belong to `owner` and have been
+    /// created with the same `query`; an unknown one is reserved within the bounds (created for
+    /// good by `Claim::create`).
     pub fn claim(
         self: &Arc<Self>,
         name: &str,
         query: &str,
         table: &str,
+        owner: &Owner,
         signal: Arc<SessionSignal>,
     ) -> Result<Claim, ClaimError> {
+        if self.cfg.temporary {
+            return Err(ClaimError::Unavailable);
+        }
         let mut entries = self.entries.lock();
         let lease = self.next_lease.fetch_add(1, Ordering::Relaxed);
-        // Starts at what is already in the file: only later acks are confirmed.
-        let known = entries.get(name).map_or(Pos::ZERO, |e| e.stored.acked);
+        // What is in the file: a known name resumes after it (an ack still on its way to the file
+        // may never get there) and only later acks are confirmed.
+        let known = entries.get(name).map_or(Pos::ZERO, |e| e.durable);
         let (persisted, rx) = watch::channel(known);
+        let lease_of = |signal| Lease {
+            id: lease,
+            signal,
+            persisted,
+        };
         let resume = match entries.get_mut(name) {
             Some(entry) => {
+                // Ownership first: another subject learns nothing of the name's query or use.
+                if !owner.owns(&entry.stored.owner) {
+                    return Err(ClaimError::Forbidden);
+                }
                 if entry.lease.is_some() {
                     return Err(ClaimError::Busy);
                 }
@@ -212,32 +295,48 @@ impl Store {
                         stored: entry.stored.query.clone(),
                     });
                 }
-                entry.lease = Some(Lease {
-                    id: lease,
-                    signal,
-                    persisted,
-                });
-                Some(entry.stored.acked)
+                entry.lease = Some(lease_of(signal));
+                // Held by a socket: not idle (written, so a crash restarts the idle clock).
+                if entry.stored.idle_since.take().is_some() {
+                    drop(entries);
+                    self.mark_changed();
+                }
+                Some(known)
             }
             None => {
+                // Reservations count: concurrent creations cannot pass a bound together.
+                if entries.len() >= self.cfg.max_subscriptions {
+                    return Err(ClaimError::TooMany(Bound::Total(
+                        self.cfg.max_subscriptions,
+                    )));
+                }
+                let owned = entries
+                    .values()
+                    .filter(|e| owner.owns(&e.stored.owner))
+                    .count();
+                if owned >= self.cfg.max_per_subject {
+                    return Err(ClaimError::TooMany(Bound::PerSubject(
+                        self.cfg.max_per_subject,
+                    )));
+                }
                 let stored = Stored {
                     name: name.to_owned(),
                     query: query.to_owned(),
                     table: table.to_owned(),
                     acked: Pos::ZERO,
-                    created_at: unix_secs(),
-                };
-                let lease = Lease {
-                    id: lease,
-                    signal,
-                    persisted,
+                    created_at: unix_secs(SystemTime::now()),
+                    owner: owner.stored(),
+                    idle_since: None,
+                    expired: false,
                 };
                 entries.insert(
                     name.to_owned(),
                     Entry {
                         stored,
                         pending: true,
-                        lease: Some(lease),
+                        lease: Some(lease_of(signal)),
+                        generation: lease,
+                        durable: Pos::ZERO,
                     },
                 );
                 None
@@ -252,14 +351,53 @@ impl Store {
         })
     }
 
-    /// The smallest acknowledged position: the journal keeps everything after it.
+    /// What the journal must keep everything after: the lowest acknowledged position that is in
+    /// the file, among the subscriptions that hold the journal. Marks those idle past
+    /// `named.idle_expiry` expired first (logged, counted): they hold nothing any more.
     pub fn keep_after(&self) -> Option<(Pos, String)> {
-        self.entries
-            .lock()
+        self.keep_after_at(SystemTime::now())
+    }
+
+    fn keep_after_at(&self, now: SystemTime) -> Option<(Pos, String)> {
+        if self.cfg.temporary {
+            return None;
+        }
+        let mut entries = self.entries.lock();
+        let now = unix_secs(now);
+        let idle_expiry = self.cfg.idle_expiry.as_secs();
+        let mut expired = 0;
+        for entry in entries.values_mut() {
+            let Some(since) = entry.stored.idle_since else {
+                continue;
+            };
+            if entry.pending || entry.stored.expired || entry.lease.is_some() {
+                continue;
+            }
+            // Strictly longer, in whole seconds: never early.
+            if now.saturating_sub(since) <= idle_expiry {
+                continue;
+            }
+            entry.stored.expired = true;
+            expired += 1;
+            tracing::warn!(
+                subscription = %entry.stored.name,
+                acked = %entry.stored.acked,
+                idle_secs = now.saturating_sub(since),
+                "named subscription {:?} had no socket for longer than named.idle_expiry: it no longer holds the journal; if it comes back after retention removed what follows its ack it gets 409 position_expired",
+                entry.stored.name
+            );
+        }
+        let keep = entries
             .values()
-            .filter(|e| !e.pending)
-            .map(|e| (e.stored.acked, e.stored.name.clone()))
-            .min()
+            .filter(|e| !e.pending && !e.stored.expired)
+            .map(|e| (e.durable, e.stored.name.clone()))
+            .min();
+        drop(entries);
+        if expired > 0 {
+            self.metrics.named_expired.inc_by(expired);
+            self.mark_changed();
+        }
+        keep
     }
 
     pub fn list(&self) -> Vec<Listed> {
@@ -274,6 +412,8 @@ impl Store {
                 acked: e.stored.acked,
                 connected: e.lease.is_some(),
                 created_at: e.stored.created_at,
+                owner: e.stored.owner.clone(),
+                expired: e.stored.expired,
             })
             .collect()
     }
@@ -302,35 +442,34 @@ impl Store {
         seq
     }
 
-    /// Write the table now if it changed since the last write; tells connected subscriptions
-    /// how far their acks are durable.
+    /// Write the table now if it changed since the last write; then retention may trim behind
+    /// the acks it holds, and connected subscriptions hear how far their acks are durable.
     pub fn persist(&self) -> Result<(), NamedError> {
         let seq = self.changed.load(Ordering::Acquire);
         if *self.written.borrow() >= seq {
             return Ok(());
         }
-        let (body, acked) = {
+        let (subscriptions, acked) = {
             let entries = self.entries.lock();
-            let subscriptions: Vec<Stored> = entries
-                .values()
-                .filter(|e| !e.pending)
-                .map(|e| e.stored.clone())
+            let written = entries.values().filter(|e| !e.pending);
+            let subscriptions: Vec<Stored> = written.clone().map(|e| e.stored.clone()).collect();
+            let acked: Vec<(String, u64, Pos)> = written
+                .map(|e| (e.stored.name.clone(), e.generation, e.stored.acked))
                 .collect();
-            let acked: Vec<(String, Pos)> = subscriptions
-                .iter()
-                .map(|s| (s.name.clone(), s.acked))
-                .collect();
-            let body = FileBody {
-                version: 1,
-                subscriptions,
-            };
-            (body, acked)
+            (subscriptions, acked)
         };
-        self.write_file(&body)?;
+        file::write(&self.path, subscriptions)?;
         self.written.send_modify(|w| *w = (*w).max(seq));
-        let entries = self.entries.lock();
-        for (name, pos) in acked {
-            if let Some(lease) = entries.get(&name).and_then(|e| e.lease.as_ref()) {
+        let mut entries = self.entries.lock();
+        for (name, generation, pos) in acked {
+            let Some(entry) = entries
+                .get_mut(&name)
+                .filter(|e| e.generation == generation)
+            else {
+                continue;
+            };
+            entry.durable = entry.durable.max(pos);
+            if let Some(lease) = &entry.lease {
                 lease.persisted.send_if_modified(|p| {
                     let newer = pos > *p;
                     if newer {
@@ -350,28 +489,8 @@ impl Store {
         let _ = written.wait_for(|w| *w >= seq).await;
     }
 
-    fn write_file(&self, body: &FileBody) -> Result<(), NamedError> {
-        let err = |source| NamedError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-        let text = serde_json::to_vec_pretty(body).map_err(|e| err(e.into()))?;
-        tmp.write_all(&text).map_err(err)?;
-        tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(&self.path).map_err(|e| err(e.error))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)
-    }
-
     /// The writer task: writes whenever the table changed, until `stop`, then once more.
-    pub async fn run_writer(
-        self: Arc<Self>,
-        metrics: Arc<crate::metrics::Metrics>,
-        stop: CancellationToken,
-    ) {
+    pub async fn run_writer(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
         loop {
             let stopping = tokio::select! {
                 _ = self.wake.notified() => false,
@@ -411,6 +530,33 @@ impl Claim {
         self.resume
     }
 
+    /// The journal still holds what follows the ack (a reader was opened after it): a
+    /// subscription that had expired holds the journal again.
+    pub fn resumable(&self) {
+        self.set_expired(false);
+    }
+
+    /// The journal no longer holds what follows the ack: the subscription can never resume, so
+    /// it must not hold the journal (until an operator deletes it).
+    pub fn position_gone(&self) {
+        self.set_expired(true);
+    }
+
+    fn set_expired(&self, expired: bool) {
+        let mut entries = self.store.entries.lock();
+        let Some(entry) = entries.get_mut(&self.name) else {
+            return;
+        };
+        if entry.lease.as_ref().is_none_or(|l| l.id != self.lease)
+            || entry.stored.expired == expired
+        {
+            return;
+        }
+        entry.stored.expired = expired;
+        drop(entries);
+        self.store.mark_changed();
+    }
+
     /// Record a new subscription's start for good: after this returns the name survives a crash.
     pub async fn create(&mut self, start: Pos) {
         {
@@ -420,6 +566,8 @@ impl Claim {
                     if entry.pending {
                         entry.pending = false;
                         entry.stored.acked = start;
+                        // Nothing before the start is needed, with or without the file.
+                        entry.durable = start;
                         // The start is not an ack: no `acked` for it.
                         lease.persisted.send_replace(start);
                     }
@@ -432,7 +580,8 @@ impl Claim {
         self.store.durable().await;
     }
 
-    /// The client acknowledged everything up to `pos`; older acks are ignored.
+    /// The client acknowledged everything up to `pos`; older acks are ignored. Retention goes
+    /// past the old ack only once this one is in the file.
     pub fn ack(&self, pos: Pos) {
         let mut entries = self.store.entries.lock();
         let Some(entry) = entries.get_mut(&self.name) else {
@@ -463,15 +612,18 @@ impl Drop for Claim {
         }
         if entry.pending {
             entries.remove(&self.name);
-        } else {
-            entry.lease = None;
+            return;
         }
+        entry.lease = None;
+        // The idle clock starts; written, so it survives a restart.
+        entry.stored.idle_since = Some(unix_secs(SystemTime::now()));
+        drop(entries);
+        self.store.mark_changed();
     }
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
+fn unix_secs(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }

@@ -25,7 +25,7 @@ use crate::filter::{self, AllowList, Catalog, QueryError, TableName};
 use crate::hub::{Frame, Hub, SessionSignal};
 use crate::journal::{JournalError, JournalHandle, JournalReader, ParsePosError, Pos};
 use crate::metrics::Metrics;
-use crate::named::{self, ClaimError};
+use crate::named::{self, Bound, ClaimError};
 use crate::source::{Lsn, SourceStatus};
 
 use super::conns::{ConnLimits, ConnPermit, ConnRefusal};
@@ -188,9 +188,9 @@ impl IntoResponse for ApiError {
             "position_expired"
             | "position_ahead"
             | "subscription_busy"
-            | "subscription_mismatch" => {
-                StatusCode::CONFLICT
-            }
+            | "subscription_mismatch"
+            | "named_unavailable" => StatusCode::CONFLICT,
+            "too_many_named_subscriptions" => StatusCode::TOO_MANY_REQUESTS,
             "unknown_subscription" => StatusCode::NOT_FOUND,
             "forbidden" | "origin_not_allowed" => StatusCode::FORBIDDEN,
             _ => StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::BAD_REQUEST),
@@ -280,9 +280,14 @@ async fn ws_handler(
 }
 
 impl AppState {
-    /// Validates a parsed subscription request and places it: where it starts, and its hold on
-    /// a named subscription.
-    async fn open_asked(&self, asked: Asked, signal: Arc<SessionSignal>) -> Result<Opened, ApiError> {
+    /// Validates a parsed subscription request and places it (`owner`: who asks, for a named
+    /// subscription): where it starts, and its hold on a named subscription.
+    async fn open_asked(
+        &self,
+        asked: Asked,
+        owner: Option<&named::Owner>,
+        signal: Arc<SessionSignal>,
+    ) -> Result<Opened, ApiError> {
         let Validated {
             plan,
             query,
@@ -297,7 +302,7 @@ impl AppState {
                 claim: None,
             });
         }
-        let (claim, start) = place(self, &plan, &query, from, sub.as_deref(), &signal)?;
+        let (claim, start) = place(self, &plan, &query, from, sub.as_deref(), owner, &signal)?;
         Ok(Opened { plan, start, claim })
     }
 }
@@ -334,7 +339,22 @@ impl SessionOpener {
                 )
                 .map_err(|r| api_error(r.code, r.message))?;
         }
-        self.st.open_asked(asked, signal).await
+        self.st
+            .open_asked(asked, self.owner().as_ref(), signal)
+            .await
+    }
+
+    /// Who the socket's named subscriptions belong to: the anonymous subject without
+    /// authentication, else the token's `sub`. `None`: a token without `sub` owns no name.
+    fn owner(&self) -> Option<named::Owner> {
+        match &self.auth {
+            None => Some(named::Owner::Anonymous),
+            Some(auth) => auth
+                .principal()
+                .subject()
+                .filter(|sub| !sub.is_empty())
+                .map(|sub| named::Owner::Subject(sub.to_owned())),
+        }
     }
 }
 
@@ -392,14 +412,17 @@ struct Validated {
     snapshot: bool,
 }
 
-/// Where the session starts, and its hold on its named subscription: 409 when the name is
-/// taken or was created with another query, or when retention removed what follows its ack.
+/// Where the session starts, and its hold on its named subscription (`owner`: who asks, `None`
+/// for a token without `sub`): 403 when the name belongs to another subject (or the token has no
+/// subject), 409 when it is taken, was created with another query, cannot be served (temporary
+/// slot) or retention removed what follows its ack, 429 past a `[named]` bound.
 fn place(
     st: &AppState,
     plan: &Plan,
     query: &str,
     from: Option<(Pos, JournalReader)>,
     sub: Option<&str>,
+    owner: Option<&named::Owner>,
     signal: &Arc<SessionSignal>,
 ) -> Result<(Option<named::Claim>, Start), ApiError> {
     let Some(name) = sub else {
@@ -409,11 +432,47 @@ fn place(
         };
         return Ok((None, start));
     };
+    let Some(owner) = owner else {
+        return Err(api_error(
+            "forbidden",
+            "a named subscription belongs to the subject of the token that creates it (its sub \
+             claim), and this token has none: subscribe without sub=, or with a token that has sub"
+                .into(),
+        ));
+    };
     let table = plan.table.to_string();
     let claim = st
         .named
-        .claim(name, query, &table, signal.clone())
+        .claim(name, query, &table, owner, signal.clone())
         .map_err(|e| match e {
+            ClaimError::Unavailable => api_error(
+                "named_unavailable",
+                "named subscriptions are off: this server uses a temporary replication slot \
+                 (replication.temporary), so no acknowledged position survives a restart; \
+                 subscribe without sub="
+                    .into(),
+            ),
+            // Nothing about the name beyond that it is taken: not its query, not its owner.
+            ClaimError::Forbidden => api_error(
+                "forbidden",
+                format!("named subscription {name:?} belongs to another subject; use another name"),
+            ),
+            ClaimError::TooMany(bound) => {
+                st.metrics.limit_refused("too_many_named_subscriptions");
+                let message = match bound {
+                    Bound::Total(n) => format!(
+                        "this server stores {n} named subscriptions, the most allowed \
+                         (named.max_subscriptions); an operator can delete unused ones \
+                         (DELETE /v1/subscriptions/{{name}})"
+                    ),
+                    Bound::PerSubject(n) => format!(
+                        "you own {n} named subscriptions, the most one subject may \
+                         (named.max_per_subject); reuse one of your names, or have an operator \
+                         delete unused ones"
+                    ),
+                };
+                api_error("too_many_named_subscriptions", message)
+            }
             ClaimError::Busy => api_error(
                 "subscription_busy",
                 format!("named subscription {name:?} is in use by another socket"),
@@ -428,7 +487,18 @@ fn place(
         })?;
     let start = match claim.resume_after() {
         None => Start::Live,
-        Some(acked) => Start::After(acked, journal_reader(st, acked)?),
+        Some(acked) => match journal_reader(st, acked) {
+            Ok(reader) => {
+                claim.resumable();
+                Start::After(acked, reader)
+            }
+            Err(refused) => {
+                if refused.0.code == "position_expired" {
+                    claim.position_gone();
+                }
+                return Err(refused);
+            }
+        },
     };
     Ok((Some(claim), start))
 }
@@ -766,6 +836,8 @@ async fn list_subscriptions(State(st): State<AppState>) -> impl IntoResponse {
                     "lag_changes": lag_changes,
                     "connected": l.connected,
                     "created_at": l.created_at,
+                    "owner": l.owner,
+                    "expired": l.expired,
                 })
             })
             .collect::<Vec<_>>()

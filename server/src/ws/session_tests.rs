@@ -270,7 +270,12 @@ async fn a_resume_replays_after_its_position_then_goes_live() {
 async fn acks_are_confirmed_once_persisted_and_bad_ones_answered() {
     let mut rig = Rig::new(1024);
     let dir = tempfile::tempdir().unwrap();
-    let store = named::Store::open(dir.path()).unwrap();
+    let store = named::Store::open(
+        dir.path(),
+        named::NamedConfig::default(),
+        rig.ctx.metrics.clone(),
+    )
+    .unwrap();
     let writer = tokio::spawn(
         store
             .clone()
@@ -278,7 +283,13 @@ async fn acks_are_confirmed_once_persisted_and_bad_ones_answered() {
     );
     let signal = SessionSignal::new(&rig.ctx.shutdown);
     let claim = store
-        .claim("view", "query=*:t", "public.t", signal)
+        .claim(
+            "view",
+            "query=*:t",
+            "public.t",
+            &named::Owner::Anonymous,
+            signal,
+        )
         .unwrap();
     let mut client = Client::start(&rig, Start::Live, Some(claim));
     let hello = client.next().await;

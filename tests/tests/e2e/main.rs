@@ -13,6 +13,7 @@ mod journal;
 mod limits;
 mod listen;
 mod multiplex;
+mod named_trust;
 mod pace;
 mod plugins;
 mod policy_edges;
