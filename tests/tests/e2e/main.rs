@@ -6,6 +6,7 @@ mod auth;
 mod bench;
 mod differential;
 mod durable;
+mod edges;
 mod errors;
 mod filters;
 mod journal;
