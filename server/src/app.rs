@@ -1,7 +1,10 @@
 //! Wiring: builds the source, hub and HTTP router from a `Config`, runs them, and shuts them down
 //! in order (stop accepting, close sessions with 1001, final LSN feedback, join with a timeout).
+//! The HTTP listener serves from the first moment: while Postgres cannot be reached yet (a
+//! compose file or a unit started in the wrong order), start-up waits for it with backoff,
+//! `/healthz` answers 200, `/readyz` 503 and every other route 503 `starting`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
@@ -48,6 +51,29 @@ pub enum AppError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// Postgres answered, but with a refusal no wait can fix (authentication, a missing
+    /// database, wal_level, wal2json, privileges), or a DATABASE_URL that cannot work.
+    #[error("Postgres at {target}: {cause}")]
+    Postgres {
+        target: String,
+        cause: Box<SourceError>,
+    },
+}
+
+impl AppError {
+    /// The process exit code: 2 for a configuration to fix (as for invalid config values), 1
+    /// for everything else (Postgres refused walcast, a failure while running).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::NoDatabase
+            | AppError::NotifyChannels(_)
+            | AppError::AllowList(_)
+            | AppError::Config(_)
+            | AppError::Auth(_) => 2,
+            AppError::Postgres { cause, .. } if matches!(**cause, SourceError::Config(_)) => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// Run walcast until `shutdown` is cancelled or replication fails fatally.
@@ -76,10 +102,8 @@ pub async fn run(
         add_tables: allow.wal2json_add_tables(),
     };
 
-    let (client, sql_connection) = source::connect_sql(&pg).await?;
-    source::check_prerequisites(&client, &source_config).await?;
-    let catalog = Arc::new(Catalog::new(client));
-
+    // Before waiting for Postgres: a plugin directory that cannot be served is a configuration
+    // to fix now.
     let plugins = match &config.plugins.dir {
         Some(_) => Some(PluginHost::with_limits(
             &config.plugins,
@@ -87,6 +111,55 @@ pub async fn run(
         )?),
         None => None,
     };
+
+    // Served from now on: the probes answer while Postgres is awaited.
+    let gate: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
+    let mut http = HttpServer::start(listener, gated(gate.clone()), &config)?;
+    let result = serve(
+        config,
+        pg,
+        source_config,
+        allow,
+        auth,
+        notify_allow,
+        plugins,
+        &gate,
+        &mut http,
+        shutdown,
+    )
+    .await;
+    let http_result = http.finish().await;
+    result.and(http_result)
+}
+
+/// Connects, builds the pipeline, opens the gate to the router and runs until `shutdown` or a
+/// fatal replication error; then shuts down in order.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    config: Config,
+    pg: tokio_postgres::Config,
+    source_config: SourceConfig,
+    allow: Arc<AllowList>,
+    auth: Arc<crate::auth::Authenticator>,
+    notify_allow: Arc<crate::notify::Channels>,
+    plugins: Option<Arc<PluginHost>>,
+    gate: &OnceLock<axum::Router>,
+    http: &mut HttpServer,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let connected = connect_at_start(
+        &pg,
+        &source_config,
+        config.replication.max_backoff,
+        &shutdown,
+    )
+    .await?;
+    let Some((client, sql_connection)) = connected else {
+        tracing::info!("shutting down before Postgres was reached");
+        return Ok(());
+    };
+    let catalog = Arc::new(Catalog::new(client));
+
     let plugin_stop = CancellationToken::new();
     let plugin_watch = plugins.as_ref().map(|host| host.watch(plugin_stop.clone()));
 
@@ -145,7 +218,6 @@ pub async fn run(
         crate::notify::Relay::start(pg.clone(), metrics.clone(), relay_stop.clone());
     let sessions_stop = CancellationToken::new();
     let sessions = TaskTracker::new();
-    let http_stop = CancellationToken::new();
     let state = AppState {
         hub,
         catalog,
@@ -171,47 +243,19 @@ pub async fn run(
         conns: crate::ws::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_ip,
+            config.http.trusted_proxies.clone(),
         ),
     };
-    // Handlers see the client's address (connection limits per address).
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http = match config.tls.files() {
-        // HTTPS/WSS only on `listen` (crate::tls: handshakes, certificate reload).
-        Some((cert, key)) => {
-            let listener =
-                crate::tls::TlsListener::new(listener, cert, key, config.tls.reload_interval)
-                    .map_err(|e| crate::config::ConfigError::Invalid {
-                        key: "tls".into(),
-                        message: e.to_string(),
-                    })?;
-            // A no-op tap gives the TLS listener axum's `ConnectInfo<SocketAddr>`, as the plain
-            // listener's `tap_io` below does.
-            let listener = listener.tap_io(|_| {});
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-            tokio::spawn(async move { serve.await })
-        }
-        None => {
-            // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm
-            // holds a frame back until the previous one is acknowledged (delayed ACKs: tens of
-            // milliseconds).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
-                }
-            });
-            let serve = axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-            tokio::spawn(async move { serve.await })
-        }
-    };
+    // Every request goes to the router from now on (the listener has served since start-up).
+    let _ = gate.set(router(state));
+    tracing::info!("pipeline ready; waiting for the replication stream");
 
     let source_ended = tokio::select! {
         _ = shutdown.cancelled() => None,
         ended = &mut source_task => Some(ended),
     };
     tracing::info!("shutting down");
-    http_stop.cancel();
+    http.stop.cancel();
     sessions_stop.cancel();
     // Sessions end once their close frame is out (or after its own timeout).
     sessions.close();
@@ -221,10 +265,7 @@ pub async fn run(
     {
         tracing::warn!(sessions = sessions.len(), "sessions did not close in time");
     }
-    let http_result = match tokio::time::timeout(SHUTDOWN_GRACE, http).await {
-        Ok(Ok(result)) => result.map_err(AppError::Http),
-        _ => Ok(()),
-    };
+    let http_result = http.finish().await;
     source_stop.cancel();
     let source_result = match source_ended {
         Some(ended) => ended,
@@ -251,4 +292,184 @@ pub async fn run(
         Err(_) => return Err(AppError::SourcePanicked),
     }
     http_result
+}
+
+/// The HTTP server task and its stop signal.
+struct HttpServer {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HttpServer {
+    /// Serves `app` on `listener` (HTTPS when `tls` is configured), with the client's address
+    /// in each request (connection limits per address).
+    fn start(
+        listener: TcpListener,
+        app: axum::Router,
+        config: &Config,
+    ) -> Result<HttpServer, crate::config::ConfigError> {
+        let stop = CancellationToken::new();
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let task = match config.tls.files() {
+            // HTTPS/WSS only on `listen` (crate::tls: handshakes, certificate reload).
+            Some((cert, key)) => {
+                let listener =
+                    crate::tls::TlsListener::new(listener, cert, key, config.tls.reload_interval)
+                        .map_err(|e| crate::config::ConfigError::Invalid {
+                        key: "tls".into(),
+                        message: e.to_string(),
+                    })?;
+                // A no-op tap gives the TLS listener axum's `ConnectInfo<SocketAddr>`, as the
+                // plain listener's `tap_io` below does.
+                let listener = listener.tap_io(|_| {});
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                tokio::spawn(async move { serve.await })
+            }
+            None => {
+                // Frames are small and latency matters: without TCP_NODELAY, Nagle's algorithm
+                // holds a frame back until the previous one is acknowledged (delayed ACKs: tens
+                // of milliseconds).
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        tracing::warn!(%error, "cannot set TCP_NODELAY on a client connection");
+                    }
+                });
+                let serve = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.clone().cancelled_owned());
+                tokio::spawn(async move { serve.await })
+            }
+        };
+        Ok(HttpServer {
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Stops accepting and waits (a bounded time) for the server to end; once only.
+    async fn finish(&mut self) -> Result<(), AppError> {
+        self.stop.cancel();
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+            Ok(Ok(result)) => result.map_err(AppError::Http),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The first wait between start-up attempts; it doubles up to `replication.max_backoff`.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// The catalog's SQL connection, with the prerequisites checked, waiting for a server that is
+/// not up yet: each failed attempt is logged with the server's address and the whole cause, and
+/// retried after 0.5 s doubling to `replication.max_backoff`, for as long as it takes (until
+/// shutdown: then `None`). A refusal no wait can fix (authentication, a missing database,
+/// wal_level, wal2json, privileges, a rejected certificate) ends start-up at once.
+async fn connect_at_start(
+    pg: &tokio_postgres::Config,
+    source_config: &SourceConfig,
+    max_backoff: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, AppError> {
+    let target = source::describe_target(pg);
+    // What tokio-postgres would refuse on every attempt, as "invalid configuration".
+    let missing = if pg.get_user().is_none() {
+        Some("DATABASE_URL names no user: add user@ to it")
+    } else if pg.get_hosts().is_empty() {
+        Some("DATABASE_URL names no host: add a host or a socket directory")
+    } else {
+        None
+    };
+    if let Some(message) = missing {
+        let cause = Box::new(SourceError::Config(message.into()));
+        return Err(AppError::Postgres { target, cause });
+    }
+    let mut delay = FIRST_RETRY.min(max_backoff);
+    let mut attempt: u64 = 1;
+    loop {
+        let tried = async {
+            let (client, connection) = source::connect_sql(pg).await?;
+            match source::check_prerequisites(&client, source_config).await {
+                Ok(()) => Ok((client, connection)),
+                Err(error) => {
+                    connection.abort();
+                    Err(error)
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            outcome = tried => outcome,
+        };
+        match outcome {
+            Ok(connected) => {
+                if attempt > 1 {
+                    tracing::info!(postgres = %target, attempt, "connected to Postgres");
+                }
+                return Ok(Some(connected));
+            }
+            Err(error) if error.is_retryable_at_start() => {
+                tracing::warn!(
+                    postgres = %target,
+                    attempt,
+                    %error,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot reach Postgres yet; retrying (/readyz answers 503 meanwhile)"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(max_backoff);
+                attempt += 1;
+            }
+            Err(cause) => {
+                let cause = Box::new(cause);
+                return Err(AppError::Postgres { target, cause });
+            }
+        }
+    }
+}
+
+/// The HTTP surface from start-up on: the router once `gate` holds it; before, `/healthz` 200,
+/// `/readyz` 503 and 503 `starting` for everything else (no data is served before the checks
+/// and the pipeline exist).
+fn gated(gate: Arc<OnceLock<axum::Router>>) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let gate = gate.clone();
+        async move {
+            if let Some(router) = gate.get() {
+                return match router.clone().oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+            }
+            let body = match request.uri().path() {
+                "/healthz" => {
+                    return axum::Json(serde_json::json!({"status": "ok"})).into_response()
+                }
+                "/readyz" => serde_json::json!({
+                    "replication_connected": false,
+                    "flushed_lsn": "0/0",
+                    "slot_lag_bytes": 0,
+                    "starting": true,
+                }),
+                _ => serde_json::json!({
+                    "error": "starting",
+                    "message": "walcast is starting (waiting for Postgres); retry shortly",
+                }),
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                axum::Json(body),
+            )
+                .into_response()
+        }
+    })
 }

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("walcast: {err:#}");
-            ExitCode::FAILURE
+            let code = err
+                .downcast_ref::<walcast::app::AppError>()
+                .map_or(1, walcast::app::AppError::exit_code);
+            ExitCode::from(code)
         }
     }
 }
@@ -134,7 +137,14 @@ async fn run(mut config: Config) -> anyhow::Result<()> {
             } else {
                 ("http", "ws")
             };
-            println!("walcast listening on {http}://{addr}  (try: websocat '{ws}://{addr}/ws?query=*:people')");
+            // The demo's table exists only in the embedded demo cluster.
+            let hint = match &embedded {
+                Some(_) if config.embedded.demo => {
+                    format!("  (try: websocat '{ws}://{addr}/ws?query=*:people')")
+                }
+                _ => String::new(),
+            };
+            println!("walcast listening on {http}://{addr}{hint}");
             walcast::app::run(config, listener, shutdown.clone())
                 .await
                 .context("walcast stopped")

@@ -109,6 +109,14 @@ impl PgCluster {
 
     /// initdb + start a private cluster.
     pub fn start_new(opts: PgOptions) -> Result<PgCluster> {
+        let cluster = PgCluster::create(opts)?;
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    /// initdb a private cluster without starting it (`start()` does): a server that is not up
+    /// yet, on a port chosen now.
+    pub fn create(opts: PgOptions) -> Result<PgCluster> {
         let port = free_port()?;
         let base = std::env::temp_dir().join(format!("walcast-e2e-{}", unique_suffix()));
         let cluster = PgCluster {
@@ -139,7 +147,6 @@ impl PgCluster {
         ]);
         run(init, "initdb")?;
         cluster.write_config(&opts)?;
-        cluster.start()?;
         Ok(cluster)
     }
 

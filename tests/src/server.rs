@@ -107,6 +107,23 @@ impl WalcastBuilder {
         }
     }
 
+    /// Defaults for a database that need not exist yet (`DATABASE_URL` = `url`): walcast started
+    /// before its Postgres.
+    pub fn for_url(url: &str, slot: &str, label: &str) -> Self {
+        let log = std::env::var("WALCAST_TEST_LOG").unwrap_or_else(|_| "info".into());
+        WalcastBuilder {
+            env: vec![
+                ("DATABASE_URL".into(), url.into()),
+                ("WALCAST_SLOT".into(), slot.into()),
+                ("WALCAST_LOG".into(), log),
+            ],
+            args: Vec::new(),
+            config_toml: None,
+            prefer_release: false,
+            label: label.into(),
+        }
+    }
+
     /// Sets (or replaces) one environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.retain(|(k, _)| k != key);
@@ -140,10 +157,35 @@ impl WalcastBuilder {
 
     /// Spawns walcast and waits for its listening line and `/readyz` 200.
     pub async fn start(self) -> Result<Walcast> {
+        self.launch(true).await
+    }
+
+    /// Spawns walcast and waits for its listening line only (`/readyz` may still say 503).
+    pub async fn spawn(self) -> Result<Walcast> {
+        self.launch(false).await
+    }
+
+    /// Runs walcast until it exits by itself (within `timeout`): its exit status, stdout and
+    /// stderr.
+    pub async fn run_to_exit(self, timeout: Duration) -> Result<(ExitStatus, String, String)> {
         let bin = match &self.binary {
             Some(path) => path.clone(),
             None => locate_binary(self.prefer_release)?,
         };
+        let log_dir = self.log_dir()?;
+        let (mut w, _listening, copier) = self.spawn_child(&bin, &log_dir)?;
+        let status = w.wait_exit(timeout).await?;
+        // The copier ends when the process's stdout closes.
+        let _ = tokio::task::spawn_blocking(move || copier.join()).await;
+        let stdout = fs::read_to_string(log_dir.join("stdout.log"))?;
+        Ok((
+            status,
+            stdout,
+            fs::read_to_string(log_dir.join("stderr.log"))?,
+        ))
+    }
+
+    fn log_dir(&self) -> Result<PathBuf> {
         let log_dir = workspace_root().join("target/e2e-logs").join(format!(
             "{}-{}",
             self.label,
@@ -151,10 +193,19 @@ impl WalcastBuilder {
         ));
         fs::create_dir_all(&log_dir)
             .with_context(|| format!("cannot create {}", log_dir.display()))?;
+        Ok(log_dir)
+    }
+
+    async fn launch(self, ready: bool) -> Result<Walcast> {
+        let bin = match &self.binary {
+            Some(path) => path.clone(),
+            None => locate_binary(self.prefer_release)?,
+        };
+        let log_dir = self.log_dir()?;
         let mut last_err = None;
         // A port picked as free can be taken by the time walcast binds it; retry on that only.
         for _ in 0..3 {
-            match self.try_start(&bin, &log_dir).await {
+            match self.try_start(&bin, &log_dir, ready).await {
                 Ok(w) => return Ok(w),
                 Err(e) if format!("{e:#}").to_lowercase().contains("in use") => last_err = Some(e),
                 Err(e) => return Err(e),
@@ -163,7 +214,18 @@ impl WalcastBuilder {
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("walcast did not start")))
     }
 
-    async fn try_start(&self, bin: &Path, log_dir: &Path) -> Result<Walcast> {
+    /// Spawns the process on a free port: the walcast, a receiver told when the listening line
+    /// is out, and the thread that copies stdout to the log dir.
+    #[allow(clippy::type_complexity)]
+    fn spawn_child(
+        &self,
+        bin: &Path,
+        log_dir: &Path,
+    ) -> Result<(
+        Walcast,
+        tokio::sync::oneshot::Receiver<()>,
+        std::thread::JoinHandle<()>,
+    )> {
         let port = free_port()?;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let stderr_path = log_dir.join("stderr.log");
@@ -197,9 +259,9 @@ impl WalcastBuilder {
             .spawn()
             .with_context(|| format!("cannot spawn {}", bin.display()))?;
 
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let stdout = child.stdout.take().context("walcast stdout not piped")?;
-        std::thread::spawn(move || {
+        let copier = std::thread::spawn(move || {
             // Keeps draining stdout for the process lifetime so the server never blocks on a pipe.
             let mut tx = Some(tx);
             let mut log = File::create(stdout_path).ok();
@@ -214,14 +276,18 @@ impl WalcastBuilder {
                 }
             }
         });
-
-        let mut w = Walcast {
+        let w = Walcast {
             child,
             addr,
             log_dir: log_dir.to_path_buf(),
             http: reqwest::Client::new(),
             own_journal,
         };
+        Ok((w, rx, copier))
+    }
+
+    async fn try_start(&self, bin: &Path, log_dir: &Path, ready: bool) -> Result<Walcast> {
+        let (mut w, mut rx, _copier) = self.spawn_child(bin, log_dir)?;
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let mut listening = false;
         loop {
@@ -236,9 +302,12 @@ impl WalcastBuilder {
             if !listening {
                 listening = rx.try_recv().is_ok();
             }
+            if listening && !ready {
+                return Ok(w);
+            }
             if listening {
-                let ready = w.http.get(format!("{}/readyz", w.http_base())).send().await;
-                if matches!(&ready, Ok(r) if r.status().as_u16() == 200) {
+                let answer = w.http.get(format!("{}/readyz", w.http_base())).send().await;
+                if matches!(&answer, Ok(r) if r.status().as_u16() == 200) {
                     return Ok(w);
                 }
             }
@@ -288,6 +357,16 @@ impl Walcast {
 
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
+    }
+
+    /// Everything walcast wrote to stderr (its log) so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.log_dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Everything walcast wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(self.log_dir.join("stdout.log")).unwrap_or_default()
     }
 
     pub fn stderr_tail(&self, lines: usize) -> String {

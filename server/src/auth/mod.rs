@@ -1,11 +1,12 @@
 //! Who a request is and what it may see: JWT verification (`auth.mode = "jwt"`: HS/RS/PS/ES/EdDSA
 //! from a secret, PEM files or a local JWKS file), the token's place in a request
 //! (`Authorization: Bearer`, a `bearer.<jwt>` WebSocket subprotocol, `access_token=`), the admin
-//! token, the browser origin allow-list, and policies (`policy`) that turn a role's rules and the
+//! token, the browser origin and host checks (`origin`), and policies (`policy`) that turn a role's rules and the
 //! token's claims into the subscription's own parameters before the hub sees them. Does not serve
 //! sockets or evaluate changes: a policy's row filters become ordinary conditions.
 
 mod keys;
+mod origin;
 pub mod policy;
 
 use std::sync::Arc;
@@ -71,7 +72,8 @@ pub struct Authenticator {
     issuer: Vec<String>,
     leeway: u64,
     admin_token: Option<String>,
-    allowed_origins: Vec<String>,
+    allowed_origins: origin::Origins,
+    public_hosts: origin::Hosts,
     policy: Option<Arc<Policy>>,
 }
 
@@ -99,12 +101,8 @@ impl Authenticator {
             issuer: a.issuer.clone(),
             leeway: a.leeway.as_secs(),
             admin_token: config.admin.token.clone().filter(|t| !t.is_empty()),
-            allowed_origins: config
-                .http
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim_end_matches('/').to_owned())
-                .collect(),
+            allowed_origins: origin::Origins::new(&config.http.allowed_origins),
+            public_hosts: origin::Hosts::new(&config.http.public_hosts),
             policy,
         })
     }
@@ -118,7 +116,8 @@ impl Authenticator {
             issuer: Vec::new(),
             leeway: 0,
             admin_token: None,
-            allowed_origins: Vec::new(),
+            allowed_origins: origin::Origins::new(&[]),
+            public_hosts: origin::Hosts::new(&[]),
             policy: None,
         }
     }
@@ -222,29 +221,27 @@ impl Authenticator {
     }
 
     /// Whether a browser page of this `Origin` may open a socket: no `Origin` (not a browser),
-    /// a same-origin page, an empty allow-list or a listed origin.
+    /// a same-origin page, a listed origin, or (with no list) a loopback origin; `["*"]` any.
     pub fn origin_allowed(&self, headers: &HeaderMap) -> Result<(), String> {
-        if self.allowed_origins.is_empty() {
-            return Ok(());
-        }
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-            return Ok(());
-        };
-        let origin = origin.trim_end_matches('/');
+        // An `Origin` that is not text matches no allowed origin.
+        let origin = headers
+            .get(header::ORIGIN)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let same = host.is_some_and(|h| {
-            origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"))
-                == Some(h)
-        });
-        if same || self.allowed_origins.iter().any(|o| o == origin) {
-            Ok(())
-        } else {
-            Err(format!(
-                "origin {origin:?} is not in this server's allow-list (http.allowed_origins)"
-            ))
-        }
+        self.allowed_origins.allows(origin, host)
+    }
+
+    /// Whether a request may address this host (`Host`, else the URI's authority as HTTP/2
+    /// sends it): an IP literal, a loopback name or one of `http.public_hosts`.
+    pub fn host_allowed(&self, headers: &HeaderMap, uri: &axum::http::Uri) -> Result<(), String> {
+        let host = match headers.get(header::HOST) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| "the Host header is not text".to_owned())?,
+            ),
+            None => uri.authority().map(|a| a.as_str()),
+        };
+        self.public_hosts.allows(host)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `[auth]`, `[admin]` and `[http]` sections: who may connect (JWT keys and checks, the policy
-//! file), the admin token, allowed browser origins. Decides which authentication mode applies
-//! when none is set (only the embedded demo and a loopback listener may run without one); loading
-//! keys and checking tokens is `auth`'s work.
+//! file), the admin token, allowed browser origins and host names, trusted proxies. Decides which
+//! authentication mode applies when none is set (only the embedded demo and a loopback listener
+//! may run without one); loading keys and checking tokens is `auth`'s work.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -183,23 +183,36 @@ impl AdminSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
-    /// Origins (`https://app.example.com`) whose pages may open sockets; empty allows every
-    /// origin. A request without `Origin` (not a browser) and a same-origin page are always let in
-    /// (`WALCAST_ALLOWED_ORIGINS`, comma list).
+    /// Origins (`https://app.example.com`) whose pages may open sockets. Empty: only same-origin
+    /// pages and pages served from a loopback origin (`http://localhost:3000`,
+    /// `http://127.0.0.1:8080`, `http://[::1]`); `["*"]`: every origin. A request without
+    /// `Origin` (not a browser) is always let in (`WALCAST_ALLOWED_ORIGINS`, comma list).
     pub allowed_origins: Vec<String>,
+    /// Host names (`walcast.example.com`, or `name:port` for one port only) requests may
+    /// address besides IP literals and loopback names: a browser reaching walcast through a
+    /// name outside the list is refused (DNS rebinding); `["*"]`: any name
+    /// (`WALCAST_PUBLIC_HOSTS`, comma list).
+    pub public_hosts: Vec<String>,
     /// Sockets (`/ws`, `/listen`) open at once (`WALCAST_MAX_CONNECTIONS`).
     pub max_connections: usize,
-    /// Sockets open at once from one client address; loopback addresses are not counted
-    /// (`WALCAST_MAX_CONNECTIONS_PER_IP`).
+    /// Sockets open at once from one client address (IPv6: one /64); loopback addresses are
+    /// not counted (`WALCAST_MAX_CONNECTIONS_PER_IP`).
     pub max_connections_per_ip: usize,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded`
+    /// headers name the client (`WALCAST_TRUSTED_PROXIES`, comma list). Empty: the TCP peer is
+    /// the client.
+    #[serde(deserialize_with = "de_nets")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
         HttpSection {
             allowed_origins: Vec::new(),
+            public_hosts: Vec::new(),
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -212,6 +225,9 @@ impl HttpSection {
         if let Some(v) = get("WALCAST_ALLOWED_ORIGINS") {
             self.allowed_origins = split_list(std::iter::once(v.as_str()));
         }
+        if let Some(v) = get("WALCAST_PUBLIC_HOSTS") {
+            self.public_hosts = split_list(std::iter::once(v.as_str()));
+        }
         if let Some(v) = get("WALCAST_MAX_CONNECTIONS") {
             self.max_connections = super::parse_capacity("WALCAST_MAX_CONNECTIONS", &v)?;
         }
@@ -219,6 +235,33 @@ impl HttpSection {
             self.max_connections_per_ip =
                 super::parse_capacity("WALCAST_MAX_CONNECTIONS_PER_IP", &v)?;
         }
+        if let Some(v) = get("WALCAST_TRUSTED_PROXIES") {
+            self.trusted_proxies = split_list(std::iter::once(v.as_str()))
+                .iter()
+                .map(|text| parse_net(text))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::invalid("WALCAST_TRUSTED_PROXIES", message))?;
+        }
         Ok(())
     }
+}
+
+/// An address (`10.0.0.7`, `::1`: that address alone) or a CIDR block (`10.0.0.0/8`).
+pub(crate) fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    text.parse::<ipnet::IpNet>().map_err(|_| {
+        format!(
+            "{text:?} is neither an IP address nor a CIDR block; use e.g. 10.0.0.7 or 10.0.0.0/8"
+        )
+    })
+}
+
+fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| parse_net(text).map_err(serde::de::Error::custom))
+        .collect()
 }

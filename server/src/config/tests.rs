@@ -555,3 +555,42 @@ fn limits_section_defaults_file_env_and_validation() {
         assert!(message.contains("at least 1"), "{message}");
     }
 }
+
+#[test]
+fn public_hosts_and_trusted_proxies_come_from_env_and_are_checked() {
+    let cli = Cli::default();
+    let env = env_of(&[
+        (
+            "WALCAST_PUBLIC_HOSTS",
+            "walcast.example.com, other.example:8443",
+        ),
+        (
+            "WALCAST_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.168.1.5, fd00::/8",
+        ),
+    ]);
+    let config = Config::load(&cli, &env).unwrap();
+    assert_eq!(
+        config.http.public_hosts,
+        ["walcast.example.com", "other.example:8443"]
+    );
+    let nets: Vec<String> = config
+        .http
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.168.1.5/32", "fd00::/8"]);
+    let bad = env_of(&[("WALCAST_TRUSTED_PROXIES", "10.0.0.0/33")]);
+    let err = Config::load(&cli, &bad).unwrap_err().to_string();
+    assert!(
+        err.contains("WALCAST_TRUSTED_PROXIES") && err.contains("CIDR"),
+        "{err}"
+    );
+    let from_file = Config::from_toml_str(
+        "[http]\ntrusted_proxies = [\"127.0.0.1\", \"2001:db8::/32\"]\npublic_hosts = [\"*\"]\n",
+    )
+    .unwrap();
+    assert_eq!(from_file.http.trusted_proxies.len(), 2);
+    assert!(Config::from_toml_str("[http]\ntrusted_proxies = [\"proxy.internal\"]\n").is_err());
+}

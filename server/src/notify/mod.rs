@@ -1,11 +1,13 @@
 //! LISTEN/NOTIFY relay: one dedicated Postgres connection LISTENs to every channel some socket
 //! follows (LISTEN when the first socket of a channel arrives, UNLISTEN after the last leaves),
 //! and each notification is handed to the sockets of its channel through bounded queues: a socket
-//! whose queue is full is closed with 4008, and no socket ever delays another. After a lost
-//! connection it reconnects with backoff and LISTENs again to every active channel; the
-//! notifications sent meanwhile are lost, which is said to `format=json` sockets with a
-//! `notify_gap` frame, logged and counted. Owns the LISTEN connection and the channel registry;
-//! does not touch the replication stream or write to sockets (`ws::listen` does).
+//! whose queue is full is closed with 4008, and no socket ever delays another. A LISTEN Postgres
+//! refuses (a name it cannot take) fails the sockets of that channel only. After a lost
+//! connection it reconnects with backoff (every attempt waits, so a connection that dies at once
+//! is not retried in a tight loop) and LISTENs again to every active channel; the notifications
+//! sent meanwhile are lost, which is said to `format=json` sockets with a `notify_gap` frame,
+//! logged and counted. Owns the LISTEN connection and the channel registry; does not touch the
+//! replication stream or write to sockets (`ws::listen` does).
 
 #[cfg(test)]
 mod tests;
@@ -14,7 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Notification;
@@ -30,6 +31,50 @@ const INBOX: usize = 4096;
 /// The longest channel name: Postgres truncates identifiers to 63 bytes.
 pub const MAX_CHANNEL: usize = 63;
 
+/// Why Postgres cannot take `channel` as a channel name, checked before any socket is opened:
+/// empty, longer than 63 bytes (it would be truncated, and another name's notifications
+/// delivered), or holding a NUL byte (no SQL text can carry one).
+pub fn channel_problem(channel: &str) -> Option<String> {
+    if channel.is_empty() || channel.len() > MAX_CHANNEL {
+        return Some(format!(
+            "a channel name is 1 to {MAX_CHANNEL} bytes (Postgres truncates longer ones); this \
+             one has {}",
+            channel.len()
+        ));
+    }
+    if channel.contains('\0') {
+        return Some("a channel name cannot contain a NUL byte".into());
+    }
+    None
+}
+
+/// Postgres refused a LISTEN on a channel (the statement failed, the connection is fine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// SQLSTATE; empty when the statement could not even be sent.
+    pub sqlstate: String,
+    pub message: String,
+}
+
+impl Refused {
+    /// Whether the channel name is at fault (a data exception such as a character the
+    /// database's encoding lacks, or a name error), rather than the server's state.
+    pub fn names_the_channel(&self) -> bool {
+        self.sqlstate.starts_with("22")
+            || self.sqlstate.starts_with("42")
+            || self.sqlstate.is_empty()
+    }
+}
+
+/// Why `subscribe` gave no subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// The LISTEN connection is down (and was not back within the wait).
+    Unavailable,
+    /// Postgres refused the LISTEN.
+    Refused(Refused),
+}
+
 /// What a socket receives: each notification framed once, for every socket of its channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -42,6 +87,9 @@ pub enum Notice {
     },
     /// The LISTEN connection was lost: notifications may be missing.
     Gap,
+    /// Postgres refused LISTEN on the channel when the relay listened again after a reconnect:
+    /// the socket ends (`format=json` sockets get an error frame first).
+    Refused(Refused),
 }
 
 struct Listener {
@@ -53,8 +101,8 @@ struct Listener {
 }
 
 enum Command {
-    /// LISTEN if the channel still has sockets; answer once it is in effect.
-    Listen(String, oneshot::Sender<()>),
+    /// LISTEN if the channel still has sockets; answer once it is in effect (or refused).
+    Listen(String, oneshot::Sender<Result<(), Refused>>),
     /// UNLISTEN if the channel has no socket any more.
     Unlisten(String),
 }
@@ -135,15 +183,15 @@ impl Relay {
         (relay, task)
     }
 
-    /// Follow `channel`; resolves once the LISTEN is in effect (`None` when it could not be
-    /// within `wait`: the connection is down).
+    /// Follow `channel`; resolves once the LISTEN is in effect, with `Unavailable` when it could
+    /// not be within `wait` (the connection is down) or `Refused` when Postgres refused it.
     pub async fn subscribe(
         self: &Arc<Self>,
         channel: &str,
         signal: Arc<SessionSignal>,
         wants_gaps: bool,
         wait: Duration,
-    ) -> Option<Subscription> {
+    ) -> Result<Subscription, SubscribeError> {
         let (queue, notices) = mpsc::channel(SOCKET_QUEUE);
         let id = {
             let mut next = self.next_id.lock();
@@ -171,8 +219,9 @@ impl Relay {
             .commands
             .send(Command::Listen(channel.to_owned(), done));
         match tokio::time::timeout(wait, listening).await {
-            Ok(Ok(())) => Some(subscription),
-            _ => None,
+            Ok(Ok(Ok(()))) => Ok(subscription),
+            Ok(Ok(Err(refused))) => Err(SubscribeError::Refused(refused)),
+            _ => Err(SubscribeError::Unavailable),
         }
     }
 
@@ -222,6 +271,19 @@ impl Relay {
         }
     }
 
+    /// Postgres refused LISTEN on `channel`: its sockets leave it and are told (the socket of a
+    /// refused `subscribe` gets the refusal as its answer instead).
+    fn refuse(&self, channel: &str, refused: &Refused) {
+        tracing::warn!(channel, sqlstate = %refused.sqlstate, error = %refused.message, "NOTIFY relay: Postgres refused LISTEN; the channel's sockets are closed");
+        let listeners = self.channels.lock().remove(channel).unwrap_or_default();
+        for l in listeners {
+            if l.queue.try_send(Notice::Refused(refused.clone())).is_err() {
+                l.signal
+                    .close_with(LISTEN_REFUSED, Some("Postgres refused LISTEN"));
+            }
+        }
+    }
+
     fn active(&self, channel: &str) -> bool {
         self.channels.lock().contains_key(channel)
     }
@@ -232,14 +294,23 @@ impl Relay {
         mut commands: mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(10))
-            .without_max_times()
-            .build();
+        let target = crate::source::describe_target(&pg);
+        let mut backoff = Reconnects::new();
+        // The wait before the next attempt; none before the first.
+        let mut delay: Option<Duration> = None;
+        // A connection was lost before this one (every one ends that way but at shutdown).
         let mut lost = false;
-        let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
+        // Listen requests that were in flight when the connection failed: answered once the
+        // next connection has listened again.
+        let mut waiting: Vec<(String, oneshot::Sender<Result<(), Refused>>)> = Vec::new();
         loop {
+            if let Some(delay) = delay.take() {
+                // Listen requests meanwhile wait; their sockets give up on their own.
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
             let (inbox_tx, mut inbox) = mpsc::channel(INBOX);
             let connected = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -248,88 +319,172 @@ impl Relay {
             let (client, connection) = match connected {
                 Ok(c) => c,
                 Err(error) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(%error, retry_in = ?delay, "NOTIFY relay: cannot connect");
-                    // Listen requests meanwhile wait; their sockets give up on their own.
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    let wait = backoff.delay();
+                    tracing::warn!(%target, %error, retry_in_ms = wait.as_millis() as u64, "NOTIFY relay: cannot connect to Postgres");
+                    delay = Some(wait);
                     continue;
                 }
             };
+            let up = tokio::time::Instant::now();
+            // Every active channel again, one statement each: a channel Postgres refuses now
+            // fails its own sockets only.
+            let mut failure = None;
             let channels = self.channels();
-            let relisten: String = channels
-                .iter()
-                .map(|c| format!("LISTEN {};", quote(c)))
-                .collect();
-            if !relisten.is_empty() {
-                if let Err(error) = client.batch_execute(&relisten).await {
-                    tracing::warn!(%error, "NOTIFY relay: LISTEN failed; reconnecting");
-                    connection.abort();
-                    continue;
+            for c in &channels {
+                match listen(&client, "LISTEN", c).await {
+                    Ok(()) => {}
+                    Err(Failure::Refused(refused)) => {
+                        self.refuse(c, &refused);
+                        for (_, done) in waiting.extract_if(.., |(w, _)| w == c) {
+                            let _ = done.send(Err(refused.clone()));
+                        }
+                    }
+                    Err(Failure::Lost(error)) => {
+                        failure = Some(error);
+                        break;
+                    }
                 }
             }
-            backoff = backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10))
-                .without_max_times()
-                .build();
-            if lost {
-                tracing::info!(
-                    channels = channels.len(),
-                    "NOTIFY relay reconnected and listens again"
-                );
-                lost = false;
-            }
-            for done in waiting.drain(..) {
-                let _ = done.send(());
-            }
-            self.metrics
-                .notify_channels
-                .set(i64::try_from(channels.len()).unwrap_or(i64::MAX));
-            // Serve until the connection fails.
-            let failed = loop {
-                tokio::select! {
-                    _ = stop.cancelled() => {
-                        connection.abort();
-                        return;
-                    }
-                    command = commands.recv() => {
-                        let Some(command) = command else { return };
-                        let sql = match &command {
-                            Command::Listen(c, _) if self.active(c) => format!("LISTEN {}", quote(c)),
-                            Command::Unlisten(c) if !self.active(c) => format!("UNLISTEN {}", quote(c)),
-                            _ => String::new(),
-                        };
-                        if !sql.is_empty() {
-                            if let Err(error) = client.batch_execute(&sql).await {
-                                tracing::warn!(%error, "NOTIFY relay: {sql} failed; reconnecting");
-                                if let Command::Listen(_, done) = command {
-                                    waiting.push(done);
+            if failure.is_none() {
+                if lost {
+                    tracing::info!(
+                        channels = channels.len(),
+                        "NOTIFY relay reconnected and listens again"
+                    );
+                }
+                for (_, done) in waiting.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+                self.count_channels();
+                // Serve until the connection fails.
+                failure = loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            connection.abort();
+                            return;
+                        }
+                        command = commands.recv() => {
+                            let Some(command) = command else { return };
+                            match command {
+                                Command::Listen(c, done) => {
+                                    if !self.active(&c) {
+                                        // Its socket left already.
+                                        let _ = done.send(Ok(()));
+                                        continue;
+                                    }
+                                    match listen(&client, "LISTEN", &c).await {
+                                        Ok(()) => {
+                                            let _ = done.send(Ok(()));
+                                        }
+                                        Err(Failure::Refused(refused)) => {
+                                            self.refuse(&c, &refused);
+                                            let _ = done.send(Err(refused));
+                                        }
+                                        Err(Failure::Lost(error)) => {
+                                            waiting.push((c, done));
+                                            break Some(error);
+                                        }
+                                    }
                                 }
-                                break true;
+                                Command::Unlisten(c) if !self.active(&c) => {
+                                    match listen(&client, "UNLISTEN", &c).await {
+                                        Ok(()) => {}
+                                        // Nobody follows the channel any more: nothing to tell.
+                                        Err(Failure::Refused(refused)) => tracing::warn!(channel = %c, error = %refused.message, "NOTIFY relay: UNLISTEN failed"),
+                                        Err(Failure::Lost(error)) => break Some(error),
+                                    }
+                                }
+                                Command::Unlisten(_) => {}
                             }
+                            self.count_channels();
                         }
-                        if let Command::Listen(_, done) = command {
-                            let _ = done.send(());
-                        }
-                        self.metrics
-                            .notify_channels
-                            .set(i64::try_from(self.channels.lock().len()).unwrap_or(i64::MAX));
+                        notice = inbox.recv() => match notice {
+                            Some(n) => self.deliver(&n),
+                            None => break Some("the connection ended".to_owned()),
+                        },
                     }
-                    notice = inbox.recv() => match notice {
-                        Some(n) => self.deliver(&n),
-                        None => break true,
-                    },
-                }
-            };
-            if failed {
-                connection.abort();
-                lost = true;
-                tracing::warn!("NOTIFY relay: connection lost; notifications sent until it is back are not relayed (json sockets get notify_gap)");
-                self.gap();
+                };
             }
+            connection.abort();
+            lost = true;
+            backoff.connected_for(up.elapsed());
+            let wait = backoff.delay();
+            let error = failure.unwrap_or_default();
+            tracing::warn!(%target, %error, retry_in_ms = wait.as_millis() as u64, "NOTIFY relay: connection lost; notifications sent until it is back are not relayed (json sockets get notify_gap)");
+            self.gap();
+            delay = Some(wait);
+        }
+    }
+
+    fn count_channels(&self) {
+        self.metrics
+            .notify_channels
+            .set(i64::try_from(self.channels.lock().len()).unwrap_or(i64::MAX));
+    }
+}
+
+/// The close code of a `/listen` socket whose channel Postgres refused after a reconnect.
+pub const LISTEN_REFUSED: u16 = 1011;
+
+/// How a LISTEN/UNLISTEN statement failed.
+enum Failure {
+    /// The statement was refused; the connection is fine.
+    Refused(Refused),
+    /// The connection is gone (its error, for the log).
+    Lost(String),
+}
+
+/// `LISTEN "channel"` or `UNLISTEN "channel"`.
+async fn listen(client: &tokio_postgres::Client, verb: &str, channel: &str) -> Result<(), Failure> {
+    let Err(error) = client
+        .batch_execute(&format!("{verb} {}", quote(channel)))
+        .await
+    else {
+        return Ok(());
+    };
+    if let Some(db) = error.as_db_error() {
+        return Err(Failure::Refused(Refused {
+            sqlstate: db.code().code().to_owned(),
+            message: db.message().to_owned(),
+        }));
+    }
+    if client.is_closed() || error.is_closed() {
+        return Err(Failure::Lost(crate::source::error_chain(&error)));
+    }
+    // Not sent at all (a name no statement can carry): the connection is untouched.
+    Err(Failure::Refused(Refused {
+        sqlstate: String::new(),
+        message: crate::source::error_chain(&error),
+    }))
+}
+
+/// The waits between connection attempts: 200 ms doubling to 10 s, before every attempt after
+/// the first (a connection Postgres drops at once is retried no faster than one that cannot be
+/// opened); back to 200 ms once a connection has stayed up for 30 s.
+struct Reconnects {
+    next: Duration,
+}
+
+impl Reconnects {
+    const MIN: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(10);
+    const HEALTHY: Duration = Duration::from_secs(30);
+
+    fn new() -> Reconnects {
+        Reconnects { next: Self::MIN }
+    }
+
+    /// The wait before the next attempt.
+    fn delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+
+    /// A connection ended after `lived`: a healthy one starts the waits over.
+    fn connected_for(&mut self, lived: Duration) {
+        if lived >= Self::HEALTHY {
+            self.next = Self::MIN;
         }
     }
 }

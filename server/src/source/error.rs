@@ -73,11 +73,53 @@ pub enum SourceError {
     SlotWrongPlugin { slot: String, plugin: String },
     #[error("server error: {0}")]
     Server(ServerError),
-    #[error("{context}: {cause}")]
+    /// tokio-postgres says only "error connecting to server": the cause (refused, DNS, timeout)
+    /// sits in its source chain, which the message spells out.
+    #[error("{context}: {}", error_chain(.cause))]
     Sql {
         context: &'static str,
         cause: tokio_postgres::Error,
     },
+}
+
+/// An error and every `source()` below it, joined with `: ` (parts a message already repeats
+/// are left out).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// Where a connection goes, for messages: `host:port` per host (a Unix socket directory as
+/// `/dir (Unix socket, port 5432)`), comma-separated.
+pub fn describe_target(pg: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = pg.get_ports();
+    pg.get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{} (Unix socket, port {port})", dir.display()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl SourceError {
@@ -86,8 +128,8 @@ impl SourceError {
         match self {
             SourceError::Io { .. }
             | SourceError::Tls(_)
-            // The server's certificate may be replaced while walcast retries (at start, the
-            // first connection's error ends walcast).
+            // The server's certificate may be replaced while walcast retries (at start it ends
+            // walcast: `is_retryable_at_start`).
             | SourceError::TlsVerify(_)
             | SourceError::Closed
             | SourceError::Protocol(_)
@@ -97,6 +139,14 @@ impl SourceError {
             SourceError::Sql { cause, .. } => cause.as_db_error().is_none(),
             _ => false,
         }
+    }
+
+    /// Whether walcast, still starting, should wait for the server and try again: what a
+    /// reconnect retries (the server is down, starting up, restarting, out of connections),
+    /// except a TLS certificate the server presents and walcast rejects, which at start is a
+    /// configuration to fix, not a server to wait for.
+    pub fn is_retryable_at_start(&self) -> bool {
+        !matches!(self, SourceError::TlsVerify(_)) && self.is_retryable()
     }
 
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> SourceError {
@@ -216,5 +266,50 @@ mod tests {
             assert!(err.to_string().contains(fix), "{err}");
             assert_eq!(err.is_retryable(), retryable, "{err}");
         }
+    }
+
+    #[test]
+    fn start_up_waits_for_a_server_that_is_not_up_yet_only() {
+        let starting = SourceError::from_server(
+            server("57P03", "the database system is starting up"),
+            "walcast",
+        );
+        assert!(starting.is_retryable_at_start(), "{starting}");
+        let refused = SourceError::Io {
+            context: "connecting over TCP",
+            cause: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        assert!(refused.is_retryable_at_start());
+        for fatal in [
+            SourceError::from_server(server("28P01", "password authentication failed"), "w"),
+            SourceError::from_server(server("3D000", "database \"x\" does not exist"), "w"),
+            SourceError::from_server(server("58P01", "could not access file \"wal2json\""), "w"),
+            SourceError::TlsVerify("unknown issuer".into()),
+            SourceError::Config("DATABASE_URL names no user".into()),
+        ] {
+            assert!(!fatal.is_retryable_at_start(), "{fatal}");
+        }
+    }
+
+    #[test]
+    fn the_error_chain_names_the_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("error connecting to server")]
+        struct Outer(#[source] io::Error);
+        let e = Outer(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            error_chain(&e),
+            "error connecting to server: Connection refused (os error 111)"
+        );
+        let pg: tokio_postgres::Config = "host=db.internal,/run/pg port=6543 user=u"
+            .parse()
+            .expect("config");
+        assert_eq!(
+            describe_target(&pg),
+            "db.internal:6543, /run/pg (Unix socket, port 6543)"
+        );
     }
 }

@@ -16,7 +16,7 @@ mod url;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use error::{ServerError, SourceError};
+pub use error::{describe_target, error_chain, ServerError, SourceError};
 pub use lsn::{Lsn, ParseLsnError};
 pub use prereq::check_prerequisites;
 pub use stream::run;

@@ -1,7 +1,8 @@
 //! `GET /listen/{channel}`: a socket that receives every NOTIFY payload of one channel as one
 //! text frame, byte for byte (`format=json`: `{"type":"notify","channel","payload","pid"}` and
-//! `{"type":"notify_gap"}` after the relay lost its connection). Checks the channel against
-//! `notify.channels` before the upgrade. Does not talk to Postgres (`notify::Relay` does).
+//! `{"type":"notify_gap"}` after the relay lost its connection). Checks the channel's name (what
+//! Postgres can take) and `notify.channels` before the upgrade; a channel Postgres refuses ends
+//! its sockets. Does not talk to Postgres (`notify::Relay` does).
 
 use std::time::Duration;
 
@@ -15,23 +16,46 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 use crate::hub::{close_code, Frame, SessionSignal};
-use crate::notify::{Notice, MAX_CHANNEL};
+use crate::notify::{Notice, Refused, SubscribeError, LISTEN_REFUSED};
 
 use super::router::AppState;
 
 /// Notifications written per flush at most.
 const BATCH: usize = 64;
 
-/// The frame for one notice; `None` for a gap on a plain socket (payloads only).
+/// The frame for one notice; `None` for a gap or an error on a plain socket (payloads only:
+/// anything else would read as a payload).
 fn frame_text(notice: Notice, json: bool) -> Option<Frame> {
     Some(match (notice, json) {
         (Notice::Notify { plain, .. }, false) => plain,
         (Notice::Notify { json, .. }, true) => json?,
-        (Notice::Gap, false) => return None,
+        (Notice::Gap | Notice::Refused(_), false) => return None,
         (Notice::Gap, true) => Frame::from_static(
             r#"{"type":"notify_gap","message":"the LISTEN connection to Postgres was lost: notifications sent meanwhile were not relayed"}"#,
         ),
+        (Notice::Refused(refused), true) => Frame::from(
+            json!({
+                "type": "error",
+                "error": "listen_refused",
+                "message": format!("Postgres refused LISTEN on this channel: {}", refused.message),
+            })
+            .to_string(),
+        ),
     })
+}
+
+/// The close reason for a refused channel: Postgres's message, cut to the 123 bytes a close
+/// frame holds.
+fn refused_reason(refused: &Refused) -> String {
+    let mut reason = format!("LISTEN refused: {}", refused.message);
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// How long the upgrade waits for the LISTEN to be in effect.
@@ -57,18 +81,14 @@ pub(super) async fn handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let permit = match &upgrade {
-        Ok(_) => match super::router::admit(&st, &extensions) {
+        Ok(_) => match super::router::admit(&st, &extensions, &headers) {
             Ok(permit) => Some(permit),
             Err(refused) => return refused,
         },
         Err(_) => None,
     };
-    if channel.is_empty() || channel.len() > MAX_CHANNEL {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_channel",
-            format!("a channel name is 1 to {MAX_CHANNEL} bytes (Postgres truncates longer ones)"),
-        );
+    if let Some(problem) = crate::notify::channel_problem(&channel) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_channel", problem);
     }
     let json = match q.format.as_deref() {
         None | Some("text") => false,
@@ -102,22 +122,45 @@ pub(super) async fn handler(
         }
     }
     // The checks above answer a plain GET too (the viewer page reads why a socket was refused
-    // that way); one that passes them and is no upgrade gets the upgrade rejection.
+    // that way); one that passes them and is no upgrade gets 426.
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return super::edge::not_upgraded(rejection),
     };
     let signal = SessionSignal::new(&st.shutdown);
-    let Some(mut subscription) = st
+    let subscribed = st
         .relay
         .subscribe(&channel, signal.clone(), json, LISTEN_WAIT)
-        .await
-    else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "notify_unavailable",
-            "the LISTEN connection to Postgres is down; retry shortly".into(),
-        );
+        .await;
+    let mut subscription = match subscribed {
+        Ok(subscription) => subscription,
+        Err(SubscribeError::Unavailable) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notify_unavailable",
+                "the LISTEN connection to Postgres is down; retry shortly".into(),
+            )
+        }
+        Err(SubscribeError::Refused(refused)) if refused.names_the_channel() => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_channel",
+                format!(
+                    "Postgres cannot take this channel name: {}",
+                    refused.message
+                ),
+            )
+        }
+        Err(SubscribeError::Refused(refused)) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notify_unavailable",
+                format!(
+                    "Postgres refused LISTEN on this channel: {}",
+                    refused.message
+                ),
+            )
+        }
     };
     let sessions = st.sessions.clone();
     let metrics = st.metrics.clone();
@@ -139,6 +182,8 @@ pub(super) async fn handler(
                 };
                 tokio::pin!(gone);
                 let mut batch = Vec::new();
+                // The reason of a channel Postgres refused: the socket ends with it.
+                let mut refused_with = None;
                 let code = loop {
                     let notice = tokio::select! {
                         _ = &mut gone => break None,
@@ -158,6 +203,9 @@ pub(super) async fn handler(
                     }
                     let mut failed = false;
                     for notice in batch.drain(..) {
+                        if let Notice::Refused(refused) = &notice {
+                            refused_with = Some(refused_reason(refused));
+                        }
                         let Some(text) = frame_text(notice, json) else {
                             continue;
                         };
@@ -165,9 +213,15 @@ pub(super) async fn handler(
                             failed = true;
                             break;
                         }
+                        if refused_with.is_some() {
+                            break;
+                        }
                     }
                     if failed || sink.flush().await.is_err() {
                         break None;
+                    }
+                    if refused_with.is_some() {
+                        break Some(LISTEN_REFUSED);
                     }
                 };
                 drop(subscription);
@@ -177,6 +231,9 @@ pub(super) async fn handler(
                         close_code::GOING_AWAY => "server shutting down",
                         _ => "",
                     };
+                    let reason = refused_with
+                        .or_else(|| signal.reason().map(str::to_owned))
+                        .unwrap_or_else(|| reason.to_owned());
                     let frame = CloseFrame {
                         code,
                         reason: reason.into(),

@@ -3,6 +3,7 @@
 
 pub(crate) mod client;
 mod conns;
+mod edge;
 mod listen;
 mod router;
 mod session;

@@ -1,7 +1,7 @@
 //! HTTP surface: `GET /ws` (validates the subscription request, claims a named subscription and
 //! answers 400/403/409 before the upgrade), `/healthz`, `/readyz`, `/metrics`, `/v1/plugins`,
 //! `/v1/subscriptions`. Session I/O lives in `session`, the viewer page in `viewer`, the NOTIFY
-//! relay's sockets in `listen`.
+//! relay's sockets in `listen`, the host check and the answer to a plain GET in `edge`.
 
 use std::sync::Arc;
 
@@ -86,6 +86,10 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/viewer.css", get(super::viewer::style))
         .route("/listen/{channel}", get(super::listen::handler))
         .merge(admin)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::edge::host_guard,
+        ))
         .with_state(state)
 }
 
@@ -133,12 +137,17 @@ pub(super) fn identify(
         .map_err(|Unauthorized(message)| unauthorized(message))
 }
 
-/// A place for one more socket from the request's peer (loopback peers count toward the total
-/// only), or the refusal: 503 `too_many_connections`, 429 `too_many_connections_from_ip`.
-pub(super) fn admit(st: &AppState, extensions: &Extensions) -> Result<ConnPermit, Response> {
+/// A place for one more socket from the request's client (the peer, or the address a trusted
+/// proxy forwarded; loopback clients count toward the total only), or the refusal: 503
+/// `too_many_connections`, 429 `too_many_connections_from_ip`.
+pub(super) fn admit(
+    st: &AppState,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+) -> Result<ConnPermit, Response> {
     let ip = extensions
         .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| st.conns.client_ip(addr.ip(), headers))
         .filter(|ip| !ip.is_loopback());
     st.conns.acquire(ip).map_err(|refusal| {
         let (status, code, message) = match refusal {
@@ -216,7 +225,7 @@ async fn ws_handler(
 ) -> Response {
     // Counted before anything is parsed or looked up; plain HTTP requests are not sockets.
     let permit = match &upgrade {
-        Ok(_) => match admit(&st, &extensions) {
+        Ok(_) => match admit(&st, &extensions, &headers) {
             Ok(permit) => Some(permit),
             Err(refused) => return refused,
         },
@@ -230,14 +239,17 @@ async fn ws_handler(
         Ok(principal) => principal,
         Err(refused) => return refused,
     };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return super::edge::plain_get(&st, &params, rejection),
+    };
     let session_auth = principal.map(|p| SessionAuth::new(st.auth.clone(), p));
     let opener = Arc::new(SessionOpener {
         st: st.clone(),
         auth: session_auth.clone(),
     });
-    // No `query=`: a socket whose subscriptions come in `subscribe` messages; a plain HTTP
-    // request gets the missing_query answer.
-    let first = if params.iter().all(|(k, _)| k != "query") && upgrade.is_ok() {
+    // No `query=`: a socket whose subscriptions come in `subscribe` messages.
+    let first = if params.iter().all(|(k, _)| k != "query") {
         None
     } else {
         let signal = SessionSignal::new(&st.shutdown);
@@ -245,10 +257,6 @@ async fn ws_handler(
             Ok(opened) => Some((opened, signal)),
             Err(e) => return e.into_response(),
         }
-    };
-    let upgrade = match upgrade {
-        Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
     };
     let ctx = Ctx {
         hub: st.hub.clone(),

@@ -7,6 +7,7 @@ mod bench;
 mod catchup;
 mod differential;
 mod durable;
+mod edges;
 mod errors;
 mod filters;
 mod journal;
