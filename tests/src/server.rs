@@ -121,6 +121,7 @@ impl WalcastBuilder {
             config_toml: None,
             prefer_release: false,
             label: label.into(),
+            binary: None,
         }
     }
 
