@@ -82,6 +82,10 @@ fn needs_quotes(c: char) -> bool {
 pub struct PluginRef {
     pub name: String,
     pub params: Vec<(String, String)>,
+    /// The columns the guest may see: `None`, every column; `Some`, only these (a policy rule's
+    /// `columns`: any other column reads as absent to the guest and never appears in a rewrite).
+    /// The parser always leaves it `None`; only a policy sets it.
+    pub columns: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,6 +249,7 @@ pub fn parse_request_with(
         (Some(name), _) => Some(PluginRef {
             name: name.to_owned(),
             params: plugin_params,
+            columns: None,
         }),
         (None, true) => None,
         (None, false) => {

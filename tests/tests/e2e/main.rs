@@ -14,6 +14,7 @@ mod listen;
 mod multiplex;
 mod pace;
 mod plugins;
+mod policy_plugins;
 mod protocol;
 mod replay;
 mod resilience;
