@@ -121,8 +121,12 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             }
             "start" => {
+                // The builder keeps what its guest may see, as a group does from change to change.
                 out.start(&change);
-                model = Model::default();
+                model = Model {
+                    visible: model.visible.take(),
+                    ..Model::default()
+                };
                 continue;
             }
             "see" => {
