@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use walcast::config::PluginsConfig;
 use walcast::decode::{Change, Decoder};
 use walcast::filter::wasm::{PluginGroup, PluginHost, Verdict};
-use walcast::filter::{bind, parse_request, ColumnInfo, Filter};
+use walcast::filter::{bind, parse_request, ColumnInfo, Filter, PluginRef};
 use walcast::hub::{Entry, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
 
@@ -55,6 +55,15 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A subscription's plugin; `columns`: what a policy rule lets its guest see (`None`: all).
+fn plugin_ref(name: &str, params: &[(String, String)], columns: Option<&[&str]>) -> PluginRef {
+    PluginRef {
+        name: name.to_owned(),
+        params: params.to_vec(),
+        columns: columns.map(|c| c.iter().map(|n| (*n).to_owned()).collect()),
+    }
+}
+
 fn columns() -> Vec<ColumnInfo> {
     vec![
         ColumnInfo::new("id", "integer"),
@@ -71,10 +80,16 @@ fn filter(query: &str) -> Filter {
 }
 
 fn threshold(host: &PluginHost, value: &str) -> Arc<PluginGroup> {
-    host.group(
+    threshold_seeing(host, value, None)
+}
+
+/// The threshold group whose guest sees only `columns` (a policy rule's).
+fn threshold_seeing(host: &PluginHost, value: &str, columns: Option<&[&str]>) -> Arc<PluginGroup> {
+    host.group(&plugin_ref(
         "threshold",
         &pairs(&[("column", "height"), ("value", value)]),
-    )
+        columns,
+    ))
     .expect("threshold group")
 }
 
@@ -85,6 +100,8 @@ fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
     let payload = INSERT.as_bytes().to_vec();
     let query = filter("insert:people:height.gte.2.0");
     let group = threshold(host, "2.0");
+    // The same plugin attached under a policy rule that hides two of the five columns.
+    let ruled = threshold_seeing(host, "2.0", Some(&["id", "name", "height"]));
     let mut decoder = Decoder::new();
     {
         let mut p = payload.clone();
@@ -97,6 +114,11 @@ fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
             group.evaluate(&change),
             Verdict::Pass,
             "threshold must pass the sample"
+        );
+        assert_eq!(
+            ruled.evaluate(&change),
+            Verdict::Pass,
+            "threshold sees height under the rule"
         );
     }
 
@@ -131,6 +153,28 @@ fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
     });
     g.bench_function("wasm_threshold_no_decode", |b| {
         b.iter(|| group.evaluate(&change))
+    });
+    g.bench_function("wasm_threshold_under_rule_no_decode", |b| {
+        b.iter(|| ruled.evaluate(&change))
+    });
+    // A rewrite (redact masks `name`), rendered from every column and from a rule's three.
+    let redact = |columns| {
+        host.group(&plugin_ref(
+            "redact",
+            &pairs(&[("columns", "name")]),
+            columns,
+        ))
+        .expect("redact group")
+    };
+    let (redact_all, redact_ruled) = (redact(None), redact(Some(&["id", "name", "height"])));
+    assert!(
+        matches!(redact_ruled.evaluate(&change), Verdict::Rewritten(r) if !r.walcast.contains("city"))
+    );
+    g.bench_function("wasm_redact_no_decode", |b| {
+        b.iter(|| redact_all.evaluate(&change))
+    });
+    g.bench_function("wasm_redact_under_rule_no_decode", |b| {
+        b.iter(|| redact_ruled.evaluate(&change))
     });
     g.finish();
 }
@@ -286,7 +330,9 @@ fn plugin_reload(c: &mut Criterion, dist: &Path) {
     let host = host(tmp.path());
     // Params both plugins accept (each ignores the other's).
     let params = pairs(&[("column", "height"), ("value", "2.0"), ("columns", "name")]);
-    let group = host.group("hot", &params).expect("hot group");
+    let group = host
+        .group(&plugin_ref("hot", &params, None))
+        .expect("hot group");
     let payload = INSERT.as_bytes().to_vec();
     let mut decoder = Decoder::new();
     let mut p = payload.clone();

@@ -3,11 +3,14 @@
 //! builder), so those keep their visibility. The other fuzzed parsers (`filter::parse_request`,
 //! `decode::Decoder`) are public already. Not an API: nothing but the fuzz targets calls these.
 
+use std::sync::Arc;
+
 use axum::extract::ws::Message;
 
 use crate::decode::{Change, FrameEncoder, Image};
 use crate::filter::wasm::output::{OutBuilder, OutValue};
 use crate::filter::wasm::snapshot::ChangeCopy;
+use crate::filter::wasm::visible::Visible;
 use crate::journal::Pos;
 use crate::ws::client::{self, Control};
 
@@ -70,6 +73,16 @@ pub struct OutputBuilder {
 impl OutputBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder whose change copy holds only the columns `names`, as the copy of a group
+    /// attached under a policy rule with those `columns` does.
+    pub fn seeing(names: &[String]) -> Self {
+        let mut builder = Self::default();
+        builder
+            .copy
+            .set_visible(Some(Arc::new(Visible::new(names))));
+        builder
     }
 
     /// Start an evaluation of `change` (an I/U/D/T message): copy it, forget earlier edits.

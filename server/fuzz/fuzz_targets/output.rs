@@ -5,21 +5,22 @@
 //! Input, one item a line: the first line is the change, a wal2json v2 payload (`{...}`) or the
 //! index of a sample; then `<edit> <image> <name> [<value>]` with edit one of `clear copy remove
 //! null bool i64 f64 str json`, image `new` or `old`, the name up to the next space and the value
-//! the rest of the line; `render` renders and checks mid-way, `start` begins the change again.
+//! the rest of the line; `render` renders and checks mid-way, `start` begins the change again,
+//! `see <a,b,...>` begins it again as a guest attached under a policy rule that shows only those
+//! columns.
 //!
 //! Checks: no panic; each edit returns the code the model expects (`ABSENT`, `BAD_JSON`, 0); both
 //! frames are valid JSON (when the change's json/jsonb columns hold JSON, as Postgres
 //! guarantees); their `new`/`old` images hold exactly the model's columns, in order, with the
 //! values the model expects (an untouched column rendered as the unedited frame renders it).
+//! After `see`, every edit naming another column is `ABSENT` and no frame carries such a column.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use walcast::decode::{Change, Decoder, FrameEncoder, Image, Op, Projection};
 use walcast::fuzzing::OutputBuilder;
-use walcast_fuzz::{
-    change_frame, json, json_columns_valid, parse, show, Frame, J, SAMPLES,
-};
+use walcast_fuzz::{change_frame, json, json_columns_valid, parse, show, Frame, J, SAMPLES};
 
 const ABSENT: i32 = -1;
 const BAD_JSON: i32 = -5;
@@ -39,6 +40,8 @@ enum M {
 #[derive(Default)]
 struct Model {
     images: [Option<Vec<(String, M)>>; 2],
+    /// The columns the guest sees (`see`); `None`: every column.
+    visible: Option<Vec<String>>,
 }
 
 fn slot(image: Image) -> usize {
@@ -49,17 +52,32 @@ fn slot(image: Image) -> usize {
 }
 
 impl Model {
+    fn sees(&self, name: &str) -> bool {
+        self.visible
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|n| n == name))
+    }
+
     fn image(&mut self, change: &Change<'_>, image: Image) -> &mut Vec<(String, M)> {
+        let visible = &self.visible;
         self.images[slot(image)].get_or_insert_with(|| {
             change
                 .columns(image)
                 .enumerate()
+                .filter(|(_, c)| {
+                    visible
+                        .as_ref()
+                        .is_none_or(|v| v.iter().any(|n| n == c.name))
+                })
                 .map(|(k, c)| (c.name.to_owned(), M::Orig(k)))
                 .collect()
         })
     }
 
     fn put(&mut self, change: &Change<'_>, image: Image, name: &str, value: M) -> i32 {
+        if !self.sees(name) {
+            return ABSENT;
+        }
         let cols = self.image(change, image);
         match cols.iter().position(|(n, _)| n == name) {
             Some(at) => cols[at].1 = value,
@@ -84,9 +102,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The host runs plugins on row changes only, and frames embed json columns as they are.
-    if change.op().is_none()
-        || !json_columns_valid(&change)
-    {
+    if change.op().is_none() || !json_columns_valid(&change) {
         return;
     }
     let mut encoder = FrameEncoder::new();
@@ -105,8 +121,28 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             }
             "start" => {
+                // The builder keeps what its guest may see, as a group does from change to change.
                 out.start(&change);
-                model = Model::default();
+                model = Model {
+                    visible: model.visible.take(),
+                    ..Model::default()
+                };
+                continue;
+            }
+            "see" => {
+                let names: Vec<String> = words
+                    .next()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                out = OutputBuilder::seeing(&names);
+                out.start(&change);
+                model = Model {
+                    visible: Some(names),
+                    ..Model::default()
+                };
                 continue;
             }
             _ => {}
@@ -125,8 +161,8 @@ fuzz_target!(|data: &[u8]| {
             }
             "copy" => {
                 let want = match change.columns(image).position(|c| c.name == name) {
-                    Some(k) => model.put(&change, image, name, M::Orig(k)),
-                    None => ABSENT,
+                    Some(k) if model.sees(name) => model.put(&change, image, name, M::Orig(k)),
+                    _ => ABSENT,
                 };
                 (out.copy(image, name), want)
             }
@@ -172,7 +208,9 @@ fuzz_target!(|data: &[u8]| {
                 model.put(&change, image, name, M::Str(value.to_owned())),
             ),
             "json" => {
-                let want = if serde_json::from_str::<serde::de::IgnoredAny>(value).is_ok() {
+                let want = if !model.sees(name) {
+                    ABSENT
+                } else if serde_json::from_str::<serde::de::IgnoredAny>(value).is_ok() {
                     model.put(&change, image, name, M::Json(value.trim().to_owned()))
                 } else {
                     BAD_JSON
@@ -214,9 +252,21 @@ fn check(
         let got = got
             .as_ref()
             .unwrap_or_else(|| panic!("{image:?} missing: {}", what()));
+        for (name, _) in got {
+            assert!(
+                model.sees(name),
+                "hidden {image:?} {name} shown: {}",
+                what()
+            );
+        }
         let orig = orig.as_ref().expect("the unedited frame shows it");
         let Some(cols) = &model.images[slot(image)] else {
-            assert_eq!(got, orig, "untouched {image:?}: {}", what());
+            let shown: Vec<(String, J)> = orig
+                .iter()
+                .filter(|(n, _)| model.sees(n))
+                .cloned()
+                .collect();
+            assert_eq!(got, &shown, "untouched {image:?}: {}", what());
             continue;
         };
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
@@ -275,11 +325,29 @@ fn check(
                 .map(<[J]>::to_vec)
                 .unwrap_or_else(|| panic!("{key}: {}", what()))
         };
+        for name in list(&got, names) {
+            let name = name.str().unwrap_or_else(|| panic!("{names}: {}", what()));
+            assert!(
+                model.sees(name),
+                "hidden {image:?} {name} shown: {}",
+                what()
+            );
+        }
         let Some(cols) = &model.images[slot(image)] else {
+            let keep: Vec<bool> = list(&orig, names)
+                .iter()
+                .map(|n| n.str().is_some_and(|n| model.sees(n)))
+                .collect();
             for key in [names, types, values] {
+                let shown: Vec<J> = list(&orig, key)
+                    .into_iter()
+                    .zip(&keep)
+                    .filter(|(_, k)| **k)
+                    .map(|(v, _)| v)
+                    .collect();
                 assert_eq!(
                     list(&got, key),
-                    list(&orig, key),
+                    shown,
                     "untouched {image:?} {key}: {}",
                     what()
                 );

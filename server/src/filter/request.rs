@@ -84,8 +84,9 @@ fn needs_quotes(c: char) -> bool {
 pub struct PluginRef {
     pub name: String,
     pub params: Vec<(String, String)>,
-    /// The columns the guest may see (a policy rule's `columns`); `None`: every column. Never
-    /// set by the parser.
+    /// The columns the guest may see: `None`, every column; `Some`, only these (a policy rule's
+    /// `columns`: any other column reads as absent to the guest and never appears in a rewrite).
+    /// The parser always leaves it `None`; only a policy sets it.
     pub columns: Option<Vec<String>>,
 }
 

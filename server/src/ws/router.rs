@@ -726,8 +726,8 @@ fn journal_reader(st: &AppState, from: Pos) -> Result<JournalReader, ApiError> {
     }
 }
 
-/// Find or create the (plugin, params) group; instantiation and `walcast_init` run off the async
-/// workers.
+/// Find or create the (plugin, params, visible columns) group; instantiation and `walcast_init`
+/// run off the async workers.
 async fn resolve_plugin(
     st: &AppState,
     plugin: &filter::PluginRef,
@@ -741,8 +741,8 @@ async fn resolve_plugin(
             ),
         ));
     };
-    let (name, params) = (plugin.name.clone(), plugin.params.clone());
-    let resolved = tokio::task::spawn_blocking(move || host.group(&name, &params)).await;
+    let plugin = plugin.clone();
+    let resolved = tokio::task::spawn_blocking(move || host.group(&plugin)).await;
     match resolved {
         Ok(Ok(group)) => Ok(group),
         Ok(Err(PluginError::Unknown(name))) => Err(api_error(

@@ -3,7 +3,8 @@
 //! from the header, the subprotocol and `access_token=`; expiry closes a socket with 4001 unless a
 //! fresh token arrives; the admin token; the origin allow-list; and a property test: random
 //! policies x random claims x random changes, where the frames each subscriber gets equal a SQL
-//! evaluation of the same rules with the claims bound (0 unauthorized rows, none missing).
+//! evaluation of the same rules with the claims bound (0 unauthorized rows, none missing), some
+//! subscribers through a plugin that sees only the rule's columns.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,14 +59,15 @@ pub(crate) fn good(extra: Value) -> Value {
 }
 
 async fn start(db: &TestDb<'_>, policy: Option<&str>) -> Result<Walcast> {
-    start_with(db, policy, "").await
+    start_with(db, policy, "", &[]).await
 }
 
-/// `start` with more configuration (TOML sections after `[auth]`).
+/// `start` with more configuration (TOML sections after `[auth]`) and environment variables.
 pub(crate) async fn start_with(
     db: &TestDb<'_>,
     policy: Option<&str>,
     extra_toml: &str,
+    env: &[(&str, &str)],
 ) -> Result<Walcast> {
     let mut b = Walcast::builder(db)
         .env("WALCAST_AUTH_MODE", "jwt")
@@ -74,6 +76,9 @@ pub(crate) async fn start_with(
         .env("WALCAST_JWT_ISSUER", "e2e")
         .env("WALCAST_ADMIN_TOKEN", ADMIN)
         .env("WALCAST_ALLOWED_ORIGINS", "https://app.example.com");
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
     let rsa = keys_dir().join("rsa_public.pem");
     let mut toml = format!(
         "[auth]\npublic_keys = [{:?}]\nleeway = \"0s\"\n",
@@ -355,6 +360,74 @@ struct GenRole {
     kinds: Option<Vec<&'static str>>,
 }
 
+/// A plugin a generated subscriber attaches: `threshold` passing `column >= min` (the column may
+/// be one the rule hides: then the guest never sees it and passes nothing), or `redact` masking
+/// a column other than `id` and `seq`.
+#[derive(Debug, Clone)]
+enum GenPlugin {
+    Threshold { column: &'static str, min: i64 },
+    Redact { column: &'static str },
+}
+
+impl GenPlugin {
+    fn random(rng: &mut impl Rng) -> Option<GenPlugin> {
+        match rng.random_range(0..5) {
+            0 if rng.random_bool(0.5) => Some(GenPlugin::Threshold {
+                column: "tenant",
+                min: rng.random_range(1..4),
+            }),
+            0 => Some(GenPlugin::Threshold {
+                column: "seq",
+                min: rng.random_range(1..300),
+            }),
+            1 => Some(GenPlugin::Redact {
+                column: ["owner", "tenant", "kind", "secret"][rng.random_range(0..4)],
+            }),
+            _ => None,
+        }
+    }
+
+    fn params(&self) -> Vec<(String, String)> {
+        let pairs = match self {
+            GenPlugin::Threshold { column, min } => vec![
+                ("plugin", "threshold".to_owned()),
+                ("plugin.column", (*column).to_owned()),
+                ("plugin.value", min.to_string()),
+            ],
+            GenPlugin::Redact { column } => vec![
+                ("plugin", "redact".to_owned()),
+                ("plugin.columns", (*column).to_owned()),
+            ],
+        };
+        pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// The rows of `pol_log` it passes under `role`: a threshold on a column the rule hides
+    /// passes none (the guest reads it as absent, which drops the change).
+    fn sql(&self, role: &GenRole) -> Option<String> {
+        match self {
+            GenPlugin::Threshold { column, .. } if !role.columns.contains(column) => {
+                Some("FALSE".into())
+            }
+            GenPlugin::Threshold { column: "seq", min } => Some(format!("shown >= {min}")),
+            GenPlugin::Threshold { column, min } => Some(format!("{column} >= {min}")),
+            GenPlugin::Redact { .. } => None,
+        }
+    }
+
+    /// Whether it passes the second round's row (tenant 1, seq 5000) under `role`.
+    fn passes_second_round(&self, role: &GenRole) -> bool {
+        match self {
+            GenPlugin::Threshold { column, .. } if !role.columns.contains(column) => false,
+            GenPlugin::Threshold {
+                column: "tenant",
+                min,
+            } => *min <= 1,
+            GenPlugin::Threshold { .. } | GenPlugin::Redact { .. } => true,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_changes() -> Result<()>
 {
@@ -417,7 +490,7 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
             filters.push(format!("\"kind.in.({})\"", k.join(",")));
         }
         policy.push_str(&format!(
-            "[roles.{}]\n[[roles.{}.tables]]\nrule = \"rule-{}\"\ntable = \"public.pol\"\nops = [{}]\ncolumns = [{}]\nfilters = [{}]\n",
+            "[roles.{}]\nplugins = [\"*\"]\n[[roles.{}.tables]]\nrule = \"rule-{}\"\ntable = \"public.pol\"\nops = [{}]\ncolumns = [{}]\nfilters = [{}]\n",
             role.name,
             role.name,
             role.name,
@@ -428,21 +501,25 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         roles.push(role);
     }
     // Raised limits: a request over the defaults must still be bound by its rule.
+    let plugin_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    let plugin_dir = plugin_dir.display().to_string();
     let server = start_with(
         &db,
         Some(&policy),
         "[limits]\nmax_query_bytes = 65536\nmax_conditions = 64\n",
+        &[("WALCAST_PLUGIN_DIR", plugin_dir.as_str())],
     )
     .await?;
 
-    // Subscribers: random role and claims, sometimes a filter of their own, sometimes padded
-    // past the default query size, with more conditions than the default allows, or in
-    // format=wal2json-v1.
+    // Subscribers: random role and claims, sometimes a filter of their own, sometimes a plugin,
+    // sometimes padded past the default query size, with more conditions than the default
+    // allows, or in format=wal2json-v1.
     struct Sub {
         role: GenRole,
         sub: String,
         tenant: i64,
         own_min_id: Option<i64>,
+        plugin: Option<GenPlugin>,
         client: WsClient,
     }
     let mut subs = Vec::new();
@@ -468,6 +545,8 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         if rng.random_bool(0.3) {
             params.push(("format".into(), "wal2json-v1".into()));
         }
+        let plugin = GenPlugin::random(&mut rng);
+        params.extend(plugin.iter().flat_map(GenPlugin::params));
         let pairs: Vec<(&str, &str)> = params
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -486,6 +565,7 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
             sub,
             tenant,
             own_min_id,
+            plugin,
             client,
         });
     }
@@ -566,6 +646,7 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         if let Some(m) = s.own_min_id {
             conds.push(format!("id >= {m}"));
         }
+        conds.extend(s.plugin.as_ref().and_then(|p| p.sql(&s.role)));
         let sql = format!(
             "SELECT op, id, shown FROM pol_log WHERE {} ORDER BY seq",
             conds.join(" AND ")
@@ -588,7 +669,8 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         let sees_end = s.role.ops.contains(&"insert")
             && !s.role.owner
             && !s.role.tenant
-            && s.role.kinds.is_none();
+            && s.role.kinds.is_none()
+            && !matches!(s.plugin, Some(GenPlugin::Threshold { .. }));
         loop {
             if !sees_end && got.len() == want.len() {
                 // Nothing more may come: a later marker would show any extra frame.
@@ -617,10 +699,16 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
                     for k in obj.keys() {
                         ensure!(
                             s.role.columns.contains(&k.as_str()),
-                            "role {} got column {k} (allowed {:?})",
+                            "role {} ({:?}) got column {k} (allowed {:?})",
                             s.role.name,
+                            s.plugin,
                             s.role.columns
                         );
+                    }
+                    // A rewrite shows the masked column masked (text) or null (tenant).
+                    if let Some(GenPlugin::Redact { column }) = &s.plugin {
+                        let masked = obj.get(*column).is_none_or(|v| v.is_null() || v == "***");
+                        ensure!(masked, "{column} not masked by redact: {v}");
                     }
                 }
             }
@@ -650,7 +738,10 @@ async fn policies_deliver_exactly_what_sql_says_for_random_rules_claims_and_chan
         let sees = s.role.ops.contains(&"insert")
             && (!s.role.owner || s.sub == "u0")
             && (!s.role.tenant || s.tenant == 1)
-            && s.role.kinds.as_ref().is_none_or(|k| k.contains(&"a"));
+            && s.role.kinds.as_ref().is_none_or(|k| k.contains(&"a"))
+            && s.plugin
+                .as_ref()
+                .is_none_or(|p| p.passes_second_round(&s.role));
         if sees {
             let v = next_change_any(&mut s.client).await?;
             ensure!(

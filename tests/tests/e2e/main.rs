@@ -18,6 +18,7 @@ mod named_trust;
 mod pace;
 mod plugins;
 mod policy_edges;
+mod policy_plugins;
 mod protocol;
 mod replay;
 mod resilience;

@@ -67,6 +67,7 @@ async fn raised_limits_do_not_let_a_request_skip_the_policy() -> Result<()> {
         &db,
         Some(DOCS_POLICY),
         "[limits]\nmax_query_bytes = 65536\nmax_conditions = 64\n",
+        &[],
     )
     .await?;
     let token = hs(&good(json!({"role": "member"})), SECRET.as_bytes())?;
@@ -123,7 +124,7 @@ async fn claims_match_themselves_in_in_and_like_filters() -> Result<()> {
 table = "public.docs"
 filters = ["owner.in.(nobody,{claims.team})", "body.like.{claims.prefix}*"]
 "#;
-    let server = start_with(&db, Some(policy), "").await?;
+    let server = start_with(&db, Some(policy), "", &[]).await?;
     // Spliced as text, `u1,u2` would be two items and `%` a wildcard.
     let token = hs(
         &good(json!({"role": "r", "team": "u1,u2", "prefix": "%"})),
@@ -154,7 +155,7 @@ async fn a_refreshed_token_must_carry_the_bound_claims() -> Result<()> {
 table = "public.docs"
 filters = ["team.eq.{claims.team}"]
 "#;
-    let server = start_with(&db, Some(policy), "").await?;
+    let server = start_with(&db, Some(policy), "", &[]).await?;
     // Tokens without `sub`: the subject check alone cannot tell them apart.
     let token = |team: &str| {
         hs(

@@ -146,7 +146,7 @@ pub(crate) fn run_with(
         .current
         .load_full()
         .ok_or_else(|| PluginError::Invalid(name.clone()))?;
-    let group = PluginGroup::new(shared, entry, module, params.to_vec(), None)?;
+    let group = PluginGroup::new(shared, entry, module, params.to_vec(), None, None)?;
     let mut decoder = Decoder::new();
     let change = decoder
         .decode(&mut payload)

@@ -1,7 +1,10 @@
-//! A plugin group: the one instance serving every subscription with the same (plugin, params).
+//! A plugin group: the one instance serving every subscription with the same (plugin, params,
+//! visible columns).
 //! Runs `walcast_filter` per change, turns the result into a `Verdict`, replaces the instance after
 //! a trap or deadline hit (reporting it to the plugin's status and log), remembers its last failure
 //! for the 4010 close reason, and moves to a newly loaded module version at a change boundary.
+//! Under a policy rule the group's instance sees only the rule's columns (see `visible`), on
+//! live, catch-up and snapshot changes alike, since they all come through `evaluate`.
 //! Does not know which sessions belong to it (see `hub`).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -15,6 +18,7 @@ use super::engine::{CallError, Instance, Shared};
 use super::error::{one_line, truncate};
 use super::plugin::{ModuleVersion, PluginEntry};
 use super::quota::{LivePlace, Slot, RESERVED_SLOTS};
+use super::visible::Visible;
 use super::{PluginError, Rewrite, Verdict};
 use crate::decode::{Change, Format, FrameEncoder};
 
@@ -28,6 +32,8 @@ pub struct PluginGroup {
     shared: Arc<Shared>,
     pub(crate) plugin: Arc<PluginEntry>,
     params: Arc<[(String, String)]>,
+    /// The columns its guest may see; `None`: every column.
+    visible: Option<Arc<Visible>>,
     state: Mutex<State>,
     failures: AtomicU32,
     /// The message of the latest failed call (kept apart from `state` so reading it never waits
@@ -54,12 +60,14 @@ struct State {
 
 impl PluginGroup {
     /// Take a pool slot, instantiate the plugin's current version and run `walcast_init` with
-    /// `params`. `PluginError::Capacity` when every slot groups may hold is taken.
+    /// `params`; the guest sees only the columns of `visible` (`None`: all).
+    /// `PluginError::Capacity` when every slot groups may hold is taken.
     pub(crate) fn new(
         shared: Arc<Shared>,
         plugin: Arc<PluginEntry>,
         module: Arc<ModuleVersion>,
         params: Vec<(String, String)>,
+        visible: Option<&[String]>,
         place: Option<LivePlace>,
     ) -> Result<Arc<PluginGroup>, PluginError> {
         let slot = shared.slots.acquire().ok_or_else(|| {
@@ -73,12 +81,14 @@ impl PluginGroup {
             ))
         })?;
         let params: Arc<[(String, String)]> = params.into();
-        let instance = start(&shared, &plugin, &module, &params)?;
+        let visible = visible.map(|names| Arc::new(Visible::new(names)));
+        let instance = start(&shared, &plugin, &module, &params, &visible)?;
         Ok(Arc::new(PluginGroup {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shared,
             plugin,
             params,
+            visible,
             state: Mutex::new(State {
                 module,
                 instance: Some(instance),
@@ -129,7 +139,13 @@ impl PluginGroup {
         let st = &mut *guard;
         self.upgrade(st);
         if st.instance.is_none() {
-            match start(&self.shared, &self.plugin, &st.module, &self.params) {
+            match start(
+                &self.shared,
+                &self.plugin,
+                &st.module,
+                &self.params,
+                &self.visible,
+            ) {
                 Ok(i) => st.instance = Some(i),
                 Err(e) => {
                     let msg = e.to_string();
@@ -226,7 +242,13 @@ impl PluginGroup {
         let Some(_upgrade_slot) = self.shared.upgrade.try_lock() else {
             return;
         };
-        match start(&self.shared, &self.plugin, latest, &self.params) {
+        match start(
+            &self.shared,
+            &self.plugin,
+            latest,
+            &self.params,
+            &self.visible,
+        ) {
             Ok(instance) => {
                 st.module = latest.clone();
                 st.instance = Some(instance);
@@ -247,12 +269,13 @@ impl PluginGroup {
     }
 }
 
-/// Instantiate `module` and run `walcast_init`.
+/// Instantiate `module`, limit what its guest sees to `visible` and run `walcast_init`.
 fn start(
     shared: &Shared,
     plugin: &PluginEntry,
     module: &ModuleVersion,
     params: &Arc<[(String, String)]>,
+    visible: &Option<Arc<Visible>>,
 ) -> Result<Instance, PluginError> {
     let grow_refused = plugin.metrics.memory_grow_refused.clone();
     let mut instance = shared
@@ -269,6 +292,11 @@ fn start(
                 super::engine::describe(&e)
             ))
         })?;
+    instance
+        .store
+        .data_mut()
+        .change
+        .set_visible(visible.clone());
     instance.init()?;
     Ok(instance)
 }

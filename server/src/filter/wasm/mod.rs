@@ -1,14 +1,15 @@
 //! The WebAssembly filter host (README "Filter plugins (WebAssembly)", `filter-sdk/ABI.md`): one
 //! wasmtime engine, the `walcast_v1` host functions, plugin loading and hot reload from the plugin
-//! directory, shared per-(plugin, params) groups that evaluate changes under deadline, memory and
-//! stack limits, and the CLI's check/run. Does not decide which sessions receive what (see `hub`)
-//! and does not serve HTTP (see `ws`).
+//! directory, shared per-(plugin, params, visible columns) groups that evaluate changes under
+//! deadline, memory and stack limits, and the CLI's check/run. Does not decide which sessions
+//! receive what (see `hub`) and does not serve HTTP (see `ws`).
 //!
 //! Data flow of one evaluation: the hub calls `PluginGroup::evaluate(&change)`; the group copies
-//! the change's names and values into its store data (see `snapshot` for why a copy), sets the
-//! epoch deadline and calls `walcast_filter`; host functions read that copy and the guest's
-//! `(ptr, len)` ranges (checked, never allocating in the guest); a `PASS_REWRITTEN` verdict turns
-//! the `out_*` edits into a complete change frame.
+//! the change's names and values into its store data (see `snapshot` for why a copy; under a
+//! policy rule only the rule's columns, see `visible`), sets the epoch deadline and calls
+//! `walcast_filter`; host functions read that copy and the guest's `(ptr, len)` ranges (checked,
+//! never allocating in the guest); a `PASS_REWRITTEN` verdict turns the `out_*` edits on that
+//! copy into a complete change frame.
 
 mod abi;
 mod cli;
@@ -22,6 +23,7 @@ mod quota;
 mod registry;
 pub(crate) mod snapshot;
 mod state;
+pub(crate) mod visible;
 
 pub use cli::{check_file, run_file, CheckReport, RunOutcome};
 pub use error::PluginError;
@@ -88,3 +90,5 @@ mod tests_failures;
 mod tests_host;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_visibility;

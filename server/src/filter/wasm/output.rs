@@ -2,6 +2,11 @@
 //! rendering into a change frame with `FrameEncoder::change_with` (or a format-version-1 frame
 //! with `FrameEncoder::v1_with`) after `PASS_REWRITTEN`. Does not
 //! read guest memory (see `linker`).
+//!
+//! Rewrites are rendered from the change copy, never from the change itself: under a policy rule
+//! the copy holds only the rule's columns (see `visible`), so an untouched image is rendered
+//! projected, an original value is reached only through a column the copy holds, and a write
+//! naming a hidden column is refused (`ABSENT`). A rewrite carries only the rule's columns.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -14,7 +19,7 @@ use crate::decode::{
 
 #[derive(Clone, Debug)]
 enum Name {
-    /// Name of the original column at this index.
+    /// Name of the copied column at this index (of `ChangeCopy::cols`).
     Orig(usize),
     /// Range in the builder's text arena.
     Text(Range<u32>),
@@ -22,7 +27,8 @@ enum Name {
 
 #[derive(Clone, Debug)]
 pub(crate) enum OutValue {
-    /// The original column's value at this index (rendered exactly as a normal frame would).
+    /// The value of the copied column at this index (of `ChangeCopy::cols`), rendered exactly as
+    /// a normal frame would.
     Orig(usize),
     Null,
     Bool(bool),
@@ -131,7 +137,8 @@ impl OutBuilder {
         }
     }
 
-    /// Set (or add at the end) column `name` of `image`.
+    /// Set (or add at the end) column `name` of `image`; `ABSENT` when the guest may not see
+    /// that column.
     pub(crate) fn put(
         &mut self,
         change: &ChangeCopy,
@@ -139,6 +146,9 @@ impl OutBuilder {
         name: &str,
         value: OutValue,
     ) -> i32 {
+        if !change.visible(name.as_bytes()) {
+            return ABSENT;
+        }
         self.image(change, image);
         match self.position(change, image, name) {
             Some(at) => self.image(change, image)[at].value = value,
@@ -160,6 +170,9 @@ impl OutBuilder {
         name: &str,
         s: &str,
     ) -> i32 {
+        if !change.visible(name.as_bytes()) {
+            return ABSENT;
+        }
         let r = self.push_text(s);
         self.put(change, image, name, OutValue::Str(r))
     }
@@ -171,6 +184,9 @@ impl OutBuilder {
         name: &str,
         s: &str,
     ) -> i32 {
+        if !change.visible(name.as_bytes()) {
+            return ABSENT;
+        }
         if serde_json::from_str::<serde::de::IgnoredAny>(s).is_err() {
             return BAD_JSON;
         }
@@ -188,14 +204,13 @@ impl OutBuilder {
         encoder.change_with(change, &mut |image, b| match &self.images[slot(image)] {
             None => {
                 b.push('{');
-                for k in 0..change.len(image) {
+                for (k, col) in copy.cols(image).iter().enumerate() {
                     if k > 0 {
                         b.push(',');
                     }
-                    let name = change.column_at(image, k).map(|c| c.name).unwrap_or("");
-                    put_str(b, name);
+                    put_str(b, copy.slice(&col.name));
                     b.push(':');
-                    put_column_value(b, change, image, k);
+                    put_column_value(b, change, image, col.orig as usize);
                 }
                 b.push('}');
             }
@@ -207,7 +222,7 @@ impl OutBuilder {
                     }
                     put_str(b, self.name_of(copy, image, &col.name));
                     b.push(':');
-                    self.put_value(b, change, image, &col.value);
+                    self.put_value(b, change, copy, image, &col.value);
                 }
                 b.push('}');
             }
@@ -227,15 +242,16 @@ impl OutBuilder {
             change,
             &mut |image, part, b| match &self.images[slot(image)] {
                 None => {
-                    for k in 0..change.len(image) {
+                    for (k, col) in copy.cols(image).iter().enumerate() {
                         if k > 0 {
                             b.push(',');
                         }
-                        let col = change.column_at(image, k);
                         match part {
-                            Part::Names => put_str(b, col.map(|c| c.name).unwrap_or("")),
-                            Part::Types => put_str(b, col.map(|c| c.type_name).unwrap_or("")),
-                            Part::Values => put_column_value_v1(b, change, image, k),
+                            Part::Names => put_str(b, copy.slice(&col.name)),
+                            Part::Types => put_str(b, type_at(change, image, col.orig as usize)),
+                            Part::Values => {
+                                put_column_value_v1(b, change, image, col.orig as usize)
+                            }
                         }
                     }
                 }
@@ -246,8 +262,8 @@ impl OutBuilder {
                         }
                         match part {
                             Part::Names => put_str(b, self.name_of(copy, image, &col.name)),
-                            Part::Types => put_str(b, type_of(change, image, &col.value)),
-                            Part::Values => self.put_value_v1(b, change, image, &col.value),
+                            Part::Types => put_str(b, type_of(change, copy, image, &col.value)),
+                            Part::Values => self.put_value_v1(b, change, copy, image, &col.value),
                         }
                     }
                 }
@@ -256,27 +272,41 @@ impl OutBuilder {
     }
 
     /// A value as format-version 1 writes it: JSON text set by the guest stays a string.
-    fn put_value_v1(&self, b: &mut String, change: &Change<'_>, image: Image, v: &OutValue) {
+    fn put_value_v1(
+        &self,
+        b: &mut String,
+        change: &Change<'_>,
+        copy: &ChangeCopy,
+        image: Image,
+        v: &OutValue,
+    ) {
         match v {
-            OutValue::Orig(k) => put_column_value_v1(b, change, image, *k),
+            OutValue::Orig(k) => put_column_value_v1(b, change, image, orig(copy, image, *k)),
             OutValue::Json(r) => put_str(
                 b,
                 self.text
                     .get(r.start as usize..r.end as usize)
                     .unwrap_or(""),
             ),
-            other => self.put_value(b, change, image, other),
+            other => self.put_value(b, change, copy, image, other),
         }
     }
 
-    fn put_value(&self, b: &mut String, change: &Change<'_>, image: Image, v: &OutValue) {
+    fn put_value(
+        &self,
+        b: &mut String,
+        change: &Change<'_>,
+        copy: &ChangeCopy,
+        image: Image,
+        v: &OutValue,
+    ) {
         let text = |r: &Range<u32>| {
             self.text
                 .get(r.start as usize..r.end as usize)
                 .unwrap_or("")
         };
         match v {
-            OutValue::Orig(k) => put_column_value(b, change, image, *k),
+            OutValue::Orig(k) => put_column_value(b, change, image, orig(copy, image, *k)),
             OutValue::Null => b.push_str("null"),
             OutValue::Bool(true) => b.push_str("true"),
             OutValue::Bool(false) => b.push_str("false"),
@@ -292,10 +322,24 @@ impl OutBuilder {
     }
 }
 
+/// The index in the change of the copied column `k`. Every `Orig(k)` comes from the copy the
+/// edits were made on, so `k` is in range; were it not, `usize::MAX` renders as null, never as
+/// another column.
+fn orig(copy: &ChangeCopy, image: Image, k: usize) -> usize {
+    copy.cols(image)
+        .get(k)
+        .map_or(usize::MAX, |c| c.orig as usize)
+}
+
+/// The Postgres type name of column `index` of the change's `image`.
+fn type_at<'a>(change: &Change<'a>, image: Image, index: usize) -> &'a str {
+    change.column_at(image, index).map_or("", |c| c.type_name)
+}
+
 /// The type name a format-version-1 frame gives a column of a rewritten image.
-fn type_of<'a>(change: &Change<'a>, image: Image, v: &OutValue) -> &'a str {
+fn type_of<'a>(change: &Change<'a>, copy: &ChangeCopy, image: Image, v: &OutValue) -> &'a str {
     match v {
-        OutValue::Orig(k) => change.column_at(image, *k).map_or("", |c| c.type_name),
+        OutValue::Orig(k) => type_at(change, image, orig(copy, image, *k)),
         OutValue::Null => "unknown",
         OutValue::Bool(_) => "boolean",
         OutValue::I64(_) => "bigint",

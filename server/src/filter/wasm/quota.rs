@@ -14,8 +14,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-/// A group's identity: plugin name and params sorted by key.
-pub(crate) type GroupKey = (String, Vec<(String, String)>);
+/// A group's identity: plugin name, params sorted by key, and the columns its guest may see
+/// (sorted; `None`: every column). Subscriptions that differ in any of the three never share a
+/// group: a guest attached under a rule must not serve a subscriber who may see more, nor one who
+/// may see less.
+pub(crate) type GroupKey = (String, Vec<(String, String)>, Option<Vec<String>>);
 
 /// Pool slots no group may take: one for the reload probe (`Shared::compile`, one at a time) and
 /// one for a group moving to a new version (it holds its old instance until the new one
@@ -208,7 +211,7 @@ mod tests {
     use super::*;
 
     fn key(plugin: &str, x: &str) -> GroupKey {
-        (plugin.into(), vec![("x".into(), x.into())])
+        (plugin.into(), vec![("x".into(), x.into())], None)
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `PluginHost`: the process-wide registry of plugins loaded from the plugin directory, the
-//! shared groups per (plugin, params) with their cap per plugin (`limits.max_groups_per_plugin`,
-//! see `quota`), and hot reload (watch, debounce, compile off the hot path, atomic swap). Does not
-//! run guest calls itself (see `group`).
+//! shared groups per (plugin, params, visible columns) with their cap per plugin
+//! (`limits.max_groups_per_plugin`, see `quota`), and hot reload (watch, debounce, compile off the
+//! hot path, atomic swap). Does not run guest calls itself (see `group`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,11 +179,11 @@ impl PluginHost {
 
     /// A place for the subscription's group before it is resolved (`group`), held until then:
     /// `too_many_plugin_groups` when the plugin already runs `limits.max_groups_per_plugin`
-    /// groups and none has these params. Cheap and never waits for a group being created, so
-    /// the router calls it on its async thread.
+    /// groups and none has these params and visible columns. Cheap and never waits for a group
+    /// being created, so the router calls it on its async thread.
     pub fn admit(&self, plugin: &PluginRef) -> Result<Admission, QueryError> {
         self.quota
-            .admit(&group_key(&plugin.name, &plugin.params))
+            .admit(&group_key(plugin))
             .map_err(|AtCap { cap }| {
                 QueryError::new(
                     code::TOO_MANY_PLUGIN_GROUPS,
@@ -197,14 +197,12 @@ impl PluginHost {
         self.quota.cap()
     }
 
-    /// Resolve a subscription's plugin. Subscriptions with the same (name, params), in any param
-    /// order, share one group and one instance. A new group needs a place in the plugin's quota
-    /// and a pool slot (`PluginError::Capacity` otherwise).
-    pub fn group(
-        &self,
-        name: &str,
-        params: &[(String, String)],
-    ) -> Result<Arc<PluginGroup>, PluginError> {
+    /// Resolve a subscription's plugin. Subscriptions with the same (name, params, visible
+    /// columns), in any param or column order, share one group and one instance; its guest sees
+    /// only `plugin.columns` when a policy set them. A new group needs a place in the plugin's
+    /// quota and a pool slot (`PluginError::Capacity` otherwise).
+    pub fn group(&self, plugin: &PluginRef) -> Result<Arc<PluginGroup>, PluginError> {
+        let name = plugin.name.as_str();
         let entry = self.plugins.read().get(name).cloned();
         let entry = entry.ok_or_else(|| PluginError::Unknown(name.to_owned()))?;
         let Some(module) = entry.current.load_full() else {
@@ -214,7 +212,7 @@ impl PluginHost {
                     .unwrap_or_else(|| format!("plugin \"{name}\" failed to load")),
             ));
         };
-        let key = group_key(name, params);
+        let key = group_key(plugin);
         // Held across creation so two subscriptions racing on a new key get one group.
         let mut groups = self.groups.lock();
         if let Some(group) = groups.get(&key).and_then(Weak::upgrade) {
@@ -232,6 +230,7 @@ impl PluginHost {
             entry,
             module,
             key.1.clone(),
+            key.2.as_deref(),
             Some(admission.live()),
         )?;
         groups.insert(key, Arc::downgrade(&group));
@@ -239,11 +238,13 @@ impl PluginHost {
     }
 }
 
-/// The group identity of a subscription: the name and its params sorted by key.
-fn group_key(name: &str, params: &[(String, String)]) -> GroupKey {
-    let mut params = params.to_vec();
+/// The group identity of a subscription: the name, its params sorted by key, and the columns
+/// its guest may see, sorted.
+fn group_key(plugin: &PluginRef) -> GroupKey {
+    let mut params = plugin.params.clone();
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    (name.to_owned(), params)
+    let columns = plugin.columns.as_deref().map(super::visible::canonical);
+    (plugin.name.clone(), params, columns)
 }
 
 fn groups_message(name: &str, cap: u32) -> String {

@@ -6,10 +6,17 @@
 //! `walcast_filter` call the names and values of the change are appended to one reusable `String`
 //! and indexed by small `Col` records. After warm-up that costs no allocation, just one memcpy of
 //! the payload's column bytes per evaluation per group (groups are few: one per distinct
-//! plugin + params). That is a known, bounded cost; the guest still pulls only what it needs.
+//! plugin + params + visible columns). That is a known, bounded cost; the guest still pulls only
+//! what it needs.
+//!
+//! Under a policy rule with `columns` the copy holds only the visible columns (see `visible`):
+//! every host function and every rewrite reads this copy, so a hidden column is absent for all
+//! of them. Each copied column remembers its index in the change, which the renderer uses.
 
 use std::ops::Range;
+use std::sync::Arc;
 
+use super::visible::Visible;
 use crate::decode::{Change, Image, Op, Value};
 
 /// Value class of a copied column.
@@ -29,6 +36,9 @@ pub(crate) struct Col {
     pub(crate) name: Range<u32>,
     pub(crate) value: Range<u32>,
     pub(crate) kind: Kind,
+    /// Index of the column in the change's image (differs from the copy's index when columns
+    /// are hidden). `u32` keeps `Col` at 24 bytes; a payload below 4 GiB has fewer columns.
+    pub(crate) orig: u32,
 }
 
 /// Owned copy of one change: text in one buffer, columns as ranges into it.
@@ -41,13 +51,26 @@ pub(crate) struct ChangeCopy {
     table: Range<u32>,
     new: Vec<Col>,
     old: Vec<Col>,
+    /// The columns the guest may see; `None`: all of them.
+    visible: Option<Arc<Visible>>,
 }
 
 /// Column handles encode the image in bit 16: wal2json rows have at most 1600 columns.
 const OLD_BIT: i32 = 1 << 16;
 
 impl ChangeCopy {
-    /// Replace the contents with `change` (reusing the buffers).
+    /// Copy only the columns of `visible` from now on (`None`: every column).
+    pub(crate) fn set_visible(&mut self, visible: Option<Arc<Visible>>) {
+        self.visible = visible;
+    }
+
+    /// Whether the guest may see and write column `name` (writes of other names are refused,
+    /// so a rewrite under a rule carries only the rule's columns).
+    pub(crate) fn visible(&self, name: &[u8]) -> bool {
+        self.visible.as_ref().is_none_or(|v| v.contains(name))
+    }
+
+    /// Replace the contents with `change` (reusing the buffers), leaving out hidden columns.
     pub(crate) fn fill(&mut self, change: &Change<'_>) {
         self.text.clear();
         self.new.clear();
@@ -56,7 +79,10 @@ impl ChangeCopy {
         self.schema = push(&mut self.text, change.schema());
         self.table = push(&mut self.text, change.table());
         for image in [Image::New, Image::Old] {
-            for column in change.columns(image) {
+            for (orig, column) in change.columns(image).enumerate() {
+                if !self.visible(column.name.as_bytes()) {
+                    continue;
+                }
                 let name = push(&mut self.text, column.name);
                 let (kind, value) = match column.value {
                     Value::Null => (Kind::Null, 0..0),
@@ -68,7 +94,12 @@ impl ChangeCopy {
                         (kind, push(&mut self.text, s))
                     }
                 };
-                let col = Col { name, value, kind };
+                let col = Col {
+                    name,
+                    value,
+                    kind,
+                    orig: orig as u32,
+                };
                 match image {
                     Image::New => self.new.push(col),
                     Image::Old => self.old.push(col),

@@ -11,6 +11,7 @@ use super::plugin::PluginEntry;
 use super::{PluginError, Rewrite, Verdict};
 use crate::config::PluginsConfig;
 use crate::decode::{Change, Decoder};
+use crate::filter::PluginRef;
 
 /// A guest module: the named `walcast_v1` imports, a 1-page memory, `walcast_abi_version` = 1,
 /// a `walcast_init` returning 0 unless `body` defines one, and `body`.
@@ -126,6 +127,16 @@ pub(super) fn group_of(
     params: &[(&str, &str)],
     cfg: &PluginsConfig,
 ) -> Result<Arc<PluginGroup>, PluginError> {
+    group_seeing(bytes, params, None, cfg)
+}
+
+/// `group_of` whose guest sees only the columns `visible` (`None`: all).
+pub(super) fn group_seeing(
+    bytes: &[u8],
+    params: &[(&str, &str)],
+    visible: Option<&[String]>,
+    cfg: &PluginsConfig,
+) -> Result<Arc<PluginGroup>, PluginError> {
     let shared = Shared::new(cfg)?;
     let pre = shared
         .compile("test", bytes)
@@ -137,7 +148,16 @@ pub(super) fn group_of(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    PluginGroup::new(shared, entry, module, params, None)
+    PluginGroup::new(shared, entry, module, params, visible, None)
+}
+
+/// A subscription's plugin as the request parser gives it (every column visible).
+pub(super) fn plugin_ref(name: &str, params: &[(String, String)]) -> PluginRef {
+    PluginRef {
+        name: name.to_owned(),
+        params: params.to_vec(),
+        columns: None,
+    }
 }
 
 pub(super) fn eval(group: &PluginGroup, json: &str) -> Verdict {

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::cli::run_with;
 use super::plugin::{LogGate, FAILURE_LOG_INTERVAL};
 use super::state::LogSink;
-use super::tests::{cfg, col, eval, group_of, guest, insert, pass_all};
+use super::tests::{cfg, col, eval, group_of, guest, insert, pass_all, plugin_ref};
 use super::{run_file, PluginError, PluginHost, Verdict};
 use crate::config::PluginsConfig;
 
@@ -300,7 +300,7 @@ fn refused_reloads_say_which_version_keeps_serving() {
     let p = info("p");
     assert_eq!((p.status, p.serving_version), ("ok", Some(1)));
 
-    let g = host.group("p", &[]).expect("group");
+    let g = host.group(&plugin_ref("p", &[])).expect("group");
     assert_eq!(eval(&g, &row("id")), Verdict::Pass);
 
     // A file that does not load: version 1 keeps serving.
@@ -369,7 +369,7 @@ fn refused_memory_growth_is_counted_per_plugin_and_exported() {
         ..cfg()
     })
     .expect("host");
-    let g = host.group("bomb", &[]).expect("group");
+    let g = host.group(&plugin_ref("bomb", &[])).expect("group");
     assert_eq!(eval(&g, &row("id")), Verdict::Pass);
     assert_eq!(host.list()[0].memory_grow_refused, 0, "no growth asked");
     assert_eq!(eval(&g, &row("grow")), Verdict::Pass, "-1 is not a trap");

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::tests::{cfg, eval, guest, insert, pass_all, threshold};
+use super::tests::{cfg, eval, guest, insert, pass_all, plugin_ref, threshold};
 use super::{check_file, run_file, PluginError, PluginHost, Verdict};
 use crate::config::PluginsConfig;
 
@@ -52,27 +52,35 @@ fn amount(n: i64) -> String {
 fn groups_are_shared_per_name_and_params() {
     let (_dir, host) = host_with(&[("threshold.wasm", threshold())]);
     let a = host
-        .group("threshold", &params(&[("col", "amount"), ("x", "1")]))
+        .group(&plugin_ref(
+            "threshold",
+            &params(&[("col", "amount"), ("x", "1")]),
+        ))
         .expect("group");
     let b = host
-        .group("threshold", &params(&[("x", "1"), ("col", "amount")]))
+        .group(&plugin_ref(
+            "threshold",
+            &params(&[("x", "1"), ("col", "amount")]),
+        ))
         .expect("group");
     let c = host
-        .group("threshold", &params(&[("col", "qty")]))
+        .group(&plugin_ref("threshold", &params(&[("col", "qty")])))
         .expect("group");
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(a.id(), b.id());
     assert_ne!(a.id(), c.id());
-    assert!(matches!(host.group("nope", &[]), Err(PluginError::Unknown(n)) if n == "nope"));
+    assert!(
+        matches!(host.group(&plugin_ref("nope", &[])), Err(PluginError::Unknown(n)) if n == "nope")
+    );
     assert!(matches!(
-        host.group("threshold", &[]),
+        host.group(&plugin_ref("threshold", &[])),
         Err(PluginError::Rejected(_))
     ));
     // A dropped group is recreated, not resurrected.
     let id = c.id();
     drop(c);
     assert_ne!(
-        host.group("threshold", &params(&[("col", "qty")]))
+        host.group(&plugin_ref("threshold", &params(&[("col", "qty")])))
             .expect("group")
             .id(),
         id
@@ -106,7 +114,7 @@ fn broken_files_are_listed_and_refused() {
         .as_deref()
         .unwrap_or("")
         .contains("env::abort"));
-    match host.group("stray", &[]) {
+    match host.group(&plugin_ref("stray", &[])) {
         Err(PluginError::Invalid(msg)) => assert!(msg.contains("env::abort"), "{msg}"),
         _ => panic!("stray plugin resolved"),
     }
@@ -115,7 +123,7 @@ fn broken_files_are_listed_and_refused() {
 #[test]
 fn hot_reload_swaps_at_the_next_change_and_keeps_the_old_on_failure() {
     let (dir, host) = host_with(&[("p.wasm", pass_all())]);
-    let g = host.group("p", &[]).expect("group");
+    let g = host.group(&plugin_ref("p", &[])).expect("group");
     assert_eq!(eval(&g, &amount(1)), Verdict::Pass);
 
     write(dir.path(), "p.wasm", &drop_all());
@@ -163,14 +171,17 @@ fn hot_reload_swaps_at_the_next_change_and_keeps_the_old_on_failure() {
     );
     // New groups get version 3.
     let g3 = host
-        .group("p", &params(&[("col", "amount")]))
+        .group(&plugin_ref("p", &params(&[("col", "amount")])))
         .expect("group");
     assert_eq!(eval(&g3, &amount(50)), Verdict::Pass);
 
     std::fs::remove_file(dir.path().join("p.wasm")).expect("rm");
     host.reload();
     assert!(host.list().is_empty());
-    assert!(matches!(host.group("p", &[]), Err(PluginError::Unknown(_))));
+    assert!(matches!(
+        host.group(&plugin_ref("p", &[])),
+        Err(PluginError::Unknown(_))
+    ));
     assert_eq!(
         eval(&g3, &amount(50)),
         Verdict::Pass,
@@ -183,7 +194,7 @@ async fn watcher_reloads_a_changed_file() {
     let (dir, host) = host_with(&[("w.wasm", pass_all())]);
     let cancel = tokio_util::sync::CancellationToken::new();
     let task = host.watch(cancel.clone());
-    let g = host.group("w", &[]).expect("group");
+    let g = host.group(&plugin_ref("w", &[])).expect("group");
     // The watcher may start after the write; rewrite until it is seen (bounded).
     let deadline = Instant::now() + Duration::from_secs(20);
     while host.list()[0].version < 2 {

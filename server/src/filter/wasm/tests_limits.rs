@@ -77,7 +77,7 @@ fn distinct_param_sets_stop_at_the_cap_with_its_code() {
         Some(3),
     );
     let groups: Vec<Arc<PluginGroup>> = (0..3)
-        .map(|n| host.group("p", &x(n)).expect("under the cap"))
+        .map(|n| host.group(&plugin("p", n)).expect("under the cap"))
         .collect();
 
     // The router's admission: 503 too_many_plugin_groups, naming the limit and its value.
@@ -91,7 +91,7 @@ fn distinct_param_sets_stop_at_the_cap_with_its_code() {
         refused.message
     );
     // Creating the group directly is refused the same way.
-    match host.group("p", &x(3)) {
+    match host.group(&plugin("p", 3)) {
         Err(PluginError::Capacity(msg)) => {
             assert!(msg.contains("limits.max_groups_per_plugin = 3"), "{msg}")
         }
@@ -100,9 +100,9 @@ fn distinct_param_sets_stop_at_the_cap_with_its_code() {
     // A running param set is always accepted (it joins its group), and other plugins have
     // their own cap.
     let joined = host.admit(&plugin("p", 1)).expect("joins a running group");
-    let same = host.group("p", &x(1)).expect("shared");
+    let same = host.group(&plugin("p", 1)).expect("shared");
     assert!(Arc::ptr_eq(&same, &groups[1]));
-    let _q = host.group("q", &x(3)).expect("another plugin");
+    let _q = host.group(&plugin("q", 3)).expect("another plugin");
 
     // An admission holds its place until the group is resolved: two requests racing for the
     // last place do not both get it. Here `joined` holds p/1's place once its group is gone.
@@ -116,7 +116,9 @@ fn distinct_param_sets_stop_at_the_cap_with_its_code() {
     );
     drop(joined);
     let third = host.admit(&plugin("p", 12)).expect("p/1's place is free");
-    let g = host.group("p", &x(10)).expect("an admitted key is created");
+    let g = host
+        .group(&plugin("p", 10))
+        .expect("an admitted key is created");
     drop(first);
     assert!(
         host.admit(&plugin("p", 13)).is_err(),
@@ -133,9 +135,9 @@ fn a_reload_succeeds_while_groups_fill_the_pool() {
     let (dir, host) = host(&[("p.wasm", pass_all())], 8, Some(100));
     let capacity = 8 - RESERVED_SLOTS as usize;
     let groups: Vec<Arc<PluginGroup>> = (0..capacity)
-        .map(|n| host.group("p", &x(n)).expect("a slot"))
+        .map(|n| host.group(&plugin("p", n)).expect("a slot"))
         .collect();
-    match host.group("p", &x(capacity)) {
+    match host.group(&plugin("p", capacity)) {
         Err(PluginError::Capacity(msg)) => {
             assert!(msg.contains("plugins.max_instances = 8"), "{msg}")
         }
@@ -163,5 +165,5 @@ fn a_reload_succeeds_while_groups_fill_the_pool() {
 
     // A closed group gives its slot back.
     drop(groups);
-    assert!(host.group("p", &x(99)).is_ok());
+    assert!(host.group(&plugin("p", 99)).is_ok());
 }
