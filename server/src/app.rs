@@ -160,6 +160,11 @@ pub async fn run(
         notify_allow,
         auth,
         max_messages_per_second: config.sessions.max_messages_per_second,
+        timeouts: crate::ws::SocketTimeouts {
+            write: config.sessions.write_timeout,
+            ping_interval: config.sessions.ping_interval,
+            idle: config.sessions.idle_timeout,
+        },
         conns: crate::ws::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_ip,
