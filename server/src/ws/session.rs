@@ -584,14 +584,8 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             plan.conditions.clone(),
         );
         let pg = &snapshots.pg;
-        let opened = self
-            .attend(crate::snapshot::Reader::open(
-                pg,
-                &table,
-                columns,
-                &conditions,
-            ))
-            .await?;
+        // Boxed: the connection's future is large, and every idle session would carry its room.
+        let opened = crate::snapshot::Reader::open(pg, &table, columns, &conditions).await;
         let mut reader = match opened {
             Ok(reader) => reader,
             Err(error) => return self.snapshot_failed(i, &error.message()).await,
