@@ -585,7 +585,14 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         );
         let pg = &snapshots.pg;
         // Boxed: the connection's future is large, and every idle session would carry its room.
-        let opened = crate::snapshot::Reader::open(pg, &table, columns, &conditions).await;
+        let opened = self
+            .attend(Box::pin(crate::snapshot::Reader::open(
+                pg,
+                &table,
+                columns,
+                &conditions,
+            )))
+            .await?;
         let mut reader = match opened {
             Ok(reader) => reader,
             Err(error) => return self.snapshot_failed(i, &error.message()).await,

@@ -578,12 +578,3 @@ async fn a_client_that_answers_pings_stays_open() {
     assert_eq!(client.ids(1).await, [1]);
     assert_eq!(rig.ctx.metrics.sessions_timed_out("idle"), 0);
 }
-
-#[tokio::test]
-async fn zz_size_probe() {
-    let rig = Rig::new(16);
-    let (out_tx, _out) = fmpsc::channel::<Message>(0);
-    let (_to_server, in_rx) = fmpsc::unbounded::<Result<Message, ()>>();
-    let fut = run(out_tx.sink_map_err(|_| ()), in_rx, rig.ctx.clone(), None);
-    eprintln!("SIZE run future: {}", std::mem::size_of_val(&fut));
-}
