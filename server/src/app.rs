@@ -240,6 +240,11 @@ async fn serve(
         auth,
         max_messages_per_second: config.sessions.max_messages_per_second,
         limits: config.limits.limits(&config.plugins),
+        timeouts: crate::ws::SocketTimeouts {
+            write: config.sessions.write_timeout,
+            ping_interval: config.sessions.ping_interval,
+            idle: config.sessions.idle_timeout,
+        },
         conns: crate::ws::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_ip,

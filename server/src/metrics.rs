@@ -76,6 +76,8 @@ pub struct Metrics {
     /// Requests refused at one of the `[limits]` (label `limit`: `query_bytes`, `conditions`,
     /// `in_list`, `like_pattern`, `plugin_groups`).
     limit_refusals: Family<Vec<(String, String)>, Counter>,
+    /// Sockets closed by a timeout (label `reason`: `write`, `idle`).
+    sessions_timed_out: Family<Vec<(String, String)>, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             plugin_memory_grow_refused: Family::default(),
             plugin_call_seconds: Family::default(),
             limit_refusals: Family::default(),
+            sessions_timed_out: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -282,7 +285,31 @@ impl Metrics {
                 .limit_refusals
                 .get_or_create(&vec![("limit".to_owned(), limit.to_owned())]);
         }
+        registry.register(
+            "sessions_timed_out",
+            "Sockets closed by sessions.write_timeout (reason=write, 4008) or sessions.idle_timeout (reason=idle, 4009)",
+            m.sessions_timed_out.clone(),
+        );
+        for reason in ["write", "idle"] {
+            let _ = m
+                .sessions_timed_out
+                .get_or_create(&vec![("reason".to_owned(), reason.to_owned())]);
+        }
         Metrics { registry, ..m }
+    }
+
+    /// Counts one socket closed by a timeout (`reason`: `write` or `idle`).
+    pub fn session_timed_out(&self, reason: &str) {
+        self.sessions_timed_out
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .inc();
+    }
+
+    /// Sockets closed by a timeout so far for `reason`.
+    pub fn sessions_timed_out(&self, reason: &str) -> u64 {
+        self.sessions_timed_out
+            .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
+            .get()
     }
 
     /// Counts `error` in `walcast_limit_refusals_total` when it answers one of the `[limits]`;

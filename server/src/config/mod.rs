@@ -252,6 +252,17 @@ pub struct SessionsConfig {
     /// Client messages one socket may send per second, with bursts of twice as many; beyond it
     /// a message is dropped with a `rate_limited` error frame (`WALCAST_MAX_MESSAGES_PER_SECOND`).
     pub max_messages_per_second: u32,
+    /// A socket whose writes make no progress for this long is closed with 4008, letting go of
+    /// its snapshot slot and transaction and its journal reader (`WALCAST_WRITE_TIMEOUT`).
+    #[serde(deserialize_with = "de_duration")]
+    pub write_timeout: Duration,
+    /// How often the server pings every socket (`WALCAST_PING_INTERVAL`).
+    #[serde(deserialize_with = "de_duration")]
+    pub ping_interval: Duration,
+    /// A socket from which nothing (a pong or any message) arrived for this long is closed with
+    /// 4009 (`WALCAST_IDLE_TIMEOUT`).
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -315,6 +326,9 @@ impl Default for SessionsConfig {
             queue_capacity: 1024,
             max_subscriptions_per_socket: 100,
             max_messages_per_second: 100,
+            write_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -452,6 +466,15 @@ impl Config {
                 u32::try_from(parse_capacity("WALCAST_MAX_MESSAGES_PER_SECOND", &v)?)
                     .unwrap_or(u32::MAX);
         }
+        for (key, slot) in [
+            ("WALCAST_WRITE_TIMEOUT", &mut self.sessions.write_timeout),
+            ("WALCAST_PING_INTERVAL", &mut self.sessions.ping_interval),
+            ("WALCAST_IDLE_TIMEOUT", &mut self.sessions.idle_timeout),
+        ] {
+            if let Some(v) = get(key) {
+                *slot = parse_duration(&v).map_err(|message| ConfigError::invalid(key, message))?;
+            }
+        }
         if let Some(v) = get("WALCAST_PLUGIN_DIR") {
             self.plugins.dir = Some(PathBuf::from(v));
         }
@@ -573,6 +596,30 @@ impl Config {
             return Err(ConfigError::invalid(
                 "sessions.max_subscriptions_per_socket",
                 "must be at least 1; use e.g. 100",
+            ));
+        }
+        for (key, value) in [
+            ("sessions.write_timeout", self.sessions.write_timeout),
+            ("sessions.ping_interval", self.sessions.ping_interval),
+            ("sessions.idle_timeout", self.sessions.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be greater than zero; use e.g. \"30s\"",
+                ));
+            }
+        }
+        if self.sessions.idle_timeout <= self.sessions.ping_interval {
+            return Err(ConfigError::invalid(
+                "sessions.idle_timeout",
+                format!(
+                    "{} is not longer than sessions.ping_interval ({}): a client could not answer \
+                     a ping in time; use at least twice the ping interval, e.g. \"60s\" with \
+                     \"20s\"",
+                    humantime::format_duration(self.sessions.idle_timeout),
+                    humantime::format_duration(self.sessions.ping_interval)
+                ),
             ));
         }
         if self.sessions.queue_capacity == 0 {

@@ -594,3 +594,52 @@ fn public_hosts_and_trusted_proxies_come_from_env_and_are_checked() {
     assert_eq!(from_file.http.trusted_proxies.len(), 2);
     assert!(Config::from_toml_str("[http]\ntrusted_proxies = [\"proxy.internal\"]\n").is_err());
 }
+
+#[test]
+fn socket_timeouts_defaults_file_env_and_validation() {
+    let config = Config::from_toml_str("").unwrap();
+    assert_eq!(config.sessions.write_timeout, Duration::from_secs(30));
+    assert_eq!(config.sessions.ping_interval, Duration::from_secs(20));
+    assert_eq!(config.sessions.idle_timeout, Duration::from_secs(60));
+    let example = Config::from_toml_str(EXAMPLE).unwrap();
+    assert_eq!(example.sessions.write_timeout, Duration::from_secs(30));
+    assert_eq!(example.sessions.idle_timeout, Duration::from_secs(60));
+
+    let mut config = Config::from_toml_str(
+        "[sessions]\nwrite_timeout = \"5s\"\nping_interval = \"1s\"\nidle_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.sessions.write_timeout, Duration::from_secs(5));
+    config
+        .apply_env(&env_of(&[
+            ("WALCAST_WRITE_TIMEOUT", "250ms"),
+            ("WALCAST_PING_INTERVAL", "2s"),
+            ("WALCAST_IDLE_TIMEOUT", "1m"),
+        ]))
+        .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.sessions.write_timeout, Duration::from_millis(250));
+    assert_eq!(config.sessions.ping_interval, Duration::from_secs(2));
+    assert_eq!(config.sessions.idle_timeout, Duration::from_secs(60));
+
+    let (key, message) = invalid_key(
+        Config::default()
+            .apply_env(&env_of(&[("WALCAST_WRITE_TIMEOUT", "30")]))
+            .unwrap_err(),
+    );
+    assert_eq!(key, "WALCAST_WRITE_TIMEOUT");
+    assert!(message.contains("unit"), "{message}");
+
+    let mut zero = Config::default();
+    zero.sessions.write_timeout = Duration::ZERO;
+    let (key, _) = invalid_key(zero.validate().unwrap_err());
+    assert_eq!(key, "sessions.write_timeout");
+
+    // An idle timeout no longer than the ping interval would close clients that answer pings.
+    let mut tight = Config::default();
+    tight.sessions.idle_timeout = tight.sessions.ping_interval;
+    let (key, message) = invalid_key(tight.validate().unwrap_err());
+    assert_eq!(key, "sessions.idle_timeout");
+    assert!(message.contains("ping_interval"), "{message}");
+}

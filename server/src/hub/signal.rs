@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 /// WebSocket close codes the hub decides on. Documented in README ("Close codes").
 pub mod close_code {
     /// The session fell so far behind that journal retention (or, on `/listen`, its queue of
-    /// notifications) overtook it: the client did not read fast enough.
+    /// notifications) overtook it, or its writes made no progress for `sessions.write_timeout`:
+    /// the client did not read fast enough.
     pub const SLOW_CONSUMER: u16 = 4008;
     /// The server is shutting down.
     pub const GOING_AWAY: u16 = 1001;
@@ -19,6 +20,8 @@ pub mod close_code {
     pub const PLUGIN_FAILING: u16 = 4010;
     /// The socket's token expired and no fresh one came (`{"type":"access_token"}`).
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// Nothing (no pong, no message) came from the client for `sessions.idle_timeout`.
+    pub const IDLE_TIMEOUT: u16 = 4009;
 }
 
 /// One encoded frame, validated as UTF-8 once and shared by every session that receives it.

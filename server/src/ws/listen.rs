@@ -2,8 +2,10 @@
 //! text frame, byte for byte (`format=json`: `{"type":"notify","channel","payload","pid"}` and
 //! `{"type":"notify_gap"}` after the relay lost its connection). Checks the channel's name (what
 //! Postgres can take) and `notify.channels` before the upgrade; a channel Postgres refuses ends
-//! its sockets. Does not talk to Postgres (`notify::Relay` does).
+//! its sockets. Its writes run under the write deadline and it is pinged and ended when idle, as
+//! every socket. Does not talk to Postgres (`notify::Relay` does).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -12,12 +14,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
 
 use crate::hub::{close_code, Frame, SessionSignal};
+use crate::metrics::Metrics;
 use crate::notify::{Notice, Refused, SubscribeError, LISTEN_REFUSED};
 
+use super::deadline::WriteDeadline;
+use super::keepalive::{session_number, Beat, Keepalive, SocketTimeouts, TimedOut};
 use super::router::AppState;
 
 /// Notifications written per flush at most.
@@ -132,7 +137,7 @@ pub(super) async fn handler(
         .relay
         .subscribe(&channel, signal.clone(), json, LISTEN_WAIT)
         .await;
-    let mut subscription = match subscribed {
+    let subscription = match subscribed {
         Ok(subscription) => subscription,
         Err(SubscribeError::Unavailable) => {
             return refuse(
@@ -164,6 +169,7 @@ pub(super) async fn handler(
     };
     let sessions = st.sessions.clone();
     let metrics = st.metrics.clone();
+    let timeouts = st.timeouts;
     upgrade
         .protocols(super::router::answer_protocols(&headers))
         .read_buffer_size(4 * 1024)
@@ -171,80 +177,157 @@ pub(super) async fn handler(
         .on_upgrade(move |socket| {
             sessions.track_future(async move {
                 let _permit = permit;
-                metrics.sessions.inc();
-                let (mut sink, mut stream) = socket.split();
-                let gone = async {
-                    while let Some(Ok(msg)) = stream.next().await {
-                        if matches!(msg, Message::Close(_)) {
-                            break;
-                        }
-                    }
+                let (sink, stream) = socket.split();
+                let relayed = Relayed {
+                    subscription,
+                    signal,
+                    json,
                 };
-                tokio::pin!(gone);
-                let mut batch = Vec::new();
-                // The reason of a channel Postgres refused: the socket ends with it.
-                let mut refused_with = None;
-                let code = loop {
-                    let notice = tokio::select! {
-                        _ = &mut gone => break None,
-                        _ = signal.closed() => break Some(signal.code()),
-                        n = subscription.notices.recv() => match n {
-                            Some(n) => n,
-                            None => break Some(signal.code()),
-                        },
-                    };
-                    // What else is waiting goes out with it: one flush per batch, not per frame.
-                    batch.push(notice);
-                    while batch.len() < BATCH {
-                        match subscription.notices.try_recv() {
-                            Ok(n) => batch.push(n),
-                            Err(_) => break,
-                        }
-                    }
-                    let mut failed = false;
-                    for notice in batch.drain(..) {
-                        if let Notice::Refused(refused) = &notice {
-                            refused_with = Some(refused_reason(refused));
-                        }
-                        let Some(text) = frame_text(notice, json) else {
-                            continue;
-                        };
-                        if sink.feed(Message::Text(text)).await.is_err() {
-                            failed = true;
-                            break;
-                        }
-                        if refused_with.is_some() {
-                            break;
-                        }
-                    }
-                    if failed || sink.flush().await.is_err() {
-                        break None;
-                    }
-                    if refused_with.is_some() {
-                        break Some(LISTEN_REFUSED);
-                    }
-                };
-                drop(subscription);
-                if let Some(code) = code {
-                    let reason = match code {
-                        close_code::SLOW_CONSUMER => "slow consumer: too many unread notifications",
-                        close_code::GOING_AWAY => "server shutting down",
-                        _ => "",
-                    };
-                    let reason = refused_with
-                        .or_else(|| signal.reason().map(str::to_owned))
-                        .unwrap_or_else(|| reason.to_owned());
-                    let frame = CloseFrame {
-                        code,
-                        reason: reason.into(),
-                    };
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        sink.send(Message::Close(Some(frame))),
-                    )
-                    .await;
-                }
-                metrics.sessions.dec();
+                relay_socket(sink, stream, relayed, timeouts, metrics).await
             })
         })
+}
+
+/// What one `/listen` socket relays.
+struct Relayed {
+    subscription: crate::notify::Subscription,
+    signal: Arc<SessionSignal>,
+    json: bool,
+}
+
+/// Writes the notices to the socket until the client leaves, the relay or the shutdown closes
+/// it (4008: too many unread notifications; 1001), or a timeout ends it: writes that make no
+/// progress for `sessions.write_timeout` (4008) or nothing heard for `sessions.idle_timeout`
+/// (4009).
+async fn relay_socket<S, R, E>(
+    sink: S,
+    mut stream: R,
+    relayed: Relayed,
+    timeouts: SocketTimeouts,
+    metrics: Arc<Metrics>,
+) where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let Relayed {
+        mut subscription,
+        signal,
+        json,
+    } = relayed;
+    metrics.sessions.inc();
+    let number = session_number();
+    let mut sink = WriteDeadline::new(sink, timeouts.write);
+    let mut keepalive = Keepalive::new(&timeouts);
+    let heard = keepalive.heard();
+    let gone = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            heard.now();
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    tokio::pin!(gone);
+    let mut batch = Vec::new();
+    let mut idle = false;
+    // The reason of a channel Postgres refused: the socket ends with it.
+    let mut refused_with = None;
+    let code = loop {
+        let notice = tokio::select! {
+            _ = &mut gone => break None,
+            _ = signal.closed() => break Some(signal.code()),
+            beat = keepalive.next() => match beat {
+                Beat::Ping => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                    keepalive.pinged();
+                    continue;
+                }
+                Beat::Idle => {
+                    idle = true;
+                    break None;
+                }
+            },
+            n = subscription.notices.recv() => match n {
+                Some(n) => n,
+                None => break Some(signal.code()),
+            },
+        };
+        // What else is waiting goes out with it: one flush per batch, not per frame.
+        batch.push(notice);
+        while batch.len() < BATCH {
+            match subscription.notices.try_recv() {
+                Ok(n) => batch.push(n),
+                Err(_) => break,
+            }
+        }
+        let mut failed = false;
+        for notice in batch.drain(..) {
+            if let Notice::Refused(refused) = &notice {
+                refused_with = Some(refused_reason(refused));
+            }
+            let Some(text) = frame_text(notice, json) else {
+                continue;
+            };
+            if sink.feed(Message::Text(text)).await.is_err() {
+                failed = true;
+                break;
+            }
+            if refused_with.is_some() {
+                break;
+            }
+        }
+        if failed || sink.flush().await.is_err() {
+            break None;
+        }
+        if refused_with.is_some() {
+            break Some(LISTEN_REFUSED);
+        }
+    };
+    drop(subscription);
+    let timed_out = if sink.timed_out() {
+        Some(TimedOut::Write)
+    } else if idle {
+        Some(TimedOut::Idle)
+    } else {
+        None
+    };
+    let close = match (timed_out, code) {
+        (Some(why), _) => {
+            let (code, reason) = why.close(&timeouts, &metrics);
+            tracing::info!(
+                session = number,
+                timeout = why.label(),
+                code,
+                "closing a /listen socket: {reason}"
+            );
+            Some((code, reason))
+        }
+        (None, Some(code)) => {
+            let reason = match code {
+                close_code::SLOW_CONSUMER => "slow consumer: too many unread notifications",
+                close_code::GOING_AWAY => "server shutting down",
+                _ => "",
+            };
+            let reason = refused_with
+                .take()
+                .or_else(|| signal.reason().map(str::to_owned))
+                .unwrap_or_else(|| reason.to_owned());
+            Some((code, reason))
+        }
+        (None, None) => None,
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            sink.inner_mut().send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+    metrics.sessions.dec();
 }

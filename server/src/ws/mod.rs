@@ -4,10 +4,13 @@
 pub(crate) mod client;
 mod conns;
 mod edge;
+mod deadline;
+mod keepalive;
 mod listen;
 mod router;
 mod session;
 mod viewer;
 
 pub use conns::ConnLimits;
+pub use keepalive::SocketTimeouts;
 pub use router::{router, AppState};

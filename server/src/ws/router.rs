@@ -66,6 +66,8 @@ pub struct AppState {
     pub max_messages_per_second: u32,
     /// `[limits]`: what one subscription request may hold; every request is parsed under them.
     pub limits: filter::Limits,
+    /// `sessions.write_timeout`, `sessions.ping_interval`, `sessions.idle_timeout`.
+    pub timeouts: super::SocketTimeouts,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -269,6 +271,7 @@ async fn ws_handler(
         opener,
         auth: session_auth,
         max_messages_per_second: st.max_messages_per_second,
+        timeouts: st.timeouts,
     };
     // Clients send little (acks, subscribe messages): a small read buffer keeps idle sessions
     // cheap. Writes are flushed per batch, so the write buffer only needs to hold one batch.

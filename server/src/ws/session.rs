@@ -7,8 +7,11 @@
 //! has caught up. Either way it sends every matching change once, in order: each subscription
 //! remembers the position of the last change it sent and skips nothing after it. A reader task
 //! turns client messages into `Control`s; acks of a named subscription go to its
-//! `named::Claim`, and persisted acks are confirmed with `acked`. Does not validate requests
-//! (an `Opener` does), filter live changes (the hub does), or own the journal or the store.
+//! `named::Claim`, and persisted acks are confirmed with `acked`. Every write runs under the
+//! write deadline, and the socket is pinged and ended when idle (`deadline`, `keepalive`); a
+//! session that ends lets go of its subscriptions before its close frame. Does not validate
+//! requests (an `Opener` does), filter live changes (the hub does), or own the journal or the
+//! store.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -32,6 +35,8 @@ use crate::metrics::Metrics;
 use crate::named::{self, Claim};
 
 use super::client::{self, Control};
+use super::deadline::WriteDeadline;
+use super::keepalive::{self, Beat, Heard, Keepalive, SocketTimeouts, TimedOut};
 
 /// Frames written per flush at most.
 const BATCH: usize = 64;
@@ -114,6 +119,8 @@ pub(super) struct Ctx {
     pub auth: Option<Arc<crate::auth::SessionAuth>>,
     /// Client messages per second (`sessions.max_messages_per_second`).
     pub max_messages_per_second: u32,
+    /// Write deadline, pings and idle timeout (`[sessions]`).
+    pub timeouts: SocketTimeouts,
 }
 
 enum Mode {
@@ -169,6 +176,8 @@ enum Event {
     AckTick,
     /// Subscription `.0` has frames in `batch`, fell behind, or was closed.
     Live(usize, Next),
+    /// A ping is due, or the client has been silent for the idle timeout.
+    Beat(Beat),
 }
 
 struct Session<S> {
@@ -186,6 +195,9 @@ struct Session<S> {
     expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// The `exp` `expiry` is set for.
     expiry_at: Option<u64>,
+    keepalive: Keepalive,
+    /// This socket's number in logs.
+    number: u64,
 }
 
 /// Serve one socket until the client leaves, the hub or an operator closes its URL's
@@ -203,14 +215,23 @@ pub(super) async fn run<S, R, E>(
 {
     let (control_tx, control) = mpsc::channel(CONTROL_QUEUE);
     let client_gone = CancellationToken::new();
+    let keepalive = Keepalive::new(&ctx.timeouts);
     // The reader runs as its own task: it is polled only when the client sends something, so
     // frame writes never pay for a read attempt on the socket.
     let rate = MessageRate::new(ctx.max_messages_per_second, ctx.metrics.clone());
-    let reader = tokio::spawn(read_client(stream, control_tx, client_gone.clone(), rate));
+    let reader = tokio::spawn(read_client(
+        stream,
+        control_tx,
+        client_gone.clone(),
+        rate,
+        keepalive.heard(),
+    ));
     let metrics = ctx.metrics.clone();
     metrics.sessions.inc();
     let mut session = Session {
-        sink,
+        // Every write of the session, wherever it waits, fails once it made no progress for
+        // the write timeout.
+        sink: WriteDeadline::new(sink, ctx.timeouts.write),
         ctx,
         subs: Vec::new(),
         control,
@@ -220,8 +241,21 @@ pub(super) async fn run<S, R, E>(
         next_live: 0,
         expiry: Box::pin(tokio::time::sleep(Duration::ZERO)),
         expiry_at: None,
+        keepalive,
+        number: keepalive::session_number(),
     };
-    let end = session.serve(first).await;
+    let mut end = session.serve(first).await;
+    if session.sink.timed_out() {
+        end = session.timed_out(TimedOut::Write);
+    }
+    // Subscriptions (hub places, journal readers, named claims) are let go before the close
+    // frame, which may wait for a client that does not read.
+    for sub in session.subs.drain(..) {
+        if sub.catching_up() {
+            metrics.catchup_sessions.dec();
+        }
+    }
+    reader.abort();
     if let End::Close(code, reason) = end {
         let frame = CloseFrame {
             code,
@@ -229,16 +263,10 @@ pub(super) async fn run<S, R, E>(
         };
         let _ = tokio::time::timeout(
             CLOSE_TIMEOUT,
-            session.sink.send(Message::Close(Some(frame))),
+            session.sink.inner_mut().send(Message::Close(Some(frame))),
         )
         .await;
     }
-    for sub in session.subs.drain(..) {
-        if sub.catching_up() {
-            metrics.catchup_sessions.dec();
-        }
-    }
-    reader.abort();
     metrics.sessions.dec();
 }
 
@@ -295,6 +323,7 @@ async fn read_client<R, E>(
     control: mpsc::Sender<Control>,
     gone: CancellationToken,
     mut rate: MessageRate,
+    heard: Heard,
 ) where
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
@@ -303,6 +332,8 @@ async fn read_client<R, E>(
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(msg) => msg,
         };
+        // Any message, a pong included, shows the client is there.
+        heard.now();
         if matches!(msg, Message::Text(_) | Message::Binary(_)) {
             if let Err(told) = rate.admit() {
                 if let Some(c) = told {
@@ -365,6 +396,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                     _ = &mut self.expiry, if expires => Event::Expired,
                     Some(control) = self.control.recv() => Event::Control(control),
                     _ = tick.tick(), if has_claims => Event::AckTick,
+                    beat = self.keepalive.next() => Event::Beat(beat),
                     (i, next) = next_live_batch(subs, batch, next_live) => Event::Live(i, next),
                 }
             };
@@ -372,6 +404,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 Event::Expired => self.on_expired(),
                 Event::Control(control) => self.on_control(control).await,
                 Event::AckTick => self.send_acked().await,
+                Event::Beat(beat) => self.on_beat(beat).await,
                 Event::Live(i, next) => self.on_live(i, next).await,
             };
             if let Err(end) = handled {
@@ -406,6 +439,9 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 close_code::GOING_AWAY,
                 close_reason(close_code::GOING_AWAY, None),
             ));
+        }
+        if let Some(beat) = self.keepalive.due() {
+            self.on_beat(beat).await?;
         }
         while let Ok(control) = self.control.try_recv() {
             self.on_control(control).await?;
@@ -529,7 +565,12 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 let queued =
                     self.subs[i].frame(Frame::from_static(r#"{"type":"snapshot_queued"}"#));
                 self.send(queued).await?;
-                match snapshots.permits.clone().acquire_owned().await {
+                // The wait lasts as long as the snapshots ahead: the socket is kept alive
+                // meanwhile, and a client that leaves or goes silent stops waiting.
+                match self
+                    .attend(snapshots.permits.clone().acquire_owned())
+                    .await?
+                {
                     Ok(permit) => permit,
                     Err(_) => return self.snapshot_failed(i, "snapshots are shutting down").await,
                 }
@@ -537,22 +578,33 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         };
         let started = std::time::Instant::now();
         let plan = &self.subs[i].plan;
-        let opened = crate::snapshot::Reader::open(
-            &snapshots.pg,
-            &plan.table,
+        let (table, columns, conditions) = (
+            plan.table.clone(),
             plan.columns.clone(),
-            &plan.conditions,
-        )
-        .await;
+            plan.conditions.clone(),
+        );
+        let pg = &snapshots.pg;
+        // Boxed: the connection's future is large, and every idle session would carry its room.
+        let opened = self
+            .attend(Box::pin(crate::snapshot::Reader::open(
+                pg,
+                &table,
+                columns,
+                &conditions,
+            )))
+            .await?;
         let mut reader = match opened {
             Ok(reader) => reader,
             Err(error) => return self.snapshot_failed(i, &error.message()).await,
         };
         let (visibility, wal_lsn) = (reader.visibility.clone(), reader.wal_lsn);
         // The next page is fetched while this one is framed and written: at most two pages are
-        // held, whatever the table size.
+        // held, whatever the table size. The fetch task owns the transaction and the slot: the
+        // slot is free only once the transaction ended, whichever way the session ends (when
+        // it drops `pages`, the task's next send fails and it commits).
         let (pages_tx, mut pages) = mpsc::channel(1);
         let fetch = tokio::spawn(async move {
+            let _permit = permit;
             loop {
                 let mut page = Vec::new();
                 match reader.page(&mut page).await {
@@ -573,7 +625,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let mut decoder = Decoder::new();
         let mut encoder = FrameEncoder::new();
         let mut rows: u64 = 0;
-        while let Some(page) = pages.recv().await {
+        while let Some(page) = self.attend(pages.recv()).await? {
             let mut page = match page {
                 Ok(page) => page,
                 Err(error) => return self.snapshot_failed(i, &error.message()).await,
@@ -623,7 +675,6 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             self.sink.flush().await.map_err(|_| End::Gone)?;
         }
         let _ = fetch.await;
-        drop(permit);
         let sub = &mut self.subs[i];
         tracing::debug!(subscription = sub.hub_id, rows, seconds = started.elapsed().as_secs_f64(), %wal_lsn, "snapshot sent");
         if let Mode::CatchUp(catch_up) = &mut sub.mode {
@@ -637,6 +688,53 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         text.push('}');
         let frame = sub.frame(Frame::from(text));
         self.send(frame).await
+    }
+
+    /// Awaits `work` (a snapshot slot, a page) while the socket's other duties that cannot wait
+    /// go on: pings go out, and a client that left, went silent, or a shutdown ends the wait.
+    async fn attend<F: std::future::Future>(&mut self, work: F) -> Result<F::Output, End> {
+        tokio::pin!(work);
+        loop {
+            let beat = tokio::select! {
+                biased;
+                _ = self.client_gone.cancelled() => return Err(End::Gone),
+                _ = self.ctx.shutdown.cancelled() => {
+                    return Err(End::Close(close_code::GOING_AWAY, close_reason(close_code::GOING_AWAY, None)));
+                }
+                beat = self.keepalive.next() => beat,
+                out = &mut work => return Ok(out),
+            };
+            self.on_beat(beat).await?;
+        }
+    }
+
+    /// A ping, or the end of a socket whose client has been silent for the idle timeout.
+    async fn on_beat(&mut self, beat: Beat) -> Result<(), End> {
+        match beat {
+            Beat::Ping => {
+                self.sink
+                    .send(Message::Ping(Default::default()))
+                    .await
+                    .map_err(|_| End::Gone)?;
+                self.keepalive.pinged();
+                Ok(())
+            }
+            Beat::Idle => Err(self.timed_out(TimedOut::Idle)),
+        }
+    }
+
+    /// The close for a timeout, counted and logged with the socket's subscriptions.
+    fn timed_out(&self, why: TimedOut) -> End {
+        let (code, reason) = why.close(&self.ctx.timeouts, &self.ctx.metrics);
+        let subscriptions: Vec<SubscriptionId> = self.subs.iter().map(|s| s.hub_id).collect();
+        tracing::info!(
+            session = self.number,
+            ?subscriptions,
+            timeout = why.label(),
+            code,
+            "closing a socket: {reason}"
+        );
+        End::Close(code, reason)
     }
 
     async fn snapshot_failed(&mut self, i: usize, message: &str) -> Result<(), End> {

@@ -93,6 +93,11 @@ impl Rig {
             snapshots: None,
             auth: None,
             max_messages_per_second: 1000,
+            timeouts: SocketTimeouts {
+                write: Duration::from_secs(30),
+                ping_interval: Duration::from_secs(20),
+                idle: Duration::from_secs(60),
+            },
         };
         Rig {
             intake: Intake::new(hub, metrics).with_journal(journal),
@@ -450,4 +455,137 @@ async fn a_multiplexed_subscription_falls_behind_and_comes_back() {
     assert_eq!(a, (1..=150).collect::<Vec<_>>());
     assert_eq!(b, (101..=150).collect::<Vec<_>>());
     assert!(rig.ctx.metrics.sessions_behind.get() >= 1);
+}
+
+impl Client {
+    /// The next message of any kind (pings and the close included), waiting as long as it takes
+    /// (the tests below run on a paused clock, which jumps to the next timer).
+    async fn message(&mut self) -> Option<Message> {
+        tokio::time::timeout(Duration::from_secs(3600), self.out.next())
+            .await
+            .expect("a message or the end within an hour")
+    }
+}
+
+/// The client stops reading: the session's next write never completes (the sink is never ready
+/// again). At the write timeout the session ends, counted, and lets go of its subscription.
+#[tokio::test(start_paused = true)]
+async fn a_live_session_whose_writes_stall_ends_at_the_write_timeout() {
+    let mut rig = Rig::new(1024);
+    let mut client = Client::start(&rig, Start::Live, None);
+    assert_eq!(client.next().await["type"], "subscribed");
+    let started = tokio::time::Instant::now();
+    // The first change fills the client's buffer; the second write never completes.
+    rig.commit_rows(10);
+    tokio::time::timeout(Duration::from_secs(3600), client.task)
+        .await
+        .expect("the session ends")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    let m = &rig.ctx.metrics;
+    assert_eq!(m.sessions_timed_out("write"), 1);
+    assert_eq!(m.sessions_timed_out("idle"), 0);
+    assert_eq!((m.sessions.get(), m.subscriptions.get()), (0, 0));
+}
+
+/// Same while catching up from the journal: the write blocks inside a replay batch, and the
+/// journal reader is let go.
+#[tokio::test(start_paused = true)]
+async fn a_catching_up_session_whose_writes_stall_lets_go_of_its_journal_reader() {
+    let mut rig = Rig::new(1024);
+    let mut first = Client::start(&rig, Start::Live, None);
+    assert_eq!(first.next().await["type"], "subscribed");
+    rig.commit_rows(500);
+    let from: Pos = first.next().await["pos"].as_str().unwrap().parse().unwrap();
+    first.task.abort();
+    let reader = rig.ctx.journal.reader(from).unwrap();
+    let mut resumed = Client::start(&rig, Start::After(from, reader), None);
+    assert_eq!(resumed.next().await["type"], "subscribed");
+    assert_eq!(resumed.next().await["type"], "change");
+    assert_eq!(rig.ctx.metrics.catchup_sessions.get(), 1);
+    // No more reads: the replay blocks.
+    tokio::time::timeout(Duration::from_secs(3600), resumed.task)
+        .await
+        .expect("the session ends")
+        .unwrap();
+    let m = &rig.ctx.metrics;
+    assert_eq!(m.sessions_timed_out("write"), 1);
+    assert_eq!(m.catchup_sessions.get(), 0);
+}
+
+/// The clock measures time without progress: a client that reads one frame every 20 s (below
+/// the 30 s write timeout) gets everything.
+#[tokio::test(start_paused = true)]
+async fn a_slow_reader_that_keeps_reading_is_not_timed_out() {
+    let mut rig = Rig::new(1024);
+    let mut client = Client::start(&rig, Start::Live, None);
+    assert_eq!(client.next().await["type"], "subscribed");
+    rig.commit_rows(5);
+    let mut ids = Vec::new();
+    while ids.len() < 5 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        match client.message().await.expect("the session is open") {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                ids.push(v["new"]["id"].as_i64().unwrap());
+            }
+            // Pings are answered, so the idle timeout does not end the session either.
+            Message::Ping(p) => client
+                .to_server
+                .unbounded_send(Ok(Message::Pong(p)))
+                .unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    assert_eq!(rig.ctx.metrics.sessions_timed_out("write"), 0);
+}
+
+/// A half-open client (reads, never answers): pinged every 20 s, closed with 4009 once nothing
+/// came from it for 60 s.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_answers_is_pinged_then_closed_idle() {
+    let rig = Rig::new(16);
+    let mut client = Client::start(&rig, Start::Live, None);
+    let started = tokio::time::Instant::now();
+    assert_eq!(client.next().await["type"], "subscribed");
+    let mut pings = Vec::new();
+    let close = loop {
+        match client.message().await.expect("a close frame") {
+            Message::Ping(_) => pings.push(started.elapsed().as_secs()),
+            Message::Close(Some(frame)) => break frame,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(pings, [20, 40]);
+    assert_eq!(close.code, close_code::IDLE_TIMEOUT);
+    assert!(
+        close.reason.contains("sessions.idle_timeout"),
+        "{}",
+        close.reason
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    assert_eq!(rig.ctx.metrics.sessions_timed_out("idle"), 1);
+    client.task.await.unwrap();
+    assert_eq!(rig.ctx.metrics.subscriptions.get(), 0);
+}
+
+/// A client that answers pings stays open well past the idle timeout, and still gets changes.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_answers_pings_stays_open() {
+    let mut rig = Rig::new(16);
+    let mut client = Client::start(&rig, Start::Live, None);
+    assert_eq!(client.next().await["type"], "subscribed");
+    for _ in 0..10 {
+        match client.message().await.expect("the session is open") {
+            Message::Ping(p) => client
+                .to_server
+                .unbounded_send(Ok(Message::Pong(p)))
+                .unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+    rig.commit_rows(1);
+    assert_eq!(client.ids(1).await, [1]);
+    assert_eq!(rig.ctx.metrics.sessions_timed_out("idle"), 0);
 }

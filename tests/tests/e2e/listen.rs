@@ -189,7 +189,12 @@ async fn every_channel_resumes_after_a_postgres_restart() -> Result<()> {
 async fn a_socket_that_stops_reading_does_not_slow_another() -> Result<()> {
     const N: usize = 20_000;
     let db = TestDb::new(PgCluster::shared(), "notify_slow").await?;
-    let server = Walcast::start(&db).await?;
+    // The stalled socket must be closed by its full queue, not by the write timeout
+    // (`timeouts.rs` tests that one).
+    let server = Walcast::builder(&db)
+        .env("WALCAST_WRITE_TIMEOUT", "10m")
+        .start()
+        .await?;
     let mut stalled = listen(&server, "busy", false).await?;
     let mut fast = listen(&server, "busy", false).await?;
     let pad = "x".repeat(4_000);

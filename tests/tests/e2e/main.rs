@@ -27,6 +27,7 @@ mod smoke;
 mod snapshot;
 mod speculare;
 mod templates;
+mod timeouts;
 mod tls;
 mod viewer;
 

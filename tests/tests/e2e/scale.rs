@@ -18,8 +18,11 @@ async fn stalled_consumer_behind_retention_gets_a_prefix_then_4008() -> Result<(
     let db = TestDb::new(PgCluster::shared(), "slow").await?;
     db.exec("CREATE TABLE wide (id int primary key, pad text)")
         .await?;
+    // The stalled client must outlast the run on retention alone, not on the write timeout
+    // (`timeouts.rs` tests that one).
     let server = Walcast::builder(&db)
         .env("WALCAST_QUEUE_CAPACITY", "16")
+        .env("WALCAST_WRITE_TIMEOUT", "10m")
         .config_toml("[journal]\nsegment_bytes = 4194304\nmax_bytes = 16777216\n")
         .start()
         .await?;
