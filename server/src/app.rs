@@ -15,7 +15,7 @@ use crate::config::{Config, DEFAULT_JOURNAL_DIR};
 use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
 use crate::hub::{Hub, Intake};
-use crate::journal::Journal;
+use crate::journal::{Bound, Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
 use crate::source::{self, SourceConfig, SourceError, SourceStatus};
@@ -50,6 +50,18 @@ pub enum AppError {
     Auth(#[from] crate::auth::AuthSetupError),
 }
 
+impl AppError {
+    /// The process exit code: 2 (as for an invalid configuration) when the journal belongs to
+    /// another upstream or cannot continue this one, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Journal(e) if e.is_identity() => 2,
+            AppError::Source(SourceError::Refused(_)) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// Run walcast until `shutdown` is cancelled or replication fails fatally.
 pub async fn run(
     config: Config,
@@ -77,6 +89,9 @@ pub async fn run(
     };
 
     let (client, sql_connection) = source::connect_sql(&pg).await?;
+    // A slot created now is one the journal (if it holds changes) cannot continue.
+    let slot_created =
+        !config.replication.temporary && !source::slot_exists(&client, &source_config).await?;
     source::check_prerequisites(&client, &source_config).await?;
     let catalog = Arc::new(Catalog::new(client));
 
@@ -102,6 +117,7 @@ pub async fn run(
         bytes = journal.bytes(),
         "journal open"
     );
+    let journal = bind_journal(journal, &source_config, slot_created).await?;
 
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
@@ -243,4 +259,52 @@ pub async fn run(
         Err(_) => return Err(AppError::SourcePanicked),
     }
     http_result
+}
+
+/// The journal's identity check at start (`journal/identity.rs`), before anything streams: the
+/// journal must continue the stream of this cluster, database and slot. Refused, a slot created
+/// for this start is dropped again.
+async fn bind_journal(
+    mut journal: Journal,
+    source_config: &SourceConfig,
+    slot_created: bool,
+) -> Result<Journal, AppError> {
+    let upstream = source::identify(source_config).await?;
+    let identity = Identity {
+        system_identifier: upstream.system_identifier,
+        database: upstream.database,
+        slot: upstream.slot,
+    };
+    let server_lsn = upstream.server_lsn;
+    let (journal, bound) = tokio::task::spawn_blocking(move || {
+        let bound = journal.bind(&identity, server_lsn, slot_created);
+        (journal, bound)
+    })
+    .await
+    .map_err(|_| AppError::SourcePanicked)?;
+    match bound {
+        Ok(Bound::Matched | Bound::New) => {}
+        Ok(Bound::Adopted) => tracing::warn!(
+            identity = ?journal.identity(),
+            last = ?journal.last_pos(),
+            "journal directory had no identity.json (written by an earlier walcast): adopted for this cluster, database and slot, as nothing contradicts it"
+        ),
+        Err(error) => {
+            if slot_created {
+                let dropped = match source::connect_sql(&source_config.pg).await {
+                    Ok((client, connection)) => {
+                        let dropped = source::drop_slot(&client, source_config).await;
+                        connection.abort();
+                        dropped
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = dropped {
+                    tracing::warn!(%error, slot = %source_config.slot, "cannot drop the replication slot created at this start");
+                }
+            }
+            return Err(AppError::Journal(error));
+        }
+    }
+    Ok(journal)
 }

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("walcast: {err:#}");
-            ExitCode::FAILURE
+            let code = err
+                .downcast_ref::<walcast::app::AppError>()
+                .map_or(1, walcast::app::AppError::exit_code);
+            ExitCode::from(code)
         }
     }
 }

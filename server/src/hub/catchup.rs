@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::Filter;
-use crate::journal::{JournalError, JournalReader, Pos};
+use crate::journal::{JournalError, JournalReader, Pos, RecordKind};
 
 use super::intake::decode_failed_frame;
 use super::Frame;
@@ -88,6 +88,14 @@ impl CatchUp {
                 return Ok(Fill::Until);
             }
             self.last = record.pos;
+            if record.kind == RecordKind::Gap {
+                // Every subscriber got it live, whatever its table: so does every reader.
+                out.push(Frame::from(
+                    String::from_utf8_lossy(record.payload).into_owned(),
+                ));
+                produced += 1;
+                continue;
+            }
             let (pos, lsn) = (record.pos, record.wal_start);
             let mut change = match self.decoder.decode(record.payload) {
                 Ok(change) => change,

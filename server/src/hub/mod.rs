@@ -5,6 +5,7 @@
 mod catchup;
 mod cohort;
 mod intake;
+mod journaling;
 mod registry;
 mod signal;
 

@@ -720,8 +720,8 @@ async fn list_subscriptions(State(st): State<AppState>) -> impl IntoResponse {
 fn count_after(journal: &JournalHandle, after: Pos) -> Option<u64> {
     let mut reader = journal.reader(after).ok()?;
     let mut n = 0;
-    while reader.next().ok()?.is_some() {
-        n += 1;
+    while let Some(record) = reader.next().ok()? {
+        n += u64::from(record.kind == crate::journal::RecordKind::Change);
     }
     Some(n)
 }

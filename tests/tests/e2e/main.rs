@@ -9,6 +9,7 @@ mod durable;
 mod errors;
 mod filters;
 mod journal;
+mod journal_trust;
 mod limits;
 mod listen;
 mod multiplex;
