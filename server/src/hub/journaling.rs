@@ -32,6 +32,9 @@ pub(super) struct Journaling {
     /// The journal is at `journal.max_bytes` and a named subscription needs its oldest segment:
     /// the stream is paused. Holds when the pause was last logged.
     held: Option<Instant>,
+    /// How long the last `flush` took to write, until `settle` adds its fsync and observes the
+    /// burst's time.
+    written_in: Option<Duration>,
 }
 
 /// What the blocking pool did with the journal.
@@ -53,6 +56,7 @@ impl Journaling {
             failed: false,
             trimmed_at: Instant::now(),
             held: None,
+            written_in: None,
         }
     }
 
@@ -133,9 +137,7 @@ impl Journaling {
         }
         let started = Instant::now();
         let written = journal.write_out();
-        self.metrics
-            .journal_flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.written_in = Some(started.elapsed());
         if let Err(error) = written {
             let lsn = journal.end_lsn();
             self.fail(&error, lsn, None);
@@ -159,8 +161,16 @@ impl Journaling {
         let trim = trim || self.trimmed_at.elapsed() >= TRIM_EVERY;
         let journal = self.journal.as_ref()?;
         let settle = journal.settle_due();
-        if !settle && !trim {
-            return None;
+        let written_in = self.written_in.take();
+        if !settle {
+            if let Some(took) = written_in {
+                self.metrics
+                    .journal_flush_seconds
+                    .observe(took.as_secs_f64());
+            }
+            if !trim {
+                return None;
+            }
         }
         self.durable = journal.durable();
         let mut journal = self.journal.take()?;
@@ -188,9 +198,10 @@ impl Journaling {
         };
         self.journal = Some(done.journal);
         if let Some(settled) = done.settled {
+            let took = done.took + written_in.unwrap_or_default();
             self.metrics
                 .journal_flush_seconds
-                .observe(done.took.as_secs_f64());
+                .observe(took.as_secs_f64());
             if let Err(error) = settled {
                 let lsn = self.durable;
                 self.fail(&error, lsn, None);
