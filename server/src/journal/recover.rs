@@ -324,7 +324,8 @@ pub(crate) fn valid_record_after(
     const CHUNK: usize = 1 << 20;
     let max_ms = super::writer::unix_ms(SystemTime::now() + CLOCK_SLACK);
     let head_len = RECORD_HEADER_LEN as u64;
-    let mut buf = vec![0u8; CHUNK + RECORD_HEADER_LEN];
+    let left = file_len.saturating_sub(from) as usize;
+    let mut buf = vec![0u8; left.min(CHUNK + RECORD_HEADER_LEN)];
     let mut at = from;
     while at + head_len <= file_len {
         let n = (file_len - at).min(buf.len() as u64) as usize;
