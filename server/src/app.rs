@@ -18,7 +18,7 @@ use crate::config::{Config, DEFAULT_JOURNAL_DIR};
 use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
 use crate::hub::{Hub, Intake};
-use crate::journal::Journal;
+use crate::journal::{Bound, Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
 use crate::source::{self, SourceConfig, SourceError, SourceStatus};
@@ -61,8 +61,9 @@ pub enum AppError {
 }
 
 impl AppError {
-    /// The process exit code: 2 for a configuration to fix (as for invalid config values), 1
-    /// for everything else (Postgres refused walcast, a failure while running).
+    /// The process exit code: 2 for a configuration to fix (as for invalid config values, a
+    /// journal that belongs to another upstream or cannot continue this one), 1 for everything
+    /// else (Postgres refused walcast, a failure while running).
     pub fn exit_code(&self) -> u8 {
         match self {
             AppError::NoDatabase
@@ -71,6 +72,8 @@ impl AppError {
             | AppError::Config(_)
             | AppError::Auth(_) => 2,
             AppError::Postgres { cause, .. } if matches!(**cause, SourceError::Config(_)) => 2,
+            AppError::Journal(e) if e.is_identity() => 2,
+            AppError::Source(SourceError::Refused(_)) => 2,
             _ => 1,
         }
     }
@@ -154,7 +157,7 @@ async fn serve(
         &shutdown,
     )
     .await?;
-    let Some((client, sql_connection)) = connected else {
+    let Some((client, sql_connection, slot_created)) = connected else {
         tracing::info!("shutting down before Postgres was reached");
         return Ok(());
     };
@@ -178,6 +181,7 @@ async fn serve(
         bytes = journal.bytes(),
         "journal open"
     );
+    let journal = bind_journal(journal, &source_config, slot_created).await?;
 
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
@@ -377,7 +381,7 @@ async fn connect_at_start(
     source_config: &SourceConfig,
     max_backoff: Duration,
     shutdown: &CancellationToken,
-) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>)>, AppError> {
+) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>, bool)>, AppError> {
     let target = source::describe_target(pg);
     // What tokio-postgres would refuse on every attempt, as "invalid configuration".
     let missing = if pg.get_user().is_none() {
@@ -396,8 +400,15 @@ async fn connect_at_start(
     loop {
         let tried = async {
             let (client, connection) = source::connect_sql(pg).await?;
-            match source::check_prerequisites(&client, source_config).await {
-                Ok(()) => Ok((client, connection)),
+            // A slot created now is one the journal (if it holds changes) cannot continue.
+            let checked = async {
+                let created =
+                    !source_config.temporary && !source::slot_exists(&client, source_config).await?;
+                source::check_prerequisites(&client, source_config).await?;
+                Ok::<bool, SourceError>(created)
+            };
+            match checked.await {
+                Ok(created) => Ok((client, connection, created)),
                 Err(error) => {
                     connection.abort();
                     Err(error)
@@ -477,4 +488,52 @@ fn gated(gate: Arc<OnceLock<axum::Router>>) -> axum::Router {
                 .into_response()
         }
     })
+}
+
+/// The journal's identity check at start (`journal/identity.rs`), before anything streams: the
+/// journal must continue the stream of this cluster, database and slot. Refused, a slot created
+/// for this start is dropped again.
+async fn bind_journal(
+    mut journal: Journal,
+    source_config: &SourceConfig,
+    slot_created: bool,
+) -> Result<Journal, AppError> {
+    let upstream = source::identify(source_config).await?;
+    let identity = Identity {
+        system_identifier: upstream.system_identifier,
+        database: upstream.database,
+        slot: upstream.slot,
+    };
+    let server_lsn = upstream.server_lsn;
+    let (journal, bound) = tokio::task::spawn_blocking(move || {
+        let bound = journal.bind(&identity, server_lsn, slot_created);
+        (journal, bound)
+    })
+    .await
+    .map_err(|_| AppError::SourcePanicked)?;
+    match bound {
+        Ok(Bound::Matched | Bound::New) => {}
+        Ok(Bound::Adopted) => tracing::warn!(
+            identity = ?journal.identity(),
+            last = ?journal.last_pos(),
+            "journal directory had no identity.json (written by an earlier walcast): adopted for this cluster, database and slot, as nothing contradicts it"
+        ),
+        Err(error) => {
+            if slot_created {
+                let dropped = match source::connect_sql(&source_config.pg).await {
+                    Ok((client, connection)) => {
+                        let dropped = source::drop_slot(&client, source_config).await;
+                        connection.abort();
+                        dropped
+                    }
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = dropped {
+                    tracing::warn!(%error, slot = %source_config.slot, "cannot drop the replication slot created at this start");
+                }
+            }
+            return Err(AppError::Journal(error));
+        }
+    }
+    Ok(journal)
 }

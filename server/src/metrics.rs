@@ -41,7 +41,7 @@ pub struct Metrics {
     pub journal_append_seconds: Histogram,
     /// Journal segments removed by retention.
     pub journal_segments_removed: Counter,
-    /// Journal write or fsync failures.
+    /// Changes the journal could not take (write or fsync failures, refused appends).
     pub journal_errors: Counter,
     /// Sessions reading the journal (resuming, or fallen behind their cohort's log) right now.
     pub catchup_sessions: Gauge,
@@ -153,7 +153,7 @@ impl Metrics {
         );
         registry.register(
             "journal_errors",
-            "Journal write or fsync failures",
+            "Changes the journal could not take (write or fsync failures, refused appends)",
             m.journal_errors.clone(),
         );
         registry.register(

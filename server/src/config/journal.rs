@@ -28,6 +28,12 @@ pub struct JournalSection {
     pub max_age: Duration,
     /// Size at which a segment is sealed and the next one started (retention's granularity).
     pub segment_bytes: u64,
+    /// For tests only (`WALCAST_TEST_JOURNAL_RECORD_LIMIT`, no file key): appends of payloads
+    /// larger than this are refused as they would be past the format's limit, which no message
+    /// Postgres sends reaches. It provokes the refused-append path (the journal stops, the slot
+    /// is no longer confirmed) that no real input can.
+    #[serde(skip)]
+    pub test_record_limit: Option<usize>,
 }
 
 impl Default for JournalSection {
@@ -38,6 +44,7 @@ impl Default for JournalSection {
             max_bytes: 1 << 30,
             max_age: Duration::from_secs(7 * 24 * 3600),
             segment_bytes: JournalConfig::DEFAULT_SEGMENT_BYTES,
+            test_record_limit: None,
         }
     }
 }
@@ -52,6 +59,15 @@ impl JournalSection {
         }
         if let Some(v) = get("WALCAST_JOURNAL_FSYNC") {
             self.fsync = v.trim().to_ascii_lowercase();
+        }
+        if let Some(v) = get("WALCAST_TEST_JOURNAL_RECORD_LIMIT") {
+            let limit = v.trim().parse().map_err(|_| {
+                ConfigError::invalid(
+                    "WALCAST_TEST_JOURNAL_RECORD_LIMIT",
+                    format!("{v:?} is not a number of bytes (a test setting: unset it)"),
+                )
+            })?;
+            self.test_record_limit = Some(limit);
         }
         Ok(())
     }
@@ -106,6 +122,9 @@ impl JournalSection {
         cfg.segment_bytes = self.segment_bytes;
         cfg.max_bytes = Some(self.max_bytes);
         cfg.max_age = Some(self.max_age);
+        if let Some(limit) = self.test_record_limit {
+            cfg.max_payload = limit;
+        }
         Ok(cfg)
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::Filter;
-use crate::journal::{JournalError, JournalReader, Pos};
+use crate::journal::{JournalError, JournalReader, Pos, RecordKind};
 use crate::source::Lsn;
 
 use super::intake::decode_failed_frame;
@@ -238,6 +238,14 @@ impl Engine {
             }
             read += 1;
             self.last = record.pos;
+            if record.kind == RecordKind::Gap {
+                // Every subscriber got it live, whatever its table: so does every reader.
+                out.push(Frame::from(
+                    String::from_utf8_lossy(record.payload).into_owned(),
+                ));
+                produced += 1;
+                continue;
+            }
             if !self.matcher.prefilter.may_match(record.payload) {
                 continue;
             }

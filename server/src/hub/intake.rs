@@ -10,14 +10,15 @@
 //! record share it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::decode::{Action, DecodeError, Decoder, Undecoded};
-use crate::journal::{Journal, Pos};
+use crate::journal::{Identity, Journal, Pos};
 use crate::metrics::Metrics;
 use crate::named;
-use crate::source::{Boundary, Consumer, Lsn};
+use crate::source::{Boundary, Consumer, Lsn, Upstream};
 
+use super::journaling::Journaling;
 use super::registry::{Hub, Scratch};
 use super::Frame;
 
@@ -68,18 +69,9 @@ pub struct Intake {
     unwoken: u32,
     /// Where every change is appended (raw, before decoding) ahead of its dispatch; `None` runs
     /// without one (unit tests).
-    journal: Option<Journal>,
-    /// The journal failed (disk full, I/O error) and said so once: nothing more is appended, and
-    /// the journal confirms nothing past what was durable, so Postgres keeps the WAL until walcast
-    /// restarts.
-    journal_failed: bool,
-    /// When retention last ran.
-    trimmed_at: Instant,
+    journal: Option<Journaling>,
     /// Named subscriptions: the journal keeps what they have not acknowledged.
     named: Option<Arc<named::Store>>,
-    /// The journal is at `journal.max_bytes` and a named subscription needs its oldest segment:
-    /// the stream is paused (see `ready`). Holds when the pause was last logged.
-    held: Option<Instant>,
     /// The slot is temporary: after a reconnect Postgres starts from its current position, and
     /// what was committed meanwhile (and the rest of a transaction cut off) never comes.
     temporary_slot: bool,
@@ -88,11 +80,6 @@ pub struct Intake {
 /// A long burst (a large transaction arriving faster than it is dispatched) still wakes sessions
 /// this often, so they write while the hub works instead of all at the end.
 const WAKE_EVERY: u32 = 256;
-
-/// How often retention runs (at the end of a burst), and how often a paused stream looks again.
-const TRIM_EVERY: Duration = Duration::from_secs(1);
-/// How often a held journal is logged again while the pause lasts.
-const HELD_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// How much of an undecodable payload the log line shows.
 const LOGGED_BYTES: usize = 96;
@@ -110,10 +97,7 @@ impl Intake {
             sampled: 0,
             unwoken: 0,
             journal: None,
-            journal_failed: false,
-            trimmed_at: Instant::now(),
             named: None,
-            held: None,
             temporary_slot: false,
         }
     }
@@ -124,7 +108,7 @@ impl Intake {
         if let Some(commit) = journal.last_commit() {
             self.last_commit = self.last_commit.max(commit);
         }
-        self.journal = Some(journal);
+        self.journal = Some(Journaling::new(journal, self.metrics.clone()));
         self
     }
 
@@ -142,7 +126,8 @@ impl Intake {
     }
 
     /// After a reconnect of a temporary slot: the transaction cut off is closed in the journal as
-    /// far as it got (nothing more of it will come), and every subscriber hears of the gap.
+    /// far as it got (nothing more of it will come), and every subscriber hears of the gap, live
+    /// and, through the journal, every reader that reads past this point later.
     fn gap(&mut self) {
         if let Some(txn) = self.current.take() {
             if !txn.skip_all && txn.seen > 0 && txn.commit > Lsn(0) {
@@ -156,101 +141,40 @@ impl Intake {
         text.push_str(r#"{"type":"gap","after":""#);
         text.push_str(&after.to_string());
         text.push_str(r#"","message":"the replication connection was lost and walcast uses a temporary slot: changes committed while it was disconnected are not delivered; read the rows you show again"}"#);
+        // At its journal position, so a session moving between the journal and the live log
+        // gets it once.
+        let pos = self.journal.as_mut().and_then(|j| j.gap(text.as_bytes()));
         self.hub
-            .dispatch_error(None, None, &Frame::from(text), &mut self.scratch);
+            .dispatch_error(None, pos, &Frame::from(text), &mut self.scratch);
         self.wake();
     }
 
-    fn journal_error(&mut self, error: crate::journal::JournalError) {
-        self.metrics.journal_errors.inc();
-        if !self.journal_failed {
-            tracing::error!(%error, "journal write failed: the slot is no longer confirmed (Postgres keeps the WAL) until walcast restarts");
-        }
-        self.journal_failed = true;
-    }
-
     fn journal_change(&mut self, pos: Pos, wal_start: Lsn, payload: &[u8]) {
-        if self.journal_failed {
-            return;
-        }
         if let Some(journal) = &mut self.journal {
-            if let Err(error) = journal.append_change(pos, wal_start, payload) {
-                self.journal_error(error);
-            }
+            journal.change(pos, wal_start, payload);
         }
     }
 
     fn journal_commit(&mut self, commit: Lsn, end: Lsn) {
-        if self.journal_failed {
-            return;
-        }
         if let Some(journal) = &mut self.journal {
-            if let Err(error) = journal.append_commit(commit, end) {
-                self.journal_error(error);
-            }
+            journal.commit(commit, end);
         }
     }
 
-    /// Retention: remove the segments past `journal.max_bytes` / `journal.max_age`, except what
-    /// a named subscription has not acknowledged. Returns the subscription that holds a journal
-    /// at `max_bytes` (the stream must pause), if one does.
-    fn trim(&mut self) -> Option<(Pos, String)> {
-        let journal = self.journal.as_mut()?;
-        let keep = self.named.as_ref().and_then(|n| n.keep_after());
-        let mut holder = None;
-        match journal.trim(std::time::SystemTime::now(), keep.as_ref().map(|k| k.0)) {
-            Ok(outcome) => {
-                if outcome.deleted_segments > 0 {
-                    self.metrics
-                        .journal_segments_removed
-                        .inc_by(outcome.deleted_segments as u64);
-                    tracing::info!(
-                        segments = outcome.deleted_segments,
-                        bytes = outcome.deleted_bytes,
-                        horizon = %outcome.horizon,
-                        "journal retention removed the oldest segments"
-                    );
-                }
-                if outcome.held_by_keep_after {
-                    holder = keep;
-                }
-            }
-            Err(error) => tracing::warn!(%error, "journal retention failed; retrying later"),
+    /// A message the journal cannot place (its transaction cannot be told): the journal stops.
+    fn journal_halt(&mut self, lsn: Lsn, what: &'static str) {
+        if let Some(journal) = &mut self.journal {
+            journal.halt(lsn, what);
         }
-        self.metrics
-            .journal_bytes
-            .set(i64::try_from(journal.bytes()).unwrap_or(i64::MAX));
-        self.metrics
-            .journal_segments
-            .set(i64::try_from(journal.segments()).unwrap_or(i64::MAX));
-        let oldest = journal.oldest().map_or(0, |p| p.commit.0);
-        self.metrics
-            .journal_oldest_lsn
-            .set(i64::try_from(oldest).unwrap_or(i64::MAX));
-        holder
     }
 
-    /// Runs retention and updates the pause: paused while a named subscription holds a journal
-    /// at `max_bytes`, said in the log when it starts and every `HELD_LOG_EVERY` while it lasts.
-    fn retain(&mut self) {
-        self.trimmed_at = Instant::now();
-        let Some((acked, name)) = self.trim() else {
-            if self.held.take().is_some() {
-                self.metrics.retention_held.set(0);
-                tracing::info!("journal below journal.max_bytes again: the stream goes on");
-            }
-            return;
-        };
-        let log_now = self.held.is_none_or(|at| at.elapsed() >= HELD_LOG_EVERY);
-        if log_now {
-            self.held = Some(Instant::now());
-            self.metrics.retention_held.set(1);
-            tracing::warn!(
-                subscription = %name,
-                %acked,
-                "journal at journal.max_bytes and named subscription {name:?} still needs its oldest segment: the replication stream is paused (Postgres keeps the WAL) until it acknowledges more or is deleted (DELETE /v1/subscriptions/{name})"
-            );
-        }
+    #[cfg(test)]
+    pub(crate) fn journal_fsyncs(&self) -> u64 {
+        self.journal.as_ref().map_or(0, |j| j.fsyncs())
+    }
+
+    fn keep_after(&self) -> Option<(Pos, String)> {
+        self.named.as_ref().and_then(|n| n.keep_after())
     }
 
     /// Wake the sessions of the cohorts that got frames (without ending the burst).
@@ -379,18 +303,32 @@ impl Consumer for Intake {
             pos = self
                 .current
                 .map(|txn| Pos::new(txn.commit, u32::try_from(txn.seen).unwrap_or(u32::MAX)));
-            if let (false, Some(pos)) = (replayed, pos) {
-                self.journal_change(pos, wal_start, payload);
-                if let Some(started) = started {
-                    self.metrics
-                        .journal_append_seconds
-                        .observe(started.elapsed().as_secs_f64());
+            match (replayed, pos) {
+                (false, Some(pos)) => {
+                    self.journal_change(pos, wal_start, payload);
+                    if let Some(started) = started {
+                        self.metrics
+                            .journal_append_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
                 }
+                (false, None) => self.journal_halt(
+                    wal_start,
+                    "a change outside a transaction (no readable begin message before it)",
+                ),
+                (true, _) => {}
             }
         }
         let mut change = match self.decoder.decode(payload) {
             Ok(change) => change,
             Err(error) => {
+                if !row && Undecoded::action_prefix(payload) != Some(b'M') {
+                    // A begin or commit that cannot be read: the transaction's bounds are lost.
+                    self.journal_halt(
+                        wal_start,
+                        "a begin or commit message that cannot be decoded",
+                    );
+                }
                 self.undecodable(wal_start, pos, error, payload, row && !replayed);
                 self.hub.advance(wal_start);
                 return self.boundary();
@@ -399,15 +337,21 @@ impl Consumer for Intake {
         match change.action() {
             Action::Begin => {
                 let commit = change.lsn().parse().unwrap_or(Lsn(0));
+                if commit == Lsn(0) {
+                    self.journal_halt(wal_start, "a begin message without a commit LSN");
+                }
                 self.begin(commit);
             }
             Action::Commit => {
-                if let Ok(commit) = change.lsn().parse::<Lsn>() {
-                    let already = self.current.is_some_and(|txn| txn.skip_all);
-                    if !already && commit > Lsn(0) {
-                        self.journal_commit(commit, wal_start.max(wal_end));
+                match change.lsn().parse::<Lsn>() {
+                    Ok(commit) if commit > Lsn(0) => {
+                        let already = self.current.is_some_and(|txn| txn.skip_all);
+                        if !already {
+                            self.journal_commit(commit, wal_start.max(wal_end));
+                        }
+                        self.last_commit = self.last_commit.max(commit);
                     }
-                    self.last_commit = self.last_commit.max(commit);
+                    _ => self.journal_halt(wal_start, "a commit message without a commit LSN"),
                 }
                 self.current = None;
             }
@@ -433,29 +377,33 @@ impl Consumer for Intake {
     }
 
     async fn ready(&mut self) -> bool {
-        if self.held.is_none() {
+        let keep = self.keep_after();
+        let Some(journal) = &mut self.journal else {
             return true;
+        };
+        if journal.held() {
+            return journal.wait_held(keep).await;
         }
-        tokio::time::sleep(TRIM_EVERY).await;
-        self.retain();
-        self.held.is_none()
+        // A full segment to seal, or an `Fsync::Always` commit to sync, before the next append.
+        if journal.settle_due_now() {
+            journal.settle(keep, false).await;
+            return !journal.held();
+        }
+        true
     }
 
     fn flush(&mut self) {
         // Sessions first: the journal's fsync (group commit) must not delay delivery.
         self.wake();
-        if let (false, Some(journal)) = (self.journal_failed, &mut self.journal) {
-            let started = Instant::now();
-            let flushed = journal.flush();
-            self.metrics
-                .journal_flush_seconds
-                .observe(started.elapsed().as_secs_f64());
-            if let Err(error) = flushed {
-                self.journal_error(error);
-            }
+        if let Some(journal) = &mut self.journal {
+            journal.flush();
         }
-        if self.trimmed_at.elapsed() >= TRIM_EVERY {
-            self.retain();
+    }
+
+    async fn sync(&mut self) {
+        let keep = self.keep_after();
+        if let Some(journal) = &mut self.journal {
+            journal.settle(keep, false).await;
         }
     }
 
@@ -464,6 +412,21 @@ impl Consumer for Intake {
             None => candidate,
             Some(journal) => journal.confirmable(candidate),
         }
+    }
+
+    fn on_connect(&mut self, upstream: &Upstream) -> Result<(), String> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(());
+        };
+        let identity = Identity {
+            system_identifier: upstream.system_identifier.clone(),
+            database: upstream.database.clone(),
+            slot: upstream.slot.clone(),
+        };
+        journal
+            .bind(&identity, upstream.server_lsn, upstream.slot_created)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn on_reconnect(&mut self) {

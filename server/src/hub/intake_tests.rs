@@ -253,13 +253,146 @@ fn a_temporary_slot_reconnect_is_a_gap_frame_and_the_journal_goes_on() {
     rig.intake.on_reconnect();
     rig.feed(&copy_txn(11, 2000, 101));
     assert_eq!(rig.received(), vec![1, 2, -1, 101, 102, 103, 104, 105, 106]);
-    // The journal closed the cut transaction where it stopped and took the next one.
+    // The journal closed the cut transaction where it stopped, holds the gap frame right after
+    // it (as readers of the journal must get it), and took the next one.
     let mut reader = handle.reader(Pos::ZERO).unwrap();
-    let mut positions = Vec::new();
+    let mut records = Vec::new();
     while let Some(record) = reader.next().unwrap() {
-        positions.push(record.pos);
+        let text = String::from_utf8(record.payload.to_vec()).unwrap();
+        records.push((record.kind, record.pos, text));
     }
-    assert_eq!(positions.len(), 2 + 6, "{positions:?}");
-    assert_eq!(positions[1], Pos::new(lsn(1000), 2));
-    assert_eq!(positions[2], Pos::new(lsn(2000), 1));
+    assert_eq!(records.len(), 2 + 1 + 6, "{records:?}");
+    assert_eq!(records[1].1, Pos::new(lsn(1000), 2));
+    let (kind, pos, text) = &records[2];
+    assert_eq!(
+        (*kind, *pos),
+        (crate::journal::RecordKind::Gap, Pos::new(lsn(1000), 3))
+    );
+    let gap: serde_json::Value = serde_json::from_str(text).unwrap();
+    assert_eq!(gap["type"], "gap");
+    assert_eq!(gap["after"], Pos::new(lsn(1000), 2).to_string());
+    assert_eq!(records[3].1, Pos::new(lsn(2000), 1));
+}
+
+/// An intake with a journal in `dir` (lowered payload limit when `max_payload`), subscribed to
+/// `public.t`.
+fn journaled(
+    dir: &std::path::Path,
+    max_payload: Option<usize>,
+) -> (Rig, crate::journal::JournalHandle) {
+    use crate::journal::{Journal, JournalConfig};
+    let mut cfg = JournalConfig::new(dir);
+    if let Some(max) = max_payload {
+        cfg.max_payload = max;
+    }
+    let journal = Journal::open(cfg).unwrap();
+    let handle = journal.handle();
+    let mut rig = Rig::new();
+    rig.intake = std::mem::replace(
+        &mut rig.intake,
+        Intake::new(
+            Hub::new(Arc::new(Metrics::new()), 1),
+            Arc::new(Metrics::new()),
+        ),
+    )
+    .with_journal(journal);
+    (rig, handle)
+}
+
+impl Rig {
+    /// A burst as the source hands it over: the messages, `flush`, then `sync`.
+    async fn burst(&mut self, msgs: &[Msg]) {
+        for m in msgs {
+            assert!(self.intake.ready().await);
+            let mut payload = m.json.clone().into_bytes();
+            self.intake.on_data(m.lsn, m.lsn, &mut payload);
+        }
+        self.intake.flush();
+        self.intake.sync().await;
+    }
+}
+
+fn big_insert(xid: u64, at: u64, id: i64, bytes: usize) -> Msg {
+    Msg {
+        lsn: lsn(at),
+        json: format!(
+            r#"{{"action":"I","xid":{xid},"lsn":"{}","schema":"public","table":"t","columns":[{{"name":"id","type":"integer","value":{id}}},{{"name":"v","type":"text","value":"{}"}}]}}"#,
+            lsn(at),
+            "x".repeat(bytes)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_change_the_journal_refuses_stops_confirmation_but_not_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut rig, handle) = journaled(dir.path(), Some(1000));
+    rig.burst(&copy_txn(10, 1000, 1)).await;
+    assert_eq!(rig.intake.confirmable(lsn(1 << 40)), lsn(1 << 40));
+    // Transaction 2's second change is over the limit; transaction 3 comes after it.
+    let mut txn = vec![begin(11, 2000), insert(11, 1900, 7)];
+    txn.push(big_insert(11, 1910, 8, 5000));
+    txn.push(commit(11, 2000));
+    rig.burst(&txn).await;
+    rig.burst(&copy_txn(12, 3000, 101)).await;
+    assert_eq!(
+        rig.received(),
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 101, 102, 103, 104, 105, 106],
+        "live delivery goes on"
+    );
+    // Confirmed no further than transaction 1, whatever the candidate: Postgres resends the rest.
+    assert_eq!(rig.intake.confirmable(lsn(1 << 40)), lsn(1000));
+    assert_eq!(rig.intake.metrics.journal_errors.get(), 1);
+    let mut reader = handle.reader(Pos::ZERO).unwrap();
+    let mut n = 0;
+    while let Some(record) = reader.next().unwrap() {
+        assert!(record.pos.commit <= lsn(2000), "{record:?}");
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        6 + 1,
+        "transaction 1 and the change before the refused one"
+    );
+}
+
+#[tokio::test]
+async fn an_undecodable_begin_or_commit_stops_confirmation() {
+    for broken in [0, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut rig, _handle) = journaled(dir.path(), None);
+        rig.burst(&copy_txn(10, 1000, 1)).await;
+        let mut txn = copy_txn(11, 2000, 11);
+        let at = if broken == 0 { 0 } else { txn.len() - 1 };
+        let len = txn[at].json.len();
+        txn[at].json.truncate(len - 2);
+        rig.burst(&txn).await;
+        rig.burst(&copy_txn(12, 3000, 101)).await;
+        assert_eq!(
+            rig.intake.confirmable(lsn(1 << 40)),
+            lsn(1000),
+            "broken {}",
+            if broken == 0 { "begin" } else { "commit" }
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_transactions_is_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut rig, handle) = journaled(dir.path(), None);
+    let mut msgs = Vec::new();
+    for t in 0..100u64 {
+        msgs.extend(copy_txn(10 + t, 1000 * (t + 1), t as i64 * 10));
+    }
+    let before = rig.intake.journal_fsyncs();
+    rig.burst(&msgs).await;
+    assert_eq!(rig.intake.journal_fsyncs() - before, 1);
+    assert_eq!(rig.intake.confirmable(lsn(1 << 40)), lsn(1 << 40));
+    let mut reader = handle.reader(Pos::ZERO).unwrap();
+    let mut n = 0;
+    while reader.next().unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 600);
 }

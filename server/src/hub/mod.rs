@@ -5,6 +5,7 @@
 mod catchup;
 mod cohort;
 mod intake;
+mod journaling;
 mod prefilter;
 mod registry;
 mod signal;

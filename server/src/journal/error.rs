@@ -4,7 +4,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::Pos;
+use super::{Identity, Pos};
 use crate::source::Lsn;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,78 @@ pub enum JournalError {
         offset: u64,
         reason: &'static str,
     },
+
+    /// Damage followed by valid records, in the newest segment: a torn write ends the file, so
+    /// this is corruption, and cutting at the damage would delete records that were synced.
+    #[error(
+        "journal segment {path} is damaged at byte offset {offset} ({reason}), yet holds a valid \
+         record after the damage (at byte offset {valid_at}): that is corruption, not a torn \
+         write, and repairing it would delete synced records. Restore the segment from a backup; \
+         or, to give up every record from the damage on (clients resuming from the journal miss \
+         those changes), truncate the file there: truncate -s {offset} {path}"
+    )]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        reason: &'static str,
+        valid_at: u64,
+    },
+
+    #[error(
+        "journal directory {dir} belongs to {journal}, but walcast is connected to {server}: a \
+         journal continues the stream of one slot of one database, and resuming it here would \
+         skip or miss changes. Point journal.dir (WALCAST_JOURNAL_DIR) at another directory for \
+         this database, or delete {dir} to start a new journal (positions clients hold from it \
+         and its named subscriptions are lost)"
+    )]
+    Foreign {
+        dir: PathBuf,
+        journal: Box<Identity>,
+        server: Box<Identity>,
+    },
+
+    #[error(
+        "replication slot {slot:?} did not exist and walcast had to create it, but journal \
+         directory {dir} holds changes up to position {last} from the slot's earlier life: what \
+         was committed in between is in neither, so the journal cannot continue it. Point \
+         journal.dir (WALCAST_JOURNAL_DIR) at another directory, or delete {dir} to start a new \
+         journal (positions clients hold from it and its named subscriptions are lost)"
+    )]
+    SlotRecreated {
+        dir: PathBuf,
+        slot: String,
+        last: Pos,
+    },
+
+    #[error(
+        "journal directory {dir} holds changes up to WAL position {end}, but the WAL of {identity} \
+         ends at {server}: the journal was not written from this server's history (another \
+         cluster, or one restored from a backup). Point journal.dir (WALCAST_JOURNAL_DIR) at \
+         another directory, or delete {dir} to start a new journal (positions clients hold from \
+         it and its named subscriptions are lost)"
+    )]
+    AheadOfServer {
+        dir: PathBuf,
+        end: Lsn,
+        server: Lsn,
+        identity: Box<Identity>,
+    },
+
+    #[error(
+        "journal identity file {path} cannot be read: {reason}; restore it, or delete it to have \
+         walcast adopt the journal for the database it connects to (only if that is the one it \
+         was written from)"
+    )]
+    IdentityFile { path: PathBuf, reason: String },
+
+    /// An append was refused (`OutOfOrder`, `TooLarge`) or the intake could not journal a
+    /// change: the journal misses it, so it takes nothing more and confirms nothing past what it
+    /// held before.
+    #[error(
+        "the journal stopped after it could not take a change (logged before): restart walcast; \
+         Postgres resends from what the journal holds"
+    )]
+    Halted,
 
     #[error(
         "journal segment {path} has format version {version}, this walcast reads version \
@@ -85,6 +157,18 @@ pub enum JournalError {
 }
 
 impl JournalError {
+    /// The journal belongs to another upstream (or cannot continue this one): an operator's fix,
+    /// like an invalid setting.
+    pub fn is_identity(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Foreign { .. }
+                | JournalError::SlotRecreated { .. }
+                | JournalError::AheadOfServer { .. }
+                | JournalError::IdentityFile { .. }
+        )
+    }
+
     /// `map_err` helper; the closure owns its copy of the path.
     pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Self + use<> {
         let path = path.to_path_buf();

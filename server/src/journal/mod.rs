@@ -6,8 +6,9 @@
 //!
 //! # Layout on disk
 //!
-//! `journal.dir` holds a `LOCK` file (an exclusive OS lock held while walcast runs) and segment
-//! files named by a 16-digit upper-case hex sequence number, `0000000000000007.seg`, so that name
+//! `journal.dir` holds a `LOCK` file (an exclusive OS lock held while walcast runs),
+//! `identity.json` (the cluster, database and slot the journal continues: `identity.rs`) and
+//! segment files named by a 16-digit upper-case hex sequence number, `0000000000000007.seg`, so that name
 //! order is position order. Only the newest (active) segment grows; it is sealed (synced, then
 //! never written again) when it reaches `segment_bytes`, and retention removes whole segments,
 //! oldest first. All integers are little-endian.
@@ -34,22 +35,35 @@
 //! `(commit, ordinal)` is its position, `lsn` its `wal_start`, the payload wal2json's message as
 //! Postgres sent it. `kind` 2 is a commit marker with an empty payload: `commit` is the
 //! transaction's commit LSN, `ordinal` the number of changes journaled for it, `lsn` its end
-//! LSN (what the slot may be confirmed to). `written_at_ms` is the wall-clock time of the append,
+//! LSN (what the slot may be confirmed to). `kind` 3 is a gap (a temporary slot re-created: what
+//! was committed meanwhile never comes) between two transactions: its position is the next
+//! ordinal of the last transaction (closed for good), `lsn` that transaction's end, the payload
+//! the `gap` frame live subscribers got. `written_at_ms` is the wall-clock time of the append,
 //! used by age-based retention.
 //!
 //! # Crash repair
 //!
 //! On open every record of every segment is checksummed. In the newest segment the first byte
-//! that does not start a whole, valid record is a torn tail (a write cut by `kill -9` or a power
-//! loss): it and everything after it are cut. Damage in an older segment cannot be a torn write
-//! (segments are synced when sealed) and fails the open, naming file and offset. Then the changes
-//! after the last commit marker (a transaction cut off mid-way) are cut too, so the journal
-//! always ends at a transaction boundary: Postgres resends that transaction whole, since the slot
-//! was never confirmed past it. Every cut is logged with segment and offset.
+//! that does not start a whole, valid record, with no valid record anywhere after it, is a torn
+//! tail (a write cut by `kill -9` or a power loss): it and everything after it are cut. Damage
+//! that a valid record follows is not a torn write (a tear loses the end of what was written,
+//! never the middle), nor is damage in an older segment (synced when sealed), nor a damaged
+//! header on a segment holding records: the open fails, naming file and offset, and nothing is
+//! deleted. Then the changes after the last commit marker or gap (a transaction cut off mid-way)
+//! are cut too, so the journal always ends at a transaction boundary: Postgres resends that
+//! transaction whole, since the slot was never confirmed past it. Every cut is logged with
+//! segment and offset.
+//!
+//! # Syncs
+//!
+//! By default appends sync and seal inline (tests, benchmarks). The intake sets `defer_syncs`:
+//! appends then never block on the disk, and it runs `settle` (fsync, sealing) off the async
+//! workers, at the end of each burst and, when `settle_due_now` says so, before the next append.
 
 mod error;
 mod format;
 mod handle;
+mod identity;
 mod pos;
 mod reader;
 mod recover;
@@ -61,6 +75,8 @@ mod writer;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_integrity;
+#[cfg(test)]
 mod tests_recovery;
 #[cfg(test)]
 mod tests_trim;
@@ -70,8 +86,9 @@ use std::time::Duration;
 
 pub use error::JournalError;
 pub use handle::JournalHandle;
+pub use identity::{Bound, Identity};
 pub use pos::{ParsePosError, Pos};
-pub use reader::{JournalReader, Record};
+pub use reader::{JournalReader, Record, RecordKind};
 pub use writer::Journal;
 
 /// When appended records are forced to disk. `Journal::durable` (the position the slot may be
@@ -104,6 +121,9 @@ pub struct JournalConfig {
     pub max_bytes: Option<u64>,
     /// Remove segments whose newest record is older than this. `None`: no limit.
     pub max_age: Option<Duration>,
+    /// The largest payload an append takes: `format::MAX_PAYLOAD` (1 GiB, more than Postgres
+    /// can send in one message), unless a test lowers it to provoke a refused append.
+    pub max_payload: usize,
 }
 
 impl JournalConfig {
@@ -119,6 +139,7 @@ impl JournalConfig {
             segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
             max_bytes: None,
             max_age: None,
+            max_payload: format::MAX_PAYLOAD,
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Catch-up readers: each walks the segments from its own position, concurrently with the
 //! writer, and never past what the writer has published (so never into a half-written record).
-//! It returns changes only; commit markers are skipped. Does not decode or filter payloads.
+//! It returns changes and gaps; commit markers are skipped. Does not decode or filter payloads.
 
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use super::format::{KIND_CHANGE, SEGMENT_HEADER_LEN};
+use super::format::{self, KIND_GAP, SEGMENT_HEADER_LEN};
 use super::shared::{segment_path, Shared};
 use super::window::{Step, Window};
 use super::{JournalError, Pos};
@@ -15,9 +15,20 @@ use crate::source::Lsn;
 /// Reads are done in chunks of this size; a bigger record grows the window to fit.
 const READ_WINDOW: usize = 256 << 10;
 
-/// One change. The payload lives in the reader's buffer until the next call, mutable so that
-/// the decoder can parse it in place as on the live path.
+/// What a record returned by a reader is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A change: the payload is wal2json's message.
+    Change,
+    /// A gap in the stream (`Journal::append_gap`): the payload is the `gap` frame live
+    /// subscribers got, to be sent as it is.
+    Gap,
+}
+
+/// One change (or gap). The payload lives in the reader's buffer until the next call, mutable
+/// so that the decoder can parse it in place as on the live path.
 pub struct Record<'a> {
+    pub kind: RecordKind,
     pub pos: Pos,
     pub wal_start: Lsn,
     /// When the journal appended it, in milliseconds since the Unix epoch.
@@ -29,6 +40,7 @@ pub struct Record<'a> {
 impl std::fmt::Debug for Record<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Record")
+            .field("kind", &self.kind)
             .field("pos", &self.pos)
             .field("wal_start", &self.wal_start)
             .field("written_at_ms", &self.written_at_ms)
@@ -96,8 +108,8 @@ impl JournalReader {
         }
     }
 
-    /// The next change, or `None` at the end of what is written so far; call again later for
-    /// newer ones. `JournalError::Expired` when retention removed the next segment to read.
+    /// The next change or gap, or `None` at the end of what is written so far; call again later
+    /// for newer ones. `JournalError::Expired` when retention removed the next segment to read.
     #[allow(clippy::should_implement_trait)] // lends its buffer: not an `Iterator`
     pub fn next(&mut self) -> Result<Option<Record<'_>>, JournalError> {
         loop {
@@ -117,12 +129,17 @@ impl JournalReader {
             };
             let at = self.offset;
             self.offset += head.record_len() as u64;
-            if head.kind != KIND_CHANGE || (self.skipping && head.pos <= self.after) {
+            if !format::is_positioned(head.kind) || (self.skipping && head.pos <= self.after) {
                 continue;
             }
             self.skipping = false;
             self.after = head.pos;
             return Ok(Some(Record {
+                kind: if head.kind == KIND_GAP {
+                    RecordKind::Gap
+                } else {
+                    RecordKind::Change
+                },
                 pos: head.pos,
                 wal_start: head.lsn,
                 written_at_ms: head.written_at_ms,

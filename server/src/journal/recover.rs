@@ -1,14 +1,19 @@
 //! Opening an existing journal: list the segments, verify every record's checksum, build the
 //! sparse index, and cut what a crash left unfinished: a torn tail (a record cut short or
-//! damaged at the end of the newest segment) and the changes of a transaction whose commit
-//! marker never made it. Does not create segments or take the lock (`writer.rs`).
+//! damaged at the very end of the newest segment, with nothing valid after it) and the changes
+//! of a transaction whose commit marker never made it. Damage anywhere else is corruption and
+//! fails the open: a torn write only ever loses the end of what was written, so valid records
+//! after damage were written (and maybe synced and confirmed) after it, and cutting them would
+//! delete them. Does not create segments or take the lock (`writer.rs`).
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use super::format::{self, HeaderError, KIND_CHANGE, SEGMENT_HEADER_LEN};
+use super::format::{self, HeaderError, KIND_CHANGE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::shared::{parse_segment_name, segment_path, IndexCursor, SegmentMeta};
 use super::window::{Step, Window};
 use super::{JournalError, Pos};
@@ -74,8 +79,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
         match scan(dir, seq, newest, &mut window)? {
             Some(s) => scanned.push(s),
             None => {
-                // Only the newest segment gets here: its creation was torn (a crash between
-                // creating the file and syncing its header), so it never held a record.
+                // Only the newest segment gets here, when its creation was torn (a crash between
+                // creating the file and syncing its header) and nothing valid follows the
+                // header: it never held a record.
                 let path = segment_path(dir, seq);
                 warn!(segment = %path.display(), "journal: removed a segment whose header was never completely written");
                 fs::remove_file(&path).map_err(JournalError::io("remove", &path))?;
@@ -194,7 +200,21 @@ fn scan(
     };
     let prev = match header {
         Ok(prev) => prev,
-        Err(HeaderError::Damaged(_)) if newest => return Ok(None),
+        Err(HeaderError::Damaged(reason)) if newest => {
+            // Records are only ever written after the header was synced: a record behind a
+            // damaged header means the header was damaged later.
+            return match valid_record_after(&mut f, 1, file_len)
+                .map_err(JournalError::io("read", &path))?
+            {
+                Some(valid_at) => Err(JournalError::Damaged {
+                    path,
+                    offset: 0,
+                    reason,
+                    valid_at,
+                }),
+                None => Ok(None),
+            };
+        }
         Err(HeaderError::Damaged(reason)) => {
             return Err(JournalError::Corrupt {
                 path,
@@ -232,16 +252,29 @@ fn scan(
                 if !newest {
                     return Err(corrupt(path, offset, reason));
                 }
+                // A torn write ends the file: anything valid after the damage is not one.
+                if let Some(valid_at) = valid_record_after(&mut f, offset + 1, file_len)
+                    .map_err(JournalError::io("read", &path))?
+                {
+                    return Err(JournalError::Damaged {
+                        path,
+                        offset,
+                        reason,
+                        valid_at,
+                    });
+                }
                 torn = Some((offset, reason));
                 break;
             }
         };
-        if head.kind == KIND_CHANGE {
+        if format::is_positioned(head.kind) {
             // A checksummed record out of order is not a torn write but a broken writer.
             if head.pos <= meta.last.unwrap_or(prev) {
                 return Err(corrupt(path, offset, "change positions out of order"));
             }
-            changes += 1;
+            if head.kind == KIND_CHANGE {
+                changes += 1;
+            }
             meta.first.get_or_insert(head.pos);
             meta.last = Some(head.pos);
             if index.take(offset) {
@@ -250,6 +283,8 @@ fn scan(
         }
         meta.newest_ms = meta.newest_ms.max(head.written_at_ms);
         offset += head.record_len() as u64;
+        // A commit marker ends a transaction; a gap sits between two, carrying the end of the
+        // last one: the journal may end after either.
         if head.kind != KIND_CHANGE {
             commit = Some(CommitPoint {
                 offset,
@@ -272,6 +307,69 @@ fn scan(
         file_len,
         changes,
     }))
+}
+
+/// How far in the future a record's write time may lie and still be taken for one (clocks get
+/// corrected; random bytes are turned away all the same).
+const CLOCK_SLACK: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The offset of the first whole record with a valid checksum that starts at or after `from`,
+/// if any. Every offset is tried (the damage may have changed a length), each first through
+/// `format::candidate`, so a scan costs about one pass over the bytes.
+pub(crate) fn valid_record_after(
+    f: &mut File,
+    from: u64,
+    file_len: u64,
+) -> io::Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let max_ms = super::writer::unix_ms(SystemTime::now() + CLOCK_SLACK);
+    let head_len = RECORD_HEADER_LEN as u64;
+    let left = file_len.saturating_sub(from) as usize;
+    let mut buf = vec![0u8; left.min(CHUNK + RECORD_HEADER_LEN)];
+    let mut at = from;
+    while at + head_len <= file_len {
+        let n = (file_len - at).min(buf.len() as u64) as usize;
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut buf[..n])?;
+        for i in 0..=(n - RECORD_HEADER_LEN) {
+            let start = at + i as u64;
+            let room = file_len - start - head_len;
+            let head = &buf[i..i + RECORD_HEADER_LEN];
+            if let Some(len) = format::candidate(head, room, max_ms) {
+                let mut crc = format::head_hasher(head);
+                let stored = format::stored_crc(head);
+                if payload_checksum(f, start + head_len, len, &mut crc)? && crc.finalize() == stored
+                {
+                    return Ok(Some(start));
+                }
+            }
+        }
+        // The next chunk starts at the first offset not tried.
+        at += (n - RECORD_HEADER_LEN + 1) as u64;
+    }
+    Ok(None)
+}
+
+/// Feeds `len` payload bytes at `offset` to `crc`; `false` if the file ends before.
+fn payload_checksum(
+    f: &mut File,
+    offset: u64,
+    len: usize,
+    crc: &mut crc32fast::Hasher,
+) -> io::Result<bool> {
+    let mut buf = [0u8; 64 << 10];
+    f.seek(SeekFrom::Start(offset))?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len());
+        match f.read_exact(&mut buf[..n]) {
+            Ok(()) => crc.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        left -= n;
+    }
+    Ok(true)
 }
 
 fn corrupt(path: PathBuf, offset: u64, reason: &'static str) -> JournalError {

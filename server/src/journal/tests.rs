@@ -335,20 +335,42 @@ fn read_all_len(r: &mut JournalReader) -> usize {
 }
 
 #[test]
-fn appends_out_of_order_are_refused() {
+fn appends_out_of_order_are_refused_and_stop_the_journal() {
+    // Each refusal on a journal of its own: a refusal means a change is missing, so the journal
+    // takes nothing more (tests_integrity.rs).
+    type Step = fn(&mut Journal) -> Result<(), JournalError>;
+    let cases: [(bool, Step); 6] = [
+        (false, |j| j.append_change(pos(5, 3), Lsn(1), b"{}")),
+        (false, |j| j.append_change(pos(4, 1), Lsn(1), b"{}")),
+        (false, |j| j.append_commit(commit_lsn(5), end_lsn(5))),
+        (true, |j| j.append_change(pos(6, 1), Lsn(1), b"{}")),
+        (true, |j| j.append_change(pos(7, 1), Lsn(1), b"{}")),
+        (true, |j| j.append_commit(commit_lsn(7), end_lsn(7))),
+    ];
+    for (i, (open_6, step)) in cases.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(config(dir.path(), Fsync::Never, 4 << 10)).unwrap();
+        txn(&mut j, 5, 2);
+        if open_6 {
+            j.append_change(pos(6, 1), Lsn(1), b"{}").unwrap();
+        }
+        let r = step(&mut j);
+        assert!(
+            matches!(r, Err(JournalError::OutOfOrder { .. })),
+            "case {i}: {r:?}"
+        );
+        assert!(j.is_halted(), "case {i}");
+        let next = j.append_change(pos(8, 1), Lsn(1), b"{}");
+        assert!(
+            matches!(next, Err(JournalError::Halted)),
+            "case {i}: {next:?}"
+        );
+    }
+    // In order, with gaps in the ordinals: taken.
     let dir = tempfile::tempdir().unwrap();
     let mut j = Journal::open(config(dir.path(), Fsync::Never, 4 << 10)).unwrap();
     txn(&mut j, 5, 2);
-    let out_of_order = |r: Result<(), JournalError>| {
-        assert!(matches!(r, Err(JournalError::OutOfOrder { .. })), "{r:?}")
-    };
-    out_of_order(j.append_change(pos(5, 3), Lsn(1), b"{}"));
-    out_of_order(j.append_change(pos(4, 1), Lsn(1), b"{}"));
-    out_of_order(j.append_commit(commit_lsn(5), end_lsn(5)));
     j.append_change(pos(6, 1), Lsn(1), b"{}").unwrap();
-    out_of_order(j.append_change(pos(6, 1), Lsn(1), b"{}"));
-    out_of_order(j.append_change(pos(7, 1), Lsn(1), b"{}"));
-    out_of_order(j.append_commit(commit_lsn(7), end_lsn(7)));
     j.append_change(pos(6, 3), Lsn(1), b"{}").unwrap();
     j.append_commit(commit_lsn(6), end_lsn(6)).unwrap();
     assert_eq!(j.last_pos(), Some(pos(6, 3)));

@@ -11,9 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 
 use super::format::{
-    encode_head, encode_segment_header, KIND_CHANGE, KIND_COMMIT, MAX_PAYLOAD, RECORD_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    encode_head, encode_segment_header, KIND_CHANGE, KIND_COMMIT, KIND_GAP, MAX_PAYLOAD,
+    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
+use super::identity::{self, Identity};
 use super::recover::{recover, sync_dir};
 use super::shared::{segment_path, IndexCursor, SegmentMeta, Shared, View};
 use super::{Fsync, JournalConfig, JournalError, JournalReader, Pos};
@@ -61,6 +62,19 @@ pub struct Journal {
     /// not be retried as if the data were safe), so the journal refuses further work until it
     /// is reopened, which repairs the tail.
     broken: bool,
+    /// Set when a change could not be journaled (an append refused, or `halt`): the journal has a
+    /// hole from there on, so it takes no more records and confirms nothing past what it held.
+    /// What it held before is still written and synced.
+    halted: bool,
+    /// Appends never sync nor roll: they say so (`settle_due_now`) and the owner calls `settle`
+    /// off the async workers. Off by default (tests, benchmarks, tools), set by the intake.
+    deferred: bool,
+    /// The active segment reached `segment_bytes` while appends were deferred: `settle` seals it.
+    roll_due: bool,
+    /// `identity.json`, when the journal has one.
+    pub(super) identity: Option<Identity>,
+    /// Data fsyncs so far (`fsyncs`).
+    fsyncs: u64,
 }
 
 /// How long `open` waits for the directory lock before saying another walcast holds it.
@@ -104,6 +118,7 @@ impl Journal {
         }
 
         let found = recover(&dir)?;
+        let identity = identity::read(&dir)?;
         let mut segments = found.segments;
         if segments.is_empty() {
             create_segment(&dir, found.next_seq, Pos::ZERO)?;
@@ -154,6 +169,11 @@ impl Journal {
             synced: mark,
             unsynced: false,
             broken: false,
+            halted: false,
+            deferred: false,
+            roll_due: false,
+            identity,
+            fsyncs: 0,
         })
     }
 
@@ -167,30 +187,10 @@ impl Journal {
         payload: &[u8],
     ) -> Result<(), JournalError> {
         self.check()?;
-        let refuse = |what| JournalError::OutOfOrder {
-            what,
-            last: self.last_pos,
-            commit: self.last_commit,
-        };
-        match self.open_txn {
-            Some((commit, _)) if pos.commit != commit => {
-                return Err(refuse(
-                    "a change of another transaction before the commit marker",
-                ))
-            }
-            None if self.last_commit.is_some_and(|c| pos.commit <= c) => {
-                return Err(refuse("a change of a transaction already journaled"))
-            }
-            _ => {}
-        }
-        if self.last_pos.is_some_and(|last| pos <= last) {
-            return Err(refuse("a change position not after the journal's end"));
-        }
-        if payload.len() > MAX_PAYLOAD {
-            return Err(JournalError::TooLarge {
-                len: payload.len(),
-                max: MAX_PAYLOAD,
-            });
+        let refused = self.refusal(pos, payload.len());
+        if let Some(error) = refused {
+            self.halted = true;
+            return Err(error);
         }
         self.roll_if_full()?;
         let offset = self.len();
@@ -205,6 +205,34 @@ impl Journal {
         self.put(KIND_CHANGE, pos, wal_start, payload)
     }
 
+    /// Why a change at `pos` cannot be appended, if it cannot.
+    fn refusal(&self, pos: Pos, len: usize) -> Option<JournalError> {
+        let refuse = |what| {
+            Some(JournalError::OutOfOrder {
+                what,
+                last: self.last_pos,
+                commit: self.last_commit,
+            })
+        };
+        match self.open_txn {
+            Some((commit, _)) if pos.commit != commit => {
+                return refuse("a change of another transaction before the commit marker")
+            }
+            None if self.last_commit.is_some_and(|c| pos.commit <= c) => {
+                return refuse("a change of a transaction already journaled")
+            }
+            _ => {}
+        }
+        if self.last_pos.is_some_and(|last| pos <= last) {
+            return refuse("a change position not after the journal's end");
+        }
+        let max = self.cfg.max_payload.min(MAX_PAYLOAD);
+        if len > max {
+            return Some(JournalError::TooLarge { len, max });
+        }
+        None
+    }
+
     /// Marks the transaction `commit` complete; the slot may be confirmed to `end` once
     /// `durable()` reaches it. A transaction without changes gets a marker too, so that
     /// `last_commit` and `durable` move past it.
@@ -214,11 +242,12 @@ impl Journal {
             Some((open, n)) if open == commit => n,
             None if self.last_commit.is_none_or(|c| commit > c) => 0,
             _ => {
+                self.halted = true;
                 return Err(JournalError::OutOfOrder {
                     what: "a commit marker that does not close the open transaction",
                     last: self.last_pos,
                     commit: self.last_commit,
-                })
+                });
             }
         };
         self.roll_if_full()?;
@@ -227,22 +256,141 @@ impl Journal {
         self.put(KIND_COMMIT, Pos::new(commit, changes), end, &[])?;
         // Only now: `put` may first write out the buffer without this marker.
         self.appended = Some(Mark { end, seq: self.seq });
-        if self.cfg.fsync == Fsync::Always {
+        if self.cfg.fsync == Fsync::Always && !self.deferred {
             self.write_buf()?;
             self.sync()?;
         }
         Ok(())
     }
 
+    /// Records a gap in the stream (a temporary slot re-created after a disconnect: what was
+    /// committed meanwhile never comes) between two transactions, so that readers of the
+    /// journal hand it on where live subscribers got it. `frame` is the `gap` frame they got.
+    /// Returns the gap's position: after every change before it and before every later one
+    /// (the next ordinal of the last transaction, which is closed and never continues).
+    pub fn append_gap(&mut self, frame: &[u8]) -> Result<Pos, JournalError> {
+        self.check()?;
+        let commit = self.last_commit.unwrap_or(Lsn(0));
+        let pos = match self.last_pos {
+            Some(last) if last.commit >= commit => last
+                .ordinal
+                .checked_add(1)
+                .map(|ordinal| Pos::new(last.commit, ordinal)),
+            _ => Some(Pos::new(commit, 1)),
+        };
+        let pos = match pos {
+            Some(pos) if self.open_txn.is_none() && frame.len() <= MAX_PAYLOAD => pos,
+            _ => {
+                self.halted = true;
+                return Err(JournalError::OutOfOrder {
+                    what: "a gap inside an open transaction, or after the last ordinal",
+                    last: self.last_pos,
+                    commit: self.last_commit,
+                });
+            }
+        };
+        self.roll_if_full()?;
+        let offset = self.len();
+        if self.index.take(offset) {
+            self.pending_index.push((pos, offset));
+        }
+        self.first.get_or_insert(pos);
+        self.last_in_segment = Some(pos);
+        self.last_pos = Some(pos);
+        // Its `lsn` is the end of the last transaction, so that repair, which keeps the journal
+        // up to its last boundary, finds the same end after it as before it.
+        let end = self.appended.map_or(Lsn(0), |m| m.end);
+        self.put(KIND_GAP, pos, end, frame)?;
+        Ok(pos)
+    }
+
+    /// Stops the journal: a change could not be journaled (the intake could not tell its
+    /// position), so the journal has a hole from here on. See `halted`.
+    pub fn halt(&mut self) {
+        self.halted = true;
+    }
+
+    /// A write or fsync failed: the journal must be reopened.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// The journal took no more records after a refused one (`halt`).
+    pub fn is_halted(&self) -> bool {
+        self.halted
+    }
+
+    /// From now on appends neither sync nor seal segments: `settle_due_now` says when the owner
+    /// must call `settle` (an `Fsync::Always` commit, a full segment) and `settle_due` when a
+    /// burst's `write_out` left something to sync. The owner runs `settle` off the async
+    /// workers.
+    pub fn defer_syncs(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Writes what is buffered (readers see it); no fsync. The first half of `flush`.
+    pub fn write_out(&mut self) -> Result<(), JournalError> {
+        if self.broken {
+            return self.check();
+        }
+        self.write_buf()
+    }
+
+    /// The blocking half of `flush`: writes what is buffered, syncs per policy (a commit
+    /// marker written since the last sync: `Fsync::Always` and `Burst`) and seals a full
+    /// segment. Runs on a thread that may block.
+    pub fn settle(&mut self) -> Result<(), JournalError> {
+        if self.broken {
+            return self.check();
+        }
+        self.write_buf()?;
+        if self.cfg.fsync != Fsync::Never && self.unsynced && self.written_mark != self.synced {
+            self.sync()?;
+        }
+        if self.roll_due {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// `settle` would sync or seal: a commit marker not yet synced (unless `Fsync::Never`) or a
+    /// full segment.
+    pub fn settle_due(&self) -> bool {
+        !self.broken
+            && (self.roll_due || (self.cfg.fsync != Fsync::Never && self.appended != self.synced))
+    }
+
+    /// With deferred syncs, `settle` is due before the next append: the segment is full, or a
+    /// transaction was committed under `Fsync::Always` (one fsync per transaction).
+    pub fn settle_due_now(&self) -> bool {
+        !self.broken
+            && (self.roll_due || (self.cfg.fsync == Fsync::Always && self.appended != self.synced))
+    }
+
+    /// How many times appended data was synced since `open` (group commit: one per burst with
+    /// `Fsync::Burst`), segment seals included.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
+    }
+
+    /// The end LSN of the last transaction appended; `Lsn(0)` before any.
+    pub fn end_lsn(&self) -> Lsn {
+        self.appended.map_or(Lsn(0), |m| m.end)
+    }
     /// The end of a burst: writes what is buffered and, with `Fsync::Burst`, syncs it when a
     /// commit marker was written since the last sync. Changes of a transaction still open need
     /// no sync yet: nothing of it can be confirmed before its marker, and repair cuts it when the
     /// marker is lost. So a large transaction is synced once, at its commit, not at every burst.
     pub fn flush(&mut self) -> Result<(), JournalError> {
-        self.check()?;
+        if self.broken {
+            return self.check();
+        }
         self.write_buf()?;
         if self.cfg.fsync == Fsync::Burst && self.unsynced && self.written_mark != self.synced {
             self.sync()?;
+        }
+        if self.roll_due {
+            self.roll()?;
         }
         Ok(())
     }
@@ -260,10 +408,10 @@ impl Journal {
     /// The position the slot may be confirmed to, given `candidate` (the end of the last
     /// transaction handed over, or an idle keepalive's position past it): the candidate itself
     /// when every commit appended is durable (it then holds nothing the journal lacks), else no
-    /// further than `durable`. A broken journal confirms nothing more.
+    /// further than `durable`. A broken or halted journal confirms nothing more.
     pub fn confirmable(&self, candidate: Lsn) -> Lsn {
         let appended = self.appended.map_or(Lsn(0), |m| m.end);
-        if !self.broken && self.durable() >= appended {
+        if !self.broken && !self.halted && self.durable() >= appended {
             candidate
         } else {
             candidate.min(self.durable())
@@ -322,6 +470,9 @@ impl Journal {
             return Err(JournalError::Broken {
                 path: self.path.clone(),
             });
+        }
+        if self.halted {
+            return Err(JournalError::Halted);
         }
         Ok(())
     }
@@ -384,6 +535,7 @@ impl Journal {
     }
 
     fn sync(&mut self) -> Result<(), JournalError> {
+        self.fsyncs += 1;
         if let Err(e) = self.file.sync_data() {
             self.broken = true;
             return Err(JournalError::io("sync", &self.path)(e));
@@ -398,6 +550,12 @@ impl Journal {
     /// that retention can never remove.
     fn roll_if_full(&mut self) -> Result<(), JournalError> {
         if self.len() >= self.cfg.segment_bytes && self.len() > SEGMENT_HEADER_LEN as u64 {
+            if self.deferred {
+                // Sealing syncs: the owner does it off the async workers before the next append
+                // (`settle_due_now`). This record joins the full segment meanwhile.
+                self.roll_due = true;
+                return Ok(());
+            }
             self.roll()?;
         }
         Ok(())
@@ -422,6 +580,7 @@ impl Journal {
         self.file = file;
         self.path = path;
         self.seq = seq;
+        self.roll_due = false;
         self.written = SEGMENT_HEADER_LEN as u64;
         self.first = None;
         self.last_in_segment = None;
@@ -435,7 +594,11 @@ impl Drop for Journal {
     /// Best effort: a clean shutdown calls `flush` first; what is lost here is an unfinished
     /// transaction that the next open would cut anyway.
     fn drop(&mut self) {
-        if !self.broken && self.write_buf().is_ok() && self.cfg.fsync != Fsync::Never {
+        if !self.broken
+            && self.write_buf().is_ok()
+            && self.cfg.fsync != Fsync::Never
+            && self.unsynced
+        {
             let _ = self.file.sync_data();
         }
     }

@@ -73,6 +73,10 @@ pub enum SourceError {
     SlotWrongPlugin { slot: String, plugin: String },
     #[error("server error: {0}")]
     Server(ServerError),
+    /// The consumer refused what the connection found (`Consumer::on_connect`): the journal
+    /// belongs to another upstream, or cannot continue a re-created slot.
+    #[error("{0}")]
+    Refused(String),
     /// tokio-postgres says only "error connecting to server": the cause (refused, DNS, timeout)
     /// sits in its source chain, which the message spells out.
     #[error("{context}: {}", error_chain(.cause))]

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 pub use error::{describe_target, error_chain, ServerError, SourceError};
 pub use lsn::{Lsn, ParseLsnError};
-pub use prereq::check_prerequisites;
-pub use stream::run;
+pub use prereq::{check_prerequisites, drop_slot, slot_exists};
+pub use stream::{identify, run};
 pub use tls::{connect_listening, connect_sql, install as install_tls, PgTls, RootCert, SslMode};
 pub use url::parse_database_url;
 
@@ -67,6 +67,21 @@ impl std::fmt::Debug for SourceConfig {
     }
 }
 
+/// What a replication connection found before streaming: `IDENTIFY_SYSTEM`'s answer and whether
+/// the slot had to be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// The cluster's system identifier (`initdb` sets it; replicas and restored backups keep it).
+    pub system_identifier: String,
+    pub database: String,
+    pub slot: String,
+    /// Where the server's WAL ends now.
+    pub server_lsn: Lsn,
+    /// The persistent slot did not exist and walcast created it on this connection (always
+    /// false for a temporary slot, created on every connection by design).
+    pub slot_created: bool,
+}
+
 /// Where a message leaves the stream relative to transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Boundary {
@@ -91,6 +106,17 @@ pub trait Consumer: Send {
     /// The source has handed over every message it has read so far and is about to wait for more:
     /// a consumer that defers work per burst (waking sessions) does it now.
     fn flush(&mut self) {}
+    /// After `flush`, before the position is confirmed: makes durable what `flush` handed over
+    /// (the journal's fsync). Slow work runs off the async workers; the source waits for it.
+    fn sync(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+    /// On every connection, after `IDENTIFY_SYSTEM` and the slot's creation, before streaming:
+    /// `Err` (a message naming the fix) refuses this upstream, and the source stops with
+    /// `SourceError::Refused` (dropping the slot if it created it on this connection).
+    fn on_connect(&mut self, _upstream: &Upstream) -> Result<(), String> {
+        Ok(())
+    }
     /// The connection was lost; the next message replays from the slot's confirmed position.
     fn on_reconnect(&mut self);
     /// The position the slot may be confirmed to, given `candidate` (the end of the last

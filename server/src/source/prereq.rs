@@ -7,6 +7,30 @@ use tracing::info;
 use super::error::{ServerError, SourceError};
 use super::SourceConfig;
 
+/// Whether the replication slot exists now (so the start-up checks can tell a slot walcast is
+/// about to create from one that was there).
+pub async fn slot_exists(client: &Client, cfg: &SourceConfig) -> Result<bool, SourceError> {
+    let user = cfg.pg.get_user().unwrap_or_default();
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot],
+        )
+        .await
+        .map_err(|e| SourceError::from_sql("looking up the replication slot", e, user))?;
+    Ok(row.is_some())
+}
+
+/// Drops the slot walcast created at this start, when the start is refused after all.
+pub async fn drop_slot(client: &Client, cfg: &SourceConfig) -> Result<(), SourceError> {
+    let user = cfg.pg.get_user().unwrap_or_default();
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
+        .await
+        .map_err(|e| SourceError::from_sql("dropping the replication slot", e, user))?;
+    Ok(())
+}
+
 /// Checks wal_level, the role's privilege, the slot's plugin, free slots and that wal2json can be
 /// loaded. A missing persistent slot is created here (that is the wal2json check); for a temporary
 /// slot a throwaway probe slot is created and dropped.

@@ -100,6 +100,10 @@ pub(crate) fn create_slot_command(slot: &str, temporary: bool) -> String {
     )
 }
 
+pub(crate) fn drop_slot_command(slot: &str) -> String {
+    format!("DROP_REPLICATION_SLOT {}", quote_ident(slot))
+}
+
 pub(crate) fn start_replication_command(slot: &str, add_tables: Option<&str>) -> String {
     let mut options: Vec<(&str, &str)> = vec![
         ("format-version", "2"),

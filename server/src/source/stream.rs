@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn};
 use super::conn::Conn;
 use super::error::SourceError;
 use super::proto::{self, CopyMsg, XLOG_HEADER_LEN};
-use super::{Boundary, Consumer, Lsn, SourceConfig, SourceStatus};
+use super::{Boundary, Consumer, Lsn, SourceConfig, SourceStatus, Upstream};
 
 /// How long shutdown waits for the server to acknowledge the end of streaming.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -86,6 +86,7 @@ pub async fn run<C: Consumer>(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // What was handed over before the error goes out now, not after the reconnect.
         consumer.flush();
+        consumer.sync().await;
         consumer.on_reconnect();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -105,23 +106,39 @@ async fn session<C: Consumer>(
 ) -> Result<(), SourceError> {
     let setup = async {
         let mut conn = Conn::connect(&cfg.pg).await?;
-        let system = conn.simple_query("IDENTIFY_SYSTEM").await?;
-        if let Some(Some(pos)) = system.first().and_then(|row| row.get(2)) {
-            if let Ok(lsn) = pos.parse::<Lsn>() {
-                status
-                    .server_end
-                    .fetch_max(lsn.0, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
+        let mut upstream = identify_system(&mut conn, &cfg.slot).await?;
+        status
+            .server_end
+            .fetch_max(upstream.server_lsn.0, std::sync::atomic::Ordering::Relaxed);
         match conn
             .simple_query(&proto::create_slot_command(&cfg.slot, cfg.temporary))
             .await
         {
-            Ok(_) => info!(slot = %cfg.slot, temporary = cfg.temporary, "created replication slot"),
+            Ok(_) => {
+                info!(slot = %cfg.slot, temporary = cfg.temporary, "created replication slot");
+                upstream.slot_created = !cfg.temporary;
+            }
             Err(SourceError::Server(e)) if e.code == "42710" => {
                 debug!(slot = %cfg.slot, "replication slot exists")
             }
             Err(e) => return Err(e),
+        }
+        if let Err(reason) = consumer.on_connect(&upstream) {
+            if upstream.slot_created {
+                // Made on this connection for nothing: it would hold WAL back for no reader.
+                match conn
+                    .simple_query(&proto::drop_slot_command(&cfg.slot))
+                    .await
+                {
+                    Ok(_) => {
+                        info!(slot = %cfg.slot, "dropped the replication slot created on this connection")
+                    }
+                    Err(error) => {
+                        warn!(slot = %cfg.slot, %error, "cannot drop the replication slot created on this connection")
+                    }
+                }
+            }
+            return Err(SourceError::Refused(reason));
         }
         conn.start_copy_both(&proto::start_replication_command(
             &cfg.slot,
@@ -160,6 +177,7 @@ async fn session<C: Consumer>(
                     }
                     if cancel.is_cancelled() {
                         consumer.flush();
+                        consumer.sync().await;
                         return close(&mut conn, consumer.confirmable(fb.flushable), status).await;
                     }
                 }
@@ -188,6 +206,7 @@ async fn session<C: Consumer>(
         // The consumer makes the burst durable first (journal group commit), so the reply below
         // can confirm it.
         consumer.flush();
+        consumer.sync().await;
         if reply {
             send_status(&mut conn, consumer.confirmable(fb.flushable), status, false).await?;
             last_status = tokio::time::Instant::now();
@@ -198,6 +217,7 @@ async fn session<C: Consumer>(
             biased;
             _ = cancel.cancelled() => {
                 consumer.flush();
+                consumer.sync().await;
                 return close(&mut conn, consumer.confirmable(fb.flushable), status).await;
             }
             _ = ticker.tick() => {
@@ -211,6 +231,32 @@ async fn session<C: Consumer>(
             }
         }
     }
+}
+
+/// `IDENTIFY_SYSTEM` on a replication connection (`slot_created` is left false).
+async fn identify_system(conn: &mut Conn, slot: &str) -> Result<Upstream, SourceError> {
+    let rows = conn.simple_query("IDENTIFY_SYSTEM").await?;
+    let column = |i: usize| rows.first().and_then(|row| row.get(i)).cloned().flatten();
+    let bad = |what: &str| SourceError::Protocol(format!("IDENTIFY_SYSTEM answered no {what}"));
+    Ok(Upstream {
+        system_identifier: column(0).ok_or_else(|| bad("systemid"))?,
+        server_lsn: column(2)
+            .and_then(|s| s.parse::<Lsn>().ok())
+            .ok_or_else(|| bad("xlogpos"))?,
+        database: column(3).ok_or_else(|| bad("dbname"))?,
+        slot: slot.to_owned(),
+        slot_created: false,
+    })
+}
+
+/// Connects, asks `IDENTIFY_SYSTEM` and disconnects: what the start-up checks compare the
+/// journal with, before anything streams.
+pub async fn identify(cfg: &SourceConfig) -> Result<Upstream, SourceError> {
+    let mut conn = Conn::connect(&cfg.pg).await?;
+    let upstream = identify_system(&mut conn, &cfg.slot).await;
+    frontend::terminate(&mut conn.wbuf);
+    let _ = conn.send().await;
+    upstream
 }
 
 /// Handles one CopyData message in place; returns whether the server asked for a reply now.

@@ -1,8 +1,8 @@
 //! What the HTTP edge answers before a route does its own work: 403 `host_not_allowed` for a
 //! request naming a host this server does not answer to (DNS rebinding, see `auth::origin`), and
-//! 426 `upgrade_required` for a request to a socket route that is no WebSocket upgrade, after the
-//! checks that need nothing but the request (a plain GET of `/ws` runs no catalog query, journal
-//! read or plugin instance). Does not check origins or tokens (`router::identify` does).
+//! 426 `upgrade_required` for a request to a socket route that is no WebSocket upgrade, once the
+//! route made the checks that need no catalog query, journal read or plugin instance
+//! (`router`'s precheck for `/ws`). Does not check origins or tokens (`router::identify` does).
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Request, State};
@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::filter::{self, QueryError};
 
 use super::router::AppState;
 
@@ -34,34 +33,6 @@ pub(super) async fn host_guard(
         )
             .into_response(),
     }
-}
-
-/// A plain GET of `/ws` opens nothing, so it gets only the answers that need no catalog query,
-/// journal read or plugin instance: the query's syntax and limits (400; `missing_query` for a bare
-/// `/ws`) and `tables.allow` (403); then 426. A page learns that way why its socket was refused
-/// (the host, the origin and the token were checked before).
-pub(super) fn plain_get(
-    st: &AppState,
-    params: &[(String, String)],
-    rejection: WebSocketUpgradeRejection,
-) -> Response {
-    let request = match filter::parse_request_with(params, &st.limits) {
-        Ok(request) => request,
-        Err(e) => return refusal(st.metrics.note_refusal(e)),
-    };
-    let table = &request.table;
-    if !st.allow.allows(&table.schema, &table.name) {
-        return refusal(QueryError::new(
-            filter::code::TABLE_NOT_ALLOWED,
-            format!("table {table} is not in this server's allow-list (tables.allow)"),
-        ));
-    }
-    not_upgraded(rejection)
-}
-
-fn refusal(e: QueryError) -> Response {
-    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(json!({"error": e.code, "message": e.message}))).into_response()
 }
 
 /// A request that passed its checks but is no WebSocket upgrade: 426 `upgrade_required` (with

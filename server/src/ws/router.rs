@@ -243,7 +243,18 @@ async fn ws_handler(
     };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
-        Err(rejection) => return super::edge::plain_get(&st, &params, rejection),
+        Err(rejection) => {
+            // A plain GET opens nothing: it gets the refusals that need no catalog query,
+            // journal read or plugin instance, then 426.
+            let opener = SessionOpener {
+                st: st.clone(),
+                auth: principal.map(|p| SessionAuth::new(st.auth.clone(), p)),
+            };
+            return match opener.precheck(&params) {
+                Ok(()) => super::edge::not_upgraded(rejection),
+                Err(e) => e.into_response(),
+            };
+        }
     };
     let session_auth = principal.map(|p| SessionAuth::new(st.auth.clone(), p));
     let opener = Arc::new(SessionOpener {
@@ -332,7 +343,27 @@ impl SessionOpener {
         params: Vec<(String, String)>,
         signal: Arc<SessionSignal>,
     ) -> Result<Opened, ApiError> {
-        let mut asked = parse_asked(&self.st, &params)?;
+        let asked = self.asked(&params)?;
+        self.st
+            .open_asked(asked, self.owner().as_ref(), signal)
+            .await
+    }
+
+    /// What a plain (non-upgrade) GET of `/ws` is told: the checks of `open_authorized` that
+    /// need no catalog query, journal read or plugin instance (the query's syntax and limits,
+    /// the policy, `tables.allow`, a `from=` this server never reached or no longer holds).
+    fn precheck(&self, params: &[(String, String)]) -> Result<(), ApiError> {
+        let asked = self.asked(params)?;
+        check_allowed(&self.st, &asked.request.table)?;
+        if let Some(from) = asked.from {
+            journal_reader(&self.st, from)?;
+        }
+        Ok(())
+    }
+
+    /// The request parsed once, under the configured limits, and rewritten by the policy.
+    fn asked(&self, params: &[(String, String)]) -> Result<Asked, ApiError> {
+        let mut asked = parse_asked(&self.st, params)?;
         if let Some(policy) = self.st.auth.policy() {
             // A policy applies to every request; one without a principal is refused (fail closed).
             let Some(auth) = &self.auth else {
@@ -350,9 +381,7 @@ impl SessionOpener {
                 )
                 .map_err(|r| api_error(r.code, r.message))?;
         }
-        self.st
-            .open_asked(asked, self.owner().as_ref(), signal)
-            .await
+        Ok(asked)
     }
 
     /// Who the socket's named subscriptions belong to: the anonymous subject without
@@ -620,12 +649,7 @@ async fn validate(st: &AppState, asked: Asked) -> Result<Validated, ApiError> {
         query,
     } = asked;
     let table = &request.table;
-    if !st.allow.allows(&table.schema, &table.name) {
-        return Err(api_error(
-            "table_not_allowed",
-            format!("table {table} is not in this server's allow-list (tables.allow)"),
-        ));
-    }
+    check_allowed(st, table)?;
     let plugin = match &request.plugin {
         None => None,
         Some(plugin) => {
@@ -656,22 +680,7 @@ async fn validate(st: &AppState, asked: Asked) -> Result<Validated, ApiError> {
     }
     let key = cohort_key(&request, plugin.as_deref());
     let from = from
-        .map(|from| {
-            // A position this server never reached (another server's, or a journal that was
-            // replaced) would silently skip every change up to it.
-            // (Compared by commit: the position's two halves are read one after the other.)
-            let last = st.hub.last_pos();
-            if from.commit > last.commit {
-                return Err(api_error(
-                    "position_ahead",
-                    format!(
-                        "from={from} is beyond the last position this server has dispatched \
-                         ({last}); hand back a `pos` this server sent, or subscribe without from="
-                    ),
-                ));
-            }
-            journal_reader(st, from).map(|reader| (from, reader))
-        })
+        .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
         .transpose()?;
     Ok(Validated {
         query,
@@ -706,9 +715,34 @@ fn position_param<'a>(
     Ok(first)
 }
 
-/// A reader of the journal after `from`, or 409 `position_expired` when retention removed part
-/// of what follows it.
+/// 403 `table_not_allowed` for a table outside `tables.allow`.
+fn check_allowed(st: &AppState, table: &filter::TableName) -> Result<(), ApiError> {
+    if st.allow.allows(&table.schema, &table.name) {
+        return Ok(());
+    }
+    Err(api_error(
+        "table_not_allowed",
+        format!("table {table} is not in this server's allow-list (tables.allow)"),
+    ))
+}
+
+/// A reader of the journal after `from` (no I/O yet): 409 `position_ahead` for a position this
+/// server never dispatched, 409 `position_expired` when retention removed part of what follows
+/// it.
 fn journal_reader(st: &AppState, from: Pos) -> Result<JournalReader, ApiError> {
+    // A position this server never reached (another server's, or a journal that was replaced)
+    // would silently skip every change up to it.
+    // (Compared by commit: the position's two halves are read one after the other.)
+    let last = st.hub.last_pos();
+    if from.commit > last.commit {
+        return Err(api_error(
+            "position_ahead",
+            format!(
+                "from={from} is beyond the last position this server has dispatched ({last}); \
+                 hand back a `pos` this server sent, or subscribe without from="
+            ),
+        ));
+    }
     match st.journal.reader(from) {
         Ok(reader) => Ok(reader),
         Err(JournalError::Expired { horizon, .. }) => Err(api_error(
@@ -862,8 +896,8 @@ async fn list_subscriptions(State(st): State<AppState>) -> impl IntoResponse {
 fn count_after(journal: &JournalHandle, after: Pos) -> Option<u64> {
     let mut reader = journal.reader(after).ok()?;
     let mut n = 0;
-    while reader.next().ok()?.is_some() {
-        n += 1;
+    while let Some(record) = reader.next().ok()? {
+        n += u64::from(record.kind == crate::journal::RecordKind::Change);
     }
     Some(n)
 }

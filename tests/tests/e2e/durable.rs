@@ -1096,9 +1096,18 @@ async fn retention_keeps_what_a_subscription_has_not_acked() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let removed = server
-        .metric("walcast_journal_segments_removed_total")
-        .await?;
+    // (Counted once the removal, made off the async workers, is back: a moment after readers
+    // see it.)
+    let counted = Instant::now() + Duration::from_secs(10);
+    let removed = loop {
+        let removed = server
+            .metric("walcast_journal_segments_removed_total")
+            .await?;
+        if removed > Some(0.0) || Instant::now() >= counted {
+            break removed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     ensure!(removed > Some(0.0), "segments removed: {removed:?}");
     eprintln!("retention removed {removed:?} segments; rows 1..{next} committed");
     // Everything after the subscription's position is still there. (At journal.max_bytes walcast

@@ -280,7 +280,7 @@ fn plugin_dir() -> Result<std::path::PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_get_of_ws_answers_the_syntax_only_then_426() -> Result<()> {
+async fn a_plain_get_of_ws_answers_what_needs_no_lookup_then_426() -> Result<()> {
     let db = TestDb::new(PgCluster::shared(), "edge_plain").await?;
     db.exec("CREATE TABLE edge_g (id int PRIMARY KEY, v int)")
         .await?;
@@ -353,6 +353,11 @@ async fn a_plain_get_of_ws_answers_the_syntax_only_then_426() -> Result<()> {
             ("/ws?query=*:edge_g&query=*:edge_g", 400, "bad_query"),
             ("/ws?query=nope:edge_g", 400, "unknown_change_type"),
             ("/ws?query=*:other_t", 403, "table_not_allowed"),
+            ("/ws?query=*:edge_g&from=0%2F16B3748", 400, "bad_position"),
+            ("/ws?query=*:edge_g&sub=a%20b", 400, "bad_subscription_name"),
+            ("/ws?query=*:edge_g&snapshot=maybe", 400, "bad_query"),
+            // The hub's position is in memory: no journal read tells a position never reached.
+            ("/ws?query=*:edge_g&from=7FFFFFFFFFFFFFFF-00000000", 409, "position_ahead"),
             ("/listen/edge_ch", 426, "upgrade_required"),
         ] {
             let (status, _, body) = plain_get(&server, path, &[]).await?;

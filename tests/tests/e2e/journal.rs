@@ -165,9 +165,18 @@ async fn bad_and_expired_positions_are_refused_before_the_upgrade() -> Result<()
         if status == 409 {
             let v: Value = serde_json::from_str(&body)?;
             ensure!(v["error"] == "position_expired", "{body}");
-            let removed = server
-                .metric("walcast_journal_segments_removed_total")
-                .await?;
+            // (Counted once the removal, made off the async workers, is back: a moment after
+            // readers see it.)
+            let counted = tokio::time::Instant::now() + Duration::from_secs(10);
+            let removed = loop {
+                let removed = server
+                    .metric("walcast_journal_segments_removed_total")
+                    .await?;
+                if removed > Some(0.0) || tokio::time::Instant::now() >= counted {
+                    break removed;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             ensure!(removed > Some(0.0), "retention is counted: {removed:?}");
             let bytes = server.metric("walcast_journal_bytes").await?;
             ensure!(

@@ -11,6 +11,7 @@ mod edges;
 mod errors;
 mod filters;
 mod journal;
+mod journal_trust;
 mod limits;
 mod listen;
 mod multiplex;
