@@ -46,9 +46,11 @@ fn builds(args: &Args) -> Result<Vec<Build>> {
         if !Path::new(path).is_file() {
             bail!("--{label} {path}: no such file");
         }
+        // Absolute: walcast runs in its log directory.
+        let path = std::fs::canonicalize(path).with_context(|| format!("--{label} {path}"))?;
         v.push(Build {
             label: label.clone(),
-            path: PathBuf::from(path),
+            path,
         });
     }
     if v.is_empty() {
@@ -60,19 +62,58 @@ fn builds(args: &Args) -> Result<Vec<Build>> {
     Ok(v)
 }
 
+/// Starts `build` on the journal and waits until it confirmed the slot up to where the WAL is
+/// now: what an earlier walcast left for it is streamed before anything is measured.
 async fn start(
     db: &TestDb<'_>,
     journal: &JournalDir,
     build: &Build,
     args: &Args,
 ) -> Result<Walcast> {
-    Walcast::builder(db)
+    let server = Walcast::builder(db)
         .binary(&build.path)
         .env("WALCAST_JOURNAL_DIR", journal.path())
         .config_toml(&config(args.journal_mib))
         .start()
         .await
-        .with_context(|| format!("starting {} ({})", build.label, build.path.display()))
+        .with_context(|| format!("starting {} ({})", build.label, build.path.display()))?;
+    confirmed_to_now(db).await?;
+    Ok(server)
+}
+
+/// Waits until walcast confirmed the slot past the WAL's current end (everything committed so
+/// far is journaled).
+async fn confirmed_to_now(db: &TestDb<'_>) -> Result<()> {
+    // A transaction of its own, so the WAL's end is a commit walcast streams and confirms.
+    db.exec("INSERT INTO mark DEFAULT VALUES").await?;
+    let wal: String = db
+        .client()
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    walcast_tests::wait_for(
+        "walcast to confirm the slot to the WAL's end",
+        Duration::from_secs(600),
+        Duration::from_millis(50),
+        || async {
+            let row = db
+                .client()
+                .query_one(
+                    "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
+                    &[&wal, &db.slot()],
+                )
+                .await?;
+            Ok(row.get::<_, bool>(0).then_some(()))
+        },
+    )
+    .await
+}
+
+/// Stops walcast as an operator would (SIGTERM: final feedback, journal synced).
+async fn stop(mut server: Walcast) -> Result<()> {
+    server.terminate()?;
+    server.wait_exit(Duration::from_secs(30)).await?;
+    Ok(())
 }
 
 fn dir_bytes(dir: &Path) -> Result<u64> {
@@ -115,28 +156,9 @@ async fn fill(
         .await?;
         rows += batch;
         // Journaled once walcast confirmed the slot past it.
-        let wal: String = db
-            .client()
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await?
-            .get(0);
-        walcast_tests::wait_for(
-            "walcast to journal the fill",
-            Duration::from_secs(600),
-            Duration::from_millis(50),
-            || async {
-                let row = db
-                    .client()
-                    .query_one(
-                        "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
-                        &[&wal, &db.slot()],
-                    )
-                    .await?;
-                Ok(row.get::<_, bool>(0).then_some(()))
-            },
-        )
-        .await?;
+        confirmed_to_now(db).await?;
     }
+    stop(server).await?;
     let bytes = dir_bytes(dir)?;
     eprintln!(
         "  journal: {rows} rows of busy, {:.0} MiB, filled in {:.0} s",
@@ -249,6 +271,7 @@ async fn phase(
     let report = fleet.finish().await?;
     report.warn_if_incomplete(&format!("{} with {replays} replays", build.label));
     let replay_report = replay_fleet.finish().await?;
+    stop(server).await?;
     let (walcast_cpu, _, wall) = before.until(&after);
     let q = report.latency;
     Ok(Phase {
@@ -309,7 +332,7 @@ pub async fn replay(cluster: &PgCluster, args: &Args) -> Result<()> {
     let db = TestDb::new(cluster, "replay").await?;
     db.exec(&format!(
         "CREATE TABLE busy (id bigserial PRIMARY KEY, v int, note text); \
-         CREATE TABLE {QUIET} (id int PRIMARY KEY)"
+         CREATE TABLE {QUIET} (id int PRIMARY KEY); CREATE TABLE mark (id serial PRIMARY KEY)"
     ))
     .await?;
     let journal = JournalDir::new("replay")?;
