@@ -1,5 +1,5 @@
 //! `like` / `ilike` against a 1 MB text column with a 60 KB pattern: the matcher is linear in the
-//! text (README "Limits on hostile input"; `server/src/filter/like.rs` has the analysis). Each
+//! text (docs/security/limits.md; `server/src/filter/like.rs` has the analysis). Each
 //! case is a worst case of the backtracking matcher walcast had before: a long segment after the
 //! last `%` that matches almost everywhere (`%aaaa...ab%` against `aaaa...`), the same with `_`
 //! between the letters, and the `%a%a%...%b` shape. The filter is bound through the public API

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz walcast's parsers with libFuzzer on stable Rust (README "Fuzzing").
+# Fuzz walcast's parsers with libFuzzer on stable Rust (docs/development/fuzzing.md).
 #
 #   server/fuzz/run.sh [SECONDS] [TARGET...]
 #

@@ -1,5 +1,5 @@
-//! Entry points for the fuzz targets in `server/fuzz` (README "Fuzzing"): thin public wrappers
-//! around parsers that are private to their modules (client messages, the plugin `out_*`
+//! Entry points for the fuzz targets in `server/fuzz` (docs/development/fuzzing.md): thin public
+//! wrappers around parsers that are private to their modules (client messages, the plugin `out_*`
 //! builder), so those keep their visibility. The other fuzzed parsers (`filter::parse_request`,
 //! `decode::Decoder`) are public already. Not an API: nothing but the fuzz targets calls these.
 

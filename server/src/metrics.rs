@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// All metric handles. Names are documented in README ("Metrics").
+/// All metric handles. Names are documented in docs/reference/metrics.md.
 pub struct Metrics {
     registry: Registry,
     /// XLogData messages received from the walsender.

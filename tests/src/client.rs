@@ -1,4 +1,4 @@
-//! WebSocket and HTTP clients speaking walcast's client protocol v1 (README, "Client protocol v1"):
+//! WebSocket and HTTP clients speaking walcast's client protocol v1 (docs/reference/protocol.md):
 //! query strings, the `subscribed` handshake, change frames, close codes and pre-upgrade HTTP
 //! errors. Asserts nothing about specific tables; tests do that.
 

@@ -1,5 +1,5 @@
-//! The `[limits]` section: bounds on hostile input in the filter and plugin layers (README
-//! "Limits on hostile input"). Turns into `filter::Limits`; the checks live in `filter`.
+//! The `[limits]` section: bounds on hostile input in the filter and plugin layers
+//! (docs/security/limits.md). Turns into `filter::Limits`; the checks live in `filter`.
 
 use serde::Deserialize;
 

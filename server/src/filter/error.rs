@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-/// Machine codes of `QueryError`, as documented in README.
+/// Machine codes of `QueryError`, as documented in docs/reference/errors.md.
 pub mod code {
     pub const MISSING_QUERY: &str = "missing_query";
     pub const BAD_QUERY: &str = "bad_query";

@@ -1,4 +1,4 @@
-//! Limits on hostile input in the filter and plugin layers (README "Limits on hostile input",
+//! Limits on hostile input in the filter and plugin layers (docs/security/limits.md,
 //! `[limits]` in the configuration): how large one subscription's query may be, how many
 //! conditions, `in` items and `like` pattern bytes it may hold, and how many distinct parameter
 //! sets (groups) one plugin may run. Holds the values;

@@ -1,4 +1,4 @@
-//! Query-string filters (README, "Client protocol v1"): request syntax, binding against the column
+//! Query-string filters (docs/guides/subscriptions.md): request syntax, binding against the column
 //! catalog, typed predicate evaluation on decoded changes, the hub's `eq` index keys, the table
 //! allow-list and the catalog lookup. Does not run Wasm plugins (`plugin=` is parsed and kept for
 //! the plugin engine) and does not register subscriptions (see `hub`).

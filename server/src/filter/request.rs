@@ -1,4 +1,4 @@
-//! Syntax stage of the query-string filter language (README, "Client protocol v1"): turns the
+//! Syntax stage of the query-string filter language (docs/guides/subscriptions.md): turns the
 //! decoded URL query pairs into a `Request` without looking at the catalog. Does not resolve
 //! columns or parse values by type (see `predicate::bind`).
 

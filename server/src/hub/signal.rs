@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-/// WebSocket close codes the hub decides on. Documented in README ("Close codes").
+/// WebSocket close codes the hub decides on. Documented in docs/reference/errors.md.
 pub mod close_code {
     /// The session fell so far behind that journal retention (or, on `/listen`, its queue of
     /// notifications) overtook it, or its writes made no progress for `sessions.write_timeout`:

@@ -3,7 +3,7 @@
 //! by change and value by value. The workload covers every built-in type family, quoted
 //! identifiers, unchanged TOAST, each replica identity, COPY (multi-insert) and TRUNCATE.
 //!
-//! Comparison rules (README "Frames"; `server/src/decode/frame.rs`), per table:
+//! Comparison rules (docs/guides/frames.md; `server/src/decode/frame.rs`), per table:
 //! - the same changes in the same order: none missing, none extra (paired by LSN; the rows of one
 //!   COPY batch share an LSN and pair by position);
 //! - `op` is the action (`I` insert, `U` update, `D` delete, `T` truncate); `schema`, `table`, `lsn`

@@ -907,8 +907,8 @@ async fn list(server: &Walcast) -> Result<BTreeMap<String, Value>> {
         let name = e["name"]
             .as_str()
             .with_context(|| format!("no name: {e}"))?;
-        // lag_changes may be null "when it cannot tell" (README); the tests below require numbers
-        // where they compare them.
+        // lag_changes may be null "when it cannot tell" (docs/reference/http-api.md); the tests
+        // below require numbers where they compare them.
         ensure!(
             e["query"].is_string()
                 && e["table"].is_string()

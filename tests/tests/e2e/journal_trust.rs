@@ -148,7 +148,7 @@ async fn a_slot_walcast_had_to_create_cannot_continue_a_journal() -> Result<()> 
     Ok(())
 }
 
-/// Offsets of the records of a segment file (format in README, "Files").
+/// Offsets of the records of a segment file (format in docs/internals/journal-format.md).
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut at = 32;
     let mut out = Vec::new();

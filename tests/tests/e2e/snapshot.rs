@@ -100,7 +100,7 @@ async fn selected(db: &TestDb<'_>, filter: &str, cols: &[&str]) -> Result<Table>
 }
 
 /// `replica`: the table's replica identity (a filter on `age` needs `FULL` to see a deleted row's
-/// age: README, "Client protocol").
+/// age: docs/guides/subscriptions.md).
 async fn snapshot_under_writes(
     label: &str,
     extra: &[(&str, &str)],

@@ -116,7 +116,8 @@ async fn wal2json_v1_frames_match_format_version_1_field_by_field() -> Result<()
                 full_frames.push(got.clone());
             }
             if got.starts_with(r#"{"kind":"truncate""#) {
-                // Format-version 1 prints nothing for a truncate; walcast sends it (README).
+                // Format-version 1 prints nothing for a truncate; walcast sends it
+                // (docs/guides/frames.md).
                 ensure!(
                     got == format!(r#"{{"kind":"truncate","schema":"public","table":"{table}"}}"#),
                     "{table}: truncate frame {got}"

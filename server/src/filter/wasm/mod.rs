@@ -1,4 +1,4 @@
-//! The WebAssembly filter host (README "Filter plugins (WebAssembly)", `filter-sdk/ABI.md`): one
+//! The WebAssembly filter host (docs/plugins/guide.md, `filter-sdk/ABI.md`): one
 //! wasmtime engine, the `walcast_v1` host functions, plugin loading and hot reload from the plugin
 //! directory, shared per-(plugin, params, visible columns) groups that evaluate changes under
 //! deadline, memory and stack limits, and the CLI's check/run. Does not decide which sessions

@@ -103,7 +103,7 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
     ("smoke", &[]),
 ];
 
-/// The defaults of `scenario` (the figures in README.md were taken with these).
+/// The defaults of `scenario` (the commands in docs/development/benchmarks.md spell them out).
 pub fn defaults(scenario: &str) -> Args {
     let mut a = Args {
         scenario: scenario.into(),

@@ -16,7 +16,8 @@ use crate::workload::{self, Pace, Statement};
 /// with `synchronous_commit = on`.
 const WRITERS: u64 = 4;
 
-/// `latency`: one table row per run and their medians (the format README.md quotes).
+/// `latency`: one table row per run and their medians (the format
+/// docs/development/benchmarks.md publishes).
 pub async fn latency(cluster: &PgCluster, args: &Args) -> Result<()> {
     let (counts, notes) = clients::fit_all(&args.subscribers[..1]);
     let n = counts[0];
