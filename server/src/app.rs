@@ -161,6 +161,12 @@ async fn serve(
         tracing::info!("shutting down before Postgres was reached");
         return Ok(());
     };
+    // Where the slot's stream begins: what a journal that holds nothing yet starts after.
+    let confirmed = if source_config.temporary {
+        None
+    } else {
+        source::slot_confirmed_flush(&client, &source_config).await?
+    };
     let catalog = Arc::new(Catalog::new(client));
 
     let plugin_stop = CancellationToken::new();
@@ -181,7 +187,7 @@ async fn serve(
         bytes = journal.bytes(),
         "journal open"
     );
-    let journal = bind_journal(journal, &source_config, slot_created).await?;
+    let journal = bind_journal(journal, &source_config, slot_created, confirmed).await?;
 
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
@@ -497,6 +503,7 @@ async fn bind_journal(
     mut journal: Journal,
     source_config: &SourceConfig,
     slot_created: bool,
+    confirmed: Option<source::Lsn>,
 ) -> Result<Journal, AppError> {
     let upstream = source::identify(source_config).await?;
     let identity = Identity {
@@ -505,8 +512,10 @@ async fn bind_journal(
         slot: upstream.slot,
     };
     let server_lsn = upstream.server_lsn;
+    // A temporary slot is created when streaming starts, at or after the WAL's end now.
+    let stream_start = confirmed.unwrap_or(server_lsn);
     let (journal, bound) = tokio::task::spawn_blocking(move || {
-        let bound = journal.bind(&identity, server_lsn, slot_created);
+        let bound = journal.bind(&identity, server_lsn, slot_created, stream_start);
         (journal, bound)
     })
     .await

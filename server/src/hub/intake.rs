@@ -424,7 +424,14 @@ impl Consumer for Intake {
             slot: upstream.slot.clone(),
         };
         journal
-            .bind(&identity, upstream.server_lsn, upstream.slot_created)
+            // Bound at start already (with the slot's confirmed position as where the journal
+            // begins): on a reconnect this only checks.
+            .bind(
+                &identity,
+                upstream.server_lsn,
+                upstream.slot_created,
+                upstream.server_lsn,
+            )
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

@@ -304,9 +304,10 @@ impl Journaling {
         upstream: &Identity,
         server_lsn: Lsn,
         slot_created: bool,
+        stream_start: Lsn,
     ) -> Result<Bound, JournalError> {
         match &mut self.journal {
-            Some(journal) => journal.bind(upstream, server_lsn, slot_created),
+            Some(journal) => journal.bind(upstream, server_lsn, slot_created, stream_start),
             None => Err(JournalError::Halted),
         }
     }

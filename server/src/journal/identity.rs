@@ -36,6 +36,16 @@ impl fmt::Display for Identity {
     }
 }
 
+/// `identity.json`: the identity, and for a journal bound while it held nothing, the position
+/// its stream began after (nothing at or before it was ever in this journal).
+#[derive(Serialize, Deserialize)]
+struct IdentityFile {
+    #[serde(flatten)]
+    identity: Identity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    starts_after: Option<super::Pos>,
+}
+
 /// How `Journal::bind` accepted an upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bound {
@@ -62,11 +72,18 @@ impl Journal {
     /// changes of the old one (`SlotRecreated`); a journal that ends past the server's WAL
     /// (`AheadOfServer`: another cluster, or one restored from a backup). Blocking: writes and
     /// syncs the file when there was none.
+    ///
+    /// `stream_start` is where the stream this journal is about to receive begins: the slot's
+    /// confirmed position (a temporary slot: the server's WAL end). A journal that holds nothing
+    /// yet records it as `starts_after`, so a position from before it (another journal's, in a
+    /// directory that was emptied or replaced while the slot went on) is refused as expired
+    /// instead of replaying from this journal's first record over a silent hole.
     pub fn bind(
         &mut self,
         upstream: &Identity,
         server_lsn: Lsn,
         slot_created: bool,
+        stream_start: Lsn,
     ) -> Result<Bound, JournalError> {
         let dir = self.shared.dir.clone();
         if let Some(own) = &self.identity {
@@ -98,22 +115,29 @@ impl Journal {
         if self.identity.is_some() {
             return Ok(Bound::Matched);
         }
-        write(&dir, upstream)?;
+        // A confirmed transaction's commit record starts before the confirmed position (its
+        // end), and the slot sends every transaction whose commit starts at or after it: so a
+        // position is this journal's to serve exactly when its commit is not before it.
+        let starts_after = (!holds).then(|| super::Pos::new(stream_start, 0));
+        write(&dir, upstream, starts_after)?;
+        if let Some(floor) = starts_after {
+            self.shared.view.write().floor = floor;
+        }
         self.identity = Some(upstream.clone());
         Ok(if holds { Bound::Adopted } else { Bound::New })
     }
 }
 
-/// `identity.json`, or `None` when the directory has none.
-pub(crate) fn read(dir: &Path) -> Result<Option<Identity>, JournalError> {
+/// `identity.json` (the identity and `starts_after`), or `None` when the directory has none.
+pub(crate) fn read(dir: &Path) -> Result<Option<(Identity, Option<super::Pos>)>, JournalError> {
     let path = dir.join(IDENTITY_FILE);
     let text = match std::fs::read(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(JournalError::io("read", &path)(e)),
     };
-    serde_json::from_slice(&text)
-        .map(Some)
+    serde_json::from_slice::<IdentityFile>(&text)
+        .map(|file| Some((file.identity, file.starts_after)))
         .map_err(|e| JournalError::IdentityFile {
             path,
             reason: e.to_string(),
@@ -122,10 +146,18 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Identity>, JournalError> {
 
 /// Writes `identity.json` crash-safely: a synced temporary file renamed over it, then the
 /// directory synced, so the file is whole or absent.
-fn write(dir: &Path, identity: &Identity) -> Result<(), JournalError> {
+fn write(
+    dir: &Path,
+    identity: &Identity,
+    starts_after: Option<super::Pos>,
+) -> Result<(), JournalError> {
     let path: PathBuf = dir.join(IDENTITY_FILE);
     let err = JournalError::io("write", &path);
-    let mut text = serde_json::to_vec_pretty(identity).expect("an identity serializes");
+    let file = IdentityFile {
+        identity: identity.clone(),
+        starts_after,
+    };
+    let mut text = serde_json::to_vec_pretty(&file).expect("an identity serializes");
     text.push(b'\n');
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(JournalError::io("write", dir))?;
     tmp.write_all(&text)

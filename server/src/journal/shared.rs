@@ -26,6 +26,10 @@ pub(crate) struct Shared {
 /// older segment holds positions `<= prev`, so `prev` is non-decreasing along the list.
 pub(crate) struct View {
     pub segments: VecDeque<SegmentMeta>,
+    /// The position this journal's stream began after (`identity.json`'s `starts_after`): a
+    /// journal started fresh against a slot that had already moved on holds nothing at or
+    /// before it, even while its first segment's `prev` is still `ZERO`.
+    pub floor: Pos,
 }
 
 pub(crate) struct SegmentMeta {
@@ -99,7 +103,8 @@ impl View {
     /// Everything at or before the horizon may have been removed; a reader must start after a
     /// position `>=` it.
     pub fn horizon(&self) -> Pos {
-        self.segments.front().map_or(Pos::ZERO, |s| s.prev)
+        let prev = self.segments.front().map_or(Pos::ZERO, |s| s.prev);
+        prev.max(self.floor)
     }
 
     /// The segment and byte offset from which a scan finds the first change `> after`: every
@@ -166,8 +171,9 @@ mod tests {
         let mut s0 = SegmentMeta::new(4, pos(10, 2));
         s0.index = vec![(pos(11, 1), 32), (pos(20, 1), 70_000)];
         let s1 = SegmentMeta::new(5, pos(30, 4));
-        let view = View {
+        let mut view = View {
             segments: VecDeque::from([s0, s1]),
+            floor: Pos::ZERO,
         };
         assert_eq!(view.horizon(), pos(10, 2));
         assert_eq!(view.locate(pos(10, 1)), Err(pos(10, 2)));
@@ -180,5 +186,10 @@ mod tests {
         assert_eq!(view.locate(pos(u64::MAX, 0)), Ok((5, 32)));
         assert_eq!(view.get(5).map(|s| s.seq), Some(5));
         assert!(view.get(3).is_none() && view.get(6).is_none());
+        // A journal that began after a later position vouches for nothing before it.
+        view.floor = pos(11, 1);
+        assert_eq!(view.horizon(), pos(11, 1));
+        assert_eq!(view.locate(pos(10, 2)), Err(pos(11, 1)));
+        assert_eq!(view.locate(pos(11, 1)), Ok((4, 32)));
     }
 }

@@ -118,7 +118,10 @@ impl Journal {
         }
 
         let found = recover(&dir)?;
-        let identity = identity::read(&dir)?;
+        let (identity, starts_after) = match identity::read(&dir)? {
+            Some((identity, starts_after)) => (Some(identity), starts_after),
+            None => (None, None),
+        };
         let mut segments = found.segments;
         if segments.is_empty() {
             create_segment(&dir, found.next_seq, Pos::ZERO)?;
@@ -145,6 +148,7 @@ impl Journal {
             dir,
             view: RwLock::new(View {
                 segments: segments.into(),
+                floor: starts_after.unwrap_or(Pos::ZERO),
             }),
         });
         Ok(Journal {

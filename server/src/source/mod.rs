@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use error::{describe_target, error_chain, ServerError, SourceError};
 pub use lsn::{Lsn, ParseLsnError};
-pub use prereq::{check_prerequisites, drop_slot, slot_exists};
+pub use prereq::{check_prerequisites, drop_slot, slot_confirmed_flush, slot_exists};
 pub use stream::{identify, run};
 pub use tls::{connect_listening, connect_sql, install as install_tls, PgTls, RootCert, SslMode};
 pub use url::parse_database_url;

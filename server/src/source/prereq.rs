@@ -21,6 +21,25 @@ pub async fn slot_exists(client: &Client, cfg: &SourceConfig) -> Result<bool, So
     Ok(row.is_some())
 }
 
+/// The slot's `confirmed_flush_lsn`: where the stream it sends begins (`None` for a slot that
+/// does not exist or never confirmed anything).
+pub async fn slot_confirmed_flush(
+    client: &Client,
+    cfg: &SourceConfig,
+) -> Result<Option<crate::source::Lsn>, SourceError> {
+    let user = cfg.pg.get_user().unwrap_or_default();
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&cfg.slot],
+        )
+        .await
+        .map_err(|e| SourceError::from_sql("reading the slot's confirmed position", e, user))?;
+    Ok(row
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .and_then(|text| text.parse().ok()))
+}
+
 /// Drops the slot walcast created at this start, when the start is refused after all.
 pub async fn drop_slot(client: &Client, cfg: &SourceConfig) -> Result<(), SourceError> {
     let user = cfg.pg.get_user().unwrap_or_default();

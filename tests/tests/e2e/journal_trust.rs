@@ -3,7 +3,8 @@
 //! refuses damage that valid records follow (naming file and offset) instead of deleting them;
 //! a change it cannot take stops slot confirmation (Postgres resends it after a restart); a
 //! change bigger than a segment is journaled and replayed; a temporary slot's `gap` is replayed
-//! from the journal at its position.
+//! from the journal at its position; a journal started fresh against a slot that had moved on
+//! refuses positions from before it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,6 +124,62 @@ async fn a_journal_of_another_database_is_refused_naming_both() -> Result<()> {
     stop(server).await?;
     ensure!(Path::new(journal.path()).join("identity.json").exists());
     Ok(())
+}
+
+#[tokio::test]
+async fn a_position_from_before_a_fresh_journal_is_expired_not_a_silent_gap() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "fresh_journal").await?;
+    db.exec("CREATE TABLE items (id int primary key, v text NOT NULL DEFAULT 'x')")
+        .await?;
+    let old = JournalDir::new("fresh_old")?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_JOURNAL_DIR", old.path())
+        .start()
+        .await?;
+    let (mut c, _) = WsClient::subscribe(&server, &[("query", "insert:items")]).await?;
+    db.exec("INSERT INTO items (id) VALUES (1)").await?;
+    db.exec("INSERT INTO items (id) VALUES (2)").await?;
+    let seen = expect_ids(&mut c, &[1, 2], "first journal").await?;
+    stop(server).await?;
+
+    // The journal directory is replaced (emptied, or another folder) while the slot goes on;
+    // row 3 is committed meanwhile and row 4 after the start, so the server has dispatched
+    // beyond row 1's position.
+    db.exec("INSERT INTO items (id) VALUES (3)").await?;
+    let fresh = JournalDir::new("fresh_new")?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_JOURNAL_DIR", fresh.path())
+        .start()
+        .await?;
+    let (mut live, _) = WsClient::subscribe(&server, &[("query", "insert:items")]).await?;
+    db.exec("INSERT INTO items (id) VALUES (4)").await?;
+    let after = expect_ids(&mut live, &[4], "fresh journal").await?;
+    // The slot was confirmed past row 2 at the first stop, so this journal begins with row 3:
+    // resuming after row 1 from its first record would skip row 2 without a word.
+    let path = format!("/ws?query=insert:items&from={}", seen[0]);
+    let (status, body) = server.get(&path).await?;
+    ensure!(
+        status == 409 && body.contains("position_expired"),
+        "a plain GET: {status} {body}"
+    );
+    let (status, body) = walcast_tests::http_error(
+        &server,
+        &[("query", "insert:items"), ("from", seen[0].as_str())],
+    )
+    .await?;
+    ensure!(
+        status == 409 && body["error"] == "position_expired",
+        "the upgrade: {status} {body}"
+    );
+    // A position this journal holds still resumes.
+    let (mut resumed, _) = WsClient::subscribe(
+        &server,
+        &[("query", "insert:items"), ("from", after[0].as_str())],
+    )
+    .await?;
+    db.exec("INSERT INTO items (id) VALUES (5)").await?;
+    expect_ids(&mut resumed, &[5], "resumed in the fresh journal").await?;
+    stop(server).await
 }
 
 #[tokio::test]
