@@ -67,6 +67,10 @@ pub enum SourceError {
     PluginNotAllowed(ServerError),
     #[error("no free replication slot: {0}; raise max_replication_slots or drop unused slots (pg_drop_replication_slot)")]
     SlotsExhausted(ServerError),
+    /// Postgres invalidated the slot (`max_slot_wal_keep_size`, or a removed WAL file): what it
+    /// had not sent is gone from WAL, and no retry brings it back.
+    #[error("the replication slot was invalidated and can no longer stream: {0}; the changes it had not sent are gone from WAL. Drop it (SELECT pg_drop_replication_slot('<the slot named above>')), move or delete journal.dir (WALCAST_JOURNAL_DIR: its positions cannot be continued), start walcast again, and have clients read their rows again (snapshot=true); raise max_slot_wal_keep_size or keep walcast running to avoid it")]
+    SlotInvalidated(ServerError),
     #[error("replication slot is in use by another connection: {0}")]
     SlotActive(ServerError),
     #[error("replication slot {slot:?} uses output plugin {plugin:?}, not wal2json: drop it (SELECT pg_drop_replication_slot('{slot}')) or choose another slot name")]
@@ -193,6 +197,15 @@ impl SourceError {
             "3D000" => SourceError::UnknownDatabase(server),
             "42501" => SourceError::MissingPrivilege { user, server },
             "55000" if msg.contains("wal_level") => SourceError::WalLevel(server),
+            "55000"
+                if msg.contains("can no longer get changes from replication slot")
+                    || server
+                        .detail
+                        .as_deref()
+                        .is_some_and(|d| d.contains("has been invalidated")) =>
+            {
+                SourceError::SlotInvalidated(server)
+            }
             "58P01" if msg.contains("wal2json") => SourceError::Wal2jsonMissing(server),
             "53400" => SourceError::SlotsExhausted(server),
             "55006" => SourceError::SlotActive(server),
@@ -250,6 +263,12 @@ mod tests {
                 "42501",
                 "library \"wal2json\" may not be used as an output plugin",
                 "output_plugin_libraries",
+                false,
+            ),
+            (
+                "55000",
+                "can no longer get changes from replication slot \"s\"",
+                "pg_drop_replication_slot",
                 false,
             ),
             (

@@ -614,3 +614,53 @@ async fn start_up_stops_at_once_on_what_waiting_cannot_fix() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_stops_walcast_with_the_fix() -> Result<()> {
+    // A stopped walcast's slot holds WAL; past max_slot_wal_keep_size Postgres invalidates it.
+    let cluster = PgCluster::create(PgOptions {
+        settings: vec![("max_slot_wal_keep_size".into(), "1MB".into())],
+        ..PgOptions::default()
+    })?;
+    cluster.start()?;
+    let url = cluster.tcp_url("postgres", "postgres", None);
+    let slot = format!("s_edge_lost_{}", unique_suffix());
+    let mut first = WalcastBuilder::for_url(&url, &slot, "edge_lost")
+        .start()
+        .await?;
+    first.terminate()?;
+    first.wait_exit(LONG).await?;
+
+    let pg = cluster.connect("postgres").await?;
+    pg.batch_execute("CREATE TABLE edge_filler (id int, t text)")
+        .await?;
+    wait_for("the slot to be lost", LONG, Duration::from_millis(10), || async {
+        pg.batch_execute(
+            "INSERT INTO edge_filler SELECT g, repeat('x', 200) FROM generate_series(1, 50000) g; \
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await?;
+        let row = pg
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        Ok((row.get::<_, Option<String>>(0).as_deref() == Some("lost")).then_some(()))
+    })
+    .await?;
+
+    // Retrying cannot bring the WAL back: walcast stops, saying what happened and the fix.
+    let (status, _, stderr) = WalcastBuilder::for_url(&url, &slot, "edge_lost_again")
+        .run_to_exit(LONG)
+        .await?;
+    ensure!(status.code() == Some(1), "{status}: {stderr}");
+    ensure!(
+        stderr.contains("invalidated")
+            && stderr.contains(&slot)
+            && stderr.contains("pg_drop_replication_slot")
+            && stderr.contains("max_slot_wal_keep_size"),
+        "{stderr}"
+    );
+    Ok(())
+}
