@@ -4,7 +4,7 @@
 use super::*;
 use std::collections::HashMap;
 
-const EXAMPLE: &str = include_str!("../../../walcast.example.toml");
+const EXAMPLE: &str = include_str!("../../../docs/reference/walcast.example.toml");
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = pairs
@@ -21,7 +21,7 @@ fn no_env(_: &str) -> Option<String> {
 fn example_file() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../walcast.example.toml"
+        "/../docs/reference/walcast.example.toml"
     ))
 }
 
