@@ -17,7 +17,11 @@ pub(super) type Keys = BTreeMap<String, Value>;
 
 pub(super) fn keys_of(config: &Config) -> Keys {
     let mut out = Keys::new();
-    flatten("", &serde_json::to_value(config).expect("the config serializes"), &mut out);
+    flatten(
+        "",
+        &serde_json::to_value(config).expect("the config serializes"),
+        &mut out,
+    );
     out
 }
 
@@ -25,7 +29,11 @@ fn flatten(prefix: &str, value: &Value, out: &mut Keys) {
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -190,7 +198,9 @@ pub(super) fn flag_keys() -> BTreeMap<String, Vec<String>> {
         for probe in probes {
             let mut argv = vec!["walcast".to_owned(), flag.clone()];
             argv.extend(probe.map(str::to_owned));
-            let Ok(cli) = Cli::try_parse_from(&argv) else { continue };
+            let Ok(cli) = Cli::try_parse_from(&argv) else {
+                continue;
+            };
             let mut config = Config::default();
             if config.apply_cli(&cli).is_ok() {
                 let keys = changed(&keys_of(&config), &base);
@@ -240,7 +250,9 @@ pub(super) fn metrics() -> BTreeMap<String, Metric> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split_whitespace();
-            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else { continue };
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
             let query = match kind {
                 "counter" if !name.ends_with("_total") => format!("{name}_total"),
                 _ => name.to_owned(),
@@ -288,12 +300,18 @@ pub(super) fn metrics() -> BTreeMap<String, Metric> {
 
 /// The `sslmode` values a database URL is accepted with, of those libpq knows.
 pub(super) fn sslmodes() -> (Vec<&'static str>, Vec<&'static str>) {
-    ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
-        .into_iter()
-        .partition(|mode| {
-            crate::source::parse_database_url(&format!("postgres://u@h/db?sslmode={mode}"))
-                .is_ok()
-        })
+    [
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ]
+    .into_iter()
+    .partition(|mode| {
+        crate::source::parse_database_url(&format!("postgres://u@h/db?sslmode={mode}")).is_ok()
+    })
 }
 
 /// Whether `listen` takes a host name (`localhost:<port>`).

@@ -67,9 +67,7 @@ fn is_separator(line: &str) -> bool {
     let line = line.trim();
     line.starts_with('|')
         && line.contains('-')
-        && line
-            .chars()
-            .all(|c| matches!(c, '|' | '-' | ':' | ' '))
+        && line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' '))
 }
 
 /// The cells of one row: split at `|` outside code spans and not escaped, trimmed.
@@ -119,7 +117,10 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].heading, "`walcast plugin run`");
         assert_eq!(t[0].header, ["flag", "meaning"]);
-        assert_eq!(t[0].rows[0], (7, vec!["`--param`".to_owned(), "`a|b` and |".to_owned()]));
+        assert_eq!(
+            t[0].rows[0],
+            (7, vec!["`--param`".to_owned(), "`a|b` and |".to_owned()])
+        );
         assert_eq!(t[0].cell(&t[0].rows[1].1, t[0].column("meaning")), "");
         assert_eq!(code_spans("a `b` c `d e`"), ["b", "d e"]);
     }

@@ -71,9 +71,16 @@ fn is_env_name(text: &str) -> bool {
 /// The rows of `configuration.md`'s key tables: key -> (line, row) in the table it sits in.
 fn config_rows(tables: &[Table]) -> Vec<(&Table, usize, String, &Vec<String>)> {
     let mut out = Vec::new();
-    for table in tables.iter().filter(|t| t.header.first().is_some_and(|h| h == "key")) {
+    for table in tables
+        .iter()
+        .filter(|t| t.header.first().is_some_and(|h| h == "key"))
+    {
         for (line, row) in &table.rows {
-            if let Some(key) = row.first().map(|c| code_spans(c)).and_then(|s| s.first().cloned()) {
+            if let Some(key) = row
+                .first()
+                .map(|c| code_spans(c))
+                .and_then(|s| s.first().cloned())
+            {
                 out.push((table, *line, key, row));
             }
         }
@@ -148,7 +155,10 @@ fn configuration_md_lists_every_key_with_its_env_flag_type_and_default() {
         };
         // Env variables: the same set, the winner first.
         let cell = table.cell(row, table.column("env"));
-        let listed: Vec<String> = code_spans(cell).into_iter().filter(|s| is_env_name(s)).collect();
+        let listed: Vec<String> = code_spans(cell)
+            .into_iter()
+            .filter(|s| is_env_name(s))
+            .collect();
         let setting: Vec<(String, &'static str)> = envs
             .iter()
             .filter(|(_, (keys, _))| keys.contains(key))
@@ -172,8 +182,10 @@ fn configuration_md_lists_every_key_with_its_env_flag_type_and_default() {
         }
         // Flags.
         let cell = table.cell(row, table.column("flag"));
-        let have: BTreeSet<String> =
-            code_spans(cell).into_iter().filter(|s| s.starts_with("--")).collect();
+        let have: BTreeSet<String> = code_spans(cell)
+            .into_iter()
+            .filter(|s| s.starts_with("--"))
+            .collect();
         let want: BTreeSet<String> = flags
             .iter()
             .filter(|(_, keys)| keys.contains(key))
@@ -200,7 +212,9 @@ fn configuration_md_lists_every_key_with_its_env_flag_type_and_default() {
             Value::Bool(_) => Some("boolean"),
             Value::Number(_) => Some("integer"),
             Value::Array(_) => Some("list"),
-            Value::String(s) if crate::config::parse_duration(s).is_ok() && s.parse::<f64>().is_err() => {
+            Value::String(s)
+                if crate::config::parse_duration(s).is_ok() && s.parse::<f64>().is_err() =>
+            {
                 Some("duration")
             }
             _ => None,
@@ -211,6 +225,19 @@ fn configuration_md_lists_every_key_with_its_env_flag_type_and_default() {
                     "{file}:{line}: `{key}` is a {expected} in the code, the type column says {ty:?}"
                 ));
             }
+        }
+    }
+    // Every variable is named somewhere in the file.
+    let text = read_doc("configuration.md");
+    for name in envs.keys() {
+        if !text.contains(&format!("`{name}`")) {
+            problems.add(format!(
+                "env variable {name} ({}) is not documented: add it to {file}",
+                match &envs[name].0 {
+                    keys if keys.is_empty() => "it sets no config key".to_owned(),
+                    keys => format!("it sets {}", keys.join(", ")),
+                }
+            ));
         }
     }
     // Variables that set no key are documented by name.
@@ -293,7 +320,11 @@ fn example_toml_carries_every_key_with_its_default() {
                 problems.add(format!(
                     "{file}: `{key}` is unset by default: show it as a comment (`# {leaf} = ...`) \
                      under {}",
-                    if section.is_empty() { "the top".to_owned() } else { format!("[{section}]") }
+                    if section.is_empty() {
+                        "the top".to_owned()
+                    } else {
+                        format!("[{section}]")
+                    }
                 ));
             }
             continue;
@@ -350,7 +381,11 @@ fn cli_md_lists_every_command_and_flag() {
     // Command path -> items documented, from tables under a heading naming `walcast ...`.
     let mut documented: BTreeMap<String, (usize, BTreeSet<String>)> = BTreeMap::new();
     for table in &tables {
-        if !table.header.first().is_some_and(|h| h == "flag" || h == "argument") {
+        if !table
+            .header
+            .first()
+            .is_some_and(|h| h == "flag" || h == "argument")
+        {
             continue;
         }
         let Some(path) = code_spans(&table.heading)
@@ -369,7 +404,9 @@ fn cli_md_lists_every_command_and_flag() {
             ));
             continue;
         };
-        let entry = documented.entry(path).or_insert((table.line, BTreeSet::new()));
+        let entry = documented
+            .entry(path)
+            .or_insert((table.line, BTreeSet::new()));
         for (_, row) in &table.rows {
             let first = row.first().map_or("", String::as_str);
             entry.1.extend(
@@ -405,7 +442,9 @@ fn cli_md_lists_every_command_and_flag() {
     }
     for path in documented.keys() {
         if !commands.iter().any(|c| &c.path == path) {
-            problems.add(format!("{file} documents command `{path}`, which the code does not have"));
+            problems.add(format!(
+                "{file} documents command `{path}`, which the code does not have"
+            ));
         }
     }
     // The config key each serving flag sets, when the table says it.
@@ -503,7 +542,10 @@ fn errors_md_lists_every_error_code_and_close_code_in_one_table() {
                 }
             }
             let status = table.cell(row, table.column("http"));
-            for word in status.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()) {
+            for word in status
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| !w.is_empty())
+            {
                 if !(word.len() == 3 && (word.starts_with('4') || word.starts_with('5'))) {
                     problems.add(format!(
                         "{file}:{line}: {word:?} in the HTTP column is not an error status"
@@ -518,20 +560,27 @@ fn errors_md_lists_every_error_code_and_close_code_in_one_table() {
             problems.add(format!(
                 "error code `{code}` (produced in server/src/{}) is not documented: add a row to \
                  {file}",
-                places.iter().cloned().collect::<Vec<_>>().join(", server/src/")
+                places
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", server/src/")
             ));
         }
     }
     for (code, line) in &errors {
         if !found.error_codes.contains_key(code) {
-            let hint = match found.literals.get(code) {
-                Some(places) => format!(
+            let hint =
+                match found.literals.get(code) {
+                    Some(places) => {
+                        format!(
                     " (it appears as a string in server/src/{}: if that produces it, teach \
                      server/src/reference_docs/source_scan.rs the construct)",
                     places.iter().cloned().collect::<Vec<_>>().join(", server/src/")
-                ),
-                None => String::new(),
-            };
+                )
+                    }
+                    None => String::new(),
+                };
             problems.add(format!(
                 "{file}:{line} documents error code `{code}`, which nothing in server/src \
                  produces{hint}"
@@ -542,7 +591,11 @@ fn errors_md_lists_every_error_code_and_close_code_in_one_table() {
         if !closes.contains_key(code) {
             problems.add(format!(
                 "close code {code} (server/src/{}) is not documented: add a row to {file}",
-                places.iter().cloned().collect::<Vec<_>>().join(", server/src/")
+                places
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", server/src/")
             ));
         }
     }
@@ -563,7 +616,10 @@ fn metrics_md_lists_every_metric_with_its_type_and_labels() {
     let metrics = code_side::metrics();
     let mut problems = Problems::default();
     let mut documented = BTreeSet::new();
-    for table in tables.iter().filter(|t| t.header.first().is_some_and(|h| h == "metric")) {
+    for table in tables
+        .iter()
+        .filter(|t| t.header.first().is_some_and(|h| h == "metric"))
+    {
         for (line, row) in &table.rows {
             let Some(name) = row.first().and_then(|c| code_spans(c).into_iter().next()) else {
                 continue;
@@ -582,8 +638,9 @@ fn metrics_md_lists_every_metric_with_its_type_and_labels() {
                     metric.kind
                 ));
             }
-            let labels: BTreeSet<String> =
-                code_spans(table.cell(row, table.column("labels"))).into_iter().collect();
+            let labels: BTreeSet<String> = code_spans(table.cell(row, table.column("labels")))
+                .into_iter()
+                .collect();
             if labels != metric.labels {
                 problems.add(format!(
                     "{file}:{line}: {name} has labels {:?}, the docs say {labels:?}",
@@ -640,7 +697,11 @@ fn docs_name_only_env_variables_and_config_keys_that_exist() {
     let mut problems = Problems::default();
     for path in docs.iter().filter(|p| p.exists()) {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        let shown = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+        let shown = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         for (n, line) in text.lines().enumerate() {
             for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("WALCAST_") && is_env_name(word) && !known_env.contains(word) {
@@ -657,7 +718,9 @@ fn docs_name_only_env_variables_and_config_keys_that_exist() {
             };
             for span in spans {
                 let span = span.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_');
-                let Some((section, leaf)) = span.split_once('.') else { continue };
+                let Some((section, leaf)) = span.split_once('.') else {
+                    continue;
+                };
                 let leaf = leaf.split(['[', ' ', '=']).next().unwrap_or("");
                 let is_key_shape = leaf
                     .chars()
@@ -680,11 +743,16 @@ fn docs_name_only_env_variables_and_config_keys_that_exist() {
 }
 
 fn collect_files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "target" && n != "node_modules") {
+            if path
+                .file_name()
+                .is_some_and(|n| n != "target" && n != "node_modules")
+            {
                 collect_files(&path, ext, out);
             }
         } else if path.extension().is_some_and(|e| e == ext) {
@@ -704,25 +772,13 @@ fn the_checks_see_the_code() {
         Some(&["listen".to_owned()][..])
     );
     let found = scan();
-    assert!(found.routes.contains_key(&("GET".to_owned(), "/ws".to_owned())));
+    assert!(found
+        .routes
+        .contains_key(&("GET".to_owned(), "/ws".to_owned())));
     assert!(found.error_codes.contains_key("bad_query") && found.error_codes.len() > 30);
     assert!(found.close_codes.contains_key(&4008));
     assert!(code_side::metrics().contains_key("walcast_sessions"));
-    assert!(code_side::cli_commands().iter().any(|c| c.path == "walcast plugin run"));
-}
-
-#[test]
-fn zz_dump() {
-    let d = code_side::keys_of(&Config::default());
-    for (k, v) in &d { println!("KEY {k} = {v}"); }
-    for (n, e) in env_map() { println!("ENV {n} -> {:?}", e); }
-    for (f, k) in code_side::flag_keys() { println!("FLAG {f} -> {k:?}"); }
-    for c in code_side::cli_commands() { println!("CMD {} {:?}", c.path, c.items); }
-    for (n, m) in code_side::metrics() { println!("METRIC {n} {m:?}"); }
-    let f = scan();
-    for (r, p) in &f.routes { println!("ROUTE {r:?} {p:?}"); }
-    for (r, p) in &f.error_codes { println!("ERR {r} {p:?}"); }
-    for (r, p) in &f.close_codes { println!("CLOSE {r} {p:?}"); }
-    println!("SSL {:?}", code_side::sslmodes());
-    println!("WIN {:?}", code_side::env_winner("log.level", &[("WALCAST_LOG".into(), "7"), ("RUST_LOG".into(), "7")]));
+    assert!(code_side::cli_commands()
+        .iter()
+        .any(|c| c.path == "walcast plugin run"));
 }

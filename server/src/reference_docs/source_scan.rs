@@ -65,7 +65,11 @@ pub(super) fn lex(src: &str) -> Vec<Tok> {
         } else if ch == '"' || (matches!(ch, 'b' | 'c') && at(i + 1) == '"') {
             let start = if ch == '"' { i + 1 } else { i + 2 };
             let (text, next) = quoted(&c, start);
-            out.push(if ch == '"' { Tok::Str(text) } else { Tok::Other });
+            out.push(if ch == '"' {
+                Tok::Str(text)
+            } else {
+                Tok::Other
+            });
             i = next;
         } else if ch == '\'' || (ch == 'b' && at(i + 1) == '\'') {
             let q = if ch == 'b' { i + 1 } else { i };
@@ -140,7 +144,13 @@ fn raw_string(c: &[char], i: usize) -> Option<(String, usize)> {
     let start = j + 1;
     let mut k = start;
     while k < c.len() {
-        if c[k] == '"' && c[k + 1..].iter().take(hashes).filter(|&&h| h == '#').count() == hashes
+        if c[k] == '"'
+            && c[k + 1..]
+                .iter()
+                .take(hashes)
+                .filter(|&&h| h == '#')
+                .count()
+                == hashes
         {
             let text: String = c[start..k].iter().collect();
             return Some((text, k + 1 + hashes));
@@ -367,9 +377,13 @@ pub(super) fn is_code(text: &str) -> bool {
     let mut parts = text.split('_');
     parts.next().is_some_and(|first| {
         first.starts_with(|c: char| c.is_ascii_lowercase())
-            && first.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && first
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     }) && parts.all(|p| {
-        !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
     })
 }
 
@@ -432,10 +446,12 @@ pub(super) fn scan_tokens(t: &[Tok], place: &str, found: &mut Found) {
         // error types (`JournalError::io("open", ..)`) name operations, not codes.
         if punct(i, '(') && ident(i.wrapping_sub(1)).is_some() {
             let path = call_path(t, i);
-            let last = path.last().map(|p| p.to_ascii_lowercase()).unwrap_or_default();
-            let error_new = path.len() >= 2
-                && last == "new"
-                && path[path.len() - 2].contains("Error");
+            let last = path
+                .last()
+                .map(|p| p.to_ascii_lowercase())
+                .unwrap_or_default();
+            let error_new =
+                path.len() >= 2 && last == "new" && path[path.len() - 2].contains("Error");
             // `io_error("read", e)` names the operation that failed.
             let io = last.split('_').any(|w| w == "io");
             let names_error =
@@ -536,7 +552,11 @@ pub(super) fn scan_tokens(t: &[Tok], place: &str, found: &mut Found) {
         {
             let mut open = i + 4;
             while open < t.len() && !punct(open, '{') {
-                open = if punct(open, '(') { skip_group(t, open) } else { open + 1 };
+                open = if punct(open, '(') {
+                    skip_group(t, open)
+                } else {
+                    open + 1
+                };
             }
             let end = skip_group(t, open);
             let mut depth = 0usize;
@@ -585,13 +605,13 @@ fn top_level_args(t: &[Tok], open: usize) -> Vec<usize> {
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut start = open + 1;
-    for j in open..end {
-        match t[j] {
+    for (j, tok) in t.iter().enumerate().take(end).skip(open) {
+        match tok {
             Tok::Punct('(' | '[' | '{') => depth += 1,
             Tok::Punct(')' | ']' | '}') => depth = depth.saturating_sub(1),
             _ => {}
         }
-        let closes_arg = (depth == 1 && t[j] == Tok::Punct(',')) || (depth == 0 && j + 1 == end);
+        let closes_arg = (depth == 1 && *tok == Tok::Punct(',')) || (depth == 0 && j + 1 == end);
         if closes_arg {
             if j == start + 1 {
                 out.push(start);
@@ -638,8 +658,10 @@ mod tests {
 
     #[test]
     fn lexer_keeps_strings_and_drops_comments() {
-        let toks = lex(r####"a /* b /* nested */ "no" */ "q\"x" r#"r"aw"# 'c' '\n' 'life // "not"
-            b"bytes" 4_008 1.5"####);
+        let toks = lex(
+            r####"a /* b /* nested */ "no" */ "q\"x" r#"r"aw"# 'c' '\n' 'life // "not"
+            b"bytes" 4_008 1.5"####,
+        );
         assert_eq!(
             toks,
             [
@@ -726,7 +748,12 @@ mod tests {
             .collect();
         assert_eq!(
             routes,
-            [("DELETE", "/b/{x}"), ("GET", "/a"), ("GET", "/c"), ("POST", "/b/{x}")]
+            [
+                ("DELETE", "/b/{x}"),
+                ("GET", "/a"),
+                ("GET", "/c"),
+                ("POST", "/b/{x}")
+            ]
         );
         let closes: Vec<u16> = found.close_codes.keys().copied().collect();
         assert_eq!(closes, [1011, 4008, 4011]);
