@@ -6,13 +6,18 @@
 //! The rules name constructs, not files, so code can move between modules freely:
 //! - routes: `.route("<path>", get(..).post(..))`; `.nest(` is refused, since a prefix would
 //!   change the paths the scan sees;
-//! - error codes: string arguments of a call whose path names an error or a refusal
-//!   (`api_error("bad_query", ..)`, `error_frame(id, "bad_ack", ..)`, `refuse(status,
-//!   "bad_channel", ..)`), `"error": "<code>"` (in `json!` or inside a string), `code:
-//!   "<code>"`, `(StatusCode::X, "<code>", ..)`, `const X: &str = "<code>"` inside a module whose
-//!   name says `code`, and the arms of `let error = match .. { .. => "<code>" }`;
-//! - close codes: `const X: u16 = <1000..=4999>`, and such a number given to a call whose path
-//!   says `close` or after `code:`.
+//! - error codes: the first string argument of a call whose function names an error, a refusal
+//!   or a rejection (`api_error("bad_query", ..)`, `error_frame(id, "bad_ack", ..)`,
+//!   `refuse(status, "bad_channel", ..)`, `QueryError::new("..", ..)`; not `io_error`, whose
+//!   argument names an operation, nor `ConfigError`, whose names are keys), `"error": "<code>"`
+//!   (in `json!` or inside a string), `code: "<code>"`, `(StatusCode::X, "<code>", ..)`,
+//!   `const X: &str = "<code>"` inside a module whose name says `code`, and the arms of
+//!   `let error = match .. { .. => "<code>" }`;
+//! - close codes: `const X: u16 = <1000..=4999>`, the discriminants of an `enum` whose name says
+//!   `Close`, and such a number given to a call whose function says `close` or after `code:`.
+//!
+//! A documented code the rules do not find is reported with the files where it appears as a
+//! string, so a new construct is taught here rather than left undetected.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -450,12 +455,16 @@ pub(super) fn scan_tokens(t: &[Tok], place: &str, found: &mut Found) {
                 .last()
                 .map(|p| p.to_ascii_lowercase())
                 .unwrap_or_default();
-            let error_new =
-                path.len() >= 2 && last == "new" && path[path.len() - 2].contains("Error");
+            let refusing = |name: &str| {
+                let name = name.to_ascii_lowercase();
+                ["error", "refus", "reject"]
+                    .iter()
+                    .any(|w| name.contains(w))
+            };
+            let error_new = path.len() >= 2 && last == "new" && refusing(&path[path.len() - 2]);
             // `io_error("read", e)` names the operation that failed.
             let io = last.split('_').any(|w| w == "io");
-            let names_error =
-                (last.contains("error") || last.contains("refus")) && !io || error_new;
+            let names_error = refusing(&last) && !io || error_new;
             let config = path.iter().any(|p| p == "ConfigError");
             let closes = last.contains("close");
             if names_error && !config || closes {
@@ -508,6 +517,26 @@ pub(super) fn scan_tokens(t: &[Tok], place: &str, found: &mut Found) {
         {
             if let Some(Tok::Str(code)) = t.get(i + 5) {
                 add_code(code, found);
+            }
+        }
+        // `enum CloseCode { SlowConsumer = 4008, .. }`
+        if ident(i) == Some("enum")
+            && ident(i + 1).is_some_and(|n| n.contains("Close"))
+            && punct(i + 2, '{')
+        {
+            let end = skip_group(t, i + 2);
+            for j in i + 3..end {
+                if let (Some(_), true, Some(Tok::Int(n))) =
+                    (ident(j), punct(j + 1, '='), t.get(j + 2))
+                {
+                    if is_close_code(*n) {
+                        found
+                            .close_codes
+                            .entry(*n as u16)
+                            .or_default()
+                            .insert(place.to_owned());
+                    }
+                }
             }
         }
         // `const X: u16 = 4008;`
@@ -708,6 +737,8 @@ mod tests {
                 let error = match code { X => "h_eight", Y => return Err(z), _ => "i_nine" };
                 ConfigError::invalid("not_a_code", "msg");
                 QueryError::new("k_eleven", "msg");
+                Rejection::new("l_twelve", "msg");
+                reject(StatusCode::GONE, "m_thirteen", m);
                 JournalError::io("open", &path);
                 self.io_error("read", e);
                 DecodeError::BadType("xid");
@@ -720,8 +751,19 @@ mod tests {
         assert_eq!(
             codes(&found),
             [
-                "a_one", "b_two", "c_three", "d_four", "e_five", "f_six", "g_seven", "h_eight",
-                "i_nine", "j_ten", "k_eleven"
+                "a_one",
+                "b_two",
+                "c_three",
+                "d_four",
+                "e_five",
+                "f_six",
+                "g_seven",
+                "h_eight",
+                "i_nine",
+                "j_ten",
+                "k_eleven",
+                "l_twelve",
+                "m_thirteen"
             ]
         );
     }
@@ -731,6 +773,7 @@ mod tests {
         let found = scan(
             r#"
             pub const SLOW: u16 = 4008;
+            #[repr(u16)] pub enum CloseCode { Away = 1001, Gone = 4012 }
             const PORT: u16 = 5432;
             fn r() -> Router {
                 Router::new()
@@ -756,7 +799,7 @@ mod tests {
             ]
         );
         let closes: Vec<u16> = found.close_codes.keys().copied().collect();
-        assert_eq!(closes, [1011, 4008, 4011]);
+        assert_eq!(closes, [1001, 1011, 4008, 4011, 4012]);
         assert!(scan("fn n() { r.nest(\"/v1\", x) }").unsupported.len() == 1);
     }
 }
