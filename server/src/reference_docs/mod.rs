@@ -668,8 +668,9 @@ fn metrics_md_lists_every_metric_with_its_type_and_labels() {
 }
 
 /// Words that end a file name, not a config key (`auth.rs` is no key of `[auth]`).
-const FILE_ENDINGS: [&str; 12] = [
-    "rs", "md", "toml", "json", "wasm", "html", "js", "css", "ts", "sh", "pem", "seg",
+const FILE_ENDINGS: [&str; 22] = [
+    "rs", "md", "toml", "json", "wasm", "html", "js", "css", "ts", "sh", "pem", "seg", "txt",
+    "log", "yml", "yaml", "conf", "service", "png", "svg", "lock", "mjs",
 ];
 
 #[test]
