@@ -23,3 +23,7 @@ pub mod source;
 pub mod telemetry;
 pub mod tls;
 pub mod ws;
+
+/// The reference docs held against the code (test only).
+#[cfg(test)]
+mod reference_docs;

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{de_duration, split_list, ConfigError};
+use super::{de_duration, ser_duration, ser_secret, split_list, ConfigError};
 
 /// `auth.mode`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Anyone who reaches the port reads every allowed table.
@@ -34,13 +34,14 @@ impl AuthMode {
     }
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// `none` or `jwt` (`WALCAST_AUTH_MODE`). Unset: `none` for the embedded demo and a loopback
     /// listener; walcast refuses to start otherwise.
     pub mode: Option<AuthMode>,
     /// HMAC secret for HS256/384/512 tokens (`WALCAST_JWT_SECRET`). Never logged.
+    #[serde(serialize_with = "ser_secret")]
     pub jwt_secret: Option<String>,
     /// PEM public keys (RSA, EC P-256/P-384, Ed25519) for RS*/PS*/ES*/EdDSA tokens.
     pub public_keys: Vec<PathBuf>,
@@ -51,7 +52,7 @@ pub struct AuthSection {
     /// Accepted `iss` values; when set, tokens must carry one of them.
     pub issuer: Vec<String>,
     /// Clock skew allowed on `exp` and `nbf`.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub leeway: Duration,
     /// The policy file (TOML): per role, which tables, operations, columns, rows, plugins and
     /// channels (`WALCAST_POLICY_FILE`).
@@ -157,10 +158,11 @@ impl AuthSection {
     }
 }
 
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Bearer token for `/metrics` and `/v1/*` (`WALCAST_ADMIN_TOKEN`). Never logged.
+    #[serde(serialize_with = "ser_secret")]
     pub token: Option<String>,
 }
 
@@ -180,7 +182,7 @@ impl AdminSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
     /// Origins (`https://app.example.com`) whose pages may open sockets. Empty: only same-origin
@@ -201,7 +203,7 @@ pub struct HttpSection {
     /// Reverse proxies (IP addresses or CIDR blocks) whose `X-Forwarded-For` / `Forwarded`
     /// headers name the client (`WALCAST_TRUSTED_PROXIES`, comma list). Empty: the TCP peer is
     /// the client.
-    #[serde(deserialize_with = "de_nets")]
+    #[serde(deserialize_with = "de_nets", serialize_with = "ser_nets")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -257,6 +259,10 @@ pub(crate) fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
             "{text:?} is neither an IP address nor a CIDR block; use e.g. 10.0.0.7 or 10.0.0.0/8"
         )
     })
+}
+
+fn ser_nets<S: serde::Serializer>(nets: &[ipnet::IpNet], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(nets.iter().map(ToString::to_string))
 }
 
 fn de_nets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {

@@ -4,15 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{de_duration, ConfigError};
+use super::{de_duration, ser_duration, ConfigError};
 use crate::journal::{Fsync, JournalConfig};
 
 /// Directory used when `journal.dir` is not set and no embedded cluster provides one.
 pub const DEFAULT_JOURNAL_DIR: &str = "walcast-journal";
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalSection {
     /// Segment directory (`journal.dir`, `WALCAST_JOURNAL_DIR`). Unset: the embedded demo uses its
@@ -24,7 +24,7 @@ pub struct JournalSection {
     /// Oldest segments are removed while the journal is larger than this many bytes.
     pub max_bytes: u64,
     /// Segments whose newest change is older than this are removed.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_age: Duration,
     /// Size at which a segment is sealed and the next one started (retention's granularity).
     pub segment_bytes: u64,

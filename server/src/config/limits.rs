@@ -1,12 +1,12 @@
 //! The `[limits]` section: bounds on hostile input in the filter and plugin layers
 //! (docs/security/limits.md). Turns into `filter::Limits`; the checks live in `filter`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{parse_capacity, ConfigError, PluginsConfig};
 use crate::filter::Limits;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Total bytes of the decoded query parameters (keys and values) of one subscription

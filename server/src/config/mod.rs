@@ -17,7 +17,7 @@ pub use auth::{AdminSection, AuthMode, AuthSection, HttpSection};
 pub use journal::{JournalSection, DEFAULT_JOURNAL_DIR};
 pub use limits::LimitsConfig;
 pub use named::NamedSection;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use tls::TlsSection;
 
 /// Default config file looked up in the working directory when `--config` is not given.
@@ -65,7 +65,8 @@ pub struct Cli {
     /// TOML config file (default: ./walcast.toml when it exists).
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// HTTP/WebSocket listen address, e.g. 127.0.0.1:7700.
+    /// HTTP/WebSocket listen address, e.g. 127.0.0.1:7700 or localhost:7700 (a name is resolved
+    /// once, at start; the first address is bound).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Postgres URL; without one walcast starts an embedded demo cluster.
@@ -122,13 +123,15 @@ impl ConfigError {
 }
 
 /// Everything walcast needs to run. Secrets (the database URL's password) never appear in `Debug`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// HTTP/WebSocket listen address (`listen`, `WALCAST_LISTEN`, `--listen`).
+    /// HTTP/WebSocket listen address (`listen`, `WALCAST_LISTEN`, `--listen`): `ip:port`, or
+    /// `host:port` resolved at start to the first address the resolver gives.
     #[serde(deserialize_with = "de_socket_addr")]
     pub listen: SocketAddr,
     /// Postgres connection; `None` starts the embedded throwaway cluster with demo data.
+    #[serde(serialize_with = "ser_secret")]
     pub database_url: Option<String>,
     pub replication: ReplicationConfig,
     pub tables: TablesConfig,
@@ -151,7 +154,7 @@ pub struct Config {
 }
 
 /// The LISTEN/NOTIFY relay (`[notify]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// Globs over channel names a socket may follow (`notify.channels`,
@@ -168,7 +171,7 @@ impl Default for NotifyConfig {
 }
 
 /// Snapshots (`[snapshot]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotConfig {
     /// Snapshots read at once; more wait in order (`snapshot.max_concurrent`,
@@ -183,14 +186,14 @@ impl Default for SnapshotConfig {
 }
 
 /// Wasm filter plugins (`[plugins]`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
     /// Directory watched for `*.wasm` modules (file stem = plugin name); `None` disables plugins
     /// (`plugins.dir`, `WALCAST_PLUGIN_DIR`, `--plugin-dir`).
     pub dir: Option<PathBuf>,
     /// Epoch deadline for one `walcast_init` / `walcast_filter` call.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub call_deadline: Duration,
     /// Linear-memory cap per instance, bytes.
     pub memory_limit: usize,
@@ -218,7 +221,7 @@ impl Default for PluginsConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicationConfig {
     /// Slot name (`replication.slot`), created with wal2json when missing.
@@ -226,21 +229,21 @@ pub struct ReplicationConfig {
     /// Temporary slot: dropped by Postgres when the connection ends.
     pub temporary: bool,
     /// Standby status update interval.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub status_interval: Duration,
     /// Upper bound of the reconnect backoff.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub max_backoff: Duration,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TablesConfig {
     /// Glob patterns over `schema.table`; empty means every table outside system schemas.
     pub allow: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     /// Frames a cohort log may hold that one of its sessions has not read yet. When it is full,
@@ -254,18 +257,18 @@ pub struct SessionsConfig {
     pub max_messages_per_second: u32,
     /// A socket whose writes make no progress for this long is closed with 4008, letting go of
     /// its snapshot slot and transaction and its journal reader (`WALCAST_WRITE_TIMEOUT`).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub write_timeout: Duration,
     /// How often the server pings every socket (`WALCAST_PING_INTERVAL`).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub ping_interval: Duration,
     /// A socket from which nothing (a pong or any message) arrived for this long is closed with
     /// 4009 (`WALCAST_IDLE_TIMEOUT`).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub idle_timeout: Duration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddedConfig {
     /// Where the embedded cluster lives; `None` uses a fresh temporary directory.
@@ -276,7 +279,7 @@ pub struct EmbeddedConfig {
     pub pg_bin: PathBuf,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `tracing` env-filter directive, e.g. `info,walcast=debug`.
@@ -765,12 +768,26 @@ fn is_valid_slot_name(name: &str) -> bool {
 }
 
 fn parse_listen(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value.trim().parse().map_err(|_| {
-        ConfigError::invalid(
-            key,
-            format!("{value:?} is not a listen address; use ip:port such as 127.0.0.1:7700"),
-        )
-    })
+    resolve_listen(value).map_err(|message| ConfigError::invalid(key, message))
+}
+
+/// `ip:port` as it is, or `host:port` resolved once, now: the first address the system resolver
+/// gives (as `TcpListener::bind` would try first), so `localhost:7700` listens on 127.0.0.1 or
+/// ::1 as `/etc/hosts` and `/etc/gai.conf` order them. The address is fixed from then on: a name
+/// whose addresses change later is not looked up again.
+fn resolve_listen(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let text = value.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = "use host:port such as 127.0.0.1:7700, [::1]:7700 or localhost:7700";
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| {
+            format!("{value:?} is not a listen address: the name has no address; {hint}")
+        }),
+        Err(err) => Err(format!("{value:?} is not a listen address ({err}); {hint}")),
+    }
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
@@ -821,13 +838,19 @@ fn de_duration<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+/// Serialized as `humantime` prints it (`7days`), which `parse_duration` reads back.
+fn ser_duration<S: Serializer>(value: &Duration, ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_str(&humantime::format_duration(*value))
+}
+
+/// A secret serializes as whether it is set, never as its value.
+fn ser_secret<S: Serializer>(value: &Option<String>, ser: S) -> Result<S::Ok, S::Error> {
+    value.as_ref().map(|_| "<redacted>").serialize(ser)
+}
+
 fn de_socket_addr<'de, D: Deserializer<'de>>(de: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(de)?;
-    text.trim().parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "{text:?} is not a listen address; use ip:port such as 127.0.0.1:7700"
-        ))
-    })
+    resolve_listen(&text).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]

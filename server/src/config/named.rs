@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{de_duration, parse_capacity, parse_duration, ConfigError};
+use super::{de_duration, ser_duration, parse_capacity, parse_duration, ConfigError};
 use crate::named::NamedConfig;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NamedSection {
     /// Names stored at most, all subjects together (`named.max_subscriptions`,
@@ -20,7 +20,7 @@ pub struct NamedSection {
     pub max_per_subject: usize,
     /// How long a name without a socket holds the journal (`named.idle_expiry`,
     /// `WALCAST_NAMED_IDLE_EXPIRY`).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub idle_expiry: Duration,
 }
 

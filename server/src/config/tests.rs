@@ -4,7 +4,7 @@
 use super::*;
 use std::collections::HashMap;
 
-const EXAMPLE: &str = include_str!("../../../walcast.example.toml");
+const EXAMPLE: &str = include_str!("../../../docs/reference/walcast.example.toml");
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = pairs
@@ -21,7 +21,7 @@ fn no_env(_: &str) -> Option<String> {
 fn example_file() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../walcast.example.toml"
+        "/../docs/reference/walcast.example.toml"
     ))
 }
 
@@ -252,7 +252,29 @@ fn bad_listen_and_numbers_name_their_source() {
     assert_eq!(key, "WALCAST_TEMPORARY_SLOT");
 
     let err = Config::from_toml_str("listen = \"nowhere\"\n").unwrap_err();
-    assert!(err.contains("nowhere") && err.contains("ip:port"), "{err}");
+    assert!(err.contains("nowhere") && err.contains("host:port"), "{err}");
+}
+
+#[test]
+fn listen_takes_a_host_name() {
+    // `localhost` is in /etc/hosts: no DNS server is asked.
+    let file = Config::from_toml_str("listen = \"localhost:7701\"\n").unwrap();
+    let env = env_of(&[("WALCAST_LISTEN", "localhost:7702")]);
+    let from_env = Config::load(&Cli::default(), &env).unwrap();
+    let cli = Cli::try_parse_from(["walcast", "--listen", "localhost:7703"]).unwrap();
+    let from_cli = Config::load(&cli, &no_env).unwrap();
+    for (config, port) in [(&file, 7701), (&from_env, 7702), (&from_cli, 7703)] {
+        assert!(config.listen.ip().is_loopback(), "{}", config.listen);
+        assert_eq!(config.listen.port(), port);
+    }
+    // A loopback name needs no auth.mode, as a loopback address does.
+    assert_eq!(from_env.auth_mode(), AuthMode::None);
+    let (key, message) = invalid_key(
+        Config::load(&Cli::default(), &env_of(&[("WALCAST_LISTEN", "localhost:port")]))
+            .unwrap_err(),
+    );
+    assert_eq!(key, "WALCAST_LISTEN");
+    assert!(message.contains("localhost:7700"), "{message}");
 }
 
 #[test]

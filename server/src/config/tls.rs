@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{de_duration, Config, ConfigError};
+use super::{de_duration, ser_duration, Config, ConfigError};
 use crate::source::{PgTls, RootCert};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// Certificate chain, PEM, leaf first (`tls.cert_file`, `WALCAST_TLS_CERT`). With `key_file`,
@@ -20,7 +20,7 @@ pub struct TlsSection {
     /// Private key, PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`tls.key_file`, `WALCAST_TLS_KEY`).
     pub key_file: Option<PathBuf>,
     /// How often both files are read again; a changed, valid pair replaces the served one.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub reload_interval: Duration,
 }
 
