@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -52,11 +53,15 @@ fn workspace_root() -> PathBuf {
 
 /// The walcast binary the suite runs (for CLI tests).
 pub fn walcast_binary() -> Result<PathBuf> {
-    locate_binary(true)
+    locate_binary(false)
 }
 
-/// `WALCAST_BIN`, else the newest of `target/{debug,release}/walcast` (release first when
-/// `prefer_release` and it exists).
+/// `WALCAST_BIN`, else the `walcast` of the build this program belongs to
+/// (`target/<profile>/walcast`); with `prefer_release` (memory and throughput tests) a release
+/// build in any case. Cargo builds other packages' binaries for neither `cargo test` nor `cargo
+/// run`, so when cargo runs this program (`CARGO` is set) the binary of its own profile is built
+/// first, once (a no-op when it is up to date). A binary older than the server's sources is never
+/// run: that, or a missing binary, is an error naming the command.
 fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("WALCAST_BIN") {
         let bin = PathBuf::from(bin);
@@ -65,28 +70,122 @@ fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
         }
         return Ok(bin);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let release = target.join("release/walcast");
-    let debug = target.join("debug/walcast");
-    if prefer_release && release.is_file() {
-        return Ok(release);
-    }
-    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest = [debug.clone(), release.clone()]
-        .into_iter()
-        .filter_map(|p| mtime(&p).map(|t| (t, p)))
-        .max_by_key(|(t, _): &(SystemTime, PathBuf)| *t);
-    match newest {
-        Some((_, p)) => Ok(p),
-        None => bail!(
-            "walcast binary not found at {} or {}: build it with `cargo build -p walcast` \
-             (or `cargo build -p walcast --release`), or point WALCAST_BIN at it",
-            debug.display(),
+    let own = profile_dir()?;
+    let release = own.with_file_name("release").join("walcast");
+    if prefer_release && own.file_name().is_none_or(|n| n != "release") {
+        if current(&release) {
+            return Ok(release);
+        }
+        bail!(
+            "this test measures walcast's memory or throughput, so it runs a release build, and \
+             {} is missing or older than the server's sources: run the suite with `make test` \
+             (what CI runs), or `cargo build --release -p walcast` before `cargo test`",
             release.display()
-        ),
+        );
     }
+    let bin = own.join("walcast");
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+        BUILT
+            .get_or_init(|| build_walcast(&cargo, &own).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)?;
+        return Ok(bin);
+    }
+    if current(&bin) {
+        return Ok(bin);
+    }
+    bail!(
+        "{} is missing or older than the server's sources: run the suite with `make test` (what \
+         CI runs), or through cargo (`cargo test`, `cargo test --release`), which builds it, or \
+         point WALCAST_BIN at a binary",
+        bin.display()
+    )
+}
+
+/// Whether `bin` exists and is not older than any file it is built from.
+fn current(bin: &Path) -> bool {
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok();
+    built.is_some_and(|built| newest_source().is_none_or(|sources| built >= sources))
+}
+
+/// `target/<profile>` of this program: the directory of the executable, or its parent when
+/// that is `deps` (test binaries).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("the path of this test program")?;
+    let dir = exe.parent().context("the test program's directory")?;
+    Ok(match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir),
+        _ => dir,
+    }
+    .to_path_buf())
+}
+
+/// The modification time of the newest file the server binary is built from (its sources, the
+/// assets it embeds, the manifests and the lock file).
+fn newest_source() -> Option<SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(meta) = fs::metadata(path) else { return };
+        if meta.is_dir() {
+            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            *newest = (*newest).max(Some(modified));
+        }
+    }
+    let root = workspace_root();
+    let mut newest = None;
+    for path in [
+        "server/src",
+        "server/assets",
+        "server/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        walk(&root.join(path), &mut newest);
+    }
+    newest
+}
+
+/// Builds `walcast` into `profile_dir` with the cargo that runs this program. `--workspace` and
+/// `--examples` (there are none) make cargo resolve features as `cargo test` does, so the
+/// dependencies built for the tests are reused, not built again with other features.
+fn build_walcast(cargo: &std::ffi::OsStr, profile_dir: &Path) -> Result<()> {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => bail!("no cargo profile in {}", profile_dir.display()),
+    };
+    let args = [
+        "build",
+        "--workspace",
+        "--bin",
+        "walcast",
+        "--examples",
+        "--profile",
+        profile,
+    ];
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running cargo to build walcast")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo {}` failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            last_lines(&String::from_utf8_lossy(&out.stderr), 40)
+        );
+    }
+    Ok(())
+}
+
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl WalcastBuilder {
@@ -144,7 +243,8 @@ impl WalcastBuilder {
         self
     }
 
-    /// Use `target/release/walcast` when it exists (memory and throughput tests).
+    /// Run a release build (memory and throughput tests): in a test program of another profile,
+    /// `target/release/walcast`, which must be current (see `locate_binary`).
     pub fn prefer_release(mut self) -> Self {
         self.prefer_release = true;
         self

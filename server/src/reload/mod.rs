@@ -199,6 +199,7 @@ impl Watch {
         let paths = self
             .list()
             .map_err(|(path, source)| ReadError { path, source })?;
+        self.listed();
         let mut seen = BTreeMap::new();
         let mut read = Read {
             files: Vec::new(),
@@ -215,6 +216,7 @@ impl Watch {
                 }
                 Err(source) => match self.set {
                     Set::Files(_) => return Err(ReadError { path, source }),
+                    Set::Dir { .. } if self.vanished(&source) => {}
                     Set::Dir { .. } => {
                         self.problem(&path, &source);
                         self.keep(&path, &mut seen);
@@ -237,9 +239,7 @@ impl Watch {
                 return Look::Same;
             }
         };
-        if let Set::Dir { dir, .. } = &self.set {
-            self.problems.remove(&dir.clone());
-        }
+        self.listed();
         let mut stats = BTreeMap::new();
         let (mut moved, mut racy) = (false, false);
         for path in &paths {
@@ -252,6 +252,7 @@ impl Watch {
                     stats.insert(path.clone(), stat);
                 }
                 // No change: a named file briefly missing keeps what was read of it.
+                Err(error) if self.vanished(&error) => moved = true,
                 Err(error) => self.problem(path, &error),
             }
         }
@@ -285,6 +286,7 @@ impl Watch {
                     seen.insert(path, new);
                     read.files.push(file);
                 }
+                Err(error) if self.vanished(&error) => {}
                 Err(error) => {
                     self.problem(&path, &error);
                     if matches!(self.set, Set::Files(_)) {
@@ -323,6 +325,18 @@ impl Watch {
                 out.sort();
                 Ok(out)
             }
+        }
+    }
+
+    /// A directory's file removed between the listing and its read: gone, not a problem.
+    fn vanished(&self, error: &std::io::Error) -> bool {
+        matches!(self.set, Set::Dir { .. }) && error.kind() == std::io::ErrorKind::NotFound
+    }
+
+    /// The directory could be listed: its problem, if one was logged, is over.
+    fn listed(&mut self) {
+        if let Set::Dir { dir, .. } = &self.set {
+            self.problems.remove(dir);
         }
     }
 
