@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -58,10 +57,10 @@ pub fn walcast_binary() -> Result<PathBuf> {
 
 /// `WALCAST_BIN`, else the `walcast` of the build this program belongs to
 /// (`target/<profile>/walcast`); with `prefer_release` (memory and throughput tests) a release
-/// build in any case. Cargo builds other packages' binaries for neither `cargo test` nor `cargo
-/// run`, so when cargo runs this program (`CARGO` is set) the binary of its own profile is built
-/// first, once (a no-op when it is up to date). A binary older than the server's sources is never
-/// run: that, or a missing binary, is an error naming the command.
+/// build in any case. A missing binary, or one older than the server's sources, is an error
+/// naming the command, never a silent run of old code: cargo builds other packages' binaries
+/// for neither `cargo test` nor `cargo run`, and a build from here would select other targets
+/// than the test run, so cargo would resolve other features and rebuild shared dependencies.
 fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("WALCAST_BIN") {
         let bin = PathBuf::from(bin);
@@ -79,25 +78,23 @@ fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
         bail!(
             "this test measures walcast's memory or throughput, so it runs a release build, and \
              {} is missing or older than the server's sources: run the suite with `make test` \
-             (what CI runs), or `cargo build --release -p walcast` before `cargo test`",
+             (what CI runs), or `cargo build --release -p walcast` before `cargo test`, or point \
+             WALCAST_BIN at a binary",
             release.display()
         );
     }
     let bin = own.join("walcast");
-    if let Some(cargo) = std::env::var_os("CARGO") {
-        static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-        BUILT
-            .get_or_init(|| build_walcast(&cargo, &own).map_err(|e| format!("{e:#}")))
-            .clone()
-            .map_err(anyhow::Error::msg)?;
-        return Ok(bin);
-    }
     if current(&bin) {
         return Ok(bin);
     }
+    let build = match own.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "cargo build -p walcast".to_owned(),
+        Some(profile) => format!("cargo build --profile {profile} -p walcast"),
+        None => "cargo build -p walcast".to_owned(),
+    };
     bail!(
-        "{} is missing or older than the server's sources: run the suite with `make test` (what \
-         CI runs), or through cargo (`cargo test`, `cargo test --release`), which builds it, or \
+        "{} is missing or older than the server's sources, and `cargo test` does not build it: \
+         run the suite with `make test` (what CI runs), or `{build}` before `cargo test`, or \
          point WALCAST_BIN at a binary",
         bin.display()
     )
@@ -146,46 +143,6 @@ fn newest_source() -> Option<SystemTime> {
         walk(&root.join(path), &mut newest);
     }
     newest
-}
-
-/// Builds `walcast` into `profile_dir` with the cargo that runs this program. `--workspace` and
-/// `--examples` (there are none) make cargo resolve features as `cargo test` does, so the
-/// dependencies built for the tests are reused, not built again with other features.
-fn build_walcast(cargo: &std::ffi::OsStr, profile_dir: &Path) -> Result<()> {
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(name) => name,
-        None => bail!("no cargo profile in {}", profile_dir.display()),
-    };
-    let args = [
-        "build",
-        "--workspace",
-        "--bin",
-        "walcast",
-        "--examples",
-        "--profile",
-        profile,
-    ];
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running cargo to build walcast")?;
-    if !out.status.success() {
-        bail!(
-            "`cargo {}` failed ({}):\n{}",
-            args.join(" "),
-            out.status,
-            last_lines(&String::from_utf8_lossy(&out.stderr), 40)
-        );
-    }
-    Ok(())
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl WalcastBuilder {
