@@ -18,6 +18,7 @@ pub mod journal;
 pub mod metrics;
 pub mod named;
 pub mod notify;
+mod reload;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;

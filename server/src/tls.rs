@@ -2,8 +2,9 @@
 //! rustls `ServerConfig` (ring provider, ALPN `http/1.1`), accepts TCP connections and runs each
 //! TLS handshake in a task of its own under a timeout (a client that never finishes holds no slot
 //! and delays nobody), hands finished streams to axum through the `axum::serve::Listener` trait,
-//! answers plain HTTP on that port with a 400 naming https://, and polls both files so that a
-//! changed, valid pair replaces the served one (a bad pair is logged, the old one keeps serving).
+//! answers plain HTTP on that port with a 400 naming https://, and looks at both files every
+//! `tls.reload_interval` (`reload::Watch`) so that a changed, valid pair replaces the served one
+//! (a bad pair is logged, the old one keeps serving).
 //! It does not route or serve HTTP (axum, `ws`), and knows nothing of Postgres TLS
 //! (`source::tls`).
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -23,7 +25,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+use crate::reload::{self, Watch};
 
 /// Longest a client may take from connecting to a finished TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,25 +125,18 @@ fn hex_sha256(bytes: &[u8]) -> String {
     s
 }
 
-/// What the reloader compares: both files' contents, hashed.
-fn pair_digest(cert_pem: &[u8], key_pem: &[u8]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update((cert_pem.len() as u64).to_be_bytes());
-    h.update(cert_pem);
-    h.update(key_pem);
-    h.finalize().to_vec()
-}
-
 /// The TLS-accepting listener handed to `axum::serve`. Dropping it (axum does at shutdown) stops
 /// accepting and reloading.
 pub struct TlsListener {
     ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local_addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    accept: JoinHandle<()>,
+    /// Ends the certificate reload task.
+    stop_reload: CancellationToken,
 }
 
 impl TlsListener {
-    /// Loads the pair and starts accepting on `listener` and polling the files every
+    /// Loads the pair and starts accepting on `listener` and looking at the files every
     /// `reload_interval`.
     pub fn new(
         listener: TcpListener,
@@ -146,8 +144,17 @@ impl TlsListener {
         key: &Path,
         reload_interval: Duration,
     ) -> Result<TlsListener, TlsError> {
-        let (cert_pem, key_pem) = read_pair(cert, key)?;
-        let loaded = build(cert, key, &cert_pem, &key_pem)?;
+        let mut watch =
+            Watch::files("TLS certificate or key", [cert.to_owned(), key.to_owned()]).settled();
+        let read = watch.read().map_err(|e| {
+            let problem = format!("cannot read it ({})", e.source);
+            if e.path == cert {
+                TlsError::Cert(e.path, problem)
+            } else {
+                TlsError::Key(e.path, problem)
+            }
+        })?;
+        let loaded = build(cert, key, &read.files[0].bytes, &read.files[1].bytes)?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| TlsError::Pair(format!("listener address: {e}")))?;
@@ -161,28 +168,30 @@ impl TlsListener {
         let reloader = Reloader {
             cert: cert.to_owned(),
             key: key.to_owned(),
-            seen: pair_digest(&cert_pem, &key_pem),
             current: current.clone(),
-            last_problem: None,
         };
+        let stop_reload = CancellationToken::new();
+        tokio::spawn(reload::run(
+            Arc::new(Mutex::new(watch)),
+            reload_interval,
+            stop_reload.clone(),
+            move |read| reloader.apply(&read.files[0].bytes, &read.files[1].bytes),
+        ));
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let tasks = vec![
-            tokio::spawn(accept_loop(listener, current, tx)),
-            tokio::spawn(reloader.run(reload_interval)),
-        ];
+        let accept = tokio::spawn(accept_loop(listener, current, tx));
         Ok(TlsListener {
             ready,
             local_addr,
-            tasks,
+            accept,
+            stop_reload,
         })
     }
 }
 
 impl Drop for TlsListener {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.accept.abort();
+        self.stop_reload.cancel();
     }
 }
 
@@ -318,55 +327,16 @@ async fn refuse_plaintext(mut tcp: TcpStream, first: u8) {
     }
 }
 
-/// Polls the certificate and key files and swaps in a changed, valid pair.
+/// Swaps in a changed pair when it is valid (the files are looked at by `reload::run`).
 struct Reloader {
     cert: PathBuf,
     key: PathBuf,
-    /// Digest of the contents last looked at (served, or refused and reported).
-    seen: Vec<u8>,
     current: Arc<ArcSwap<ServerConfig>>,
-    /// The last read error reported, so that it is logged once, not at every poll.
-    last_problem: Option<String>,
 }
 
 impl Reloader {
-    async fn run(mut self, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            self.poll().await;
-        }
-    }
-
-    async fn poll(&mut self) {
-        let read = async {
-            let cert = tokio::fs::read(&self.cert)
-                .await
-                .map_err(|e| format!("cannot read {} ({e})", self.cert.display()))?;
-            let key = tokio::fs::read(&self.key)
-                .await
-                .map_err(|e| format!("cannot read {} ({e})", self.key.display()))?;
-            Ok::<_, String>((cert, key))
-        };
-        let (cert_pem, key_pem) = match read.await {
-            Ok(pair) => pair,
-            Err(problem) => {
-                if self.last_problem.as_ref() != Some(&problem) {
-                    warn!(%problem, "TLS certificate reload: keeping the certificate in use");
-                    self.last_problem = Some(problem);
-                }
-                return;
-            }
-        };
-        self.last_problem = None;
-        let digest = pair_digest(&cert_pem, &key_pem);
-        if digest == self.seen {
-            return;
-        }
-        self.seen = digest;
-        match build(&self.cert, &self.key, &cert_pem, &key_pem) {
+    fn apply(&self, cert_pem: &[u8], key_pem: &[u8]) {
+        match build(&self.cert, &self.key, cert_pem, key_pem) {
             Ok(loaded) => {
                 self.current.store(loaded.config);
                 info!(

@@ -52,11 +52,15 @@ fn workspace_root() -> PathBuf {
 
 /// The walcast binary the suite runs (for CLI tests).
 pub fn walcast_binary() -> Result<PathBuf> {
-    locate_binary(true)
+    locate_binary(false)
 }
 
-/// `WALCAST_BIN`, else the newest of `target/{debug,release}/walcast` (release first when
-/// `prefer_release` and it exists).
+/// `WALCAST_BIN`, else the `walcast` of the build this program belongs to
+/// (`target/<profile>/walcast`); with `prefer_release` (memory and throughput tests) a release
+/// build in any case. A missing binary, or one older than the server's sources, is an error
+/// naming the command, never a silent run of old code: cargo builds other packages' binaries
+/// for neither `cargo test` nor `cargo run`, and a build from here would select other targets
+/// than the test run, so cargo would resolve other features and rebuild shared dependencies.
 fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("WALCAST_BIN") {
         let bin = PathBuf::from(bin);
@@ -65,28 +69,80 @@ fn locate_binary(prefer_release: bool) -> Result<PathBuf> {
         }
         return Ok(bin);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let release = target.join("release/walcast");
-    let debug = target.join("debug/walcast");
-    if prefer_release && release.is_file() {
-        return Ok(release);
-    }
-    let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest = [debug.clone(), release.clone()]
-        .into_iter()
-        .filter_map(|p| mtime(&p).map(|t| (t, p)))
-        .max_by_key(|(t, _): &(SystemTime, PathBuf)| *t);
-    match newest {
-        Some((_, p)) => Ok(p),
-        None => bail!(
-            "walcast binary not found at {} or {}: build it with `cargo build -p walcast` \
-             (or `cargo build -p walcast --release`), or point WALCAST_BIN at it",
-            debug.display(),
+    let own = profile_dir()?;
+    let release = own.with_file_name("release").join("walcast");
+    if prefer_release && own.file_name().is_none_or(|n| n != "release") {
+        if current(&release) {
+            return Ok(release);
+        }
+        bail!(
+            "this test measures walcast's memory or throughput, so it runs a release build, and \
+             {} is missing or older than the server's sources: run the suite with `make test` \
+             (what CI runs), or `cargo build --release -p walcast` before `cargo test`, or point \
+             WALCAST_BIN at a binary",
             release.display()
-        ),
+        );
     }
+    let bin = own.join("walcast");
+    if current(&bin) {
+        return Ok(bin);
+    }
+    let build = match own.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "cargo build -p walcast".to_owned(),
+        Some(profile) => format!("cargo build --profile {profile} -p walcast"),
+        None => "cargo build -p walcast".to_owned(),
+    };
+    bail!(
+        "{} is missing or older than the server's sources, and `cargo test` does not build it: \
+         run the suite with `make test` (what CI runs), or `{build}` before `cargo test`, or \
+         point WALCAST_BIN at a binary",
+        bin.display()
+    )
+}
+
+/// Whether `bin` exists and is not older than any file it is built from.
+fn current(bin: &Path) -> bool {
+    let built = fs::metadata(bin).and_then(|m| m.modified()).ok();
+    built.is_some_and(|built| newest_source().is_none_or(|sources| built >= sources))
+}
+
+/// `target/<profile>` of this program: the directory of the executable, or its parent when
+/// that is `deps` (test binaries).
+fn profile_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("the path of this test program")?;
+    let dir = exe.parent().context("the test program's directory")?;
+    Ok(match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir),
+        _ => dir,
+    }
+    .to_path_buf())
+}
+
+/// The modification time of the newest file the server binary is built from (its sources, the
+/// assets it embeds, the manifests and the lock file).
+fn newest_source() -> Option<SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(meta) = fs::metadata(path) else { return };
+        if meta.is_dir() {
+            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(modified) = meta.modified() {
+            *newest = (*newest).max(Some(modified));
+        }
+    }
+    let root = workspace_root();
+    let mut newest = None;
+    for path in [
+        "server/src",
+        "server/assets",
+        "server/Cargo.toml",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        walk(&root.join(path), &mut newest);
+    }
+    newest
 }
 
 impl WalcastBuilder {
@@ -144,7 +200,8 @@ impl WalcastBuilder {
         self
     }
 
-    /// Use `target/release/walcast` when it exists (memory and throughput tests).
+    /// Run a release build (memory and throughput tests): in a test program of another profile,
+    /// `target/release/walcast`, which must be current (see `locate_binary`).
     pub fn prefer_release(mut self) -> Self {
         self.prefer_release = true;
         self

@@ -5,13 +5,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Header};
 use parking_lot::Mutex;
 
-/// How often the JWKS file's modification time is looked at, at most.
+use crate::reload::{Look, Watch};
+
+/// How often the JWKS file is looked at, at most (on use: verifying a token).
 const JWKS_CHECK: Duration = Duration::from_secs(1);
 
 /// A key and where it came from (for messages).
@@ -39,8 +41,9 @@ pub enum KeyError {
 
 struct Jwks {
     path: PathBuf,
-    modified: Option<SystemTime>,
-    checked: std::time::Instant,
+    /// The file as last read: a look tells whether its contents changed since.
+    watch: Watch,
+    checked: Instant,
     keys: Arc<[Key]>,
 }
 
@@ -69,11 +72,16 @@ impl KeyStore {
         let jwks = match jwks_file {
             None => None,
             Some(path) => {
-                let (modified, keys) = read_jwks(path)?;
+                let mut watch = Watch::files("JWKS file", [path.to_owned()]);
+                let read = watch.read().map_err(|e| KeyError::Read {
+                    path: e.path,
+                    cause: e.source,
+                })?;
+                let keys = parse_jwks(path, &read.files[0].bytes)?;
                 Some(Mutex::new(Jwks {
                     path: path.to_owned(),
-                    modified,
-                    checked: std::time::Instant::now(),
+                    watch,
+                    checked: Instant::now(),
                     keys,
                 }))
             }
@@ -111,23 +119,22 @@ impl KeyStore {
         out
     }
 
-    /// The JWKS keys, read again when the file changed (checked at most once a second). A file
-    /// that no longer parses is logged and the keys read before stay in force.
+    /// The JWKS keys, read again when the file's contents changed (looked at at most once a
+    /// second). A file that no longer parses, or cannot be read, is logged and the keys read
+    /// before stay in force.
     fn jwks_keys(&self, jwks: &Mutex<Jwks>) -> Arc<[Key]> {
         let mut j = jwks.lock();
         if j.checked.elapsed() >= JWKS_CHECK {
-            j.checked = std::time::Instant::now();
-            let modified = std::fs::metadata(&j.path).and_then(|m| m.modified()).ok();
-            if modified != j.modified {
-                match read_jwks(&j.path) {
-                    Ok((modified, keys)) => {
+            j.checked = Instant::now();
+            // `Settling` (caught being written) is taken at the next look.
+            if let Look::Changed(read) = j.watch.look() {
+                match parse_jwks(&j.path, &read.files[0].bytes) {
+                    Ok(keys) => {
                         tracing::info!(path = %j.path.display(), keys = keys.len(), "JWKS file reloaded");
-                        j.modified = modified;
                         j.keys = keys;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "JWKS file changed but cannot be used; the keys read before stay in force");
-                        j.modified = modified;
                     }
                 }
             }
@@ -177,13 +184,9 @@ fn read_pem(path: &Path) -> Result<Key, KeyError> {
     })
 }
 
-fn read_jwks(path: &Path) -> Result<(Option<SystemTime>, Arc<[Key]>), KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|cause| KeyError::Read {
-        path: path.to_owned(),
-        cause,
-    })?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let set: JwkSet = serde_json::from_str(&text).map_err(|e| KeyError::Parse {
+/// The keys of a JWKS document (`path` is for messages).
+fn parse_jwks(path: &Path, bytes: &[u8]) -> Result<Arc<[Key]>, KeyError> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| KeyError::Parse {
         path: path.to_owned(),
         message: format!("not a JWKS document ({e})"),
     })?;
@@ -204,5 +207,5 @@ fn read_jwks(path: &Path) -> Result<(Option<SystemTime>, Arc<[Key]>), KeyError> 
             source: format!("{} key {i}", path.display()),
         });
     }
-    Ok((modified, keys.into()))
+    Ok(keys.into())
 }

@@ -1,10 +1,11 @@
 //! `PluginHost`: the process-wide registry of plugins loaded from the plugin directory, the
 //! shared groups per (plugin, params, visible columns) with their cap per plugin
-//! (`limits.max_groups_per_plugin`, see `quota`), and hot reload (watch, debounce, compile off the
-//! hot path, atomic swap). Does not run guest calls itself (see `group`).
+//! (`limits.max_groups_per_plugin`, see `quota`), and hot reload (the directory looked at by
+//! `reload::Watch`, compile off the hot path, atomic swap). Does not run guest calls itself (see
+//! `group`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -19,21 +20,23 @@ use super::quota::{Admission, AtCap, GroupKey, GroupQuota};
 use super::{PluginError, PluginInfo};
 use crate::config::PluginsConfig;
 use crate::filter::{code, Limits, PluginRef, QueryError};
+use crate::reload::{self, Watch};
 
-/// Quiet time after the last file event before the directory is rescanned: editors and `cp`
-/// write a file in several steps.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+/// How often the plugin directory is looked at for new, changed and removed files. A change is
+/// taken once it has been quiet for `reload::SETTLE` (editors and `cp` write a file in several
+/// steps), so a new version runs within about this plus that plus its compilation.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 /// One per process: engine, loaded plugins and live groups.
 pub struct PluginHost {
     shared: Arc<Shared>,
-    dir: Option<PathBuf>,
+    /// The plugin directory as last read, when there is one. Its lock serialises rescans
+    /// (startup, the reload task, explicit `reload`).
+    watch: Option<Arc<Mutex<Watch>>>,
     plugins: RwLock<HashMap<String, Arc<PluginEntry>>>,
     groups: Mutex<HashMap<GroupKey, Weak<PluginGroup>>>,
     /// Live groups per plugin, at most `limits.max_groups_per_plugin`.
     quota: Arc<GroupQuota>,
-    /// Serialises rescans (startup, watcher, explicit `reload`).
-    scan: Mutex<()>,
 }
 
 impl PluginHost {
@@ -51,37 +54,52 @@ impl PluginHost {
     ) -> Result<Arc<PluginHost>, PluginError> {
         let host = PluginHost {
             shared: Shared::new(cfg)?,
-            dir: cfg.dir.clone(),
+            watch: cfg
+                .dir
+                .as_deref()
+                .map(|dir| Arc::new(Mutex::new(Watch::dir("plugin directory", dir, "wasm")))),
             plugins: RwLock::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             quota: GroupQuota::new(limits.groups_per_plugin(cfg.max_instances)),
-            scan: Mutex::new(()),
         };
-        if let Some(dir) = &host.dir {
+        if let Some(watch) = &host.watch {
             // An unreadable directory at startup is a configuration error, unlike during reload.
-            std::fs::read_dir(dir).map_err(|e| PluginError::io(dir, e))?;
+            let read = watch
+                .lock()
+                .read()
+                .map_err(|e| PluginError::io(e.path, e.source))?;
+            host.apply(read);
         }
-        host.reload();
         Ok(Arc::new(host))
     }
 
     /// Rescan the plugin directory now: compile new or changed files (blocking: call it off the
     /// hot path), swap them in, drop plugins whose file is gone.
     pub fn reload(&self) {
-        let Some(dir) = &self.dir else { return };
-        let _scan = self.scan.lock();
-        let files = match wasm_files(dir) {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot read the plugin directory");
-                return;
+        let Some(watch) = &self.watch else { return };
+        let mut watch = watch.lock();
+        match watch.read() {
+            Ok(read) => self.apply(read),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the plugin directory; the plugins loaded stay")
             }
-        };
-        for (name, path) in &files {
-            self.load(name, path);
         }
+    }
+
+    /// Load the directory's files as read (a file whose contents are already running, or
+    /// already failed, is skipped) and drop plugins whose file is gone. A listed file that
+    /// could not be read keeps its plugin.
+    fn apply(&self, read: reload::Read) {
+        let mut present = Vec::new();
+        for file in &read.files {
+            if let Some(name) = plugin_name(&file.path) {
+                self.load(&name, file);
+                present.push(name);
+            }
+        }
+        present.extend(read.unreadable.iter().filter_map(|p| plugin_name(p)));
         self.plugins.write().retain(|name, _| {
-            let keep = files.iter().any(|(n, _)| n == name);
+            let keep = present.contains(name);
             if !keep {
                 tracing::info!(plugin = %name, "plugin file removed; running groups keep their instance");
             }
@@ -89,15 +107,9 @@ impl PluginHost {
         });
     }
 
-    fn load(&self, name: &str, path: &Path) {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(plugin = %name, error = %e, "cannot read plugin file");
-                return;
-            }
-        };
-        let hash = hex_sha256(&bytes);
+    fn load(&self, name: &str, file: &reload::File) {
+        let bytes = &file.bytes;
+        let hash = file.sha256_hex();
         let entry = self.plugins.read().get(name).cloned();
         let entry = match entry {
             Some(entry) if entry.is_current(&hash) => return,
@@ -108,7 +120,7 @@ impl PluginHost {
                 entry
             }
         };
-        match self.shared.compile(name, &bytes) {
+        match self.shared.compile(name, bytes) {
             Ok(pre) => {
                 let version = entry.install(hash, pre);
                 tracing::info!(plugin = %name, version, "plugin loaded");
@@ -125,48 +137,15 @@ impl PluginHost {
         }
     }
 
-    /// Hot reload: watch the directory, debounce, rescan on a blocking thread. Ends on `cancel`.
+    /// Hot reload: look at the directory every `LOOK_EVERY` and load what changed, on a
+    /// blocking thread. Ends on `cancel`.
     pub fn watch(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let host = self.clone();
         tokio::spawn(async move {
-            let Some(dir) = host.dir.clone() else { return };
-            let wake = Arc::new(tokio::sync::Notify::new());
-            let waker = wake.clone();
-            let watcher =
-                notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                    if event.is_ok_and(|e| !e.kind.is_access()) {
-                        waker.notify_one();
-                    }
-                });
-            let mut watcher = match watcher {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the plugin directory; hot reload disabled");
-                    return;
-                }
-            };
-            use notify::Watcher as _;
-            if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the plugin directory; hot reload disabled");
+            let Some(watch) = host.watch.clone() else {
                 return;
-            }
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = wake.notified() => {}
-                }
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = wake.notified() => continue,
-                        _ = tokio::time::sleep(DEBOUNCE) => break,
-                    }
-                }
-                let host = host.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || host.reload()).await {
-                    tracing::warn!(error = %e, "plugin reload task failed");
-                }
-            }
+            };
+            reload::run(watch, LOOK_EVERY, cancel, move |read| host.apply(read)).await;
         })
     }
 
@@ -255,23 +234,15 @@ fn groups_message(name: &str, cap: u32) -> String {
     )
 }
 
-/// `(name, path)` of every `*.wasm` whose stem is a usable plugin name.
-fn wasm_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wasm") || !path.is_file() {
-            continue;
-        }
-        match path.file_stem().and_then(|s| s.to_str()) {
-            Some(stem) if valid_name(stem) => out.push((stem.to_owned(), path)),
-            _ => {
-                tracing::warn!(path = %path.display(), "ignoring plugin file: its name must be [A-Za-z0-9_-]+.wasm")
-            }
+/// The plugin name of a `*.wasm` file: its stem, when that is a usable name.
+fn plugin_name(path: &Path) -> Option<String> {
+    match path.file_stem().and_then(|s| s.to_str()) {
+        Some(stem) if valid_name(stem) => Some(stem.to_owned()),
+        _ => {
+            tracing::warn!(path = %path.display(), "ignoring plugin file: its name must be [A-Za-z0-9_-]+.wasm");
+            None
         }
     }
-    out.sort();
-    Ok(out)
 }
 
 pub(crate) fn valid_name(name: &str) -> bool {
