@@ -13,8 +13,9 @@ use walcast::config::PluginsConfig;
 use walcast::decode::{Change, Decoder};
 use walcast::filter::wasm::{PluginGroup, PluginHost, Verdict};
 use walcast::filter::{bind, parse_request, ColumnInfo, Filter, PluginRef};
-use walcast::hub::{Entry, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
+use walcast::hub::{Entry, Hub, Scratch, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
+use walcast::vocab::SessionSignal;
 
 /// A typical ~300-byte insert as wal2json format-version 2 prints it. `height` is 2.1 so the
 /// query filter matches and every threshold variant below passes: fan-out then delivers a frame

@@ -22,4 +22,5 @@ pub mod snapshot;
 pub mod source;
 pub mod telemetry;
 pub mod tls;
+pub mod vocab;
 pub mod ws;

@@ -15,7 +15,7 @@ mod named;
 mod tls;
 pub use auth::{AdminSection, AuthMode, AuthSection, HttpSection};
 pub use journal::{JournalSection, DEFAULT_JOURNAL_DIR};
-pub use limits::LimitsConfig;
+pub use limits::{Limits, LimitsConfig};
 pub use named::NamedSection;
 use serde::{Deserialize, Deserializer};
 pub use tls::TlsSection;

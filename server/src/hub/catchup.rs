@@ -19,12 +19,11 @@ use tokio::sync::Semaphore;
 use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::Filter;
-use crate::journal::{JournalError, JournalReader, Pos, RecordKind};
-use crate::source::Lsn;
+use crate::journal::{JournalError, JournalReader, RecordKind};
+use crate::vocab::{Frame, Lsn, Pos};
 
 use super::intake::decode_failed_frame;
 use super::prefilter::Prefilter;
-use super::Frame;
 
 /// Records one step reads at most, matching or not. A skipped record costs its checksum and the
 /// pre-filter (well under a microsecond), a decoded one a few microseconds: a step takes a few
@@ -95,7 +94,7 @@ struct Engine {
 /// Turns the records read into frames.
 struct Matcher {
     /// After a snapshot: changes of transactions it shows, committed before `.1`, are skipped.
-    shown: Option<(crate::snapshot::Visibility, Lsn)>,
+    shown: Option<(crate::vocab::Visibility, Lsn)>,
     request: CatchUpRequest,
     prefilter: Prefilter,
     decoder: Decoder,
@@ -135,7 +134,7 @@ impl CatchUp {
 
     /// Skip the changes `visibility` shows that committed before `wal_lsn` (the snapshot the
     /// client was sent already holds them).
-    pub fn skip_shown(&mut self, visibility: crate::snapshot::Visibility, wal_lsn: Lsn) {
+    pub fn skip_shown(&mut self, visibility: crate::vocab::Visibility, wal_lsn: Lsn) {
         if let Some(engine) = &mut self.engine {
             engine.matcher.shown = Some((visibility, wal_lsn));
         }

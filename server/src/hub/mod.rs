@@ -8,7 +8,6 @@ mod intake;
 mod journaling;
 mod prefilter;
 mod registry;
-mod signal;
 
 pub use catchup::{
     Budget, CatchUp, CatchUpError, CatchUpRequest, CatchUpSlots, Fill, RECORDS_PER_STEP,
@@ -20,4 +19,3 @@ pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
 // public for benches
 #[doc(hidden)]
 pub use registry::Scratch;
-pub use signal::{close_code, Frame, SessionSignal};

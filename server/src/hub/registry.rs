@@ -10,16 +10,14 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::decode::{Change, Format, FrameEncoder, Op, Projection};
+use crate::decode::{Change, Format, FrameEncoder, Projection};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::{self, Filter, TypeClass};
-use crate::journal::Pos;
 use crate::metrics::Metrics;
-use crate::source::Lsn;
+use crate::vocab::{close_code, Frame, Lsn, Op, Pos, SessionSignal};
 
 use super::catchup::CatchUpSlots;
 use super::cohort::{Cohort, Member, Reader};
-use super::signal::{close_code, Frame, SessionSignal};
 
 pub type SubscriptionId = u64;
 /// A `select=` list.

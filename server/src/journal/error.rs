@@ -4,8 +4,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Identity, Pos};
-use crate::source::Lsn;
+use super::Identity;
+use crate::vocab::{Lsn, Pos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

@@ -1,5 +1,6 @@
 use super::*;
-use crate::source::Lsn;
+use crate::vocab::close_code::SUBSCRIPTION_DELETED as DELETED_CLOSE_CODE;
+use crate::vocab::Lsn;
 
 fn signal() -> Arc<SessionSignal> {
     SessionSignal::new(&CancellationToken::new())

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Notification;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{close_code, Frame, SessionSignal};
 use crate::metrics::Metrics;
+use crate::vocab::{close_code, Frame, SessionSignal};
 
 /// Notifications one socket may have unread before it is closed with 4008.
 pub const SOCKET_QUEUE: usize = 1024;
@@ -255,7 +255,10 @@ impl Relay {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.sessions_dropped.inc();
-                l.signal.close(close_code::SLOW_CONSUMER);
+                l.signal.close_with(
+                    close_code::SLOW_CONSUMER,
+                    Some("slow consumer: too many unread notifications"),
+                );
                 false
             }
         });
@@ -279,7 +282,7 @@ impl Relay {
         for l in listeners {
             if l.queue.try_send(Notice::Refused(refused.clone())).is_err() {
                 l.signal
-                    .close_with(LISTEN_REFUSED, Some("Postgres refused LISTEN"));
+                    .close_with(close_code::LISTEN_REFUSED, Some("Postgres refused LISTEN"));
             }
         }
     }
@@ -422,9 +425,6 @@ impl Relay {
             .set(i64::try_from(self.channels.lock().len()).unwrap_or(i64::MAX));
     }
 }
-
-/// The close code of a `/listen` socket whose channel Postgres refused after a reconnect.
-pub const LISTEN_REFUSED: u16 = 1011;
 
 /// How a LISTEN/UNLISTEN statement failed.
 enum Failure {

@@ -8,7 +8,6 @@
 
 mod rows;
 mod sql;
-mod visibility;
 
 #[cfg(test)]
 mod tests;
@@ -18,11 +17,11 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::filter::{ColumnInfo, RawCondition, TableName};
-use crate::source::{Lsn, SourceError};
+use crate::source::SourceError;
+use crate::vocab::{Lsn, Visibility};
 
 pub use rows::row_message;
 pub use sql::{select, Select};
-pub use visibility::Visibility;
 
 /// Rows fetched per round trip.
 pub const PAGE: i32 = 1000;

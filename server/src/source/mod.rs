@@ -4,7 +4,6 @@
 
 mod conn;
 mod error;
-mod lsn;
 mod prereq;
 mod proto;
 mod stream;
@@ -16,8 +15,9 @@ mod url;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::vocab::Lsn;
+
 pub use error::{describe_target, error_chain, ServerError, SourceError};
-pub use lsn::{Lsn, ParseLsnError};
 pub use prereq::{check_prerequisites, drop_slot, slot_exists};
 pub use stream::{identify, run};
 pub use tls::{connect_listening, connect_sql, install as install_tls, PgTls, RootCert, SslMode};

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{BufMut, BytesMut};
 
 use super::error::{ServerError, SourceError};
-use super::Lsn;
+use crate::vocab::Lsn;
 
 /// Bytes before the payload of an XLogData message: tag, walStart, walEnd, sendTime.
 pub(crate) const XLOG_HEADER_LEN: usize = 1 + 8 + 8 + 8;

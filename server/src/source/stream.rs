@@ -15,7 +15,8 @@ use tracing::{debug, error, info, warn};
 use super::conn::Conn;
 use super::error::SourceError;
 use super::proto::{self, CopyMsg, XLOG_HEADER_LEN};
-use super::{Boundary, Consumer, Lsn, SourceConfig, SourceStatus, Upstream};
+use super::{Boundary, Consumer, SourceConfig, SourceStatus, Upstream};
+use crate::vocab::Lsn;
 
 /// How long shutdown waits for the server to acknowledge the end of streaming.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-
 use super::router::AppState;
 
 /// The host check of every route but the probes (`/healthz`, `/readyz`: they carry no data and

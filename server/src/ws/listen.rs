@@ -17,9 +17,9 @@ use axum::Json;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
 
-use crate::hub::{close_code, Frame, SessionSignal};
 use crate::metrics::Metrics;
-use crate::notify::{Notice, Refused, SubscribeError, LISTEN_REFUSED};
+use crate::notify::{Notice, Refused, SubscribeError};
+use crate::vocab::{close_code, Frame, SessionSignal};
 
 use super::deadline::WriteDeadline;
 use super::keepalive::{session_number, Beat, Keepalive, SocketTimeouts, TimedOut};
@@ -282,7 +282,7 @@ async fn relay_socket<S, R, E>(
             break None;
         }
         if refused_with.is_some() {
-            break Some(LISTEN_REFUSED);
+            break Some(close_code::LISTEN_REFUSED);
         }
     };
     drop(subscription);
@@ -305,16 +305,8 @@ async fn relay_socket<S, R, E>(
             Some((code, reason))
         }
         (None, Some(code)) => {
-            let reason = match code {
-                close_code::SLOW_CONSUMER => "slow consumer: too many unread notifications",
-                close_code::GOING_AWAY => "server shutting down",
-                _ => "",
-            };
-            let reason = refused_with
-                .take()
-                .or_else(|| signal.reason().map(str::to_owned))
-                .unwrap_or_else(|| reason.to_owned());
-            Some((code, reason))
+            let given = refused_with.as_deref().or_else(|| signal.reason());
+            Some((code, close_code::reason(code, given)))
         }
         (None, None) => None,
     };

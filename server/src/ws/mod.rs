@@ -3,8 +3,8 @@
 
 pub(crate) mod client;
 mod conns;
-mod edge;
 mod deadline;
+mod edge;
 mod keepalive;
 mod listen;
 mod router;

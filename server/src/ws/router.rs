@@ -22,11 +22,12 @@ use crate::auth::{Authenticator, Principal, SessionAuth, Unauthorized};
 use crate::decode::Format;
 use crate::filter::wasm::{PluginError, PluginGroup, PluginHost};
 use crate::filter::{self, AllowList, Catalog, QueryError, TableName};
-use crate::hub::{Frame, Hub, SessionSignal};
-use crate::journal::{JournalError, JournalHandle, JournalReader, ParsePosError, Pos};
+use crate::hub::Hub;
+use crate::journal::{JournalError, JournalHandle, JournalReader};
 use crate::metrics::Metrics;
 use crate::named::{self, Bound, ClaimError};
-use crate::source::{Lsn, SourceStatus};
+use crate::source::SourceStatus;
+use crate::vocab::{Frame, Lsn, ParsePosError, Pos, SessionSignal};
 
 use super::conns::{ConnLimits, ConnPermit, ConnRefusal};
 use super::session::{Ctx, Opened, Opener, Plan, Refusal, Start};
@@ -65,7 +66,7 @@ pub struct AppState {
     /// `sessions.max_messages_per_second`.
     pub max_messages_per_second: u32,
     /// `[limits]`: what one subscription request may hold; every request is parsed under them.
-    pub limits: filter::Limits,
+    pub limits: crate::config::Limits,
     /// `sessions.write_timeout`, `sessions.ping_interval`, `sessions.idle_timeout`.
     pub timeouts: super::SocketTimeouts,
 }
@@ -212,6 +213,15 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// `error` as the refusal it answers with, counted in `walcast_limit_refusals_total` when it
+/// answers one of the `[limits]`.
+fn counted(metrics: &Metrics, error: QueryError) -> ApiError {
+    if let Some(limit) = error.limit() {
+        metrics.limit_refusal(limit);
+    }
+    ApiError(error)
 }
 
 fn api_error(code: &'static str, message: String) -> ApiError {
@@ -576,7 +586,7 @@ fn canonical_query(params: &[(String, String)]) -> String {
 /// where it starts (`snapshot=`, `from=`, `sub=`), each checked.
 fn parse_asked(st: &AppState, params: &[(String, String)]) -> Result<Asked, ApiError> {
     let request = filter::parse_request_with(params, &st.limits)
-        .map_err(|e| ApiError(st.metrics.note_refusal(e)))?;
+        .map_err(|e| counted(&st.metrics, e))?;
     let snapshot = match position_param(params, "snapshot")? {
         None | Some("false") => false,
         Some("true") => true,
@@ -657,7 +667,7 @@ async fn validate(st: &AppState, asked: Asked) -> Result<Validated, ApiError> {
             // the group is resolved.
             let _admitted = (st.plugins.as_ref().map(|host| host.admit(plugin)))
                 .transpose()
-                .map_err(|e| ApiError(st.metrics.note_refusal(e)))?;
+                .map_err(|e| counted(&st.metrics, e))?;
             Some(resolve_plugin(st, plugin).await?)
         }
     };
@@ -941,7 +951,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         .slot_lag_bytes
         .set(i64::try_from(st.status.lag_bytes()).unwrap_or(i64::MAX));
     if let Some(host) = &st.plugins {
-        st.metrics.sync_plugins(&host.list());
+        host.sync_metrics(&st.metrics);
     }
     let reconnects = st.status.reconnects();
     let counted = st.metrics.reconnects.get();

@@ -27,12 +27,13 @@ use crate::decode::{Decoder, FrameEncoder, Projection};
 use crate::filter::wasm::{PluginGroup, Verdict};
 use crate::filter::{ColumnInfo, Filter, RawCondition, TableName};
 use crate::hub::{
-    close_code, Budget, CatchUp, CatchUpError, CatchUpRequest, Entry, Fill, Frame, Hub, Next,
-    SessionSignal, SubscribeRequest, Subscription, SubscriptionId, RECORDS_PER_STEP,
+    Budget, CatchUp, CatchUpError, CatchUpRequest, Entry, Fill, Hub, Next, SubscribeRequest,
+    Subscription, SubscriptionId, RECORDS_PER_STEP,
 };
-use crate::journal::{JournalError, JournalHandle, JournalReader, Pos};
+use crate::journal::{JournalError, JournalHandle, JournalReader};
 use crate::metrics::Metrics;
-use crate::named::{self, Claim};
+use crate::named::Claim;
+use crate::vocab::{close_code, Frame, Pos, SessionSignal};
 
 use super::client::{self, Control};
 use super::deadline::WriteDeadline;
@@ -49,8 +50,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const SEAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new named subscription may wait for its creation to be persisted.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Close code when the server fails under the session (journal or store unusable).
-const INTERNAL_ERROR: u16 = 1011;
 /// Client messages waiting for the writer; a client that sends faster is read more slowly.
 const CONTROL_QUEUE: usize = 64;
 /// How often a socket with named subscriptions looks for newly persisted acks.
@@ -143,7 +142,7 @@ struct Sub {
     mode: Mode,
     /// After a snapshot taken at this WAL position: the subscription stays on the journal (which
     /// skips what the snapshot showed) until the stream is past it.
-    shown_until: Option<crate::source::Lsn>,
+    shown_until: Option<crate::vocab::Lsn>,
 }
 
 impl Sub {
@@ -391,7 +390,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                     biased;
                     _ = self.client_gone.cancelled() => return End::Gone,
                     _ = self.ctx.shutdown.cancelled() => {
-                        return End::Close(close_code::GOING_AWAY, close_reason(close_code::GOING_AWAY, None));
+                        return End::Close(close_code::GOING_AWAY, close_code::reason(close_code::GOING_AWAY, None));
                     }
                     _ = &mut self.expiry, if expires => Event::Expired,
                     Some(control) = self.control.recv() => Event::Control(control),
@@ -437,7 +436,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         if self.ctx.shutdown.is_cancelled() {
             return Err(End::Close(
                 close_code::GOING_AWAY,
-                close_reason(close_code::GOING_AWAY, None),
+                close_code::reason(close_code::GOING_AWAY, None),
             ));
         }
         if let Some(beat) = self.keepalive.due() {
@@ -699,7 +698,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 biased;
                 _ = self.client_gone.cancelled() => return Err(End::Gone),
                 _ = self.ctx.shutdown.cancelled() => {
-                    return Err(End::Close(close_code::GOING_AWAY, close_reason(close_code::GOING_AWAY, None)));
+                    return Err(End::Close(close_code::GOING_AWAY, close_code::reason(close_code::GOING_AWAY, None)));
                 }
                 beat = self.keepalive.next() => beat,
                 out = &mut work => return Ok(out),
@@ -788,15 +787,15 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.send_batch(i)).await;
         }
         let sub = self.remove(i);
-        let reason = close_reason(code, sub.signal.reason());
+        let reason = close_code::reason(code, sub.signal.reason());
         match sub.id {
             None => Err(End::Close(code, reason)),
             Some(id) => {
                 let error = match code {
                     close_code::PLUGIN_FAILING => "plugin_failing",
-                    named::DELETED_CLOSE_CODE => "subscription_deleted",
+                    close_code::SUBSCRIPTION_DELETED => "subscription_deleted",
                     close_code::SLOW_CONSUMER => "slow_consumer",
-                    INTERNAL_ERROR => "internal_error",
+                    close_code::INTERNAL_ERROR => "internal_error",
                     close_code::GOING_AWAY => return Err(End::Close(code, reason)),
                     _ => "subscription_closed",
                 };
@@ -871,7 +870,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 let at = self.subs[i].sent;
                 tracing::error!(subscription = self.subs[i].hub_id, %at, %start, "journal does not show what the live stream dispatched; closing the session");
                 return Err(End::Close(
-                    INTERNAL_ERROR,
+                    close_code::INTERNAL_ERROR,
                     "journal behind the live stream".into(),
                 ));
             }
@@ -932,7 +931,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             }
             error => {
                 tracing::error!(%error, subscription = sub.hub_id, at = %sub.sent, "journal read failed under a session");
-                (INTERNAL_ERROR, "journal read failed")
+                (close_code::INTERNAL_ERROR, "journal read failed")
             }
         };
         // A subscription with an id ends alone; the URL's ends the socket.
@@ -1000,7 +999,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         }
         Err(End::Close(
             close_code::TOKEN_EXPIRED,
-            close_reason(close_code::TOKEN_EXPIRED, None),
+            close_code::reason(close_code::TOKEN_EXPIRED, None),
         ))
     }
 
@@ -1208,28 +1207,11 @@ async fn create_named(claim: Option<&mut Claim>, start: Pos) -> Result<(), End> 
             "named subscription could not be persisted in time"
         );
         return Err(End::Close(
-            INTERNAL_ERROR,
+            close_code::INTERNAL_ERROR,
             "named subscription could not be persisted".into(),
         ));
     }
     Ok(())
-}
-
-/// The reason given with the close (the failing plugin and its cause for 4010), else the code's
-/// standard text.
-fn close_reason(code: u16, given: Option<&str>) -> String {
-    if let Some(reason) = given {
-        return reason.to_owned();
-    }
-    let standard = match code {
-        close_code::SLOW_CONSUMER => "slow consumer: fell behind the journal's retention",
-        close_code::GOING_AWAY => "server shutting down",
-        close_code::PLUGIN_FAILING => "filter plugin failing",
-        close_code::TOKEN_EXPIRED => "token expired",
-        named::DELETED_CLOSE_CODE => "subscription deleted",
-        _ => "",
-    };
-    standard.to_owned()
 }
 
 #[cfg(test)]

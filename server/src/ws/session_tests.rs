@@ -9,8 +9,10 @@ use super::*;
 use crate::filter::{bind, parse_request, ColumnInfo};
 use crate::hub::Intake;
 use crate::journal::JournalHandle;
+use crate::named;
 use crate::journal::{Journal, JournalConfig};
-use crate::source::{Consumer, Lsn};
+use crate::source::Consumer;
+use crate::vocab::Lsn;
 
 /// Opens `*:t`-style requests on the test table (`id integer`), like the router does.
 struct TestOpener {

@@ -18,7 +18,8 @@ use super::plugin::PluginEntry;
 use super::quota::{Admission, AtCap, GroupKey, GroupQuota};
 use super::{PluginError, PluginInfo};
 use crate::config::PluginsConfig;
-use crate::filter::{code, Limits, PluginRef, QueryError};
+use crate::config::Limits;
+use crate::filter::{code, PluginRef, QueryError};
 
 /// Quiet time after the last file event before the directory is rescanned: editors and `cp`
 /// write a file in several steps.
