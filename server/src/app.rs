@@ -21,7 +21,7 @@ use crate::hub::{Hub, Intake};
 use crate::journal::{Bound, Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
-use crate::source::{self, SourceConfig, SourceError, SourceStatus};
+use crate::source::{self, PgEndpoint, SourceConfig, SourceError, SourceStatus};
 use crate::ws::{router, AppState};
 
 /// How long shutdown waits for sessions and the source to finish.
@@ -85,9 +85,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let pg = config.pg_config().ok_or(AppError::NoDatabase)?;
-    // sslmode/sslrootcert for every Postgres connection of this process (source::tls).
-    source::install_tls(config.pg_tls().unwrap_or_default());
+    // Every Postgres connection of this process goes there, with the DATABASE_URL's sslmode and
+    // sslrootcert.
+    let pg = config.pg_endpoint().ok_or(AppError::NoDatabase)?;
     let allow = Arc::new(AllowList::new(&config.tables.allow).map_err(AppError::AllowList)?);
     let auth = Arc::new(crate::auth::Authenticator::from_config(&config)?);
     if auth.mode() == crate::config::AuthMode::None && !config.listen.ip().is_loopback() {
@@ -140,7 +140,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     config: Config,
-    pg: tokio_postgres::Config,
+    pg: PgEndpoint,
     source_config: SourceConfig,
     allow: Arc<AllowList>,
     auth: Arc<crate::auth::Authenticator>,
@@ -377,16 +377,16 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// shutdown: then `None`). A refusal no wait can fix (authentication, a missing database,
 /// wal_level, wal2json, privileges, a rejected certificate) ends start-up at once.
 async fn connect_at_start(
-    pg: &tokio_postgres::Config,
+    pg: &PgEndpoint,
     source_config: &SourceConfig,
     max_backoff: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>, bool)>, AppError> {
-    let target = source::describe_target(pg);
+    let target = source::describe_target(&pg.config);
     // What tokio-postgres would refuse on every attempt, as "invalid configuration".
-    let missing = if pg.get_user().is_none() {
+    let missing = if pg.config.get_user().is_none() {
         Some("DATABASE_URL names no user: add user@ to it")
-    } else if pg.get_hosts().is_empty() {
+    } else if pg.config.get_hosts().is_empty() {
         Some("DATABASE_URL names no host: add a host or a socket directory")
     } else {
         None

@@ -675,6 +675,15 @@ impl Config {
 
     /// The parsed connection settings, `None` when no database is configured (embedded mode).
     /// `validate()` has already rejected URLs that do not parse.
+    /// Where every Postgres connection of this process goes, with the DATABASE_URL's TLS
+    /// settings; `None` without a database. `validate()` has already rejected URLs that do not
+    /// parse.
+    pub fn pg_endpoint(&self) -> Option<crate::source::PgEndpoint> {
+        let url = self.database_url.as_deref()?;
+        let (config, tls) = crate::source::parse_database_url(url).ok()?;
+        Some(crate::source::PgEndpoint::new(config, tls))
+    }
+
     pub fn pg_config(&self) -> Option<tokio_postgres::Config> {
         self.database_url
             .as_deref()

@@ -22,6 +22,7 @@ use tokio_postgres::Notification;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::source::PgEndpoint;
 use crate::vocab::{close_code, Frame, SessionSignal};
 
 /// Notifications one socket may have unread before it is closed with 4008.
@@ -168,7 +169,7 @@ pub fn quote(channel: &str) -> String {
 impl Relay {
     /// The relay and its connection task (runs until `stop`).
     pub fn start(
-        pg: tokio_postgres::Config,
+        pg: PgEndpoint,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> (Arc<Relay>, tokio::task::JoinHandle<()>) {
@@ -293,11 +294,11 @@ impl Relay {
 
     async fn run(
         self: Arc<Self>,
-        pg: tokio_postgres::Config,
+        pg: PgEndpoint,
         mut commands: mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) {
-        let target = crate::source::describe_target(&pg);
+        let target = crate::source::describe_target(&pg.config);
         let mut backoff = Reconnects::new();
         // The wait before the next attempt; none before the first.
         let mut delay: Option<Duration> = None;

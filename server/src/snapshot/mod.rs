@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::filter::{ColumnInfo, RawCondition, TableName};
-use crate::source::SourceError;
+use crate::source::{PgEndpoint, SourceError};
 use crate::vocab::{Lsn, Visibility};
 
 pub use rows::row_message;
@@ -28,12 +28,12 @@ pub const PAGE: i32 = 1000;
 
 /// Where snapshots connect, and how many may run at once (`snapshot.max_concurrent`).
 pub struct Snapshots {
-    pub pg: tokio_postgres::Config,
+    pub pg: PgEndpoint,
     pub permits: Arc<Semaphore>,
 }
 
 impl Snapshots {
-    pub fn new(pg: tokio_postgres::Config, max_concurrent: usize) -> Snapshots {
+    pub fn new(pg: PgEndpoint, max_concurrent: usize) -> Snapshots {
         Snapshots {
             pg,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
@@ -82,7 +82,7 @@ impl Reader {
     /// Opens a connection, begins the transaction, takes the snapshot and declares the cursor
     /// (its values bound as parameters, never spliced into the SQL).
     pub async fn open(
-        pg: &tokio_postgres::Config,
+        pg: &PgEndpoint,
         table: &TableName,
         columns: Arc<[ColumnInfo]>,
         conditions: &[RawCondition],

@@ -38,7 +38,7 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub catalog: Arc<Catalog>,
     /// Where the catalog reconnects after its SQL connection dropped (Postgres restart).
-    pub pg: tokio_postgres::Config,
+    pub pg: crate::source::PgEndpoint,
     pub allow: Arc<AllowList>,
     pub status: Arc<SourceStatus>,
     pub metrics: Arc<Metrics>,
