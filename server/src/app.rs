@@ -22,7 +22,7 @@ use crate::journal::{Bound, Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
 use crate::source::{self, PgEndpoint, SourceConfig, SourceError, SourceStatus};
-use crate::ws::{router, AppState};
+use crate::http::{router, AppState};
 
 /// How long shutdown waits for sessions and the source to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ pub async fn run(
         tracing::warn!(listen = %config.listen, "auth.mode = \"none\" on a non-loopback address: anyone who reaches the port reads every allowed table");
     }
     let notify_allow = Arc::new(
-        crate::notify::Channels::new(&config.notify.channels).map_err(AppError::NotifyChannels)?,
+        crate::relay::Channels::new(&config.notify.channels).map_err(AppError::NotifyChannels)?,
     );
     let source_config = SourceConfig {
         pg: pg.clone(),
@@ -144,7 +144,7 @@ async fn serve(
     source_config: SourceConfig,
     allow: Arc<AllowList>,
     auth: Arc<crate::auth::Authenticator>,
-    notify_allow: Arc<crate::notify::Channels>,
+    notify_allow: Arc<crate::relay::Channels>,
     plugins: Option<Arc<PluginHost>>,
     gate: &OnceLock<axum::Router>,
     http: &mut HttpServer,
@@ -219,7 +219,7 @@ async fn serve(
 
     let relay_stop = CancellationToken::new();
     let (relay, relay_task) =
-        crate::notify::Relay::start(pg.clone(), metrics.clone(), relay_stop.clone());
+        crate::relay::Relay::start(pg.clone(), metrics.clone(), relay_stop.clone());
     let sessions_stop = CancellationToken::new();
     let sessions = TaskTracker::new();
     let state = AppState {
@@ -249,7 +249,7 @@ async fn serve(
             ping_interval: config.sessions.ping_interval,
             idle: config.sessions.idle_timeout,
         },
-        conns: crate::ws::ConnLimits::new(
+        conns: crate::http::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_ip,
             config.http.trusted_proxies.clone(),

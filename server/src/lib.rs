@@ -13,11 +13,12 @@ pub mod embedded;
 pub mod filter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod hub;
 pub mod journal;
 pub mod metrics;
 pub mod named;
-pub mod notify;
+pub mod relay;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;

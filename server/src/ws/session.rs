@@ -33,7 +33,8 @@ use crate::hub::{
 use crate::journal::{JournalError, JournalHandle, JournalReader};
 use crate::metrics::Metrics;
 use crate::named::Claim;
-use crate::vocab::{close_code, Frame, Pos, SessionSignal};
+use crate::source::SourceStatus;
+use crate::vocab::{close_code, Frame, Lsn, Pos, SessionSignal};
 
 use super::client::{self, Control};
 use super::deadline::WriteDeadline;
@@ -56,7 +57,7 @@ const CONTROL_QUEUE: usize = 64;
 const ACKED_EVERY: Duration = Duration::from_millis(20);
 
 /// What a subscription receives, as validated.
-pub(super) struct Plan {
+pub(crate) struct Plan {
     pub table: TableName,
     /// The cohort key (see `router::cohort_key`).
     pub key: String,
@@ -69,7 +70,7 @@ pub(super) struct Plan {
 }
 
 /// Where a subscription starts.
-pub(super) enum Start {
+pub(crate) enum Start {
     /// With the live stream, after the last change dispatched.
     Live,
     /// After this position, read from the journal first.
@@ -79,20 +80,20 @@ pub(super) enum Start {
 }
 
 /// A validated subscription, ready to start.
-pub(super) struct Opened {
+pub(crate) struct Opened {
     pub plan: Plan,
     pub start: Start,
     pub claim: Option<Claim>,
 }
 
 /// Why a `subscribe` message was refused: the code and message of the HTTP error table.
-pub(super) struct Refusal {
+pub(crate) struct Refusal {
     pub code: &'static str,
     pub message: String,
 }
 
 /// Validates a subscription request given as `/ws` query parameters (the router's checks).
-pub(super) trait Opener: Send + Sync + 'static {
+pub(crate) trait Opener: Send + Sync + 'static {
     fn open(
         &self,
         params: Vec<(String, String)>,
@@ -102,7 +103,7 @@ pub(super) trait Opener: Send + Sync + 'static {
 
 /// What a session needs from the server.
 #[derive(Clone)]
-pub(super) struct Ctx {
+pub(crate) struct Ctx {
     pub hub: Arc<Hub>,
     pub journal: JournalHandle,
     pub metrics: Arc<Metrics>,
@@ -202,7 +203,7 @@ struct Session<S> {
 /// Serve one socket until the client leaves, the hub or an operator closes its URL's
 /// subscription, or the server shuts down. `first` is the subscription the URL opened (none for a
 /// bare `/ws`). Generic over Sink/Stream so it runs without sockets in tests.
-pub(super) async fn run<S, R, E>(
+pub(crate) async fn run<S, R, E>(
     sink: S,
     stream: R,
     ctx: Ctx,
@@ -533,10 +534,10 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             mode,
             shown_until: None,
         };
-        let hello = super::router::subscribed_frame(
+        let hello = subscribed_frame(
             sub.hub_id,
             &sub.plan.table,
-            super::router::stream_position(&self.ctx.hub, &self.ctx.status),
+            stream_position(&self.ctx.hub, &self.ctx.status),
             sub.sent,
             sub.claim.as_ref().map(Claim::name),
         );
@@ -1212,6 +1213,41 @@ async fn create_named(claim: Option<&mut Claim>, start: Pos) -> Result<(), End> 
         ));
     }
     Ok(())
+}
+
+/// `lsn` is the position the stream had reached when the subscription was registered, left out
+/// while none is known yet; `pos` the stream position it receives every change after.
+/// `sub` names a named subscription.
+fn subscribed_frame(
+    id: u64,
+    table: &TableName,
+    lsn: Lsn,
+    pos: Pos,
+    sub: Option<&str>,
+) -> Frame {
+    // Built by hand so `type` comes first, as in every other frame.
+    let table = serde_json::Value::from(table.to_string());
+    let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
+    if lsn > Lsn(0) {
+        body.push_str(&format!(r#","lsn":"{lsn}""#));
+    }
+    body.push_str(&format!(r#","pos":"{pos}""#));
+    if let Some(sub) = sub {
+        body.push_str(r#","sub":"#);
+        crate::decode::put_str(&mut body, sub);
+    }
+    body.push('}');
+    Frame::from(body)
+}
+
+/// Where the stream stands: the last message the hub took in or, before the first one, how far
+/// the server had sent (keepalives) or written (at connect) its WAL.
+fn stream_position(hub: &Hub, status: &SourceStatus) -> Lsn {
+    let taken = hub.position();
+    if taken > Lsn(0) {
+        return taken;
+    }
+    status.server_end()
 }
 
 #[cfg(test)]

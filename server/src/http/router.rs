@@ -27,10 +27,10 @@ use crate::journal::{JournalError, JournalHandle, JournalReader};
 use crate::metrics::Metrics;
 use crate::named::{self, Bound, ClaimError};
 use crate::source::SourceStatus;
-use crate::vocab::{Frame, Lsn, ParsePosError, Pos, SessionSignal};
+use crate::vocab::{ParsePosError, Pos, SessionSignal};
 
 use super::conns::{ConnLimits, ConnPermit, ConnRefusal};
-use super::session::{Ctx, Opened, Opener, Plan, Refusal, Start};
+use crate::ws::session::{Ctx, Opened, Opener, Plan, Refusal, Start};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -57,8 +57,8 @@ pub struct AppState {
     /// Where snapshots connect, and how many run at once.
     pub snapshots: Arc<crate::snapshot::Snapshots>,
     /// The LISTEN/NOTIFY relay and the channels it may relay (`notify.channels`).
-    pub relay: Arc<crate::notify::Relay>,
-    pub notify_allow: Arc<crate::notify::Channels>,
+    pub relay: Arc<crate::relay::Relay>,
+    pub notify_allow: Arc<crate::relay::Channels>,
     /// Tokens, the admin token, allowed origins and the policy.
     pub auth: Arc<Authenticator>,
     /// Sockets open, in all and per client address.
@@ -68,7 +68,7 @@ pub struct AppState {
     /// `[limits]`: what one subscription request may hold; every request is parsed under them.
     pub limits: crate::config::Limits,
     /// `sessions.write_timeout`, `sessions.ping_interval`, `sessions.idle_timeout`.
-    pub timeouts: super::SocketTimeouts,
+    pub timeouts: crate::ws::SocketTimeouts,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -306,7 +306,7 @@ async fn ws_handler(
             sessions.track_future(async move {
                 let _permit = permit;
                 let (sink, stream) = socket.split();
-                super::session::run(sink, stream, ctx, first).await
+                crate::ws::session::run(sink, stream, ctx, first).await
             })
         })
 }
@@ -825,41 +825,6 @@ pub(super) async fn reconnect_catalog(st: &AppState) {
         Ok((client, _connection)) => st.catalog.replace_client(client),
         Err(error) => tracing::warn!(%error, "catalog reconnect failed"),
     }
-}
-
-/// `lsn` is the position the stream had reached when the subscription was registered, left out
-/// while none is known yet; `pos` the stream position it receives every change after.
-/// `sub` names a named subscription.
-pub(super) fn subscribed_frame(
-    id: u64,
-    table: &TableName,
-    lsn: Lsn,
-    pos: Pos,
-    sub: Option<&str>,
-) -> Frame {
-    // Built by hand so `type` comes first, as in every other frame.
-    let table = serde_json::Value::from(table.to_string());
-    let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
-    if lsn > Lsn(0) {
-        body.push_str(&format!(r#","lsn":"{lsn}""#));
-    }
-    body.push_str(&format!(r#","pos":"{pos}""#));
-    if let Some(sub) = sub {
-        body.push_str(r#","sub":"#);
-        crate::decode::put_str(&mut body, sub);
-    }
-    body.push('}');
-    Frame::from(body)
-}
-
-/// Where the stream stands: the last message the hub took in or, before the first one, how far
-/// the server had sent (keepalives) or written (at connect) its WAL.
-pub(super) fn stream_position(hub: &Hub, status: &SourceStatus) -> Lsn {
-    let taken = hub.position();
-    if taken > Lsn(0) {
-        return taken;
-    }
-    status.server_end()
 }
 
 async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {
