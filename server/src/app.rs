@@ -117,7 +117,7 @@ pub async fn run(
 
     // Served from now on: the probes answer while Postgres is awaited.
     let gate: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
-    let mut http = HttpServer::start(listener, gated(gate.clone()), &config)?;
+    let mut http = HttpServer::start(listener, crate::http::gated(gate.clone()), &config)?;
     let result = serve(
         config,
         pg,
@@ -447,47 +447,6 @@ async fn connect_at_start(
             }
         }
     }
-}
-
-/// The HTTP surface from start-up on: the router once `gate` holds it; before, `/healthz` 200,
-/// `/readyz` 503 and 503 `starting` for everything else (no data is served before the checks
-/// and the pipeline exist).
-fn gated(gate: Arc<OnceLock<axum::Router>>) -> axum::Router {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
-    use tower::ServiceExt;
-    axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let gate = gate.clone();
-        async move {
-            if let Some(router) = gate.get() {
-                return match router.clone().oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-            }
-            let body = match request.uri().path() {
-                "/healthz" => {
-                    return axum::Json(serde_json::json!({"status": "ok"})).into_response()
-                }
-                "/readyz" => serde_json::json!({
-                    "replication_connected": false,
-                    "flushed_lsn": "0/0",
-                    "slot_lag_bytes": 0,
-                    "starting": true,
-                }),
-                _ => serde_json::json!({
-                    "error": "starting",
-                    "message": "walcast is starting (waiting for Postgres); retry shortly",
-                }),
-            };
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                axum::Json(body),
-            )
-                .into_response()
-        }
-    })
 }
 
 /// The journal's identity check at start (`journal/identity.rs`), before anything streams: the

@@ -1,6 +1,6 @@
 //! Errors of the filter stage: the client-visible `QueryError` (machine code + human message,
 //! answered before the WebSocket upgrade) and the internal `CatalogError`. Does not render HTTP
-//! responses; `ws` does that with `status()` and `json_body()`.
+//! responses; `http` does that with `status()`.
 
 use std::fmt;
 

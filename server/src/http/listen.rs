@@ -11,15 +11,15 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use futures_util::StreamExt;
-use serde_json::json;
+
 
 use crate::relay::SubscribeError;
 use crate::vocab::SessionSignal;
 use crate::ws::listen::Relayed;
 
-use super::router::AppState;
+use super::error::HttpError;
+use super::routes::AppState;
 
 /// How long the upgrade waits for the LISTEN to be in effect.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
@@ -31,10 +31,6 @@ pub(super) struct ListenQuery {
     access_token: Option<String>,
 }
 
-fn refuse(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
-}
-
 pub(super) async fn handler(
     State(st): State<AppState>,
     Path(channel): Path<String>,
@@ -44,44 +40,44 @@ pub(super) async fn handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let permit = match &upgrade {
-        Ok(_) => match super::router::admit(&st, &extensions, &headers) {
+        Ok(_) => match super::admission::admit(&st, &extensions, &headers) {
             Ok(permit) => Some(permit),
-            Err(refused) => return refused,
+            Err(refused) => return refused.into_response(),
         },
         Err(_) => None,
     };
     if let Some(problem) = crate::relay::channel_problem(&channel) {
-        return refuse(StatusCode::BAD_REQUEST, "bad_channel", problem);
+        return HttpError::new(StatusCode::BAD_REQUEST, "bad_channel", problem).into_response();
     }
     let json = match q.format.as_deref() {
         None | Some("text") => false,
         Some("json") => true,
         Some(other) => {
-            return refuse(
+            return HttpError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_query",
                 format!("format={other:?}: give json, or leave it out for payloads as they are"),
-            )
+            ).into_response()
         }
     };
     let mut token = q
         .access_token
         .map(|t| vec![("access_token".to_owned(), t)])
         .unwrap_or_default();
-    let principal = match super::router::identify(&st, &headers, &mut token) {
+    let principal = match super::admission::identify(&st, &headers, &mut token) {
         Ok(principal) => principal,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if !st.notify_allow.allows_name(&channel) {
-        return refuse(
+        return HttpError::new(
             StatusCode::FORBIDDEN,
             "channel_not_allowed",
             format!("channel {channel:?} is not in this server's allow-list (notify.channels)"),
-        );
+        ).into_response();
     }
     if let (Some(who), Some(policy)) = (&principal, st.auth.policy()) {
         if let Err(refusal) = policy.allows_channel(who, &channel) {
-            return refuse(StatusCode::FORBIDDEN, refusal.code, refusal.message);
+            return HttpError::new(StatusCode::FORBIDDEN, refusal.code, refusal.message).into_response();
         }
     }
     // The checks above answer a plain GET too (the viewer page reads why a socket was refused
@@ -98,38 +94,38 @@ pub(super) async fn handler(
     let subscription = match subscribed {
         Ok(subscription) => subscription,
         Err(SubscribeError::Unavailable) => {
-            return refuse(
+            return HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "notify_unavailable",
-                "the LISTEN connection to Postgres is down; retry shortly".into(),
-            )
+                "the LISTEN connection to Postgres is down; retry shortly",
+            ).into_response()
         }
         Err(SubscribeError::Refused(refused)) if refused.names_the_channel() => {
-            return refuse(
+            return HttpError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_channel",
                 format!(
                     "Postgres cannot take this channel name: {}",
                     refused.message
                 ),
-            )
+            ).into_response()
         }
         Err(SubscribeError::Refused(refused)) => {
-            return refuse(
+            return HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "notify_unavailable",
                 format!(
                     "Postgres refused LISTEN on this channel: {}",
                     refused.message
                 ),
-            )
+            ).into_response()
         }
     };
     let sessions = st.sessions.clone();
     let metrics = st.metrics.clone();
     let timeouts = st.timeouts;
     upgrade
-        .protocols(super::router::answer_protocols(&headers))
+        .protocols(super::admission::answer_protocols(&headers))
         .read_buffer_size(4 * 1024)
         .max_message_size(4 * 1024)
         .on_upgrade(move |socket| {
