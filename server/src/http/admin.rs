@@ -77,7 +77,10 @@ fn count_after(journal: &JournalHandle, after: Pos) -> Option<u64> {
 
 /// `DELETE /v1/subscriptions/{name}`: forget it (its connected session closes with 4011) and
 /// release what it held of the journal.
-pub(super) async fn delete_subscription(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+pub(super) async fn delete_subscription(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Response {
     if st.named.delete(&name) {
         tracing::info!(subscription = %name, "named subscription deleted");
         StatusCode::NO_CONTENT.into_response()
@@ -110,4 +113,3 @@ pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         st.metrics.render(),
     )
 }
-

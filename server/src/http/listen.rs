@@ -13,7 +13,6 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 
-
 use crate::relay::SubscribeError;
 use crate::vocab::SessionSignal;
 use crate::ws::listen::Relayed;
@@ -57,7 +56,8 @@ pub(super) async fn handler(
                 StatusCode::BAD_REQUEST,
                 "bad_query",
                 format!("format={other:?}: give json, or leave it out for payloads as they are"),
-            ).into_response()
+            )
+            .into_response()
         }
     };
     let mut token = q
@@ -73,11 +73,13 @@ pub(super) async fn handler(
             StatusCode::FORBIDDEN,
             "channel_not_allowed",
             format!("channel {channel:?} is not in this server's allow-list (notify.channels)"),
-        ).into_response();
+        )
+        .into_response();
     }
     if let (Some(who), Some(policy)) = (&principal, st.auth.policy()) {
         if let Err(refusal) = policy.allows_channel(who, &channel) {
-            return HttpError::new(StatusCode::FORBIDDEN, refusal.code, refusal.message).into_response();
+            return HttpError::new(StatusCode::FORBIDDEN, refusal.code, refusal.message)
+                .into_response();
         }
     }
     // The checks above answer a plain GET too (the viewer page reads why a socket was refused
@@ -98,7 +100,8 @@ pub(super) async fn handler(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "notify_unavailable",
                 "the LISTEN connection to Postgres is down; retry shortly",
-            ).into_response()
+            )
+            .into_response()
         }
         Err(SubscribeError::Refused(refused)) if refused.names_the_channel() => {
             return HttpError::new(
@@ -108,7 +111,8 @@ pub(super) async fn handler(
                     "Postgres cannot take this channel name: {}",
                     refused.message
                 ),
-            ).into_response()
+            )
+            .into_response()
         }
         Err(SubscribeError::Refused(refused)) => {
             return HttpError::new(
@@ -118,7 +122,8 @@ pub(super) async fn handler(
                     "Postgres refused LISTEN on this channel: {}",
                     refused.message
                 ),
-            ).into_response()
+            )
+            .into_response()
         }
     };
     let sessions = st.sessions.clone();
@@ -141,4 +146,3 @@ pub(super) async fn handler(
             })
         })
 }
-

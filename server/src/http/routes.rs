@@ -29,9 +29,9 @@ use crate::vocab::SessionSignal;
 use crate::ws::session::Ctx;
 
 use super::admission::{admit, answer_protocols, identify};
-use super::{admin, probes};
 use super::conns::ConnLimits;
 use super::request::{query_params, SessionOpener};
+use super::{admin, probes};
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
@@ -78,7 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .route("/v1/plugins", get(admin::list_plugins))
         .route("/v1/subscriptions", get(admin::list_subscriptions))
-        .route("/v1/subscriptions/{name}", delete(admin::delete_subscription))
+        .route(
+            "/v1/subscriptions/{name}",
+            delete(admin::delete_subscription),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
     Router::new()
         .route("/ws", get(ws_handler))

@@ -21,9 +21,9 @@ use super::error::{refusal, HttpError};
 use super::routes::AppState;
 
 pub(crate) use parse::query_params;
-pub(crate) use validate::reconnect_catalog;
 use parse::{parse_asked, Asked};
 use place::place;
+pub(crate) use validate::reconnect_catalog;
 use validate::{check_allowed, journal_reader, validate, Validated};
 
 impl AppState {

@@ -11,7 +11,7 @@ use crate::filter;
 use crate::named;
 use crate::vocab::{ParsePosError, Pos};
 
-use super::super::error::{refusal, counted, HttpError};
+use super::super::error::{counted, refusal, HttpError};
 use super::super::routes::AppState;
 
 pub(crate) fn query_params(uri: &Uri) -> Result<Vec<(String, String)>, HttpError> {
@@ -52,8 +52,8 @@ fn canonical_query(params: &[(String, String)]) -> String {
 /// Parses a subscription request once, under the configured limits: the filter request and
 /// where it starts (`snapshot=`, `from=`, `sub=`), each checked.
 pub(super) fn parse_asked(st: &AppState, params: &[(String, String)]) -> Result<Asked, HttpError> {
-    let request = filter::parse_request_with(params, &st.limits)
-        .map_err(|e| counted(&st.metrics, e))?;
+    let request =
+        filter::parse_request_with(params, &st.limits).map_err(|e| counted(&st.metrics, e))?;
     let snapshot = match position_param(params, "snapshot")? {
         None | Some("false") => false,
         Some("true") => true,
@@ -125,10 +125,7 @@ fn position_param<'a>(
     let mut given = params.iter().filter(|(k, _)| k == key);
     let first = given.next().map(|(_, v)| v.as_str());
     if given.next().is_some() {
-        return Err(refusal(
-            "bad_query",
-            format!("{key}= given more than once"),
-        ));
+        return Err(refusal("bad_query", format!("{key}= given more than once")));
     }
     Ok(first)
 }
