@@ -17,12 +17,12 @@ use std::path::Path;
 use crate::config::{Config, DEFAULT_JOURNAL_DIR};
 use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
+use crate::http::{router, AppState};
 use crate::hub::{Hub, Intake};
 use crate::journal::{Bound, Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
 use crate::source::{self, PgEndpoint, SourceConfig, SourceError, SourceStatus};
-use crate::http::{router, AppState};
 
 /// How long shutdown waits for sessions and the source to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -395,7 +395,7 @@ async fn connect_at_start(
         let cause = Box::new(SourceError::Config(message.into()));
         return Err(AppError::Postgres { target, cause });
     }
-    let mut delay = FIRST_RETRY.min(max_backoff);
+    let mut backoff = source::Backoff::new(FIRST_RETRY.min(max_backoff), max_backoff);
     let mut attempt: u64 = 1;
     loop {
         let tried = async {
@@ -427,6 +427,7 @@ async fn connect_at_start(
                 return Ok(Some(connected));
             }
             Err(error) if error.is_retryable_at_start() => {
+                let delay = backoff.delay();
                 tracing::warn!(
                     postgres = %target,
                     attempt,
@@ -438,7 +439,6 @@ async fn connect_at_start(
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(max_backoff);
                 attempt += 1;
             }
             Err(cause) => {

@@ -47,6 +47,16 @@ pub enum Projection<'p> {
     Only(&'p [Box<str>]),
 }
 
+impl<'p> Projection<'p> {
+    /// What a `select=` list keeps: only its columns, or all of them without one.
+    pub fn of(select: Option<&'p [Box<str>]>) -> Projection<'p> {
+        match select {
+            Some(columns) => Projection::Only(columns),
+            None => Projection::All,
+        }
+    }
+}
+
 impl FrameEncoder {
     pub fn new() -> Self {
         FrameEncoder { last_len: 256 }

@@ -16,14 +16,15 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
-use crate::filter::wasm::{PluginGroup, Verdict};
+use crate::decode::{Decoder, FrameEncoder, Projection, Undecoded};
+use crate::filter::wasm::PluginGroup;
 use crate::filter::Filter;
 use crate::journal::{JournalError, JournalReader, RecordKind};
 use crate::vocab::{Frame, Lsn, Pos};
 
 use super::intake::decode_failed_frame;
 use super::prefilter::Prefilter;
+use super::verdict::{rewritten_in, PluginOutcome};
 
 /// Records one step reads at most, matching or not. A skipped record costs its checksum and the
 /// pre-filter (well under a microsecond), a decoded one a few microseconds: a step takes a few
@@ -294,25 +295,20 @@ impl Matcher {
         }
         let frame = match &req.plugin {
             None => None,
-            Some(group) => match group.evaluate(&change) {
-                Verdict::Drop => return None,
-                Verdict::Pass => None,
-                Verdict::Rewritten(r) => Some(match (req.filter.format(), r.v1) {
-                    (Format::Walcast, _) => Frame::from(r.walcast),
-                    (Format::Wal2jsonV1, Some(v1)) => Frame::from(v1),
-                    (Format::Wal2jsonV1, None) => super::registry::missing_v1(group),
-                }),
-                Verdict::Error(message) => Some(super::registry::plugin_error_frame(
-                    group.plugin_name(),
-                    &message,
+            Some(group) => match PluginOutcome::of(group, &change) {
+                PluginOutcome::Drop => return None,
+                PluginOutcome::Pass => None,
+                PluginOutcome::Rewritten { walcast, v1 } => Some(rewritten_in(
+                    req.filter.format(),
+                    &walcast,
+                    v1.as_ref(),
+                    group,
                 )),
+                PluginOutcome::Failed(frame) => Some(frame),
             },
         };
         Some(frame.unwrap_or_else(|| {
-            let projection = match req.filter.select() {
-                Some(cols) => Projection::Only(cols),
-                None => Projection::All,
-            };
+            let projection = Projection::of(req.filter.select());
             Frame::from(
                 self.encoder
                     .encode(&change, projection, req.filter.format()),

@@ -17,12 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use postgres_protocol::escape::escape_identifier;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Notification;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::source::PgEndpoint;
+use crate::source::{Backoff, PgEndpoint};
 use crate::vocab::{close_code, Frame, SessionSignal};
 
 /// Notifications one socket may have unread before it is closed with 4008.
@@ -159,11 +160,6 @@ impl Channels {
     pub fn allows_name(&self, channel: &str) -> bool {
         self.set.is_match(channel)
     }
-}
-
-/// `"name"` with `"` doubled: any channel name is safe in LISTEN/UNLISTEN.
-pub fn quote(channel: &str) -> String {
-    format!("\"{}\"", channel.replace('"', "\"\""))
 }
 
 impl Relay {
@@ -435,10 +431,11 @@ enum Failure {
     Lost(String),
 }
 
-/// `LISTEN "channel"` or `UNLISTEN "channel"`.
+/// `LISTEN "channel"` or `UNLISTEN "channel"`: quoted whole (`"` doubled), any channel name is
+/// safe in them.
 async fn listen(client: &tokio_postgres::Client, verb: &str, channel: &str) -> Result<(), Failure> {
     let Err(error) = client
-        .batch_execute(&format!("{verb} {}", quote(channel)))
+        .batch_execute(&format!("{verb} {}", escape_identifier(channel)))
         .await
     else {
         return Ok(());
@@ -463,7 +460,7 @@ async fn listen(client: &tokio_postgres::Client, verb: &str, channel: &str) -> R
 /// the first (a connection Postgres drops at once is retried no faster than one that cannot be
 /// opened); back to 200 ms once a connection has stayed up for 30 s.
 struct Reconnects {
-    next: Duration,
+    backoff: Backoff,
 }
 
 impl Reconnects {
@@ -472,20 +469,20 @@ impl Reconnects {
     const HEALTHY: Duration = Duration::from_secs(30);
 
     fn new() -> Reconnects {
-        Reconnects { next: Self::MIN }
+        Reconnects {
+            backoff: Backoff::new(Self::MIN, Self::MAX),
+        }
     }
 
     /// The wait before the next attempt.
     fn delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
+        self.backoff.delay()
     }
 
     /// A connection ended after `lived`: a healthy one starts the waits over.
     fn connected_for(&mut self, lived: Duration) {
         if lived >= Self::HEALTHY {
-            self.next = Self::MIN;
+            self.backoff.reset();
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use postgres_protocol::escape::escape_identifier as quote;
 
 #[test]
 fn the_allow_list_matches_globs() {

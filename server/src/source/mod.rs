@@ -2,6 +2,7 @@
 //! sockets or rustls), the wal2json slot, LSN feedback and reconnects. It hands raw wal2json
 //! payloads to a `Consumer`; it does not decode them (decode/) or fan them out (hub/).
 
+mod backoff;
 mod conn;
 mod endpoint;
 mod error;
@@ -21,6 +22,7 @@ use crate::vocab::Lsn;
 pub use error::{describe_target, error_chain, ServerError, SourceError};
 pub use prereq::{check_prerequisites, drop_slot, slot_exists};
 pub use stream::{identify, run};
+pub use backoff::Backoff;
 pub use endpoint::PgEndpoint;
 pub use tls::{connect_listening, connect_sql, PgTls, RootCert, SslMode};
 pub use url::parse_database_url;

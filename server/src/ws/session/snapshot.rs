@@ -9,7 +9,7 @@ use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
 
 use crate::decode::{Decoder, FrameEncoder, Projection};
-use crate::filter::wasm::Verdict;
+use crate::hub::PluginOutcome;
 use crate::vocab::Frame;
 
 use super::super::client;
@@ -115,19 +115,18 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                         if !sub.plan.filter.matches_row(&change) {
                             continue;
                         }
-                        let verdict = sub.plan.plugin.as_ref().map(|g| (g.evaluate(&change), g));
-                        match verdict {
-                            Some((Verdict::Drop, _)) => continue,
-                            Some((Verdict::Error(message), group)) => {
-                                crate::hub::plugin_error_frame(group.plugin_name(), &message)
-                            }
+                        let outcome = sub
+                            .plan
+                            .plugin
+                            .as_ref()
+                            .map(|g| PluginOutcome::of(g, &change));
+                        match outcome {
+                            Some(PluginOutcome::Drop) => continue,
+                            Some(PluginOutcome::Failed(frame)) => frame,
                             // A rewrite applies to change frames; a row passes as it is.
                             _ => {
                                 rows += 1;
-                                let projection = match sub.plan.filter.select() {
-                                    Some(cols) => Projection::Only(cols),
-                                    None => Projection::All,
-                                };
+                                let projection = Projection::of(sub.plan.filter.select());
                                 Frame::from(encoder.row(&change, projection))
                             }
                         }
