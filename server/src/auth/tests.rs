@@ -1,3 +1,5 @@
+//! Tests of authentication: tokens, keys, the admin token, origins and hosts.
+
 use std::path::PathBuf;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};

@@ -1,3 +1,5 @@
+//! Tests of the decoder and the frame encoder on captured and built wal2json messages.
+
 use proptest::prelude::*;
 use serde_json::Value as Json;
 

@@ -2,7 +2,7 @@
 //! socket, identifies the client, has the URL's subscription request checked (`request`) and
 //! answers 400/401/403/409/429/503 before the upgrade, then hands the socket to
 //! `ws::session`. The other routes' handlers live beside it (`admin`, `probes`, `viewer`,
-//! `listen`); the host check wraps them all (`edge`).
+//! `listen`); the host check wraps them all (`edge`). Runs no session (`ws::session` does).
 
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! Tests of the named subscriptions' store: claims, acks, persistence, bounds, expiry.
+
 use super::*;
 use crate::vocab::close_code::SUBSCRIPTION_DELETED as DELETED_CLOSE_CODE;
 use crate::vocab::Lsn;

@@ -1,3 +1,5 @@
+//! Tests of the relay's pieces that need no Postgres: channel names, quoting, reconnect waits.
+
 use super::*;
 use postgres_protocol::escape::escape_identifier as quote;
 

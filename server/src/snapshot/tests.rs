@@ -1,3 +1,5 @@
+//! Tests of the snapshot's SQL and of rows as insert messages.
+
 use super::*;
 use crate::filter::{parse_request, RawValue};
 

@@ -1,6 +1,9 @@
 //! The replication source: our own logical-replication client (postgres-protocol over TCP, Unix
 //! sockets or rustls), the wal2json slot, LSN feedback and reconnects. It hands raw wal2json
-//! payloads to a `Consumer`; it does not decode them (decode/) or fan them out (hub/).
+//! payloads to a `Consumer`; it does not decode them (decode/) or fan them out (hub/). It also
+//! opens the process's other Postgres connections (SQL, LISTEN), all from one `PgEndpoint` with
+//! the DATABASE_URL's TLS settings, and owns the reconnect waits they share (`Backoff`); what
+//! those connections are for is their stages' business.
 
 mod backoff;
 mod conn;

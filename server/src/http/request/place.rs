@@ -1,7 +1,8 @@
 //! Placing a validated subscription: where it starts (live, or after a `from=` position) and,
 //! for `sub=`, its claim on the named subscription: who may hold the name, whether it is free and
 //! created with the same query, and where it resumes (after its last ack, if the journal still
-//! holds what follows). Owns the answers to a claim the named store refuses.
+//! holds what follows). Owns the answers to a claim the named store refuses; does not keep names
+//! (`named::Store` does).
 
 use std::sync::Arc;
 
