@@ -546,8 +546,8 @@ fn strip_comments_and_strings(text: &str) -> String {
                 }
                 j += 1;
             }
-            for k in i..j.min(chars.len()) {
-                out.push(blank(chars[k]));
+            for c in &chars[i..j.min(chars.len())] {
+                out.push(blank(*c));
             }
             i = j;
         } else if c == '"' {

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Authenticator, SessionAuth};
+use crate::auth::Authenticator;
 use crate::filter::wasm::PluginHost;
 use crate::filter::{AllowList, Catalog};
 use crate::hub::Hub;
@@ -100,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /ws`: the refusals before the upgrade (connection limits, the client, the URL's
+/// subscription request), then the session.
 async fn ws_handler(
     State(st): State<AppState>,
     uri: Uri,
@@ -128,21 +130,14 @@ async fn ws_handler(
         Err(rejection) => {
             // A plain GET opens nothing: it gets the refusals that need no catalog query,
             // journal read or plugin instance, then 426.
-            let opener = SessionOpener {
-                st: st.clone(),
-                auth: principal.map(|p| SessionAuth::new(st.auth.clone(), p)),
-            };
+            let opener = SessionOpener::new(st.clone(), principal);
             return match opener.precheck(&params) {
                 Ok(()) => super::edge::not_upgraded(rejection),
                 Err(e) => e.into_response(),
             };
         }
     };
-    let session_auth = principal.map(|p| SessionAuth::new(st.auth.clone(), p));
-    let opener = Arc::new(SessionOpener {
-        st: st.clone(),
-        auth: session_auth.clone(),
-    });
+    let opener = Arc::new(SessionOpener::new(st.clone(), principal));
     // No `query=`: a socket whose subscriptions come in `subscribe` messages.
     let first = if params.iter().all(|(k, _)| k != "query") {
         None
@@ -161,8 +156,8 @@ async fn ws_handler(
         status: st.status.clone(),
         max_subscriptions: st.max_subscriptions,
         snapshots: Some(st.snapshots.clone()),
+        auth: opener.auth(),
         opener,
-        auth: session_auth,
         max_messages_per_second: st.max_messages_per_second,
         timeouts: st.timeouts,
     };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::auth::SessionAuth;
+use crate::auth::{Principal, SessionAuth};
 use crate::named;
 use crate::vocab::SessionSignal;
 use crate::ws::session::{Opened, Opener, Refusal, Start};
@@ -26,22 +26,41 @@ use place::place;
 pub(crate) use validate::reconnect_catalog;
 use validate::{check_allowed, journal_reader, validate, Validated};
 
-impl AppState {
-    /// Validates a parsed subscription request and places it (`owner`: who asks, for a named
-    /// subscription): where it starts, and its hold on a named subscription.
-    async fn open_asked(
+/// Opens a socket's subscriptions (the URL's and every `subscribe` message's) as its principal:
+/// each request is parsed once, under the configured limits, the policy rewrites that parsed
+/// request, and validation checks the same one.
+pub(crate) struct SessionOpener {
+    st: AppState,
+    auth: Option<Arc<SessionAuth>>,
+}
+
+impl SessionOpener {
+    /// Opens requests as `principal` (`None` without authentication).
+    pub(crate) fn new(st: AppState, principal: Option<Principal>) -> SessionOpener {
+        let auth = principal.map(|p| SessionAuth::new(st.auth.clone(), p));
+        SessionOpener { st, auth }
+    }
+
+    /// The socket's principal, whose token's expiry the session watches.
+    pub(crate) fn auth(&self) -> Option<Arc<SessionAuth>> {
+        self.auth.clone()
+    }
+
+    /// Parses, rewrites, validates and places one request.
+    pub(crate) async fn open_authorized(
         &self,
-        asked: Asked,
-        owner: Option<&named::Owner>,
+        params: Vec<(String, String)>,
         signal: Arc<SessionSignal>,
     ) -> Result<Opened, HttpError> {
+        let asked = self.asked(&params)?;
+        let owner = self.owner();
         let Validated {
             plan,
             query,
             from,
             sub,
             snapshot,
-        } = validate(self, asked).await?;
+        } = validate(&self.st, asked).await?;
         if snapshot {
             return Ok(Opened {
                 plan,
@@ -49,29 +68,16 @@ impl AppState {
                 claim: None,
             });
         }
-        let (claim, start) = place(self, &plan, &query, from, sub.as_deref(), owner, &signal)?;
+        let (claim, start) = place(
+            &self.st,
+            &plan,
+            &query,
+            from,
+            sub.as_deref(),
+            owner.as_ref(),
+            &signal,
+        )?;
         Ok(Opened { plan, start, claim })
-    }
-}
-
-/// Opens a socket's subscriptions (the URL's and every `subscribe` message's) as its principal:
-/// each request is parsed once, under the configured limits, the policy rewrites that parsed
-/// request, and validation checks the same one.
-pub(crate) struct SessionOpener {
-    pub(crate) st: AppState,
-    pub(crate) auth: Option<Arc<SessionAuth>>,
-}
-
-impl SessionOpener {
-    pub(crate) async fn open_authorized(
-        &self,
-        params: Vec<(String, String)>,
-        signal: Arc<SessionSignal>,
-    ) -> Result<Opened, HttpError> {
-        let asked = self.asked(&params)?;
-        self.st
-            .open_asked(asked, self.owner().as_ref(), signal)
-            .await
     }
 
     /// What a plain (non-upgrade) GET of `/ws` is told: the checks of `open_authorized` that
