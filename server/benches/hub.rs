@@ -10,8 +10,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio_util::sync::CancellationToken;
 use walcast::decode::Decoder;
 use walcast::filter::{bind, parse_request, ColumnInfo};
-use walcast::hub::{Entry, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
+use walcast::hub::{Entry, Hub, Scratch, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
+use walcast::vocab::SessionSignal;
 
 /// An insert of the row with `id` = `KEY`; every session subscribes to a different id.
 const INSERT: &str = r#"{"action":"I","xid":725,"timestamp":"2026-11-21 22:47:36.714581+00","lsn":"0/1526A58","schema":"public","table":"people","columns":[{"name":"id","type":"integer","value":42},{"name":"name","type":"text","value":"Paul"},{"name":"age","type":"integer","value":51},{"name":"height","type":"double precision","value":2.1},{"name":"city","type":"text","value":"Lyon"}]}"#;

@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use walcast::journal::{Fsync, Journal, JournalConfig, Pos};
-use walcast::source::Lsn;
+use walcast::journal::{Fsync, Journal, JournalConfig};
+use walcast::vocab::{Lsn, Pos};
 
 const CHANGES_PER_TXN: u32 = 10;
 

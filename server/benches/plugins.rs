@@ -13,8 +13,9 @@ use walcast::config::PluginsConfig;
 use walcast::decode::{Change, Decoder};
 use walcast::filter::wasm::{PluginGroup, PluginHost, Verdict};
 use walcast::filter::{bind, parse_request, ColumnInfo, Filter, PluginRef};
-use walcast::hub::{Entry, Hub, Scratch, SessionSignal, SubscribeRequest, Subscription};
+use walcast::hub::{Entry, Hub, Scratch, SubscribeRequest, Subscription};
 use walcast::metrics::Metrics;
+use walcast::vocab::SessionSignal;
 
 /// A typical ~300-byte insert as wal2json format-version 2 prints it. `height` is 2.1 so the
 /// query filter matches and every threshold variant below passes: fan-out then delivers a frame
@@ -93,7 +94,7 @@ fn threshold_seeing(host: &PluginHost, value: &str, columns: Option<&[&str]>) ->
     .expect("threshold group")
 }
 
-/// 1. The same condition (`height >= 2.0`) as a query filter and as the threshold plugin. Both
+/// (1) The same condition (`height >= 2.0`) as a query filter and as the threshold plugin. Both
 /// include one decode of the payload, as on the server; `decode_only` is that share, and the
 /// `_no_decode` variants time the filter alone.
 fn filter_per_change(c: &mut Criterion, host: &PluginHost) {
@@ -235,7 +236,7 @@ impl Fanout {
     }
 }
 
-/// 2. `dispatch` of one change to 10,000 subscriptions that share one plugin group, against
+/// (2) `dispatch` of one change to 10,000 subscriptions that share one plugin group, against
 /// 100 groups of 100 (one Wasm evaluation per group and change, cached for the group's other
 /// subscriptions). The decode and the draining of the queues are outside the timing.
 fn fanout_groups(c: &mut Criterion, host: &PluginHost) {
@@ -285,7 +286,7 @@ fn fanout_groups(c: &mut Criterion, host: &PluginHost) {
     g.finish();
 }
 
-/// 3. Creating a group for params never seen before: the host's group-map lookup (a miss),
+/// (3) Creating a group for params never seen before: the host's group-map lookup (a miss),
 /// instantiation from the pre-linked module in a pooled slot, and `walcast_init` parsing the
 /// params. Groups are cached by (name, params) only while alive (weak references), so with a
 /// fresh `value` per iteration every call creates one; the group is dropped outside the timing,
@@ -310,7 +311,7 @@ fn plugin_instantiate(c: &mut Criterion, host: &PluginHost) {
     g.finish();
 }
 
-/// 4. A hot swap: `hot.wasm` alternates between threshold and redact (written under a temporary
+/// (4) A hot swap: `hot.wasm` alternates between threshold and redact (written under a temporary
 /// name, then renamed, as a deploy would); timed are `reload()` (read, hash, compile, validate
 /// with a probe instance, install) and the first `evaluate` of an existing `hot` group, which
 /// moves to the new version at that change boundary (a new instance and `walcast_init`).

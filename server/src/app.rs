@@ -17,12 +17,12 @@ use std::path::Path;
 use crate::config::{Config, DEFAULT_JOURNAL_DIR};
 use crate::filter::wasm::{PluginError, PluginHost};
 use crate::filter::{AllowList, Catalog};
+use crate::http::{router, AppState};
 use crate::hub::{Hub, Intake};
 use crate::journal::{Bound, Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
-use crate::source::{self, SourceConfig, SourceError, SourceStatus};
-use crate::ws::{router, AppState};
+use crate::source::{self, PgEndpoint, SourceConfig, SourceError, SourceStatus};
 
 /// How long shutdown waits for sessions and the source to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -85,16 +85,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let pg = config.pg_config().ok_or(AppError::NoDatabase)?;
-    // sslmode/sslrootcert for every Postgres connection of this process (source::tls).
-    source::install_tls(config.pg_tls().unwrap_or_default());
+    // Every Postgres connection of this process goes there, with the DATABASE_URL's sslmode and
+    // sslrootcert.
+    let pg = config.pg_endpoint().ok_or(AppError::NoDatabase)?;
     let allow = Arc::new(AllowList::new(&config.tables.allow).map_err(AppError::AllowList)?);
     let auth = Arc::new(crate::auth::Authenticator::from_config(&config)?);
     if auth.mode() == crate::config::AuthMode::None && !config.listen.ip().is_loopback() {
         tracing::warn!(listen = %config.listen, "auth.mode = \"none\" on a non-loopback address: anyone who reaches the port reads every allowed table");
     }
     let notify_allow = Arc::new(
-        crate::notify::Channels::new(&config.notify.channels).map_err(AppError::NotifyChannels)?,
+        crate::relay::Channels::new(&config.notify.channels).map_err(AppError::NotifyChannels)?,
     );
     let source_config = SourceConfig {
         pg: pg.clone(),
@@ -117,7 +117,7 @@ pub async fn run(
 
     // Served from now on: the probes answer while Postgres is awaited.
     let gate: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
-    let mut http = HttpServer::start(listener, gated(gate.clone()), &config)?;
+    let mut http = HttpServer::start(listener, crate::http::gated(gate.clone()), &config)?;
     let result = serve(
         config,
         pg,
@@ -140,11 +140,11 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     config: Config,
-    pg: tokio_postgres::Config,
+    pg: PgEndpoint,
     source_config: SourceConfig,
     allow: Arc<AllowList>,
     auth: Arc<crate::auth::Authenticator>,
-    notify_allow: Arc<crate::notify::Channels>,
+    notify_allow: Arc<crate::relay::Channels>,
     plugins: Option<Arc<PluginHost>>,
     gate: &OnceLock<axum::Router>,
     http: &mut HttpServer,
@@ -225,7 +225,7 @@ async fn serve(
 
     let relay_stop = CancellationToken::new();
     let (relay, relay_task) =
-        crate::notify::Relay::start(pg.clone(), metrics.clone(), relay_stop.clone());
+        crate::relay::Relay::start(pg.clone(), metrics.clone(), relay_stop.clone());
     let sessions_stop = CancellationToken::new();
     let sessions = TaskTracker::new();
     let state = AppState {
@@ -255,7 +255,7 @@ async fn serve(
             ping_interval: config.sessions.ping_interval,
             idle: config.sessions.idle_timeout,
         },
-        conns: crate::ws::ConnLimits::new(
+        conns: crate::http::ConnLimits::new(
             config.http.max_connections,
             config.http.max_connections_per_ip,
             config.http.trusted_proxies.clone(),
@@ -383,16 +383,16 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// shutdown: then `None`). A refusal no wait can fix (authentication, a missing database,
 /// wal_level, wal2json, privileges, a rejected certificate) ends start-up at once.
 async fn connect_at_start(
-    pg: &tokio_postgres::Config,
+    pg: &PgEndpoint,
     source_config: &SourceConfig,
     max_backoff: Duration,
     shutdown: &CancellationToken,
 ) -> Result<Option<(tokio_postgres::Client, tokio::task::JoinHandle<()>, bool)>, AppError> {
-    let target = source::describe_target(pg);
+    let target = source::describe_target(&pg.config);
     // What tokio-postgres would refuse on every attempt, as "invalid configuration".
-    let missing = if pg.get_user().is_none() {
+    let missing = if pg.config.get_user().is_none() {
         Some("DATABASE_URL names no user: add user@ to it")
-    } else if pg.get_hosts().is_empty() {
+    } else if pg.config.get_hosts().is_empty() {
         Some("DATABASE_URL names no host: add a host or a socket directory")
     } else {
         None
@@ -401,7 +401,7 @@ async fn connect_at_start(
         let cause = Box::new(SourceError::Config(message.into()));
         return Err(AppError::Postgres { target, cause });
     }
-    let mut delay = FIRST_RETRY.min(max_backoff);
+    let mut backoff = source::Backoff::new(FIRST_RETRY.min(max_backoff), max_backoff);
     let mut attempt: u64 = 1;
     loop {
         let tried = async {
@@ -433,6 +433,7 @@ async fn connect_at_start(
                 return Ok(Some(connected));
             }
             Err(error) if error.is_retryable_at_start() => {
+                let delay = backoff.delay();
                 tracing::warn!(
                     postgres = %target,
                     attempt,
@@ -444,7 +445,6 @@ async fn connect_at_start(
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(delay) => {}
                 }
-                delay = (delay * 2).min(max_backoff);
                 attempt += 1;
             }
             Err(cause) => {
@@ -453,47 +453,6 @@ async fn connect_at_start(
             }
         }
     }
-}
-
-/// The HTTP surface from start-up on: the router once `gate` holds it; before, `/healthz` 200,
-/// `/readyz` 503 and 503 `starting` for everything else (no data is served before the checks
-/// and the pipeline exist).
-fn gated(gate: Arc<OnceLock<axum::Router>>) -> axum::Router {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
-    use tower::ServiceExt;
-    axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let gate = gate.clone();
-        async move {
-            if let Some(router) = gate.get() {
-                return match router.clone().oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-            }
-            let body = match request.uri().path() {
-                "/healthz" => {
-                    return axum::Json(serde_json::json!({"status": "ok"})).into_response()
-                }
-                "/readyz" => serde_json::json!({
-                    "replication_connected": false,
-                    "flushed_lsn": "0/0",
-                    "slot_lag_bytes": 0,
-                    "starting": true,
-                }),
-                _ => serde_json::json!({
-                    "error": "starting",
-                    "message": "walcast is starting (waiting for Postgres); retry shortly",
-                }),
-            };
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                axum::Json(body),
-            )
-                .into_response()
-        }
-    })
 }
 
 /// The journal's identity check at start (`journal/identity.rs`), before anything streams: the

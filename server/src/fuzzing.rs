@@ -11,7 +11,7 @@ use crate::decode::{Change, FrameEncoder, Image};
 use crate::filter::wasm::output::{OutBuilder, OutValue};
 use crate::filter::wasm::snapshot::ChangeCopy;
 use crate::filter::wasm::visible::Visible;
-use crate::journal::Pos;
+use crate::vocab::Pos;
 use crate::ws::client::{self, Control};
 
 /// The longest subscription id a client may choose (`ws::client::MAX_ID`).

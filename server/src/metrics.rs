@@ -1,5 +1,7 @@
 //! Prometheus metrics shared by every stage, rendered at `GET /metrics`. Stages hold an
-//! `Arc<Metrics>` and bump atomics; nothing here allocates on the hot path.
+//! `Arc<Metrics>` and bump atomics; nothing here allocates on the hot path. Imports no stage:
+//! what a stage counts reaches it as numbers and labels (a plugin's totals, a limit's label), and
+//! the stages decide when to count.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -7,6 +9,27 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+/// Every `limit` label of `walcast_limit_refusals_total` for the `[limits]` (the filter's
+/// `refusal_label` names them), so the family shows each at 0 before its first refusal.
+pub const REFUSAL_LABELS: [&str; 5] = [
+    "query_bytes",
+    "conditions",
+    "in_list",
+    "like_pattern",
+    "plugin_groups",
+];
+
+/// One plugin's totals as the plugin host counts them, for `sync_plugin`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PluginTotals {
+    pub calls: u64,
+    pub traps: u64,
+    pub deadline_hits: u64,
+    pub errors: u64,
+    pub memory_grow_refused: u64,
+    pub call_seconds: f64,
+}
 
 /// All metric handles. Names are documented in docs/reference/metrics.md.
 pub struct Metrics {
@@ -280,7 +303,7 @@ impl Metrics {
             m.limit_refusals.clone(),
         );
         // Every label from the start, at 0: a dashboard sees the family before the first refusal.
-        for limit in crate::filter::REFUSAL_LABELS {
+        for limit in REFUSAL_LABELS {
             let _ = m
                 .limit_refusals
                 .get_or_create(&vec![("limit".to_owned(), limit.to_owned())]);
@@ -312,15 +335,11 @@ impl Metrics {
             .get()
     }
 
-    /// Counts `error` in `walcast_limit_refusals_total` when it answers one of the `[limits]`;
-    /// hands it back, so a refusal is counted where it is answered.
-    pub fn note_refusal(&self, error: crate::filter::QueryError) -> crate::filter::QueryError {
-        if let Some(limit) = error.limit() {
-            self.limit_refusals
-                .get_or_create(&vec![("limit".to_owned(), limit.to_owned())])
-                .inc();
-        }
-        error
+    /// Counts one refusal at the limit labelled `limit` in `walcast_limit_refusals_total`.
+    pub fn limit_refusal(&self, limit: &str) {
+        self.limit_refusals
+            .get_or_create(&vec![("limit".to_owned(), limit.to_owned())])
+            .inc();
     }
 
     /// Counts one refusal at a connection, message or named subscription limit (`limit` label:
@@ -334,13 +353,11 @@ impl Metrics {
             "too_many_named_subscriptions" => "named_subscriptions",
             other => other,
         };
-        self.limit_refusals
-            .get_or_create(&vec![("limit".to_owned(), label.to_owned())])
-            .inc();
+        self.limit_refusal(label);
     }
 
-    /// Bring the per-plugin counters up to the plugin host's totals (called at scrape time).
-    pub fn sync_plugins(&self, plugins: &[crate::filter::wasm::PluginInfo]) {
+    /// Bring one plugin's counters up to the plugin host's totals (called at scrape time).
+    pub fn sync_plugin(&self, plugin: &str, totals: &PluginTotals) {
         fn bump(
             family: &Family<Vec<(String, String)>, Counter>,
             labels: &Vec<(String, String)>,
@@ -352,22 +369,20 @@ impl Metrics {
                 counter.inc_by(total - seen);
             }
         }
-        for p in plugins {
-            let labels = vec![("plugin".to_owned(), p.name.clone())];
-            bump(&self.plugin_calls, &labels, p.calls);
-            bump(&self.plugin_traps, &labels, p.traps);
-            bump(&self.plugin_deadline_hits, &labels, p.deadline_hits);
-            bump(&self.plugin_errors, &labels, p.errors);
-            bump(
-                &self.plugin_memory_grow_refused,
-                &labels,
-                p.memory_grow_refused,
-            );
-            let seconds = self.plugin_call_seconds.get_or_create(&labels);
-            let seen = seconds.get();
-            if p.total_call_seconds > seen {
-                seconds.inc_by(p.total_call_seconds - seen);
-            }
+        let labels = vec![("plugin".to_owned(), plugin.to_owned())];
+        bump(&self.plugin_calls, &labels, totals.calls);
+        bump(&self.plugin_traps, &labels, totals.traps);
+        bump(&self.plugin_deadline_hits, &labels, totals.deadline_hits);
+        bump(&self.plugin_errors, &labels, totals.errors);
+        bump(
+            &self.plugin_memory_grow_refused,
+            &labels,
+            totals.memory_grow_refused,
+        );
+        let seconds = self.plugin_call_seconds.get_or_create(&labels);
+        let seen = seconds.get();
+        if totals.call_seconds > seen {
+            seconds.inc_by(totals.call_seconds - seen);
         }
     }
 

@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use walcast::filter::parse_request;
 use walcast::fuzzing::{client_message, tag_frame, ClientOutcome, CLIENT_MAX_ID};
-use walcast::journal::Pos;
+use walcast::vocab::Pos;
 use walcast_fuzz::{json, parse, show, J};
 
 fuzz_target!(|data: &[u8]| {

@@ -10,9 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walcast::decode::{Change, Decoder, FrameEncoder, Image, Op, Projection, Undecoded};
-use walcast::journal::Pos;
-use walcast::source::Lsn;
+use walcast::decode::{Change, Decoder, FrameEncoder, Image, Projection, Undecoded};
+use walcast::vocab::{Lsn, Op, Pos};
 use walcast_fuzz::{
     change_frame, json, json_columns_valid, show, J, SAMPLES,
 };

@@ -23,8 +23,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use walcast::journal::{Fsync, Journal, JournalConfig, JournalError, Pos, RecordKind};
-use walcast::source::Lsn;
+use walcast::journal::{Fsync, Journal, JournalConfig, JournalError, RecordKind};
+use walcast::vocab::{Lsn, Pos};
 
 const SEGMENT_HEADER: usize = 32;
 const RECORD_HEADER: usize = 37;

@@ -18,7 +18,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walcast::decode::{Change, Decoder, FrameEncoder, Image, Op, Projection};
+use walcast::decode::{Change, Decoder, FrameEncoder, Image, Projection};
+use walcast::vocab::Op;
 use walcast::fuzzing::OutputBuilder;
 use walcast_fuzz::{change_frame, json, json_columns_valid, parse, show, Frame, J, SAMPLES};
 

@@ -10,7 +10,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use walcast::decode::{Decoder, Format, Op};
+use walcast::decode::{Decoder, Format};
+use walcast::vocab::Op;
 use walcast::filter::{
     bind, index_key, parse_request, row_column, ColumnInfo, Filter, IsValue, QueryError, RawValue,
     Request, TableName,

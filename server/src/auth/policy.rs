@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Principal;
-use crate::decode::Op;
-use crate::filter::{self, Limits, Operator, RawCondition, RawValue, Request};
+use crate::config::Limits;
+use crate::filter::{self, Operator, RawCondition, RawValue, Request};
+use crate::vocab::Op;
 
 /// The file as written.
 #[derive(Deserialize)]
@@ -114,8 +115,7 @@ impl Template {
         if text.contains([MARK_OPEN, MARK_CLOSE]) {
             return Err("contains a private-use character walcast reserves".into());
         }
-        let (column, negated, op, value) =
-            filter::split_condition(text).map_err(|e| e.message)?;
+        let (column, negated, op, value) = filter::split_condition(text).map_err(|e| e.message)?;
         if column.contains(['{', '}']) {
             return Err("claims may appear only in the value of a condition".into());
         }
@@ -547,10 +547,7 @@ fn claim_text(who: &Principal, role: &str, path: &str) -> Option<String> {
 }
 
 /// Replaces every `{path}` in `template`; `{{` and `}}` are literal braces.
-fn render(
-    template: &str,
-    value: &mut dyn FnMut(&str) -> Option<String>,
-) -> Result<String, String> {
+fn render(template: &str, value: &mut dyn FnMut(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len() + 16);
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {

@@ -1,3 +1,5 @@
+//! Tests of policies: rules narrowing requests, claims bound into filters, refusals.
+
 use serde_json::json;
 
 use super::*;

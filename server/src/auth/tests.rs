@@ -1,3 +1,5 @@
+//! Tests of authentication: tokens, keys, the admin token, origins and hosts.
+
 use std::path::PathBuf;
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
@@ -295,9 +297,11 @@ fn a_fresh_token_must_keep_subject_and_role() {
 
 #[test]
 fn jwt_mode_needs_a_key_and_non_loopback_needs_a_mode() {
-    let mut c = Config::default();
-    c.database_url = Some("postgres://x@db/x".into());
-    c.listen = "0.0.0.0:7700".parse().expect("addr");
+    let mut c = Config {
+        database_url: Some("postgres://x@db/x".into()),
+        listen: "0.0.0.0:7700".parse().expect("addr"),
+        ..Config::default()
+    };
     let e = c
         .auth
         .resolve(c.listen, false)

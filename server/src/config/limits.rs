@@ -1,10 +1,51 @@
-//! The `[limits]` section: bounds on hostile input in the filter and plugin layers
-//! (docs/security/limits.md). Turns into `filter::Limits`; the checks live in `filter`.
+//! The `[limits]` section: bounds on hostile input in the filter and plugin layers (docs/security/limits.md), as configured (`LimitsConfig`) and as in force (`Limits`, with the
+//! plugin group cap resolved). Holds values only: the checks and their refusals live in `filter`
+//! (and `filter::wasm` for plugin groups), which receive `Limits` as a value.
 
 use serde::{Deserialize, Serialize};
 
 use super::{parse_capacity, ConfigError, PluginsConfig};
-use crate::filter::Limits;
+
+/// The limits in force. `Default` gives the documented defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `limits.max_query_bytes`: total bytes of the decoded query parameters (keys and values)
+    /// of one subscription.
+    pub max_query_bytes: usize,
+    /// `limits.max_conditions`: conditions (`query=`'s and every `filter=`) of one subscription.
+    pub max_conditions: usize,
+    /// `limits.max_in_list`: items of one `in` list.
+    pub max_in_list: usize,
+    /// `limits.max_like_pattern`: bytes of one `like`/`ilike` pattern (as given, escapes
+    /// included).
+    pub max_like_pattern: usize,
+    /// `limits.max_groups_per_plugin`: live (plugin, params) groups of one plugin; `None` for the
+    /// default, a quarter of `plugins.max_instances` (the plugin host resolves it).
+    pub max_groups_per_plugin: Option<u32>,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        max_query_bytes: 16 * 1024,
+        max_conditions: 32,
+        max_in_list: 1000,
+        max_like_pattern: 1024,
+        max_groups_per_plugin: None,
+    };
+
+    /// The group cap for a pool of `max_instances` slots: the configured value, else a quarter of
+    /// the pool (at least 1).
+    pub fn groups_per_plugin(&self, max_instances: u32) -> u32 {
+        self.max_groups_per_plugin
+            .unwrap_or((max_instances / 4).max(1))
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -2,6 +2,7 @@
 //! duration parsing and password redaction.
 
 use super::*;
+use clap::Parser;
 use std::collections::HashMap;
 
 const EXAMPLE: &str = include_str!("../../../docs/reference/walcast.example.toml");

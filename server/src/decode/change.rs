@@ -2,8 +2,9 @@
 //! XLogData payload that simd-json unescaped in place. Does not parse (see `parser`) or encode
 //! (see `frame`).
 
-use crate::journal::Pos;
 use std::ops::Range;
+
+use crate::vocab::{Op, Pos};
 
 /// Byte range of a value inside the payload buffer. `u32` keeps `Field` at 28 bytes; wal2json
 /// messages are far below 4 GiB (Postgres caps a datum at 1 GiB).
@@ -40,33 +41,6 @@ pub(crate) struct Field {
     pub(crate) type_name: Span,
     pub(crate) kind: Kind,
     pub(crate) value: Span,
-}
-
-/// The change operation of an I/U/D/T message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Op {
-    Insert,
-    Update,
-    Delete,
-    Truncate,
-}
-
-impl Op {
-    pub const ALL: [Op; 4] = [Op::Insert, Op::Update, Op::Delete, Op::Truncate];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Insert => "insert",
-            Op::Update => "update",
-            Op::Delete => "delete",
-            Op::Truncate => "truncate",
-        }
-    }
-
-    /// Bit used in subscription op masks.
-    pub fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
 }
 
 /// What kind of wal2json message was decoded.

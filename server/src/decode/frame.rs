@@ -2,7 +2,8 @@
 //! (or once per distinct projection). The frame is a `String` built from `&str` pieces, so it
 //! becomes shared bytes without another UTF-8 check or copy. Does not decide who receives it.
 
-use super::change::{Change, Field, Image, Kind, Op};
+use super::change::{Change, Field, Image, Kind};
+use crate::vocab::Op;
 
 /// Encodes frames. Each frame is one allocation sized from the payload, filled by appending
 /// `&str` pieces (values are copied once, escaped only when they need it).
@@ -44,6 +45,16 @@ pub enum Projection<'p> {
     All,
     /// Only these columns (by name), in table order.
     Only(&'p [Box<str>]),
+}
+
+impl<'p> Projection<'p> {
+    /// What a `select=` list keeps: only its columns, or all of them without one.
+    pub fn of(select: Option<&'p [Box<str>]>) -> Projection<'p> {
+        match select {
+            Some(columns) => Projection::Only(columns),
+            None => Projection::All,
+        }
+    }
 }
 
 impl FrameEncoder {

@@ -8,7 +8,7 @@ mod v1;
 mod wide;
 
 pub(crate) use change::Action;
-pub use change::{Change, Column, Image, Op, Value};
+pub use change::{Change, Column, Image, Value};
 pub use frame::{put_column_value, put_str, Format, FrameEncoder, Projection};
 pub use parser::{DecodeError, Decoder, Undecoded};
 pub use v1::{put_column_value_v1, Part};

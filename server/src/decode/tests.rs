@@ -1,3 +1,5 @@
+//! Tests of the decoder and the frame encoder on captured and built wal2json messages.
+
 use proptest::prelude::*;
 use serde_json::Value as Json;
 
@@ -350,8 +352,7 @@ fn a_wide_number_is_also_found_as_the_first_value() {
 
 #[test]
 fn pos_is_written_as_its_text_form_when_set() {
-    use crate::journal::Pos;
-    use crate::source::Lsn;
+    use crate::vocab::{Lsn, Pos};
     let mut p = sample("I", 0);
     let mut decoder = Decoder::new();
     let mut c = decoder.decode(&mut p).unwrap();

@@ -4,7 +4,8 @@
 //! "keytypes","keyvalues"}}`. Values are written as format-version 1 writes them: `json`/`jsonb`
 //! as strings, numbers exactly as Postgres printed them. Does not decide who receives a frame.
 
-use super::change::{Change, Field, Image, Kind, Op};
+use super::change::{Change, Field, Image, Kind};
+use crate::vocab::Op;
 use super::frame::{put_str, FrameEncoder, Projection};
 
 /// Which array of a row image a writer appends (without the brackets).

@@ -1,5 +1,6 @@
 //! `EmbeddedPostgres`: initdb + `postgres` as a child process on a private Unix socket, stopped
-//! and (unless the user chose a data dir) deleted on `stop()` or `Drop`.
+//! and (unless the user chose a data dir) deleted on `stop()` or `Drop`. Writes no demo data
+//! (`demo`) and streams nothing (walcast connects to it like to any server).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

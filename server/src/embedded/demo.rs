@@ -1,5 +1,6 @@
 //! Demo data for the embedded cluster: the `public.people` table and a writer task that
-//! inserts, updates or deletes one row per second so a new user sees changes immediately.
+//! inserts, updates or deletes one row per second so a new user sees changes immediately. Starts
+//! no server (`cluster` does).
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! Facts about the host the embedded cluster runs on: where the binaries are, whether wal2json
 //! is installed, whether we are root (Postgres refuses to run as root, so we switch to the
-//! `postgres` user with `runuser`), and what the server binary supports.
+//! `postgres` user with `runuser`), and what the server binary supports. Changes nothing on the
+//! host.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! Errors of the filter stage: the client-visible `QueryError` (machine code + human message,
 //! answered before the WebSocket upgrade) and the internal `CatalogError`. Does not render HTTP
-//! responses; `ws` does that with `status()` and `json_body()`.
+//! responses; `http` does that with `status()`.
 
 use std::fmt;
 
@@ -16,7 +16,7 @@ pub mod code {
     pub const UNKNOWN_PLUGIN: &str = "unknown_plugin";
     pub const PLUGIN_REJECTED: &str = "plugin_rejected";
     pub const TABLE_NOT_ALLOWED: &str = "table_not_allowed";
-    /// The limits of `[limits]` (see `filter::Limits`).
+    /// The limits of `[limits]` (see `config::Limits`).
     pub const QUERY_TOO_LONG: &str = "query_too_long";
     pub const TOO_MANY_CONDITIONS: &str = "too_many_conditions";
     pub const IN_LIST_TOO_LONG: &str = "in_list_too_long";

@@ -1,3 +1,5 @@
+//! Tests of `like`/`ilike` patterns.
+
 use proptest::prelude::*;
 
 use super::{fold_char, Pattern};

@@ -24,11 +24,11 @@ pub mod wasm;
 pub use allow::AllowList;
 pub use catalog::{Catalog, TableColumns};
 pub use error::{code, CatalogError, QueryError};
-pub use limits::{refusal_label, Limits, REFUSAL_LABELS};
+pub use limits::refusal_label;
 pub use predicate::{bind, index_key, row_column, Filter};
+pub(crate) use request::{condition_value, parse_list, split_condition};
 pub use request::{
     parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue,
     Request, TableName,
 };
-pub(crate) use request::{condition_value, parse_list, split_condition};
 pub use types::{ColumnInfo, TypeClass};

@@ -1,3 +1,5 @@
+//! Tests of exact decimal comparison.
+
 use std::cmp::Ordering::{self, *};
 
 use proptest::prelude::*;

@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use crate::decode::{Change, Column, Format, Image, Op, Value};
+use crate::decode::{Change, Column, Format, Image, Value};
+use crate::vocab::Op;
 
 use super::error::{code, QueryError};
 use super::like::Pattern;

@@ -1,3 +1,5 @@
+//! Tests of binding requests to columns and evaluating them on changes.
+
 use super::*;
 use crate::decode::Decoder;
 use crate::filter::request::parse_request;

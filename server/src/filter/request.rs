@@ -4,10 +4,11 @@
 
 use std::fmt;
 
-use crate::decode::{Format, Op};
+use crate::decode::Format;
+use crate::vocab::Op;
 
 use super::error::{code, QueryError};
-use super::limits::Limits;
+use crate::config::Limits;
 
 /// A parsed `/ws` request: which changes of which table, under which conditions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -413,8 +414,7 @@ pub(crate) fn condition_value(
 ) -> Result<RawValue, QueryError> {
     Ok(match op {
         Operator::In => RawValue::List(
-            parse_list(rest, limits.max_in_list)?
-                .ok_or_else(|| limits.in_list_too_long(column))?,
+            parse_list(rest, limits.max_in_list)?.ok_or_else(|| limits.in_list_too_long(column))?,
         ),
         Operator::Like | Operator::Ilike if rest.len() > limits.max_like_pattern => {
             return Err(limits.like_pattern_too_long(column, rest.len()))

@@ -1,3 +1,5 @@
+//! Tests of request parsing, under the default and raised limits.
+
 use proptest::prelude::*;
 
 use super::*;

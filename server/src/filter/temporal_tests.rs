@@ -1,3 +1,5 @@
+//! Tests of timestamp, date and time comparison.
+
 use super::{parse_date, parse_time, parse_timestamp, INFINITY, NEG_INFINITY};
 
 const SEC: i128 = 1_000_000_000;

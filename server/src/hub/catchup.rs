@@ -16,15 +16,15 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::decode::{Decoder, Format, FrameEncoder, Projection, Undecoded};
-use crate::filter::wasm::{PluginGroup, Verdict};
+use crate::decode::{Decoder, FrameEncoder, Projection, Undecoded};
+use crate::filter::wasm::PluginGroup;
 use crate::filter::Filter;
-use crate::journal::{JournalError, JournalReader, Pos, RecordKind};
-use crate::source::Lsn;
+use crate::journal::{JournalError, JournalReader, RecordKind};
+use crate::vocab::{Frame, Lsn, Pos};
 
 use super::intake::decode_failed_frame;
 use super::prefilter::Prefilter;
-use super::Frame;
+use super::verdict::{rewritten_in, PluginOutcome};
 
 /// Records one step reads at most, matching or not. A skipped record costs its checksum and the
 /// pre-filter (well under a microsecond), a decoded one a few microseconds: a step takes a few
@@ -95,7 +95,7 @@ struct Engine {
 /// Turns the records read into frames.
 struct Matcher {
     /// After a snapshot: changes of transactions it shows, committed before `.1`, are skipped.
-    shown: Option<(crate::snapshot::Visibility, Lsn)>,
+    shown: Option<(crate::vocab::Visibility, Lsn)>,
     request: CatchUpRequest,
     prefilter: Prefilter,
     decoder: Decoder,
@@ -135,7 +135,7 @@ impl CatchUp {
 
     /// Skip the changes `visibility` shows that committed before `wal_lsn` (the snapshot the
     /// client was sent already holds them).
-    pub fn skip_shown(&mut self, visibility: crate::snapshot::Visibility, wal_lsn: Lsn) {
+    pub fn skip_shown(&mut self, visibility: crate::vocab::Visibility, wal_lsn: Lsn) {
         if let Some(engine) = &mut self.engine {
             engine.matcher.shown = Some((visibility, wal_lsn));
         }
@@ -295,25 +295,20 @@ impl Matcher {
         }
         let frame = match &req.plugin {
             None => None,
-            Some(group) => match group.evaluate(&change) {
-                Verdict::Drop => return None,
-                Verdict::Pass => None,
-                Verdict::Rewritten(r) => Some(match (req.filter.format(), r.v1) {
-                    (Format::Walcast, _) => Frame::from(r.walcast),
-                    (Format::Wal2jsonV1, Some(v1)) => Frame::from(v1),
-                    (Format::Wal2jsonV1, None) => super::registry::missing_v1(group),
-                }),
-                Verdict::Error(message) => Some(super::registry::plugin_error_frame(
-                    group.plugin_name(),
-                    &message,
+            Some(group) => match PluginOutcome::of(group, &change) {
+                PluginOutcome::Drop => return None,
+                PluginOutcome::Pass => None,
+                PluginOutcome::Rewritten { walcast, v1 } => Some(rewritten_in(
+                    req.filter.format(),
+                    &walcast,
+                    v1.as_ref(),
+                    group,
                 )),
+                PluginOutcome::Failed(frame) => Some(frame),
             },
         };
         Some(frame.unwrap_or_else(|| {
-            let projection = match req.filter.select() {
-                Some(cols) => Projection::Only(cols),
-                None => Projection::All,
-            };
+            let projection = Projection::of(req.filter.select());
             Frame::from(
                 self.encoder
                     .encode(&change, projection, req.filter.format()),

@@ -5,9 +5,9 @@
 use futures_util::FutureExt;
 
 use super::*;
-use crate::decode::Op;
 use crate::filter::{bind, parse_request, ColumnInfo};
 use crate::journal::{Journal, JournalConfig};
+use crate::vocab::Op;
 
 /// A journal in a temporary directory, one transaction per `commit` call.
 struct Rig {

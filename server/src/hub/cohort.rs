@@ -16,8 +16,7 @@ use std::sync::Arc;
 use futures_util::task::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 
-use super::signal::{Frame, SessionSignal};
-use crate::journal::Pos;
+use crate::vocab::{Frame, Pos, SessionSignal};
 
 /// How many frames may pile up past the slowest reader before the log scans its members to drop
 /// what everyone has read. Scanning costs one atomic load per member, so it is amortised over
@@ -283,8 +282,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::close_code;
-    use crate::source::Lsn;
+    use crate::vocab::{close_code, Lsn};
     use tokio_util::sync::CancellationToken;
 
     fn frame(i: usize) -> Frame {

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::decode::{Action, DecodeError, Decoder, Undecoded};
-use crate::journal::{Identity, Journal, Pos};
+use crate::journal::{Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
-use crate::source::{Boundary, Consumer, Lsn, Upstream};
+use crate::source::{Boundary, Consumer, Upstream};
+use crate::vocab::{Frame, Lsn, Pos};
 
 use super::journaling::Journaling;
 use super::registry::{Hub, Scratch};
-use super::Frame;
 
 /// Where the intake is inside the open transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

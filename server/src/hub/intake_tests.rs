@@ -7,7 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::filter::{bind, parse_request, ColumnInfo};
-use crate::hub::{Entry, SessionSignal, SubscribeRequest, Subscription};
+use crate::hub::{Entry, SubscribeRequest, Subscription};
+use crate::vocab::SessionSignal;
 
 /// One replication message: its WAL start and wal2json payload.
 #[derive(Clone)]
@@ -233,7 +234,8 @@ fn an_undecodable_begin_or_commit_is_logged_not_sent() {
 
 #[test]
 fn a_temporary_slot_reconnect_is_a_gap_frame_and_the_journal_goes_on() {
-    use crate::journal::{Journal, JournalConfig, Pos};
+    use crate::journal::{Journal, JournalConfig};
+    use crate::vocab::Pos;
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(JournalConfig::new(dir.path())).unwrap();
     let handle = journal.handle();

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::journal::{Bound, Identity, Journal, JournalError, Pos};
+use crate::journal::{Bound, Identity, Journal, JournalError};
 use crate::metrics::Metrics;
-use crate::source::Lsn;
+use crate::vocab::{Lsn, Pos};
 
 /// How often retention runs (at the end of a burst), and how often a paused stream looks again.
 const TRIM_EVERY: Duration = Duration::from_secs(1);

@@ -8,16 +8,15 @@ mod intake;
 mod journaling;
 mod prefilter;
 mod registry;
-mod signal;
+mod verdict;
 
 pub use catchup::{
     Budget, CatchUp, CatchUpError, CatchUpRequest, CatchUpSlots, Fill, RECORDS_PER_STEP,
 };
 pub use cohort::{Cohort, Entry, Next, Pushed, Reader};
 pub use intake::Intake;
-pub(crate) use registry::plugin_error_frame;
 pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
+pub use verdict::PluginOutcome;
 // public for benches
 #[doc(hidden)]
 pub use registry::Scratch;
-pub use signal::{close_code, Frame, SessionSignal};

@@ -12,7 +12,7 @@
 //! decoder would read another table or an operation the subscription did not ask for: a skipped
 //! record is never one that would have matched.
 
-use crate::decode::Op;
+use crate::vocab::Op;
 
 /// How many keys may come before `schema` (wal2json writes at most four: action, xid,
 /// timestamp, lsn); past it the head is not wal2json's and reads as unknown.

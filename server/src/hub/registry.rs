@@ -10,16 +10,15 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::decode::{Change, Format, FrameEncoder, Op, Projection};
-use crate::filter::wasm::{PluginGroup, Verdict};
+use crate::decode::{Change, Format, FrameEncoder, Projection};
+use crate::filter::wasm::PluginGroup;
 use crate::filter::{self, Filter, TypeClass};
-use crate::journal::Pos;
 use crate::metrics::Metrics;
-use crate::source::Lsn;
+use crate::vocab::{close_code, Frame, Lsn, Op, Pos, SessionSignal};
 
 use super::catchup::CatchUpSlots;
 use super::cohort::{Cohort, Member, Reader};
-use super::signal::{close_code, Frame, SessionSignal};
+use super::verdict::{rewritten_in, PluginOutcome};
 
 pub type SubscriptionId = u64;
 /// A `select=` list.
@@ -102,57 +101,6 @@ pub struct SubscribeRequest<'a> {
     pub plugin: Option<Arc<PluginGroup>>,
 }
 
-/// A plugin group's verdict for one change, with its frame built once for the whole group.
-#[derive(Clone)]
-enum Outcome {
-    Drop,
-    Pass,
-    /// The `change` frame, and the format-version-1 frame when the group serves that format.
-    Rewritten(Frame, Option<Frame>),
-    /// The `error` frame, and whether the group has now failed too often (close with 4010).
-    Failed(Frame, bool),
-}
-
-impl Outcome {
-    fn of(group: &PluginGroup, change: &Change<'_>) -> Outcome {
-        match group.evaluate(change) {
-            Verdict::Drop => Outcome::Drop,
-            Verdict::Pass => Outcome::Pass,
-            Verdict::Rewritten(r) => {
-                Outcome::Rewritten(Frame::from(r.walcast), r.v1.map(Frame::from))
-            }
-            Verdict::Error(message) => Outcome::Failed(
-                plugin_error_frame(group.plugin_name(), &message),
-                group.failing(),
-            ),
-        }
-    }
-}
-
-/// A rewrite rendered without the format-version-1 frame a cohort needs: cannot happen when
-/// subscribing called `PluginGroup::serve`; reported as a plugin error, never a silent drop.
-pub(crate) fn missing_v1(group: &PluginGroup) -> Frame {
-    tracing::error!(
-        plugin = group.plugin_name(),
-        "rewrite has no wal2json-v1 rendering"
-    );
-    plugin_error_frame(
-        group.plugin_name(),
-        "the rewritten change was not rendered in format wal2json-v1",
-    )
-}
-
-/// The `error` frame of a plugin that failed on one change.
-pub(crate) fn plugin_error_frame(plugin: &str, message: &str) -> Frame {
-    let mut text = String::with_capacity(64 + message.len());
-    text.push_str(r#"{"type":"error","error":"plugin_error","plugin":"#);
-    crate::decode::put_str(&mut text, plugin);
-    text.push_str(r#","message":"#);
-    crate::decode::put_str(&mut text, message);
-    text.push('}');
-    Frame::from(text)
-}
-
 /// Per-dispatch scratch reused across changes so fan-out allocates nothing once warm.
 // public for benches
 #[doc(hidden)]
@@ -162,8 +110,9 @@ pub struct Scratch {
     frames: Vec<Option<Frame>>,
     /// Cohorts given frames since their members were last woken.
     touched: Vec<Arc<Cohort>>,
-    /// Plugin verdicts for the current change, one per group.
-    verdicts: HashMap<u64, Outcome>,
+    /// Plugin verdicts for the current change, one per group, and whether the group has now
+    /// failed too often (close its cohorts with 4010).
+    verdicts: HashMap<u64, (PluginOutcome, bool)>,
     encoder: FrameEncoder,
 }
 
@@ -479,19 +428,21 @@ impl Hub {
         let plugin_frame = match &entry.plugin {
             None => None,
             Some(group) => {
-                let outcome = scratch
+                let (outcome, failing) = scratch
                     .verdicts
                     .entry(group.id())
-                    .or_insert_with(|| Outcome::of(group, change))
+                    .or_insert_with(|| (PluginOutcome::of(group, change), group.failing()))
                     .clone();
                 match outcome {
-                    Outcome::Drop => return,
-                    Outcome::Pass => None,
-                    Outcome::Rewritten(frame, v1) => match entry.filter.format() {
-                        Format::Walcast => Some(frame),
-                        Format::Wal2jsonV1 => Some(v1.unwrap_or_else(|| missing_v1(group))),
-                    },
-                    Outcome::Failed(frame, failing) => {
+                    PluginOutcome::Drop => return,
+                    PluginOutcome::Pass => None,
+                    PluginOutcome::Rewritten { walcast, v1 } => Some(rewritten_in(
+                        entry.filter.format(),
+                        &walcast,
+                        v1.as_ref(),
+                        group,
+                    )),
+                    PluginOutcome::Failed(frame) => {
                         self.append(entry, pos, &frame, scratch);
                         if failing {
                             let reason = group.failure_reason();
@@ -510,10 +461,7 @@ impl Hub {
                 Some(f) => f.clone(),
                 slot @ None => {
                     let shape = &t.projections[entry.projection].0;
-                    let projection = match &shape.select {
-                        Some(cols) => Projection::Only(cols),
-                        None => Projection::All,
-                    };
+                    let projection = Projection::of(shape.select.as_deref());
                     let text = scratch.encoder.encode(change, projection, shape.format);
                     slot.insert(Frame::from(text)).clone()
                 }

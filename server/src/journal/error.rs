@@ -1,11 +1,11 @@
 //! The journal's error type: every variant names the file (and offset) involved and, where there
-//! is one, the fix.
+//! is one, the fix. Decides nothing about retrying: the intake and the sessions do.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::{Identity, Pos};
-use crate::source::Lsn;
+use super::Identity;
+use crate::vocab::{Lsn, Pos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {

@@ -1,8 +1,7 @@
 //! The on-disk format: the segment header and the record framing (see the module doc of
 //! `journal` for the layout). Pure encoding and decoding; no I/O.
 
-use super::Pos;
-use crate::source::Lsn;
+use crate::vocab::{Lsn, Pos};
 
 pub(crate) const MAGIC: [u8; 8] = *b"WALCASTJ";
 pub(crate) const VERSION: u32 = 1;

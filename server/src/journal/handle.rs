@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::reader::JournalReader;
 use super::shared::Shared;
-use super::{JournalError, Pos};
+use super::JournalError;
+use crate::vocab::Pos;
 
 #[derive(Clone)]
 pub struct JournalHandle {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::recover::sync_dir;
 use super::{Journal, JournalError};
-use crate::source::Lsn;
+use crate::vocab::{Lsn, Pos};
 
 pub(crate) const IDENTITY_FILE: &str = "identity.json";
 
@@ -100,7 +100,7 @@ impl Journal {
             return Err(JournalError::SlotRecreated {
                 dir,
                 slot: upstream.slot.clone(),
-                last: self.last_pos().unwrap_or(super::Pos::ZERO),
+                last: self.last_pos().unwrap_or(Pos::ZERO),
             });
         }
         let end = self.end_lsn();

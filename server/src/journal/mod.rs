@@ -64,7 +64,6 @@ mod error;
 mod format;
 mod handle;
 mod identity;
-mod pos;
 mod reader;
 mod recover;
 mod shared;
@@ -84,10 +83,11 @@ mod tests_trim;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::vocab::Pos;
+
 pub use error::JournalError;
 pub use handle::JournalHandle;
 pub use identity::{Bound, Identity};
-pub use pos::{ParsePosError, Pos};
 pub use reader::{JournalReader, Record, RecordKind};
 pub use writer::Journal;
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use super::format::{self, KIND_GAP, SEGMENT_HEADER_LEN};
 use super::shared::{segment_path, Shared};
 use super::window::{Step, Window};
-use super::{JournalError, Pos};
-use crate::source::Lsn;
+use super::JournalError;
+use crate::vocab::{Lsn, Pos};
 
 /// Reads are done in chunks of this size; a bigger record grows the window to fit.
 const READ_WINDOW: usize = 256 << 10;

@@ -16,8 +16,8 @@ use tracing::warn;
 use super::format::{self, HeaderError, KIND_CHANGE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::shared::{parse_segment_name, segment_path, IndexCursor, SegmentMeta};
 use super::window::{Step, Window};
-use super::{JournalError, Pos};
-use crate::source::Lsn;
+use super::JournalError;
+use crate::vocab::{Lsn, Pos};
 
 /// The journal as found on disk, after the cut.
 pub(crate) struct Recovered {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use parking_lot::RwLock;
 
 use super::format::SEGMENT_HEADER_LEN;
-use super::Pos;
+use crate::vocab::Pos;
 
 /// Bytes between two sparse-index entries: a reader scans at most this much (about 160 records
 /// of 400 bytes) to find its start, and a 64 MiB segment costs 1024 entries of memory.
@@ -142,7 +142,7 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Lsn;
+    use crate::vocab::Lsn;
 
     fn pos(c: u64, o: u32) -> Pos {
         Pos::new(Lsn(c), o)

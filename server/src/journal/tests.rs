@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::source::Lsn;
+use crate::vocab::Lsn;
 
 pub(super) fn config(dir: &Path, fsync: Fsync, segment_bytes: u64) -> JournalConfig {
     JournalConfig {

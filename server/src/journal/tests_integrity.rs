@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::tests::{commit_lsn, config, end_lsn, pos, read_all, segment_files, txn};
 use super::*;
-use crate::source::Lsn;
+use crate::vocab::Lsn;
 
 fn copy_dir(from: &Path, to: &Path) {
     for e in fs::read_dir(from).unwrap() {

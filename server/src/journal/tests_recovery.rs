@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use super::tests::{change, commit_lsn, config, end_lsn, pos, read_all, segment_files, txn};
 use super::*;
-use crate::source::Lsn;
+use crate::vocab::Lsn;
 
 fn copy_dir(from: &Path, to: &Path) {
     for e in fs::read_dir(from).unwrap() {

@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use super::recover::sync_dir;
 use super::shared::segment_path;
 use super::writer::unix_ms;
-use super::{Fsync, Journal, JournalError, Pos, TrimOutcome};
+use super::{Fsync, Journal, JournalError, TrimOutcome};
+use crate::vocab::Pos;
 
 impl Journal {
     /// Removes the oldest segments while the journal is over `max_bytes` or their newest record

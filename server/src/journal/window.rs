@@ -111,8 +111,7 @@ mod tests {
 
     use super::*;
     use crate::journal::format::{encode_head, KIND_CHANGE};
-    use crate::journal::Pos;
-    use crate::source::Lsn;
+    use crate::vocab::{Lsn, Pos};
 
     #[test]
     fn walks_records_bigger_than_the_window_and_stops_at_the_limit() {

@@ -17,8 +17,8 @@ use super::format::{
 use super::identity::{self, Identity};
 use super::recover::{recover, sync_dir};
 use super::shared::{segment_path, IndexCursor, SegmentMeta, Shared, View};
-use super::{Fsync, JournalConfig, JournalError, JournalReader, Pos};
-use crate::source::Lsn;
+use super::{Fsync, JournalConfig, JournalError, JournalReader};
+use crate::vocab::{Lsn, Pos};
 
 /// Appends are gathered here and written with one `write` per burst; a burst bigger than this
 /// is written in pieces of about this size.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::NamedError;
-use crate::journal::Pos;
+use crate::vocab::Pos;
 
 /// The version written. Version 2 added `owner`, `idle_since` and `expired`; a version 1 file
 /// (no owners) is read as owned by the anonymous subject. An older release refuses a version 2

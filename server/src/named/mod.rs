@@ -31,9 +31,8 @@ use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::SessionSignal;
-use crate::journal::Pos;
 use crate::metrics::Metrics;
+use crate::vocab::{close_code, Pos, SessionSignal};
 use file::Stored;
 
 #[cfg(test)]
@@ -43,8 +42,6 @@ mod tests;
 pub const FILE_NAME: &str = "subscriptions.json";
 /// A name: 1 to 64 of `A-Z a-z 0-9 _ . -`.
 const MAX_NAME: usize = 64;
-/// Close code for the session of a subscription deleted through the admin API.
-pub const DELETED_CLOSE_CODE: u16 = 4011;
 /// How long a failed write waits before the next try.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -426,7 +423,7 @@ impl Store {
         };
         if let Some(lease) = &entry.lease {
             lease.signal.close_with(
-                DELETED_CLOSE_CODE,
+                close_code::SUBSCRIPTION_DELETED,
                 Some("subscription deleted by an operator"),
             );
         }

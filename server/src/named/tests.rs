@@ -1,5 +1,8 @@
+//! Tests of the named subscriptions' store: claims, acks, persistence, bounds, expiry.
+
 use super::*;
-use crate::source::Lsn;
+use crate::vocab::close_code::SUBSCRIPTION_DELETED as DELETED_CLOSE_CODE;
+use crate::vocab::Lsn;
 
 fn signal() -> Arc<SessionSignal> {
     SessionSignal::new(&CancellationToken::new())

@@ -8,7 +8,6 @@
 
 mod rows;
 mod sql;
-mod visibility;
 
 #[cfg(test)]
 mod tests;
@@ -18,23 +17,23 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::filter::{ColumnInfo, RawCondition, TableName};
-use crate::source::{Lsn, SourceError};
+use crate::source::{PgEndpoint, SourceError};
+use crate::vocab::{Lsn, Visibility};
 
 pub use rows::row_message;
 pub use sql::{select, Select};
-pub use visibility::Visibility;
 
 /// Rows fetched per round trip.
 pub const PAGE: i32 = 1000;
 
 /// Where snapshots connect, and how many may run at once (`snapshot.max_concurrent`).
 pub struct Snapshots {
-    pub pg: tokio_postgres::Config,
+    pub pg: PgEndpoint,
     pub permits: Arc<Semaphore>,
 }
 
 impl Snapshots {
-    pub fn new(pg: tokio_postgres::Config, max_concurrent: usize) -> Snapshots {
+    pub fn new(pg: PgEndpoint, max_concurrent: usize) -> Snapshots {
         Snapshots {
             pg,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
@@ -83,7 +82,7 @@ impl Reader {
     /// Opens a connection, begins the transaction, takes the snapshot and declares the cursor
     /// (its values bound as parameters, never spliced into the SQL).
     pub async fn open(
-        pg: &tokio_postgres::Config,
+        pg: &PgEndpoint,
         table: &TableName,
         columns: Arc<[ColumnInfo]>,
         conditions: &[RawCondition],

@@ -1,7 +1,8 @@
 //! A snapshot row as the wal2json (format-version 2) insert message Postgres would have sent for
 //! it, so the session decodes, filters and frames it exactly as a change: numbers unquoted
 //! (`NaN` and infinities as `null`), booleans as `true`/`false`, everything else as a JSON string
-//! of the type's text output (json and jsonb too: the frame encoder embeds those).
+//! of the type's text output (json and jsonb too: the frame encoder embeds those). Reads no rows
+//! (`Reader` does) and builds no frame (`decode` does).
 
 use crate::filter::{ColumnInfo, TableName, TypeClass};
 

@@ -3,6 +3,7 @@
 //! values as bind parameters. Every condition is still evaluated by walcast on each row, so a
 //! condition left out only costs rows read, never a wrong row.
 
+use postgres_protocol::escape::escape_identifier;
 use tokio_postgres::types::ToSql;
 
 use crate::filter::{ColumnInfo, IsValue, Operator, RawCondition, RawValue, TableName};
@@ -10,11 +11,6 @@ use crate::filter::{ColumnInfo, IsValue, Operator, RawCondition, RawValue, Table
 pub struct Select {
     pub sql: String,
     pub params: Vec<Box<dyn ToSql + Sync + Send>>,
-}
-
-/// `"a""b"` for `a"b`.
-pub fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
 /// How walcast compares a column's values, when SQL compares them the same way.
@@ -41,13 +37,13 @@ fn pushable(column: &ColumnInfo) -> Option<Pushable> {
 pub fn select(table: &TableName, columns: &[ColumnInfo], conditions: &[RawCondition]) -> Select {
     let list: Vec<String> = columns
         .iter()
-        .map(|c| format!("{}::text", quote(&c.name)))
+        .map(|c| format!("{}::text", escape_identifier(&c.name)))
         .collect();
     let mut sql = format!(
         "SELECT {} FROM {}.{}",
         list.join(", "),
-        quote(&table.schema),
-        quote(&table.name)
+        escape_identifier(&table.schema),
+        escape_identifier(&table.name)
     );
     let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
     let mut wheres = Vec::new();
@@ -58,7 +54,7 @@ pub fn select(table: &TableName, columns: &[ColumnInfo], conditions: &[RawCondit
         let Some(kind) = pushable(column) else {
             continue;
         };
-        if let Some(clause) = clause(cond, kind, &quote(&column.name), &mut params) {
+        if let Some(clause) = clause(cond, kind, &escape_identifier(&column.name), &mut params) {
             wheres.push(clause);
         }
     }

@@ -1,25 +1,7 @@
+//! Tests of the snapshot's SQL and of rows as insert messages.
+
 use super::*;
 use crate::filter::{parse_request, RawValue};
-
-#[test]
-fn visibility_follows_the_snapshot() {
-    let v = Visibility::parse("100:110:103,105").unwrap();
-    assert!(v.shows(99) && v.shows(104) && v.shows(109));
-    assert!(!v.shows(103) && !v.shows(105) && !v.shows(110) && !v.shows(200));
-    assert!(Visibility::parse("5:4:").is_none());
-    assert!(Visibility::parse("nope").is_none());
-}
-
-#[test]
-fn visibility_widens_32_bit_xids_across_wraparound() {
-    // Epoch 1: xmax is 2^32 + 10; xid 4294967290 (epoch 0) is older than xmin, xid 12 is newer.
-    let base = 1u64 << 32;
-    let v = Visibility::parse(&format!("{}:{}:{}", base + 5, base + 10, base + 7)).unwrap();
-    assert!(v.shows(4_294_967_290));
-    assert!(v.shows(6));
-    assert!(!v.shows(7), "in progress");
-    assert!(!v.shows(12), "after xmax");
-}
 
 fn conds(query: &str) -> Vec<RawCondition> {
     let params = vec![("query".to_owned(), query.to_owned())];

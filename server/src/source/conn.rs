@@ -15,6 +15,7 @@ use tracing::debug;
 
 use super::error::SourceError;
 use super::proto::{announced_len, frame_len, parse_data_row, parse_error_fields};
+use super::endpoint::PgEndpoint;
 use super::tls;
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -39,7 +40,8 @@ pub(crate) type Rows = Vec<Vec<Option<String>>>;
 impl Conn {
     /// Opens a logical-replication connection (`replication=database`) to the first host that
     /// answers, authenticated and ready for walsender commands.
-    pub(crate) async fn connect(pg: &tokio_postgres::Config) -> Result<Conn, SourceError> {
+    pub(crate) async fn connect(endpoint: &PgEndpoint) -> Result<Conn, SourceError> {
+        let pg = &endpoint.config;
         let user = pg
             .get_user()
             .ok_or_else(|| {
@@ -55,7 +57,7 @@ impl Conn {
             .get_connect_timeout()
             .copied()
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let tls_settings = tls::settings_for(pg);
+        let tls_settings = &endpoint.tls;
         let mut last_err = None;
         for (i, host) in pg.get_hosts().iter().enumerate() {
             let port = pg
@@ -65,7 +67,7 @@ impl Conn {
                 .copied()
                 .unwrap_or(DEFAULT_PORT);
             let attempt = async {
-                let io = open(host, port, &tls_settings).await?;
+                let io = open(host, port, tls_settings).await?;
                 let mut conn = Conn {
                     io,
                     rbuf: BytesMut::with_capacity(READ_CHUNK),

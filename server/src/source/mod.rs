@@ -1,10 +1,14 @@
 //! The replication source: our own logical-replication client (postgres-protocol over TCP, Unix
 //! sockets or rustls), the wal2json slot, LSN feedback and reconnects. It hands raw wal2json
-//! payloads to a `Consumer`; it does not decode them (decode/) or fan them out (hub/).
+//! payloads to a `Consumer`; it does not decode them (decode/) or fan them out (hub/). It also
+//! opens the process's other Postgres connections (SQL, LISTEN), all from one `PgEndpoint` with
+//! the DATABASE_URL's TLS settings, and owns the reconnect waits they share (`Backoff`); what
+//! those connections are for is their stages' business.
 
+mod backoff;
 mod conn;
+mod endpoint;
 mod error;
-mod lsn;
 mod prereq;
 mod proto;
 mod stream;
@@ -16,18 +20,22 @@ mod url;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::vocab::Lsn;
+
 pub use error::{describe_target, error_chain, ServerError, SourceError};
-pub use lsn::{Lsn, ParseLsnError};
 pub use prereq::{check_prerequisites, drop_slot, slot_confirmed_flush, slot_exists};
 pub use stream::{identify, run};
-pub use tls::{connect_listening, connect_sql, install as install_tls, PgTls, RootCert, SslMode};
+pub use backoff::Backoff;
+pub use endpoint::PgEndpoint;
+pub use tls::{connect_listening, connect_sql, PgTls, RootCert, SslMode};
 pub use url::parse_database_url;
 
 /// Settings of the replication source.
 #[derive(Clone)]
 pub struct SourceConfig {
-    /// Parsed DATABASE_URL: hosts (TCP or Unix directory), port, user, password, dbname, sslmode.
-    pub pg: tokio_postgres::Config,
+    /// Parsed DATABASE_URL: hosts (TCP or Unix directory), port, user, password, dbname, and
+    /// the TLS settings.
+    pub pg: PgEndpoint,
     pub slot: String,
     /// `CREATE_REPLICATION_SLOT ... TEMPORARY`: the slot dies with each connection.
     pub temporary: bool,
@@ -41,7 +49,7 @@ pub struct SourceConfig {
 
 impl SourceConfig {
     /// Defaults: persistent slot, 10 s status interval, 30 s backoff cap, all tables.
-    pub fn new(pg: tokio_postgres::Config, slot: impl Into<String>) -> SourceConfig {
+    pub fn new(pg: PgEndpoint, slot: impl Into<String>) -> SourceConfig {
         SourceConfig {
             pg,
             slot: slot.into(),
@@ -54,7 +62,7 @@ impl SourceConfig {
 }
 
 impl std::fmt::Debug for SourceConfig {
-    // tokio_postgres::Config's Debug redacts the password; keep it that way here.
+    // PgEndpoint's Debug redacts the password; keep it that way here.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SourceConfig")
             .field("pg", &self.pg)

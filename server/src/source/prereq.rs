@@ -10,7 +10,7 @@ use super::SourceConfig;
 /// Whether the replication slot exists now (so the start-up checks can tell a slot walcast is
 /// about to create from one that was there).
 pub async fn slot_exists(client: &Client, cfg: &SourceConfig) -> Result<bool, SourceError> {
-    let user = cfg.pg.get_user().unwrap_or_default();
+    let user = cfg.pg.config.get_user().unwrap_or_default();
     let row = client
         .query_opt(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
@@ -42,7 +42,7 @@ pub async fn slot_confirmed_flush(
 
 /// Drops the slot walcast created at this start, when the start is refused after all.
 pub async fn drop_slot(client: &Client, cfg: &SourceConfig) -> Result<(), SourceError> {
-    let user = cfg.pg.get_user().unwrap_or_default();
+    let user = cfg.pg.config.get_user().unwrap_or_default();
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&cfg.slot])
         .await
@@ -54,7 +54,7 @@ pub async fn drop_slot(client: &Client, cfg: &SourceConfig) -> Result<(), Source
 /// loaded. A missing persistent slot is created here (that is the wal2json check); for a temporary
 /// slot a throwaway probe slot is created and dropped.
 pub async fn check_prerequisites(client: &Client, cfg: &SourceConfig) -> Result<(), SourceError> {
-    let user = cfg.pg.get_user().unwrap_or_default();
+    let user = cfg.pg.config.get_user().unwrap_or_default();
     let sql = |context: &'static str| move |e| SourceError::from_sql(context, e, user);
 
     let wal_level: String = client

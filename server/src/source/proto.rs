@@ -4,9 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
+use postgres_protocol::escape::escape_identifier;
 
 use super::error::{ServerError, SourceError};
-use super::Lsn;
+use crate::vocab::Lsn;
 
 /// Bytes before the payload of an XLogData message: tag, walStart, walEnd, sendTime.
 pub(crate) const XLOG_HEADER_LEN: usize = 1 + 8 + 8 + 8;
@@ -87,21 +88,17 @@ pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 pub(crate) fn create_slot_command(slot: &str, temporary: bool) -> String {
     // NOEXPORT_SNAPSHOT is accepted from Postgres 10 on (the parenthesised form only from 15).
     format!(
         "CREATE_REPLICATION_SLOT {}{} LOGICAL wal2json NOEXPORT_SNAPSHOT",
-        quote_ident(slot),
+        escape_identifier(slot),
         if temporary { " TEMPORARY" } else { "" }
     )
 }
 
 pub(crate) fn drop_slot_command(slot: &str) -> String {
-    format!("DROP_REPLICATION_SLOT {}", quote_ident(slot))
+    format!("DROP_REPLICATION_SLOT {}", escape_identifier(slot))
 }
 
 pub(crate) fn start_replication_command(slot: &str, add_tables: Option<&str>) -> String {
@@ -118,11 +115,11 @@ pub(crate) fn start_replication_command(slot: &str, add_tables: Option<&str>) ->
     }
     let options: Vec<String> = options
         .iter()
-        .map(|(k, v)| format!("{} {}", quote_ident(k), quote_literal(v)))
+        .map(|(k, v)| format!("{} {}", escape_identifier(k), quote_literal(v)))
         .collect();
     format!(
         "START_REPLICATION SLOT {} LOGICAL 0/0 ({})",
-        quote_ident(slot),
+        escape_identifier(slot),
         options.join(", ")
     )
 }
@@ -194,6 +191,7 @@ pub(crate) fn parse_data_row(body: &[u8]) -> Result<Vec<Option<String>>, SourceE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postgres_protocol::escape::escape_identifier as quote_ident;
 
     #[test]
     fn parses_xlogdata_and_keepalive() {

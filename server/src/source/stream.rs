@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Buf;
 use postgres_protocol::message::frontend;
 use tokio::io::AsyncReadExt;
@@ -12,10 +11,12 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::backoff::Backoff;
 use super::conn::Conn;
 use super::error::SourceError;
 use super::proto::{self, CopyMsg, XLOG_HEADER_LEN};
-use super::{Boundary, Consumer, Lsn, SourceConfig, SourceStatus, Upstream};
+use super::{Boundary, Consumer, SourceConfig, SourceStatus, Upstream};
+use crate::vocab::Lsn;
 
 /// How long shutdown waits for the server to acknowledge the end of streaming.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,12 +37,7 @@ pub async fn run<C: Consumer>(
     status: Arc<SourceStatus>,
     cancel: CancellationToken,
 ) -> Result<(), SourceError> {
-    let builder = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(cfg.max_backoff)
-        .with_jitter()
-        .without_max_times();
-    let mut backoff = builder.build();
+    let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff).jittered();
     // Kept across reconnects of a persistent slot (the server resumes from what we confirmed, so
     // reporting it again is harmless); a new temporary slot starts afresh.
     let mut flushable = Lsn(0);
@@ -77,9 +73,9 @@ pub async fn run<C: Consumer>(
             return Err(err);
         }
         if streamed {
-            backoff = builder.build();
+            backoff.reset();
         }
-        let delay = backoff.next().unwrap_or(cfg.max_backoff);
+        let delay = backoff.delay();
         warn!(error = %err, slot = %cfg.slot, retry_in_ms = delay.as_millis() as u64, "replication connection lost");
         status
             .reconnects

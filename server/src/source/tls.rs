@@ -6,15 +6,14 @@
 //! fell back to plaintext over TCP. It does not parse the DATABASE_URL (url.rs) nor open sockets
 //! (conn.rs and tokio-postgres do).
 //!
-//! The settings are process-wide: `install` is called once at start with what the DATABASE_URL
-//! says, and every connect function reads them, so no connection can be opened with weaker
-//! settings (`tokio_postgres::Config`, which the rest of walcast passes around, has no room for
-//! `verify-*` or `sslrootcert`). Without `install` (unit tests) the sslmode of the
-//! `tokio_postgres::Config` at hand decides, without verification.
+//! The settings travel with the connection's target: every connect function takes a
+//! `PgEndpoint` (the DATABASE_URL's `tokio_postgres::Config`, which has no room for `verify-*` or
+//! `sslrootcert`, and its `PgTls`), so no connection can be opened with weaker settings than the
+//! URL's.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -27,6 +26,7 @@ use rustls::{
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use super::endpoint::PgEndpoint;
 use super::error::SourceError;
 
 /// libpq's `sslmode` values walcast supports (`allow` is not).
@@ -77,7 +77,7 @@ impl SslMode {
         }
     }
 
-    fn from_negotiation(mode: tokio_postgres::config::SslMode) -> SslMode {
+    pub(crate) fn from_negotiation(mode: tokio_postgres::config::SslMode) -> SslMode {
         use tokio_postgres::config::SslMode as Pg;
         match mode {
             Pg::Disable => SslMode::Disable,
@@ -175,22 +175,6 @@ impl PgTls {
         }
         Ok(roots)
     }
-}
-
-static INSTALLED: RwLock<Option<PgTls>> = RwLock::new(None);
-
-/// Makes `tls` the settings of every Postgres connection of this process (called at start).
-pub fn install(tls: PgTls) {
-    *INSTALLED.write().unwrap_or_else(|e| e.into_inner()) = Some(tls);
-}
-
-/// The settings a connection with `pg` uses: the installed ones, else `pg`'s sslmode.
-pub(crate) fn settings_for(pg: &tokio_postgres::Config) -> PgTls {
-    let installed = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone();
-    installed.unwrap_or_else(|| PgTls {
-        mode: SslMode::from_negotiation(pg.get_ssl_mode()),
-        root_cert: RootCert::Unset,
-    })
 }
 
 /// libpq's `sslmode=require`/`prefer` encrypt but do not authenticate the server. We keep that
@@ -508,12 +492,12 @@ type PgConnection = tokio_postgres::Connection<
     <MakeTls as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
 >;
 
-/// Connects `pg` with `tls`'s negotiation and verification.
+/// Connects to `endpoint` with its TLS settings' negotiation and verification.
 async fn connect_with(
-    pg: &tokio_postgres::Config,
-    tls: &PgTls,
+    endpoint: &PgEndpoint,
 ) -> Result<(tokio_postgres::Client, PgConnection), SourceError> {
-    let mut pg = pg.clone();
+    let tls = &endpoint.tls;
+    let mut pg = endpoint.config.clone();
     // As libpq and the replication connection: no TLS over Unix sockets, whatever the sslmode.
     let unix_only = pg
         .get_hosts()
@@ -536,10 +520,10 @@ async fn connect_with(
 /// As `connect_sql`, handing every notification (LISTEN/NOTIFY) to `notices`; the task ends
 /// (and `notices` closes) when the connection does.
 pub async fn connect_listening(
-    pg: &tokio_postgres::Config,
+    pg: &PgEndpoint,
     notices: tokio::sync::mpsc::Sender<tokio_postgres::Notification>,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), SourceError> {
-    let (client, mut connection) = connect_with(pg, &settings_for(pg)).await?;
+    let (client, mut connection) = connect_with(pg).await?;
     let task = tokio::spawn(async move {
         use futures_util::StreamExt;
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
@@ -564,17 +548,9 @@ pub async fn connect_listening(
 /// An ordinary SQL connection (tokio-postgres) honouring the same host/TLS settings as the
 /// replication connection. The returned task ends when the connection closes.
 pub async fn connect_sql(
-    pg: &tokio_postgres::Config,
+    pg: &PgEndpoint,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), SourceError> {
-    connect_sql_with(pg, &settings_for(pg)).await
-}
-
-/// `connect_sql` with explicit TLS settings (tests; the process-wide ones are for walcast).
-pub(crate) async fn connect_sql_with(
-    pg: &tokio_postgres::Config,
-    tls: &PgTls,
-) -> Result<(tokio_postgres::Client, JoinHandle<()>), SourceError> {
-    let (client, connection) = connect_with(pg, tls).await?;
+    let (client, connection) = connect_with(pg).await?;
     let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             warn!(error = %error, "SQL connection to Postgres ended");

@@ -8,8 +8,7 @@ use axum::extract::ws::Message;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::hub::Frame;
-use crate::journal::Pos;
+use crate::vocab::{Frame, Pos};
 
 /// The longest subscription id a client may choose.
 pub(crate) const MAX_ID: usize = 128;
@@ -207,7 +206,7 @@ pub(crate) fn tagged(frame: &Frame, id: &str) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Lsn;
+    use crate::vocab::Lsn;
 
     fn reply(c: Option<Control>) -> Value {
         match c {

@@ -171,14 +171,14 @@ impl TimedOut {
     pub(super) fn close(self, timeouts: &SocketTimeouts, metrics: &Metrics) -> (u16, String) {
         let (code, reason) = match self {
             TimedOut::Write => (
-                crate::hub::close_code::SLOW_CONSUMER,
+                crate::vocab::close_code::SLOW_CONSUMER,
                 format!(
                     "slow consumer: no write progress for {} (sessions.write_timeout)",
                     humantime::format_duration(timeouts.write)
                 ),
             ),
             TimedOut::Idle => (
-                crate::hub::close_code::IDLE_TIMEOUT,
+                crate::vocab::close_code::IDLE_TIMEOUT,
                 format!(
                     "idle: no pong or message for {} (sessions.idle_timeout)",
                     humantime::format_duration(timeouts.idle)

@@ -1,29 +1,22 @@
-//! `GET /listen/{channel}`: a socket that receives every NOTIFY payload of one channel as one
-//! text frame, byte for byte (`format=json`: `{"type":"notify","channel","payload","pid"}` and
-//! `{"type":"notify_gap"}` after the relay lost its connection). Checks the channel's name (what
-//! Postgres can take) and `notify.channels` before the upgrade; a channel Postgres refuses ends
-//! its sockets. Its writes run under the write deadline and it is pinged and ended when idle, as
-//! every socket. Does not talk to Postgres (`notify::Relay` does).
+//! A `/listen/{channel}` socket: every NOTIFY payload of its channel as one text frame, byte for
+//! byte (`format=json`: `{"type":"notify","channel","payload","pid"}` and `{"type":"notify_gap"}`
+//! after the relay lost its connection); a channel Postgres refuses ends its sockets. Its writes
+//! run under the write deadline and it is pinged and ended when idle, as every socket. Does not
+//! check requests (`http::listen` does) or talk to Postgres (`relay::Relay` does).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::{Extensions, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
 
-use crate::hub::{close_code, Frame, SessionSignal};
 use crate::metrics::Metrics;
-use crate::notify::{Notice, Refused, SubscribeError, LISTEN_REFUSED};
+use crate::relay::{Notice, Refused};
+use crate::vocab::{close_code, Frame, SessionSignal};
 
 use super::deadline::WriteDeadline;
 use super::keepalive::{session_number, Beat, Keepalive, SocketTimeouts, TimedOut};
-use super::router::AppState;
 
 /// Notifications written per flush at most.
 const BATCH: usize = 64;
@@ -63,143 +56,18 @@ fn refused_reason(refused: &Refused) -> String {
     reason
 }
 
-/// How long the upgrade waits for the LISTEN to be in effect.
-const LISTEN_WAIT: Duration = Duration::from_secs(5);
-
-#[derive(serde::Deserialize)]
-pub(super) struct ListenQuery {
-    format: Option<String>,
-    /// A token for browsers, which cannot set headers on a WebSocket.
-    access_token: Option<String>,
-}
-
-fn refuse(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
-}
-
-pub(super) async fn handler(
-    State(st): State<AppState>,
-    Path(channel): Path<String>,
-    Query(q): Query<ListenQuery>,
-    headers: HeaderMap,
-    extensions: Extensions,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let permit = match &upgrade {
-        Ok(_) => match super::router::admit(&st, &extensions, &headers) {
-            Ok(permit) => Some(permit),
-            Err(refused) => return refused,
-        },
-        Err(_) => None,
-    };
-    if let Some(problem) = crate::notify::channel_problem(&channel) {
-        return refuse(StatusCode::BAD_REQUEST, "bad_channel", problem);
-    }
-    let json = match q.format.as_deref() {
-        None | Some("text") => false,
-        Some("json") => true,
-        Some(other) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                format!("format={other:?}: give json, or leave it out for payloads as they are"),
-            )
-        }
-    };
-    let mut token = q
-        .access_token
-        .map(|t| vec![("access_token".to_owned(), t)])
-        .unwrap_or_default();
-    let principal = match super::router::identify(&st, &headers, &mut token) {
-        Ok(principal) => principal,
-        Err(refused) => return refused,
-    };
-    if !st.notify_allow.allows_name(&channel) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "channel_not_allowed",
-            format!("channel {channel:?} is not in this server's allow-list (notify.channels)"),
-        );
-    }
-    if let (Some(who), Some(policy)) = (&principal, st.auth.policy()) {
-        if let Err(refusal) = policy.allows_channel(who, &channel) {
-            return refuse(StatusCode::FORBIDDEN, refusal.code, refusal.message);
-        }
-    }
-    // The checks above answer a plain GET too (the viewer page reads why a socket was refused
-    // that way); one that passes them and is no upgrade gets 426.
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return super::edge::not_upgraded(rejection),
-    };
-    let signal = SessionSignal::new(&st.shutdown);
-    let subscribed = st
-        .relay
-        .subscribe(&channel, signal.clone(), json, LISTEN_WAIT)
-        .await;
-    let subscription = match subscribed {
-        Ok(subscription) => subscription,
-        Err(SubscribeError::Unavailable) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "notify_unavailable",
-                "the LISTEN connection to Postgres is down; retry shortly".into(),
-            )
-        }
-        Err(SubscribeError::Refused(refused)) if refused.names_the_channel() => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                "bad_channel",
-                format!(
-                    "Postgres cannot take this channel name: {}",
-                    refused.message
-                ),
-            )
-        }
-        Err(SubscribeError::Refused(refused)) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "notify_unavailable",
-                format!(
-                    "Postgres refused LISTEN on this channel: {}",
-                    refused.message
-                ),
-            )
-        }
-    };
-    let sessions = st.sessions.clone();
-    let metrics = st.metrics.clone();
-    let timeouts = st.timeouts;
-    upgrade
-        .protocols(super::router::answer_protocols(&headers))
-        .read_buffer_size(4 * 1024)
-        .max_message_size(4 * 1024)
-        .on_upgrade(move |socket| {
-            sessions.track_future(async move {
-                let _permit = permit;
-                let (sink, stream) = socket.split();
-                let relayed = Relayed {
-                    subscription,
-                    signal,
-                    json,
-                };
-                relay_socket(sink, stream, relayed, timeouts, metrics).await
-            })
-        })
-}
-
 /// What one `/listen` socket relays.
-struct Relayed {
-    subscription: crate::notify::Subscription,
-    signal: Arc<SessionSignal>,
-    json: bool,
+pub(crate) struct Relayed {
+    pub subscription: crate::relay::Subscription,
+    pub signal: Arc<SessionSignal>,
+    pub json: bool,
 }
 
 /// Writes the notices to the socket until the client leaves, the relay or the shutdown closes
 /// it (4008: too many unread notifications; 1001), or a timeout ends it: writes that make no
 /// progress for `sessions.write_timeout` (4008) or nothing heard for `sessions.idle_timeout`
 /// (4009).
-async fn relay_socket<S, R, E>(
+pub(crate) async fn run<S, R, E>(
     sink: S,
     mut stream: R,
     relayed: Relayed,
@@ -282,7 +150,7 @@ async fn relay_socket<S, R, E>(
             break None;
         }
         if refused_with.is_some() {
-            break Some(LISTEN_REFUSED);
+            break Some(close_code::LISTEN_REFUSED);
         }
     };
     drop(subscription);
@@ -305,16 +173,8 @@ async fn relay_socket<S, R, E>(
             Some((code, reason))
         }
         (None, Some(code)) => {
-            let reason = match code {
-                close_code::SLOW_CONSUMER => "slow consumer: too many unread notifications",
-                close_code::GOING_AWAY => "server shutting down",
-                _ => "",
-            };
-            let reason = refused_with
-                .take()
-                .or_else(|| signal.reason().map(str::to_owned))
-                .unwrap_or_else(|| reason.to_owned());
-            Some((code, reason))
+            let given = refused_with.as_deref().or_else(|| signal.reason());
+            Some((code, close_code::reason(code, given)))
         }
         (None, None) => None,
     };

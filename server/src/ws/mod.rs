@@ -1,16 +1,12 @@
-//! The axum router and WebSocket sessions: request validation, the wire protocol, writers.
-//! Does not filter or fan out (see `hub`).
+//! WebSocket sessions: the `/ws` session loop with its subscriptions (live, catching up from the
+//! journal, snapshots), the `/listen` socket, what clients send, and what every socket shares
+//! (write deadlines, pings and idle timeouts). Does not route or check HTTP requests (`http`
+//! does, then hands the upgraded socket here), filter or fan out (`hub` does).
 
 pub(crate) mod client;
-mod conns;
-mod edge;
 mod deadline;
 mod keepalive;
-mod listen;
-mod router;
-mod session;
-mod viewer;
+pub(crate) mod listen;
+pub(crate) mod session;
 
-pub use conns::ConnLimits;
 pub use keepalive::SocketTimeouts;
-pub use router::{router, AppState};

@@ -167,7 +167,7 @@ pub(crate) fn run_with(
 
 /// A walcast change frame as `run_file` accepts it; rows keep their column order.
 #[derive(serde::Deserialize)]
-struct Frame {
+struct ChangeFrame {
     #[serde(rename = "type")]
     kind: Option<String>,
     op: String,
@@ -217,7 +217,7 @@ pub(crate) fn to_wal2json(text: &str) -> Result<String, PluginError> {
                 .into(),
         ));
     }
-    let frame: Frame =
+    let frame: ChangeFrame =
         serde_json::from_str(text).map_err(|e| PluginError::BadChange(e.to_string()))?;
     debug_assert_eq!(frame.kind.as_deref(), Some("change"));
     let action = match frame.op.as_str() {

@@ -1,6 +1,7 @@
 //! The plugin engine's error enum and the one-line text helpers its messages go through. Display
 //! texts are client-facing (they become HTTP 400 messages, log fields, `/v1/plugins` `last_error`
-//! and CLI output), so each one names the plugin and the problem on one line.
+//! and CLI output), so each one names the plugin and the problem on one line. Does not pick HTTP
+//! statuses (`http` does).
 
 use std::path::PathBuf;
 

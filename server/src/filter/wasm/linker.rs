@@ -8,7 +8,8 @@ use super::abi::{ABSENT, BAD_HANDLE, BAD_UTF8, IMPORT_MODULE as M, NO_CHANGE, WR
 use super::output::OutValue;
 use super::snapshot::{image_of, ChangeCopy, Kind};
 use super::state::{bytes, copy_out, split, write8, LogSink, StoreData};
-use crate::decode::{Image, Op};
+use crate::decode::Image;
+use crate::vocab::Op;
 
 type C<'a> = Caller<'a, StoreData>;
 /// Picks one of the change's names (schema or table).

@@ -2,7 +2,7 @@
 //! wasmtime engine, the `walcast_v1` host functions, plugin loading and hot reload from the plugin
 //! directory, shared per-(plugin, params, visible columns) groups that evaluate changes under
 //! deadline, memory and stack limits, and the CLI's check/run. Does not decide which sessions
-//! receive what (see `hub`) and does not serve HTTP (see `ws`).
+//! receive what (see `hub`) and does not serve HTTP (see `http`).
 //!
 //! Data flow of one evaluation: the hub calls `PluginGroup::evaluate(&change)`; the group copies
 //! the change's names and values into its store data (see `snapshot` for why a copy; under a
@@ -30,6 +30,8 @@ pub use error::PluginError;
 pub use group::PluginGroup;
 pub use quota::Admission;
 pub use registry::PluginHost;
+
+use crate::metrics::{Metrics, PluginTotals};
 
 /// What a plugin decided for one change.
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +82,29 @@ pub struct PluginInfo {
     /// `memory.grow` calls refused at `plugins.memory_limit` (the guest got -1).
     pub memory_grow_refused: u64,
     pub total_call_seconds: f64,
+}
+
+impl PluginInfo {
+    /// The counters `walcast_plugin_*` follow.
+    pub fn totals(&self) -> PluginTotals {
+        PluginTotals {
+            calls: self.calls,
+            traps: self.traps,
+            deadline_hits: self.deadline_hits,
+            errors: self.errors,
+            memory_grow_refused: self.memory_grow_refused,
+            call_seconds: self.total_call_seconds,
+        }
+    }
+}
+
+impl PluginHost {
+    /// Brings the per-plugin metrics up to every plugin's totals (called at scrape time).
+    pub fn sync_metrics(&self, metrics: &Metrics) {
+        for plugin in self.list() {
+            metrics.sync_plugin(&plugin.name, &plugin.totals());
+        }
+    }
 }
 
 #[cfg(test)]

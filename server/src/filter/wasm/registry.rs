@@ -19,7 +19,8 @@ use super::plugin::PluginEntry;
 use super::quota::{Admission, AtCap, GroupKey, GroupQuota};
 use super::{PluginError, PluginInfo};
 use crate::config::PluginsConfig;
-use crate::filter::{code, Limits, PluginRef, QueryError};
+use crate::config::Limits;
+use crate::filter::{code, PluginRef, QueryError};
 use crate::reload::{self, Watch};
 
 /// How often the plugin directory is looked at for new, changed and removed files. A change is

@@ -17,7 +17,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use super::visible::Visible;
-use crate::decode::{Change, Image, Op, Value};
+use crate::decode::{Change, Image, Value};
+use crate::vocab::Op;
 
 /// Value class of a copied column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

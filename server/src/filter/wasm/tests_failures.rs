@@ -381,7 +381,7 @@ fn refused_memory_growth_is_counted_per_plugin_and_exported() {
     let json = serde_json::to_value(&host.list()[0]).expect("json");
     assert_eq!(json["memory_grow_refused"], 2, "{json}");
     let metrics = crate::metrics::Metrics::new();
-    metrics.sync_plugins(&host.list());
+    host.sync_metrics(&metrics);
     let text = metrics.render();
     assert!(
         text.contains("walcast_plugin_memory_grow_refused_total{plugin=\"bomb\"} 2"),

@@ -9,7 +9,8 @@ use super::quota::RESERVED_SLOTS;
 use super::tests::{cfg, eval, insert, pass_all};
 use super::{PluginError, PluginGroup, PluginHost, Verdict};
 use crate::config::PluginsConfig;
-use crate::filter::{code, Limits, PluginRef};
+use crate::config::Limits;
+use crate::filter::{code, PluginRef};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.tmp"));

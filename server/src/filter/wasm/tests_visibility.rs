@@ -329,9 +329,9 @@ fn each_visible_set_takes_its_own_place_in_the_group_quota() {
         dir: Some(dir.path().to_owned()),
         ..cfg()
     };
-    let limits = crate::filter::Limits {
+    let limits = crate::config::Limits {
         max_groups_per_plugin: Some(2),
-        ..crate::filter::Limits::DEFAULT
+        ..crate::config::Limits::DEFAULT
     };
     let host = PluginHost::with_limits(&cfg, &limits).expect("host");
     let _a = host.group(&reference(None)).expect("first");

@@ -176,7 +176,8 @@ impl Cluster {
 
     /// A superuser SQL connection over the Unix socket.
     pub(crate) async fn admin(&self) -> tokio_postgres::Client {
-        let (client, _task) = crate::source::connect_sql(&self.config("postgres", None, false))
+        let pg = crate::source::PgEndpoint::from_config(self.config("postgres", None, false));
+        let (client, _task) = crate::source::connect_sql(&pg)
             .await
             .expect("admin connect");
         client

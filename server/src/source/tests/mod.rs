@@ -12,6 +12,13 @@ use tokio_util::sync::CancellationToken;
 use self::cluster::Cluster;
 use super::*;
 
+/// A SQL connection with the TLS settings `pg`'s own sslmode implies.
+async fn connect_sql(
+    pg: &tokio_postgres::Config,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), SourceError> {
+    super::connect_sql(&PgEndpoint::from_config(pg.clone())).await
+}
+
 const HBA: &str = "\
 local all postgres trust
 local all all scram-sha-256
@@ -76,7 +83,7 @@ struct Running {
 }
 
 fn source_config(pg: tokio_postgres::Config, slot: &str) -> SourceConfig {
-    let mut cfg = SourceConfig::new(pg, slot);
+    let mut cfg = SourceConfig::new(PgEndpoint::from_config(pg), slot);
     cfg.status_interval = Duration::from_millis(200);
     cfg.max_backoff = Duration::from_millis(500);
     cfg
@@ -210,7 +217,7 @@ async fn unix_scram_streams_flushes_and_resumes_without_replay() {
     );
 
     // Prerequisites over SQL with SCRAM on the Unix socket; creates the persistent slot.
-    let (client, _conn) = connect_sql(&cfg.pg).await.expect("sql connect");
+    let (client, _conn) = connect_sql(&cfg.pg.config).await.expect("sql connect");
     check_prerequisites(&client, &cfg)
         .await
         .expect("prerequisites");
@@ -304,7 +311,7 @@ async fn tcp_md5_and_tls_scram() {
     // A temporary slot: the probe path of the checks, and the slot is gone after the stop.
     let mut cfg = source_config(md5, "walcast_md5");
     cfg.temporary = true;
-    let (client, _conn) = connect_sql(&cfg.pg).await.expect("sql with md5");
+    let (client, _conn) = connect_sql(&cfg.pg.config).await.expect("sql with md5");
     check_prerequisites(&client, &cfg)
         .await
         .expect("prerequisites");

@@ -3,14 +3,16 @@
 
 use futures_channel::mpsc as fmpsc;
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::*;
-use crate::filter::{bind, parse_request, ColumnInfo};
+use crate::filter::{bind, parse_request, ColumnInfo, TableName};
 use crate::hub::Intake;
-use crate::journal::JournalHandle;
-use crate::journal::{Journal, JournalConfig};
-use crate::source::{Consumer, Lsn};
+use crate::journal::{Journal, JournalConfig, JournalHandle};
+use crate::named::{self, Claim};
+use crate::source::Consumer;
+use crate::vocab::{Lsn, Pos};
 
 /// Opens `*:t`-style requests on the test table (`id integer`), like the router does.
 struct TestOpener {

@@ -1,33 +1,16 @@
-//! Session signals and close codes: how the hub (or a shutdown) tells one WebSocket session to
-//! close, and with which code; the first reason given wins. Holds no session state and no frames:
-//! frames reach a session through its cohort (see `cohort`), and sockets are `ws::session`'s.
+//! Session signals: how the hub, the relay, an operator (or a shutdown) tells one WebSocket
+//! session to close, and with which code; the first reason given wins. Holds no session state and
+//! no frames: frames reach a session through its cohort (`hub::cohort`) or its relay queue, and
+//! sockets are `ws`'s.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-/// WebSocket close codes the hub decides on. Documented in docs/reference/errors.md.
-pub mod close_code {
-    /// The session fell so far behind that journal retention (or, on `/listen`, its queue of
-    /// notifications) overtook it, or its writes made no progress for `sessions.write_timeout`:
-    /// the client did not read fast enough.
-    pub const SLOW_CONSUMER: u16 = 4008;
-    /// The server is shutting down.
-    pub const GOING_AWAY: u16 = 1001;
-    /// The subscription's filter plugin failed repeatedly.
-    pub const PLUGIN_FAILING: u16 = 4010;
-    /// The socket's token expired and no fresh one came (`{"type":"access_token"}`).
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    /// Nothing (no pong, no message) came from the client for `sessions.idle_timeout`.
-    pub const IDLE_TIMEOUT: u16 = 4009;
-}
+use super::close_code;
 
-/// One encoded frame, validated as UTF-8 once and shared by every session that receives it.
-pub type Frame = Utf8Bytes;
-
-/// Shared between the hub (producer side) and the session writer.
+/// Shared between whoever may close a session (hub, relay, named store) and its writer.
 #[derive(Debug)]
 pub struct SessionSignal {
     close: CancellationToken,

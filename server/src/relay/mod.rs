@@ -17,12 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use postgres_protocol::escape::escape_identifier;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Notification;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{close_code, Frame, SessionSignal};
 use crate::metrics::Metrics;
+use crate::source::{Backoff, PgEndpoint};
+use crate::vocab::{close_code, Frame, SessionSignal};
 
 /// Notifications one socket may have unread before it is closed with 4008.
 pub const SOCKET_QUEUE: usize = 1024;
@@ -160,15 +162,10 @@ impl Channels {
     }
 }
 
-/// `"name"` with `"` doubled: any channel name is safe in LISTEN/UNLISTEN.
-pub fn quote(channel: &str) -> String {
-    format!("\"{}\"", channel.replace('"', "\"\""))
-}
-
 impl Relay {
     /// The relay and its connection task (runs until `stop`).
     pub fn start(
-        pg: tokio_postgres::Config,
+        pg: PgEndpoint,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> (Arc<Relay>, tokio::task::JoinHandle<()>) {
@@ -255,7 +252,10 @@ impl Relay {
             Err(mpsc::error::TrySendError::Closed(_)) => false,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.metrics.sessions_dropped.inc();
-                l.signal.close(close_code::SLOW_CONSUMER);
+                l.signal.close_with(
+                    close_code::SLOW_CONSUMER,
+                    Some("slow consumer: too many unread notifications"),
+                );
                 false
             }
         });
@@ -279,7 +279,7 @@ impl Relay {
         for l in listeners {
             if l.queue.try_send(Notice::Refused(refused.clone())).is_err() {
                 l.signal
-                    .close_with(LISTEN_REFUSED, Some("Postgres refused LISTEN"));
+                    .close_with(close_code::LISTEN_REFUSED, Some("Postgres refused LISTEN"));
             }
         }
     }
@@ -290,11 +290,11 @@ impl Relay {
 
     async fn run(
         self: Arc<Self>,
-        pg: tokio_postgres::Config,
+        pg: PgEndpoint,
         mut commands: mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) {
-        let target = crate::source::describe_target(&pg);
+        let target = crate::source::describe_target(&pg.config);
         let mut backoff = Reconnects::new();
         // The wait before the next attempt; none before the first.
         let mut delay: Option<Duration> = None;
@@ -423,9 +423,6 @@ impl Relay {
     }
 }
 
-/// The close code of a `/listen` socket whose channel Postgres refused after a reconnect.
-pub const LISTEN_REFUSED: u16 = 1011;
-
 /// How a LISTEN/UNLISTEN statement failed.
 enum Failure {
     /// The statement was refused; the connection is fine.
@@ -434,10 +431,11 @@ enum Failure {
     Lost(String),
 }
 
-/// `LISTEN "channel"` or `UNLISTEN "channel"`.
+/// `LISTEN "channel"` or `UNLISTEN "channel"`: quoted whole (`"` doubled), any channel name is
+/// safe in them.
 async fn listen(client: &tokio_postgres::Client, verb: &str, channel: &str) -> Result<(), Failure> {
     let Err(error) = client
-        .batch_execute(&format!("{verb} {}", quote(channel)))
+        .batch_execute(&format!("{verb} {}", escape_identifier(channel)))
         .await
     else {
         return Ok(());
@@ -462,7 +460,7 @@ async fn listen(client: &tokio_postgres::Client, verb: &str, channel: &str) -> R
 /// the first (a connection Postgres drops at once is retried no faster than one that cannot be
 /// opened); back to 200 ms once a connection has stayed up for 30 s.
 struct Reconnects {
-    next: Duration,
+    backoff: Backoff,
 }
 
 impl Reconnects {
@@ -471,20 +469,20 @@ impl Reconnects {
     const HEALTHY: Duration = Duration::from_secs(30);
 
     fn new() -> Reconnects {
-        Reconnects { next: Self::MIN }
+        Reconnects {
+            backoff: Backoff::new(Self::MIN, Self::MAX),
+        }
     }
 
     /// The wait before the next attempt.
     fn delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
+        self.backoff.delay()
     }
 
     /// A connection ended after `lived`: a healthy one starts the waits over.
     fn connected_for(&mut self, lived: Duration) {
         if lived >= Self::HEALTHY {
-            self.next = Self::MIN;
+            self.backoff.reset();
         }
     }
 }

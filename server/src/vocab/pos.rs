@@ -1,9 +1,11 @@
-//! Journal positions: `(commit LSN, ordinal)` and their opaque, order-preserving text form.
+//! Stream positions: `(commit LSN, ordinal)`, as the journal stores them, frames carry them and
+//! clients hand them back (`from=`, acks), and their opaque, order-preserving text form. Reads no
+//! journal.
 
 use std::fmt;
 use std::str::FromStr;
 
-use crate::source::Lsn;
+use super::Lsn;
 
 /// Where a change sits in the stream: its transaction's commit LSN (wal2json's `lsn` on the `B`
 /// message) and its 1-based ordinal among that transaction's changes.

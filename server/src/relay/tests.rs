@@ -1,4 +1,7 @@
+//! Tests of the relay's pieces that need no Postgres: channel names, quoting, reconnect waits.
+
 use super::*;
+use postgres_protocol::escape::escape_identifier as quote;
 
 #[test]
 fn the_allow_list_matches_globs() {

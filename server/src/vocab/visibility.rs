@@ -1,5 +1,6 @@
 //! Which transactions a snapshot shows, from `pg_current_snapshot()` (`xmin:xmax:xip,...`, 64-bit
-//! `xid8` values), applied to the 32-bit xids wal2json puts on changes.
+//! `xid8` values), applied to the 32-bit xids wal2json puts on changes: a snapshot takes it, a
+//! catch-up after the snapshot skips what it shows. Takes no snapshot (`snapshot` does).
 
 /// A transaction is visible when it committed before the snapshot: `xid < xmin`, or
 /// `xid < xmax` and not in progress (`xip`).
@@ -35,5 +36,30 @@ impl Visibility {
     fn widen(&self, xid: u32) -> u64 {
         let behind = (self.xmax as u32).wrapping_sub(xid) as i32 as i64;
         (self.xmax as i64 - behind).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn visibility_follows_the_snapshot() {
+        let v = Visibility::parse("100:110:103,105").unwrap();
+        assert!(v.shows(99) && v.shows(104) && v.shows(109));
+        assert!(!v.shows(103) && !v.shows(105) && !v.shows(110) && !v.shows(200));
+        assert!(Visibility::parse("5:4:").is_none());
+        assert!(Visibility::parse("nope").is_none());
+    }
+
+    #[test]
+    fn visibility_widens_32_bit_xids_across_wraparound() {
+        // Epoch 1: xmax is 2^32 + 10; xid 4294967290 (epoch 0) is older than xmin, xid 12 is newer.
+        let base = 1u64 << 32;
+        let v = Visibility::parse(&format!("{}:{}:{}", base + 5, base + 10, base + 7)).unwrap();
+        assert!(v.shows(4_294_967_290));
+        assert!(v.shows(6));
+        assert!(!v.shows(7), "in progress");
+        assert!(!v.shows(12), "after xmax");
     }
 }

@@ -4,12 +4,12 @@
 //! client; this module holds no session logic.
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::router::AppState;
+use super::routes::AppState;
 
 const INDEX_HTML: &str = include_str!("../../assets/viewer/index.html");
 const VIEWER_JS: &str = include_str!("../../assets/viewer/viewer.js");
@@ -63,25 +63,18 @@ pub(super) async fn tables(
     Query(mut params): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Response {
-    let principal = match super::router::identify(&st, &headers, &mut params) {
+    let principal = match super::admission::identify(&st, &headers, &mut params) {
         Ok(principal) => principal,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     if st.catalog.is_closed() {
-        super::router::reconnect_catalog(&st).await;
+        super::request::reconnect_catalog(&st).await;
     }
     let listed = match st.catalog.tables().await {
         Ok(listed) => listed,
         Err(error) => {
             tracing::warn!(%error, "listing tables failed");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "error": "catalog_unavailable",
-                    "message": "the table catalog cannot be read right now; retry shortly",
-                })),
-            )
-                .into_response();
+            return super::error::catalog_unavailable().into_response();
         }
     };
     let tables: Vec<serde_json::Value> = listed

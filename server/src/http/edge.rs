@@ -2,18 +2,17 @@
 //! request naming a host this server does not answer to (DNS rebinding, see `auth::origin`), and
 //! 426 `upgrade_required` for a request to a socket route that is no WebSocket upgrade, once the
 //! route made the checks that need no catalog query, journal read or plugin instance
-//! (`router`'s precheck for `/ws`). Does not check origins or tokens (`router::identify` does).
+//! (`request`'s precheck for `/ws`). Does not check origins or tokens (`admission::identify`
+//! does).
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
-
-use super::router::AppState;
+use super::error::HttpError;
+use super::routes::AppState;
 
 /// The host check of every route but the probes (`/healthz`, `/readyz`: they carry no data and
 /// answer whatever name a load balancer uses).
@@ -27,11 +26,9 @@ pub(super) async fn host_guard(
     }
     match st.auth.host_allowed(request.headers(), request.uri()) {
         Ok(()) => next.run(request).await,
-        Err(message) => (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "host_not_allowed", "message": message})),
-        )
-            .into_response(),
+        Err(message) => {
+            HttpError::new(StatusCode::FORBIDDEN, "host_not_allowed", message).into_response()
+        }
     }
 }
 
@@ -43,16 +40,14 @@ pub(super) fn not_upgraded(rejection: WebSocketUpgradeRejection) -> Response {
         WebSocketUpgradeRejection::MethodNotGet(_)
         | WebSocketUpgradeRejection::InvalidConnectionHeader(_)
         | WebSocketUpgradeRejection::InvalidUpgradeHeader(_)
-        | WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => (
+        | WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => HttpError::new(
             StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            Json(json!({
-                "error": "upgrade_required",
-                "message": "this is a WebSocket endpoint: open it with a WebSocket client \
-                            (Connection: Upgrade, Upgrade: websocket)",
-            })),
+            "upgrade_required",
+            "this is a WebSocket endpoint: open it with a WebSocket client (Connection: Upgrade, \
+             Upgrade: websocket)",
         )
-            .into_response(),
+        .with_header(header::UPGRADE, "websocket")
+        .into_response(),
         other => other.into_response(),
     }
 }

@@ -1,4 +1,5 @@
-//! Log sequence numbers: the `u64` WAL position and its `X/X` text form.
+//! Log sequence numbers: the `u64` WAL position and its `X/X` text form, as the source, the
+//! journal, the hub and snapshots speak of WAL. Talks to no server.
 
 use std::fmt;
 use std::str::FromStr;
