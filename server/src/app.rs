@@ -462,7 +462,7 @@ async fn bind_journal(
     mut journal: Journal,
     source_config: &SourceConfig,
     slot_created: bool,
-    confirmed: Option<source::Lsn>,
+    confirmed: Option<crate::vocab::Lsn>,
 ) -> Result<Journal, AppError> {
     let upstream = source::identify(source_config).await?;
     let identity = Identity {

@@ -229,21 +229,17 @@ pub(super) struct Metric {
 /// one plugin known so the per-plugin families show their label.
 pub(super) fn metrics() -> BTreeMap<String, Metric> {
     let m = crate::metrics::Metrics::new();
-    m.sync_plugins(&[crate::filter::wasm::PluginInfo {
-        name: "p".into(),
-        hash: String::new(),
-        version: 1,
-        loaded_at: None,
-        status: "ok",
-        serving_version: Some(1),
-        last_error: None,
-        calls: 1,
-        traps: 1,
-        deadline_hits: 1,
-        errors: 1,
-        memory_grow_refused: 1,
-        total_call_seconds: 1.0,
-    }]);
+    m.sync_plugin(
+        "p",
+        &crate::metrics::PluginTotals {
+            calls: 1,
+            traps: 1,
+            deadline_hits: 1,
+            errors: 1,
+            memory_grow_refused: 1,
+            call_seconds: 1.0,
+        },
+    );
     let text = m.render();
     // Family name -> (type, query name).
     let mut families: BTreeMap<String, (String, String)> = BTreeMap::new();

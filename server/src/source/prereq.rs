@@ -26,8 +26,8 @@ pub async fn slot_exists(client: &Client, cfg: &SourceConfig) -> Result<bool, So
 pub async fn slot_confirmed_flush(
     client: &Client,
     cfg: &SourceConfig,
-) -> Result<Option<crate::source::Lsn>, SourceError> {
-    let user = cfg.pg.get_user().unwrap_or_default();
+) -> Result<Option<crate::vocab::Lsn>, SourceError> {
+    let user = cfg.pg.config.get_user().unwrap_or_default();
     let row = client
         .query_opt(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
