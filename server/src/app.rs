@@ -162,7 +162,9 @@ async fn serve(
         return Ok(());
     };
     // Where the slot's stream begins: what a journal that holds nothing yet starts after.
-    let confirmed = if source_config.temporary {
+    // (Only for a slot that was there before this start: a slot created now, or a temporary
+    // one, streams nothing from before this journal.)
+    let confirmed = if source_config.temporary || slot_created {
         None
     } else {
         source::slot_confirmed_flush(&client, &source_config).await?
@@ -208,7 +210,9 @@ async fn serve(
             .run_writer(metrics.clone(), named_stop.clone()),
     );
     let hub = Hub::new(metrics.clone(), config.sessions.queue_capacity);
-    if let Some(last) = journal.last_pos() {
+    // A fresh journal's start is the first position the hub hands out (`subscribed`, a new
+    // named subscription's), so that every position it hands out is one the journal serves.
+    if let Some(last) = journal.last_pos().or(journal.starts_after()) {
         hub.resume_after(last);
     }
     let status = Arc::new(SourceStatus::default());
@@ -471,10 +475,8 @@ async fn bind_journal(
         slot: upstream.slot,
     };
     let server_lsn = upstream.server_lsn;
-    // A temporary slot is created when streaming starts, at or after the WAL's end now.
-    let stream_start = confirmed.unwrap_or(server_lsn);
     let (journal, bound) = tokio::task::spawn_blocking(move || {
-        let bound = journal.bind(&identity, server_lsn, slot_created, stream_start);
+        let bound = journal.bind(&identity, server_lsn, slot_created, confirmed);
         (journal, bound)
     })
     .await

@@ -430,7 +430,7 @@ impl Consumer for Intake {
                 &identity,
                 upstream.server_lsn,
                 upstream.slot_created,
-                upstream.server_lsn,
+                None,
             )
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -304,7 +304,7 @@ impl Journaling {
         upstream: &Identity,
         server_lsn: Lsn,
         slot_created: bool,
-        stream_start: Lsn,
+        stream_start: Option<Lsn>,
     ) -> Result<Bound, JournalError> {
         match &mut self.journal {
             Some(journal) => journal.bind(upstream, server_lsn, slot_created, stream_start),

@@ -59,6 +59,13 @@ pub enum Bound {
 }
 
 impl Journal {
+    /// The position this journal's stream began after (`identity.json`'s `starts_after`), if it
+    /// was bound while empty to a slot that had moved on: where the hub's position starts.
+    pub fn starts_after(&self) -> Option<super::Pos> {
+        let floor = self.shared.view.read().floor;
+        (floor != super::Pos::ZERO).then_some(floor)
+    }
+
     /// The identity in `identity.json`, if the journal has one.
     pub fn identity(&self) -> Option<&Identity> {
         self.identity.as_ref()
@@ -73,17 +80,18 @@ impl Journal {
     /// (`AheadOfServer`: another cluster, or one restored from a backup). Blocking: writes and
     /// syncs the file when there was none.
     ///
-    /// `stream_start` is where the stream this journal is about to receive begins: the slot's
-    /// confirmed position (a temporary slot: the server's WAL end). A journal that holds nothing
-    /// yet records it as `starts_after`, so a position from before it (another journal's, in a
-    /// directory that was emptied or replaced while the slot went on) is refused as expired
-    /// instead of replaying from this journal's first record over a silent hole.
+    /// `stream_start` is where the stream this journal is about to receive begins, for a slot
+    /// that existed before this start: its confirmed position (`None` for a slot created now or
+    /// a temporary one, whose stream holds nothing from before this journal). A journal that
+    /// holds nothing yet records it as `starts_after`, so a position from before it (another
+    /// journal's, in a directory that was emptied or replaced while the slot went on) is refused
+    /// as expired instead of replaying from this journal's first record over a silent hole.
     pub fn bind(
         &mut self,
         upstream: &Identity,
         server_lsn: Lsn,
         slot_created: bool,
-        stream_start: Lsn,
+        stream_start: Option<Lsn>,
     ) -> Result<Bound, JournalError> {
         let dir = self.shared.dir.clone();
         if let Some(own) = &self.identity {
@@ -118,7 +126,9 @@ impl Journal {
         // A confirmed transaction's commit record starts before the confirmed position (its
         // end), and the slot sends every transaction whose commit starts at or after it: so a
         // position is this journal's to serve exactly when its commit is not before it.
-        let starts_after = (!holds).then(|| super::Pos::new(stream_start, 0));
+        let starts_after = stream_start
+            .filter(|_| !holds)
+            .map(|lsn| super::Pos::new(lsn, 0));
         write(&dir, upstream, starts_after)?;
         if let Some(floor) = starts_after {
             self.shared.view.write().floor = floor;

@@ -358,7 +358,7 @@ fn bind_records_the_upstream_and_refuses_another() {
     let a = identity("7301", "app", "walcast");
     let mut j = Journal::open(cfg.clone()).unwrap();
     assert_eq!(j.identity(), None);
-    assert_eq!(j.bind(&a, Lsn(100), true, Lsn(100)).unwrap(), Bound::New);
+    assert_eq!(j.bind(&a, Lsn(100), true, None).unwrap(), Bound::New);
     assert!(dir.path().join("identity.json").exists());
     txn(&mut j, 1, 1);
     j.flush().unwrap();
@@ -366,13 +366,13 @@ fn bind_records_the_upstream_and_refuses_another() {
 
     let mut j = Journal::open(cfg.clone()).unwrap();
     assert_eq!(j.identity(), Some(&a));
-    assert_eq!(j.bind(&a, Lsn(1 << 20), false, Lsn(0)).unwrap(), Bound::Matched);
+    assert_eq!(j.bind(&a, Lsn(1 << 20), false, None).unwrap(), Bound::Matched);
     for other in [
         identity("7302", "app", "walcast"),
         identity("7301", "other", "walcast"),
         identity("7301", "app", "walcast2"),
     ] {
-        let err = j.bind(&other, Lsn(1 << 20), false, Lsn(0)).unwrap_err();
+        let err = j.bind(&other, Lsn(1 << 20), false, None).unwrap_err();
         assert!(matches!(err, JournalError::Foreign { .. }), "{err}");
         assert!(err.is_identity());
         let msg = err.to_string();
@@ -383,10 +383,10 @@ fn bind_records_the_upstream_and_refuses_another() {
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     }
     // The slot had to be created: the journal cannot continue it.
-    let err = j.bind(&a, Lsn(1 << 20), true, Lsn(0)).unwrap_err();
+    let err = j.bind(&a, Lsn(1 << 20), true, None).unwrap_err();
     assert!(matches!(err, JournalError::SlotRecreated { .. }), "{err}");
     // The server's WAL ends before the journal does.
-    let err = j.bind(&a, Lsn(10), false, Lsn(0)).unwrap_err();
+    let err = j.bind(&a, Lsn(10), false, None).unwrap_err();
     assert!(matches!(err, JournalError::AheadOfServer { .. }), "{err}");
     drop(j);
 
@@ -394,14 +394,14 @@ fn bind_records_the_upstream_and_refuses_another() {
     fs::remove_file(dir.path().join("identity.json")).unwrap();
     let mut j = Journal::open(cfg.clone()).unwrap();
     let b = identity("9999", "db", "s");
-    assert_eq!(j.bind(&b, Lsn(1 << 20), false, Lsn(0)).unwrap(), Bound::Adopted);
+    assert_eq!(j.bind(&b, Lsn(1 << 20), false, None).unwrap(), Bound::Adopted);
     assert_eq!(j.identity(), Some(&b));
     drop(j);
     // ... and refused when something does.
     fs::remove_file(dir.path().join("identity.json")).unwrap();
     let mut j = Journal::open(cfg.clone()).unwrap();
-    assert!(j.bind(&b, Lsn(1 << 20), true, Lsn(0)).is_err());
-    assert!(j.bind(&b, Lsn(10), false, Lsn(0)).is_err());
+    assert!(j.bind(&b, Lsn(1 << 20), true, None).is_err());
+    assert!(j.bind(&b, Lsn(10), false, None).is_err());
     assert_eq!(j.identity(), None);
     assert!(!dir.path().join("identity.json").exists());
     drop(j);
@@ -419,7 +419,8 @@ fn a_journal_bound_empty_vouches_for_nothing_before_the_slots_position() {
     let a = identity("7301", "app", "walcast");
     let mut j = Journal::open(cfg.clone()).unwrap();
     // The slot had confirmed transaction 5 (its end) before this journal existed.
-    assert_eq!(j.bind(&a, end_lsn(9), false, end_lsn(5)).unwrap(), Bound::New);
+    assert_eq!(j.bind(&a, end_lsn(9), false, Some(end_lsn(5))).unwrap(), Bound::New);
+    assert_eq!(j.starts_after(), Some(Pos::new(end_lsn(5), 0)));
     let written = txn(&mut j, 6, 2);
     j.flush().unwrap();
     let expired = |j: &Journal, after: Pos| matches!(j.reader(after), Err(JournalError::Expired { .. }));
@@ -441,6 +442,6 @@ fn a_journal_bound_empty_vouches_for_nothing_before_the_slots_position() {
     // A journal that holds records when it is first bound (adopted) sets no such start.
     fs::remove_file(dir.path().join("identity.json")).unwrap();
     let mut j = Journal::open(cfg).unwrap();
-    assert_eq!(j.bind(&a, end_lsn(9), false, end_lsn(8)).unwrap(), Bound::Adopted);
+    assert_eq!(j.bind(&a, end_lsn(9), false, Some(end_lsn(8))).unwrap(), Bound::Adopted);
     assert_eq!(read_all(&mut j.reader(Pos::ZERO).unwrap()), written);
 }
