@@ -25,6 +25,7 @@ pub(super) async fn guard(State(st): State<AppState>, request: Request, next: Ne
     }
 }
 
+/// `GET /v1/plugins`: every plugin with its version, status and counters.
 pub(super) async fn list_plugins(State(st): State<AppState>) -> impl IntoResponse {
     let list = st
         .plugins
@@ -93,6 +94,8 @@ pub(super) async fn delete_subscription(
     }
 }
 
+/// `GET /metrics`: the OpenMetrics text, with the gauges and counters kept elsewhere (slot lag,
+/// plugin totals, reconnects) brought up to date first.
 pub(super) async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     st.metrics
         .slot_lag_bytes

@@ -23,6 +23,7 @@ use super::routes::AppState;
 /// How long the upgrade waits for the LISTEN to be in effect.
 const LISTEN_WAIT: Duration = Duration::from_secs(5);
 
+/// The query of `/listen/{channel}`.
 #[derive(serde::Deserialize)]
 pub(super) struct ListenQuery {
     format: Option<String>,
@@ -30,6 +31,7 @@ pub(super) struct ListenQuery {
     access_token: Option<String>,
 }
 
+/// `GET /listen/{channel}`: the refusals before the upgrade, then the relay's socket.
 pub(super) async fn handler(
     State(st): State<AppState>,
     Path(channel): Path<String>,

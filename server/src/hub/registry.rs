@@ -431,7 +431,12 @@ impl Hub {
                 let (outcome, failing) = scratch
                     .verdicts
                     .entry(group.id())
-                    .or_insert_with(|| (PluginOutcome::of(group, change), group.failing()))
+                    .or_insert_with(|| {
+                        let outcome = PluginOutcome::of(group, change);
+                        let failing =
+                            matches!(outcome, PluginOutcome::Failed(_)) && group.failing();
+                        (outcome, failing)
+                    })
                     .clone();
                 match outcome {
                     PluginOutcome::Drop => return,

@@ -49,7 +49,7 @@ pub(crate) struct Refusal {
     pub message: String,
 }
 
-/// Validates a subscription request given as `/ws` query parameters (the router's checks).
+/// Validates a subscription request given as `/ws` query parameters (`http::request`'s checks).
 pub(crate) trait Opener: Send + Sync + 'static {
     fn open(
         &self,
