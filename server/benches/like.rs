@@ -18,8 +18,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use walcast::decode::Decoder;
 use walcast::config::Limits;
+use walcast::decode::Decoder;
 use walcast::filter::{bind, parse_request_with, ColumnInfo, Filter};
 
 const MB: usize = 1 << 20;

@@ -412,8 +412,8 @@ async fn connect_at_start(
             let (client, connection) = source::connect_sql(pg).await?;
             // A slot created now is one the journal (if it holds changes) cannot continue.
             let checked = async {
-                let created =
-                    !source_config.temporary && !source::slot_exists(&client, source_config).await?;
+                let created = !source_config.temporary
+                    && !source::slot_exists(&client, source_config).await?;
                 source::check_prerequisites(&client, source_config).await?;
                 Ok::<bool, SourceError>(created)
             };

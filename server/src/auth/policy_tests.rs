@@ -91,7 +91,9 @@ fn a_rule_narrows_ops_forces_columns_and_binds_claims() {
     .expect("allowed");
     assert_eq!(out.ops, op_mask(&["insert", "update", "delete"]));
     assert_eq!(
-        out.select.as_deref().map(|s| s.iter().map(|c| &**c).collect::<Vec<_>>()),
+        out.select
+            .as_deref()
+            .map(|s| s.iter().map(|c| &**c).collect::<Vec<_>>()),
         Some(vec!["id", "title", "owner_id", "tenant"])
     );
     assert_eq!(
@@ -153,11 +155,10 @@ filters = ["team.in.(x,{claims.team})", "name.like.{claims.prefix}%", "code.eq.{
     );
     assert_eq!(out.conditions[2].value, RawValue::One("1,2".into()));
     // A claim spliced into the column is refused when the policy loads.
-    let e = Policy::parse(
-        "[roles.r]\n[[roles.r.tables]]\ntable = \"t\"\nfilters = [\"{sub}.eq.1\"]\n",
-    )
-    .err()
-    .expect("refused");
+    let e =
+        Policy::parse("[roles.r]\n[[roles.r.tables]]\ntable = \"t\"\nfilters = [\"{sub}.eq.1\"]\n")
+            .err()
+            .expect("refused");
     assert!(e.contains("only in the value"), "{e}");
 }
 
@@ -192,7 +193,9 @@ fn visible_columns_follow_the_rule() {
     let p = Policy::parse(POLICY).expect("policy");
     let m = member();
     assert_eq!(
-        p.visible_columns(&m, "public.todos").unwrap().map(<[String]>::len),
+        p.visible_columns(&m, "public.todos")
+            .unwrap()
+            .map(<[String]>::len),
         Some(4)
     );
     assert_eq!(p.visible_columns(&m, "public.news").unwrap(), None);
@@ -203,10 +206,7 @@ fn visible_columns_follow_the_rule() {
 fn refusals_name_the_rule() {
     let p = Policy::parse(POLICY).expect("policy");
     let m = member();
-    refused(
-        apply(&p, &m, &[("query", "truncate:todos")]),
-        "own-todos",
-    );
+    refused(apply(&p, &m, &[("query", "truncate:todos")]), "own-todos");
     refused(
         apply(&p, &m, &[("query", "*:todos"), ("select", "secret")]),
         "own-todos",
@@ -215,10 +215,7 @@ fn refusals_name_the_rule() {
         apply(&p, &m, &[("query", "*:todos:secret.eq.1")]),
         "own-todos",
     );
-    refused(
-        apply(&p, &m, &[("query", "*:secrets")]),
-        "public.secrets",
-    );
+    refused(apply(&p, &m, &[("query", "*:secrets")]), "public.secrets");
     refused(
         apply(&p, &m, &[("query", "*:news"), ("snapshot", "true")]),
         "public-news",
@@ -230,13 +227,14 @@ fn refusals_name_the_rule() {
     assert!(apply(&p, &m, &[("query", "*:news"), ("plugin", "threshold")]).is_ok());
     // A missing claim refuses rather than filtering on nothing.
     let no_tenant = who(json!({"sub": "u-1", "app": {"role": "member"}}));
-    refused(
-        apply(&p, &no_tenant, &[("query", "*:todos")]),
-        "tenant",
-    );
+    refused(apply(&p, &no_tenant, &[("query", "*:todos")]), "tenant");
     // An unknown role, and the default role.
     refused(
-        apply(&p, &who(json!({"app": {"role": "root"}})), &[("query", "*:news")]),
+        apply(
+            &p,
+            &who(json!({"app": {"role": "root"}})),
+            &[("query", "*:news")],
+        ),
         "root",
     );
     let anon = who(json!({"sub": "x"}));

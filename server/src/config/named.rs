@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{de_duration, ser_duration, parse_capacity, parse_duration, ConfigError};
+use super::{de_duration, parse_capacity, parse_duration, ser_duration, ConfigError};
 use crate::named::NamedConfig;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

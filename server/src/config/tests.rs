@@ -253,7 +253,10 @@ fn bad_listen_and_numbers_name_their_source() {
     assert_eq!(key, "WALCAST_TEMPORARY_SLOT");
 
     let err = Config::from_toml_str("listen = \"nowhere\"\n").unwrap_err();
-    assert!(err.contains("nowhere") && err.contains("host:port"), "{err}");
+    assert!(
+        err.contains("nowhere") && err.contains("host:port"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -271,8 +274,11 @@ fn listen_takes_a_host_name() {
     // A loopback name needs no auth.mode, as a loopback address does.
     assert_eq!(from_env.auth_mode(), AuthMode::None);
     let (key, message) = invalid_key(
-        Config::load(&Cli::default(), &env_of(&[("WALCAST_LISTEN", "localhost:port")]))
-            .unwrap_err(),
+        Config::load(
+            &Cli::default(),
+            &env_of(&[("WALCAST_LISTEN", "localhost:port")]),
+        )
+        .unwrap_err(),
     );
     assert_eq!(key, "WALCAST_LISTEN");
     assert!(message.contains("localhost:7700"), "{message}");

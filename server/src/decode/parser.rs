@@ -4,8 +4,8 @@
 use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use super::change::{Action, Change, Field, Kind, Span};
-use crate::vocab::Op;
 use super::wide::{self, Masked};
+use crate::vocab::Op;
 
 /// Why a payload is not a wal2json v2 message. Cheap to build: no allocation on the hot path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

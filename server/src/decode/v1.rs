@@ -5,8 +5,8 @@
 //! as strings, numbers exactly as Postgres printed them. Does not decide who receives a frame.
 
 use super::change::{Change, Field, Image, Kind};
-use crate::vocab::Op;
 use super::frame::{put_str, FrameEncoder, Projection};
+use crate::vocab::Op;
 
 /// Which array of a row image a writer appends (without the brackets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -426,12 +426,7 @@ impl Consumer for Intake {
         journal
             // Bound at start already (with the slot's confirmed position as where the journal
             // begins): on a reconnect this only checks.
-            .bind(
-                &identity,
-                upstream.server_lsn,
-                upstream.slot_created,
-                None,
-            )
+            .bind(&identity, upstream.server_lsn, upstream.slot_created, None)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }

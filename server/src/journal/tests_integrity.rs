@@ -366,7 +366,10 @@ fn bind_records_the_upstream_and_refuses_another() {
 
     let mut j = Journal::open(cfg.clone()).unwrap();
     assert_eq!(j.identity(), Some(&a));
-    assert_eq!(j.bind(&a, Lsn(1 << 20), false, None).unwrap(), Bound::Matched);
+    assert_eq!(
+        j.bind(&a, Lsn(1 << 20), false, None).unwrap(),
+        Bound::Matched
+    );
     for other in [
         identity("7302", "app", "walcast"),
         identity("7301", "other", "walcast"),
@@ -394,7 +397,10 @@ fn bind_records_the_upstream_and_refuses_another() {
     fs::remove_file(dir.path().join("identity.json")).unwrap();
     let mut j = Journal::open(cfg.clone()).unwrap();
     let b = identity("9999", "db", "s");
-    assert_eq!(j.bind(&b, Lsn(1 << 20), false, None).unwrap(), Bound::Adopted);
+    assert_eq!(
+        j.bind(&b, Lsn(1 << 20), false, None).unwrap(),
+        Bound::Adopted
+    );
     assert_eq!(j.identity(), Some(&b));
     drop(j);
     // ... and refused when something does.
@@ -419,16 +425,23 @@ fn a_journal_bound_empty_vouches_for_nothing_before_the_slots_position() {
     let a = identity("7301", "app", "walcast");
     let mut j = Journal::open(cfg.clone()).unwrap();
     // The slot had confirmed transaction 5 (its end) before this journal existed.
-    assert_eq!(j.bind(&a, end_lsn(9), false, Some(end_lsn(5))).unwrap(), Bound::New);
+    assert_eq!(
+        j.bind(&a, end_lsn(9), false, Some(end_lsn(5))).unwrap(),
+        Bound::New
+    );
     assert_eq!(j.starts_after(), Some(Pos::new(end_lsn(5), 0)));
     let written = txn(&mut j, 6, 2);
     j.flush().unwrap();
-    let expired = |j: &Journal, after: Pos| matches!(j.reader(after), Err(JournalError::Expired { .. }));
+    let expired =
+        |j: &Journal, after: Pos| matches!(j.reader(after), Err(JournalError::Expired { .. }));
     // A position of transaction 5 or before (another journal's) would skip what came between.
     for after in [Pos::ZERO, pos(3, 1), pos(5, 1), pos(5, 7)] {
         assert!(expired(&j, after), "{after} is refused");
     }
-    assert_eq!(read_all(&mut j.reader(Pos::new(end_lsn(5), 0)).unwrap()), written);
+    assert_eq!(
+        read_all(&mut j.reader(Pos::new(end_lsn(5), 0)).unwrap()),
+        written
+    );
     assert_eq!(read_all(&mut j.reader(pos(6, 1)).unwrap()), written[1..]);
     drop(j);
     // identity.json keeps it across restarts.
@@ -437,11 +450,17 @@ fn a_journal_bound_empty_vouches_for_nothing_before_the_slots_position() {
     let j = Journal::open(cfg.clone()).unwrap();
     assert!(expired(&j, pos(5, 1)));
     assert!(expired(&j, pos(5, u32::MAX)));
-    assert_eq!(read_all(&mut j.reader(Pos::new(end_lsn(5), 0)).unwrap()), written);
+    assert_eq!(
+        read_all(&mut j.reader(Pos::new(end_lsn(5), 0)).unwrap()),
+        written
+    );
     drop(j);
     // A journal that holds records when it is first bound (adopted) sets no such start.
     fs::remove_file(dir.path().join("identity.json")).unwrap();
     let mut j = Journal::open(cfg).unwrap();
-    assert_eq!(j.bind(&a, end_lsn(9), false, Some(end_lsn(8))).unwrap(), Bound::Adopted);
+    assert_eq!(
+        j.bind(&a, end_lsn(9), false, Some(end_lsn(8))).unwrap(),
+        Bound::Adopted
+    );
     assert_eq!(read_all(&mut j.reader(Pos::ZERO).unwrap()), written);
 }

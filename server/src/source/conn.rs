@@ -13,9 +13,9 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 use tracing::debug;
 
+use super::endpoint::PgEndpoint;
 use super::error::SourceError;
 use super::proto::{announced_len, frame_len, parse_data_row, parse_error_fields};
-use super::endpoint::PgEndpoint;
 use super::tls;
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

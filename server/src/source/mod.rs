@@ -22,11 +22,11 @@ use std::time::Duration;
 
 use crate::vocab::Lsn;
 
+pub use backoff::Backoff;
+pub use endpoint::PgEndpoint;
 pub use error::{describe_target, error_chain, ServerError, SourceError};
 pub use prereq::{check_prerequisites, drop_slot, slot_confirmed_flush, slot_exists};
 pub use stream::{identify, run};
-pub use backoff::Backoff;
-pub use endpoint::PgEndpoint;
 pub use tls::{connect_listening, connect_sql, PgTls, RootCert, SslMode};
 pub use url::parse_database_url;
 

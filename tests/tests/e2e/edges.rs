@@ -357,7 +357,11 @@ async fn a_plain_get_of_ws_answers_what_needs_no_lookup_then_426() -> Result<()>
             ("/ws?query=*:edge_g&sub=a%20b", 400, "bad_subscription_name"),
             ("/ws?query=*:edge_g&snapshot=maybe", 400, "bad_query"),
             // The hub's position is in memory: no journal read tells a position never reached.
-            ("/ws?query=*:edge_g&from=7FFFFFFFFFFFFFFF-00000000", 409, "position_ahead"),
+            (
+                "/ws?query=*:edge_g&from=7FFFFFFFFFFFFFFF-00000000",
+                409,
+                "position_ahead",
+            ),
             ("/listen/edge_ch", 426, "upgrade_required"),
         ] {
             let (status, _, body) = plain_get(&server, path, &[]).await?;
@@ -634,20 +638,25 @@ async fn an_invalidated_slot_stops_walcast_with_the_fix() -> Result<()> {
     let pg = cluster.connect("postgres").await?;
     pg.batch_execute("CREATE TABLE edge_filler (id int, t text)")
         .await?;
-    wait_for("the slot to be lost", LONG, Duration::from_millis(10), || async {
-        pg.batch_execute(
+    wait_for(
+        "the slot to be lost",
+        LONG,
+        Duration::from_millis(10),
+        || async {
+            pg.batch_execute(
             "INSERT INTO edge_filler SELECT g, repeat('x', 200) FROM generate_series(1, 50000) g; \
              SELECT pg_switch_wal(); CHECKPOINT;",
         )
         .await?;
-        let row = pg
-            .query_one(
-                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await?;
-        Ok((row.get::<_, Option<String>>(0).as_deref() == Some("lost")).then_some(()))
-    })
+            let row = pg
+                .query_one(
+                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await?;
+            Ok((row.get::<_, Option<String>>(0).as_deref() == Some("lost")).then_some(()))
+        },
+    )
     .await?;
 
     // Retrying cannot bring the WAL back: walcast stops, saying what happened and the fix.

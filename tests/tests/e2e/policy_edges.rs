@@ -26,7 +26,12 @@ async fn open(server: &Walcast, params: &[(&str, &str)], token: &str) -> Result<
 }
 
 /// The ids of the next `n` change frames, each checked to show only `columns`.
-async fn next_ids(client: &mut WsClient, n: usize, columns: &[&str], what: &str) -> Result<Vec<i64>> {
+async fn next_ids(
+    client: &mut WsClient,
+    n: usize,
+    columns: &[&str],
+    what: &str,
+) -> Result<Vec<i64>> {
     let mut ids = Vec::new();
     for _ in 0..n {
         let v = client
@@ -86,9 +91,16 @@ async fn raised_limits_do_not_let_a_request_skip_the_policy() -> Result<()> {
          INSERT INTO docs VALUES (4, 'u1', 'end', 400);",
     )
     .await?;
-    for (mut client, what) in [(padded, "padded"), (many, "40 conditions"), (plain, "plain")] {
+    for (mut client, what) in [
+        (padded, "padded"),
+        (many, "40 conditions"),
+        (plain, "plain"),
+    ] {
         let ids = next_ids(&mut client, 2, &["id", "owner", "body"], what).await?;
-        ensure!(ids == [2, 4], "{what}: got rows {ids:?}, the rule gives [2, 4]");
+        ensure!(
+            ids == [2, 4],
+            "{what}: got rows {ids:?}, the rule gives [2, 4]"
+        );
     }
 
     // /v1/tables lists the table with the rule's columns only.
@@ -109,7 +121,10 @@ async fn raised_limits_do_not_let_a_request_skip_the_policy() -> Result<()> {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    ensure!(names == ["id", "owner", "body"], "/v1/tables shows {names:?}");
+    ensure!(
+        names == ["id", "owner", "body"],
+        "/v1/tables shows {names:?}"
+    );
     Ok(())
 }
 
@@ -140,7 +155,10 @@ filters = ["owner.in.(nobody,{claims.team})", "body.like.{claims.prefix}*"]
     )
     .await?;
     let ids = next_ids(&mut client, 2, &["id", "owner", "body"], "escaped claims").await?;
-    ensure!(ids == [2, 5], "got rows {ids:?}; the claims as literal values give [2, 5]");
+    ensure!(
+        ids == [2, 5],
+        "got rows {ids:?}; the claims as literal values give [2, 5]"
+    );
     Ok(())
 }
 
@@ -169,7 +187,10 @@ filters = ["team.eq.{claims.team}"]
         .await?;
     let refused = client.expect_error("unauthorized", STEP).await?;
     ensure!(
-        refused["message"].as_str().unwrap_or("").contains("claims.team"),
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("claims.team"),
         "the refusal names the claim: {refused}"
     );
     // The same claim values refresh.

@@ -18,8 +18,8 @@ use super::group::PluginGroup;
 use super::plugin::PluginEntry;
 use super::quota::{Admission, AtCap, GroupKey, GroupQuota};
 use super::{PluginError, PluginInfo};
-use crate::config::PluginsConfig;
 use crate::config::Limits;
+use crate::config::PluginsConfig;
 use crate::filter::{code, PluginRef, QueryError};
 use crate::reload::{self, Watch};
 

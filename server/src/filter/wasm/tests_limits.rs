@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::quota::RESERVED_SLOTS;
 use super::tests::{cfg, eval, insert, pass_all};
 use super::{PluginError, PluginGroup, PluginHost, Verdict};
-use crate::config::PluginsConfig;
 use crate::config::Limits;
+use crate::config::PluginsConfig;
 use crate::filter::{code, PluginRef};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
