@@ -420,7 +420,34 @@ impl<'c> TestDb<'c> {
             .with_context(|| format!("SQL failed: {sql}"))
     }
 
-    /// TCP URL for walcast as the superuser (trust).
+    /// Waits (up to `timeout`) until this database's slot is confirmed past the WAL's end as it
+    /// is now: walcast confirms only what its journal holds, so everything committed before
+    /// this call is journaled once it returns.
+    pub async fn slot_confirmed_to_now(&self, timeout: std::time::Duration) -> Result<()> {
+        let wal: String = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?
+            .get(0);
+        crate::wait_for(
+            "the slot confirmed to the WAL's end",
+            timeout,
+            std::time::Duration::from_millis(20),
+            || async {
+                let row = self
+                    .client
+                    .query_one(
+                        "SELECT confirmed_flush_lsn >= $1::text::pg_lsn \
+                         FROM pg_replication_slots WHERE slot_name = $2",
+                        &[&wal, &self.slot()],
+                    )
+                    .await?;
+                Ok(row.get::<_, bool>(0).then_some(()))
+            },
+        )
+        .await
+    }
+
     /// A key/value connection string for this database over the cluster's Unix socket.
     pub fn unix_url(&self) -> String {
         format!(

@@ -80,27 +80,7 @@ async fn journaled_once(db: &TestDb<'_>, journal: &JournalDir) -> Result<()> {
     expect_ids(&mut c, &[1], "first run").await?;
     // Sessions are woken before the journal is written: wait until the slot is confirmed past
     // the insert, which walcast does only once the journal holds it.
-    let wal: String = db
-        .client()
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?
-        .get(0);
-    walcast_tests::wait_for(
-        "the slot confirmed past the insert",
-        Duration::from_secs(30),
-        Duration::from_millis(20),
-        || async {
-            let row = db
-                .client()
-                .query_one(
-                    "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
-                    &[&wal, &db.slot()],
-                )
-                .await?;
-            Ok(row.get::<_, bool>(0).then_some(()))
-        },
-    )
-    .await?;
+    db.slot_confirmed_to_now(Duration::from_secs(30)).await?;
     stop(server).await
 }
 

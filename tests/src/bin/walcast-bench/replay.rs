@@ -86,27 +86,7 @@ async fn start(
 async fn confirmed_to_now(db: &TestDb<'_>) -> Result<()> {
     // A transaction of its own, so the WAL's end is a commit walcast streams and confirms.
     db.exec("INSERT INTO mark DEFAULT VALUES").await?;
-    let wal: String = db
-        .client()
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await?
-        .get(0);
-    walcast_tests::wait_for(
-        "walcast to confirm the slot to the WAL's end",
-        Duration::from_secs(600),
-        Duration::from_millis(50),
-        || async {
-            let row = db
-                .client()
-                .query_one(
-                    "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $2",
-                    &[&wal, &db.slot()],
-                )
-                .await?;
-            Ok(row.get::<_, bool>(0).then_some(()))
-        },
-    )
-    .await
+    db.slot_confirmed_to_now(Duration::from_secs(600)).await
 }
 
 /// Stops walcast as an operator would (SIGTERM: final feedback, journal synced).
