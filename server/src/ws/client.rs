@@ -84,6 +84,18 @@ pub(crate) fn parse(msg: &Message) -> Option<Control> {
         }
         Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,
     };
+    // serde would also read a struct from a JSON array (`["unsubscribe","a"]`): only an object
+    // is a message.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Some(error(
+            None,
+            "bad_message",
+            &format!("a message is a JSON object; {KNOWN}"),
+        ));
+    }
     let parsed = match serde_json::from_str::<ClientMessage>(text) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -225,6 +237,22 @@ mod tests {
                 id: None
             })
         );
+    }
+
+    #[test]
+    fn only_a_json_object_is_a_message() {
+        for text in [
+            r#"["unsubscribe","a"]"#,
+            "\n [\"ack\",\"000000000152A058-00000003\"]",
+            "3",
+        ] {
+            let v = reply(parse(&Message::Text(text.into())));
+            assert_eq!(v["error"], "bad_message", "{text}: {v}");
+        }
+        let ok = parse(&Message::Text(
+            " \t{\"type\":\"unsubscribe\",\"id\":\"a\"}".into(),
+        ));
+        assert_eq!(ok, Some(Control::Unsubscribe { id: "a".into() }));
     }
 
     #[test]
