@@ -44,6 +44,8 @@ pub mod named;
 pub mod relay;
 /// One way to watch files for changes: plugins, JWKS, TLS certificates.
 mod reload;
+/// Schema events: the event triggers' messages, table shapes, diffs, rebinding, `schema` frames.
+pub mod schema;
 /// Snapshots: a subscription's current rows, read in one transaction.
 pub mod snapshot;
 /// The replication source: connection, slot, LSN feedback, reconnects; every Postgres connection.

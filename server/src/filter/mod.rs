@@ -17,6 +17,7 @@ mod limits;
 mod number;
 mod predicate;
 mod request;
+mod shape;
 mod temporal;
 mod types;
 pub mod wasm;
@@ -31,4 +32,5 @@ pub use request::{
     parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue,
     Request, TableName,
 };
+pub use shape::{ColumnShape, TableShape};
 pub use types::{ColumnInfo, TypeClass};
