@@ -43,6 +43,7 @@ fn subscribe_distinct(hub: &Arc<Hub>, n: usize, cancel: &CancellationToken) -> V
                 ops: req.ops,
                 filter,
                 plugin: None,
+                binding: None,
             };
             hub.subscribe(sub, SessionSignal::new(cancel))
         })

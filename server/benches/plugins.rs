@@ -212,6 +212,7 @@ impl Fanout {
                 ops,
                 filter: all.clone(),
                 plugin: Some(group),
+                binding: None,
             };
             subs.push(hub.subscribe(req, SessionSignal::new(&cancel)));
         }

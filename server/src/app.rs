@@ -215,6 +215,7 @@ async fn serve(
     if let Some(last) = journal.last_pos().or(journal.starts_after()) {
         hub.resume_after(last);
     }
+    let schema_trigger_missing = true;
     let status = Arc::new(SourceStatus::default());
     let source_stop = CancellationToken::new();
     let mut source_task = tokio::spawn(source::run(
@@ -222,7 +223,9 @@ async fn serve(
         Intake::new(hub.clone(), metrics.clone())
             .with_journal(journal)
             .with_named(named.clone())
-            .with_temporary_slot(config.replication.temporary),
+            .with_temporary_slot(config.replication.temporary)
+            .with_inference(schema_trigger_missing)
+            .with_catalog(catalog.clone()),
         status.clone(),
         source_stop.clone(),
     ));

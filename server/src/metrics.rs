@@ -40,6 +40,13 @@ pub struct Metrics {
     pub changes_decoded: Counter,
     /// Payloads that were not valid wal2json.
     pub decode_errors: Counter,
+    /// Schema events from the event trigger's messages, and inferred from changes.
+    pub schema_events_trigger: Counter,
+    pub schema_events_inferred: Counter,
+    /// `walcast.ddl` messages that could not be read (each a `schema_unreadable` frame).
+    pub schema_errors: Counter,
+    /// Subscriptions ended by a schema event (`schema_changed`).
+    pub schema_changed: Counter,
     /// Frames queued to sessions.
     pub frames_delivered: Counter,
     /// Sessions closed as slow consumers (4008: fell behind the journal's retention).
@@ -112,9 +119,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("walcast");
-        let m = Metrics {
+        let mut m = Metrics {
             changes_received: Counter::default(),
             changes_decoded: Counter::default(),
+            schema_events_trigger: Counter::default(),
+            schema_events_inferred: Counter::default(),
+            schema_errors: Counter::default(),
+            schema_changed: Counter::default(),
             decode_errors: Counter::default(),
             frames_delivered: Counter::default(),
             sessions_dropped: Counter::default(),
@@ -238,6 +249,28 @@ impl Metrics {
             "changes_decoded",
             "Row changes decoded",
             m.changes_decoded.clone(),
+        );
+        let schema_events = Family::<Vec<(String, String)>, Counter>::default();
+        let by_source = |source: &str| {
+            let label = vec![("source".to_owned(), source.to_owned())];
+            schema_events.get_or_create(&label).clone()
+        };
+        m.schema_events_trigger = by_source("trigger");
+        m.schema_events_inferred = by_source("inferred");
+        registry.register(
+            "schema_events",
+            "Schema events by source (trigger: walcast setup's event triggers; inferred: a change whose columns differed)",
+            schema_events,
+        );
+        registry.register(
+            "schema_errors",
+            "walcast.ddl messages that could not be read (each sent as a schema_unreadable error frame)",
+            m.schema_errors.clone(),
+        );
+        registry.register(
+            "schema_changed",
+            "Subscriptions ended by a schema event (schema_changed)",
+            m.schema_changed.clone(),
         );
         registry.register(
             "decode_errors",

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::error::CatalogError;
 use super::request::TableName;
+use super::shape::{ColumnShape, TableShape};
 use super::types::ColumnInfo;
 
 /// How long a found table's columns are reused. Short, so `ALTER TABLE` shows up quickly; missing
@@ -21,17 +22,34 @@ const CACHE_TTL: Duration = Duration::from_secs(3);
 const CACHE_MAX: usize = 4096;
 
 /// Ordinary tables and partitioned tables (changes of partitions arrive under the leaf's name,
-/// which is itself an ordinary table).
-const COLUMNS_SQL: &str = "\
-SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+/// which is itself an ordinary table), each column with what a schema event reports about it
+/// (the same attributes `walcast setup`'s event triggers read): one row per column, or one row
+/// with null column fields for a table without columns.
+const SHAPE_SQL: &str = "\
+SELECT c.oid, a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+  CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+  CASE WHEN a.attgenerated = 's' THEN 'stored' END,
+  CASE WHEN a.attgenerated = 's' THEN pg_get_expr(d.adbin, d.adrelid) END,
+  CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+  (SELECT k.ord FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+    WHERE k.attnum = a.attnum)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_catalog.pg_attribute a
   ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
 ORDER BY a.attnum";
 
 type Columns = Arc<[ColumnInfo]>;
+
+/// A table's shape with its columns as binding uses them.
+#[derive(Clone, Debug)]
+pub struct Found {
+    pub shape: Arc<TableShape>,
+    pub columns: Columns,
+}
 
 /// Every ordinary and partitioned table outside the system schemas with its columns, for the
 /// viewer's table list (`GET /v1/tables`). One row per column; a table without columns has one
@@ -55,7 +73,7 @@ pub struct TableColumns {
 
 pub struct Catalog {
     client: RwLock<Arc<Client>>,
-    cache: Mutex<HashMap<TableName, (Instant, Columns)>>,
+    cache: Mutex<HashMap<TableName, (Instant, Found)>>,
 }
 
 impl Catalog {
@@ -78,14 +96,19 @@ impl Catalog {
 
     /// Columns of a table in `attnum` order, `None` when no such table exists.
     pub async fn columns(&self, table: &TableName) -> Result<Option<Columns>, CatalogError> {
-        if let Some((at, cols)) = self.cache.lock().get(table) {
+        Ok(self.find(table).await?.map(|found| found.columns))
+    }
+
+    /// The table's shape and columns, `None` when no such table exists.
+    pub async fn find(&self, table: &TableName) -> Result<Option<Found>, CatalogError> {
+        if let Some((at, found)) = self.cache.lock().get(table) {
             if at.elapsed() < CACHE_TTL {
-                return Ok(Some(cols.clone()));
+                return Ok(Some(found.clone()));
             }
         }
         let client = self.client.read().clone();
         let rows = client
-            .query(COLUMNS_SQL, &[&table.schema, &table.name])
+            .query(SHAPE_SQL, &[&table.schema, &table.name])
             .await
             .map_err(|source| CatalogError::Query {
                 table: table.to_string(),
@@ -95,28 +118,61 @@ impl Catalog {
             self.cache.lock().remove(table);
             return Ok(None);
         }
-        let mut cols = Vec::with_capacity(rows.len());
+        let row_err = |source| CatalogError::Row {
+            table: table.to_string(),
+            source,
+        };
+        let mut oid = None;
+        let mut columns = Vec::with_capacity(rows.len());
+        let mut key: Vec<(i64, String)> = Vec::new();
         for row in &rows {
-            let row_err = |source| CatalogError::Row {
-                table: table.to_string(),
-                source,
-            };
+            oid = Some(row.try_get::<_, u32>(0).map_err(row_err)?);
             // The LEFT JOIN yields one all-null row for a table without columns.
-            let name: Option<String> = row.try_get(0).map_err(row_err)?;
-            let type_name: Option<String> = row.try_get(1).map_err(row_err)?;
-            if let (Some(name), Some(type_name)) = (name, type_name) {
-                cols.push(ColumnInfo::new(name, type_name));
+            let Some(attnum) = row.try_get::<_, Option<i16>>(1).map_err(row_err)? else {
+                continue;
+            };
+            let name: String = row.try_get(2).map_err(row_err)?;
+            let key_at: Option<i64> = row.try_get(9).map_err(row_err)?;
+            if let Some(at) = key_at {
+                key.push((at, name.clone()));
             }
+            columns.push(ColumnShape {
+                attnum: Some(attnum),
+                name,
+                type_name: row.try_get(3).map_err(row_err)?,
+                nullable: Some(row.try_get(4).map_err(row_err)?),
+                default: row.try_get(5).map_err(row_err)?,
+                generated: row.try_get(6).map_err(row_err)?,
+                generation_expression: row.try_get(7).map_err(row_err)?,
+                identity: row.try_get(8).map_err(row_err)?,
+                primary_key: key_at.is_some(),
+            });
         }
-        let cols: Columns = cols.into();
+        key.sort();
+        let shape = TableShape {
+            schema: table.schema.clone(),
+            table: table.name.clone(),
+            oid,
+            columns,
+            primary_key: key.into_iter().map(|(_, name)| name).collect(),
+        };
+        let found = Found {
+            columns: shape.column_infos().into(),
+            shape: Arc::new(shape),
+        };
         let mut cache = self.cache.lock();
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
         }
         if cache.len() < CACHE_MAX {
-            cache.insert(table.clone(), (Instant::now(), cols.clone()));
+            cache.insert(table.clone(), (Instant::now(), found.clone()));
         }
-        Ok(Some(cols))
+        Ok(Some(found))
+    }
+
+    /// Forget what is cached about `table` (a schema event changed it).
+    pub fn forget(&self, table: &TableName) {
+        self.cache.lock().remove(table);
     }
 }
 

@@ -23,14 +23,14 @@ mod types;
 pub mod wasm;
 
 pub use allow::AllowList;
-pub use catalog::{Catalog, TableColumns};
+pub use catalog::{Catalog, Found, TableColumns};
 pub use error::{code, CatalogError, QueryError};
 pub use limits::refusal_label;
 pub use predicate::{bind, index_key, row_column, Filter};
 pub(crate) use request::{condition_value, parse_list, split_condition};
 pub use request::{
     parse_request, parse_request_with, IsValue, Operator, PluginRef, RawCondition, RawValue,
-    Request, TableName,
+    Request, SchemaScope, TableName,
 };
 pub use shape::{ColumnShape, TableShape};
 pub use types::{ColumnInfo, TypeClass};

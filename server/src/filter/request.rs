@@ -25,6 +25,44 @@ pub struct Request {
     pub plugin: Option<PluginRef>,
     /// `format=`: how change frames are shaped.
     pub format: Format,
+    /// `query=schema:<target>`: schema events only, of one table (`table`), of every table of a
+    /// schema (`table.schema`; `table.name` empty) or of the whole database (both empty).
+    pub schema_events: Option<SchemaScope>,
+}
+
+/// What a `query=schema:<target>` subscription follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaScope {
+    /// `schema:people`: one table.
+    Table,
+    /// `schema:sales.*`: every table of one schema.
+    Schema,
+    /// `schema:*`: every table of the database.
+    Database,
+}
+
+impl Request {
+    /// Whether a `schema:` subscription with this request follows events about `table`.
+    pub fn follows(&self, table: &TableName) -> bool {
+        match self.schema_events {
+            None | Some(SchemaScope::Table) => &self.table == table,
+            Some(SchemaScope::Schema) => self.table.schema == table.schema,
+            Some(SchemaScope::Database) => true,
+        }
+    }
+
+    /// What the request names, for messages: `public.people`, `sales.*` or `*`.
+    pub fn target(&self) -> String {
+        match self.schema_events {
+            None | Some(SchemaScope::Table) => self.table.to_string(),
+            Some(SchemaScope::Schema) => {
+                let mut schema = TableName::new(self.table.schema.clone(), "x").to_string();
+                schema.truncate(schema.len() - 2);
+                format!("{schema}.*")
+            }
+            Some(SchemaScope::Database) => "*".to_owned(),
+        }
+    }
 }
 
 /// A schema-qualified table name, case kept as written.
@@ -221,6 +259,9 @@ pub fn parse_request_with(
             "query {query:?} has no table: expected query=<types>:<table>[:<col>.<op>.<value>]"
         )));
     };
+    if types.eq_ignore_ascii_case(SCHEMA_TYPE) {
+        return schema_request(rest, &filters, select, plugin, plugin_params.len(), format);
+    }
     let ops = parse_types(types)?;
     let (table, condition) = parse_table(rest)?;
     let count = filters.len() + usize::from(condition.is_some());
@@ -240,14 +281,7 @@ pub fn parse_request_with(
         conditions.push(parse_condition(f, limits)?);
     }
     let select = select.map(parse_select).transpose()?.flatten();
-    let format = match format {
-        None => Format::Walcast,
-        Some(text) => Format::parse(text).ok_or_else(|| {
-            QueryError::bad_query(format!(
-                "format={text}: give walcast (the default) or wal2json-v1"
-            ))
-        })?,
-    };
+    let format = parse_format(format)?;
     let plugin = match (plugin, plugin_params.is_empty()) {
         (Some(""), _) => return Err(QueryError::bad_query("plugin= needs a plugin name")),
         (Some(name), _) => Some(PluginRef {
@@ -270,6 +304,76 @@ pub fn parse_request_with(
         select,
         plugin,
         format,
+        schema_events: None,
+    })
+}
+
+/// The change type of a subscription to schema events only.
+const SCHEMA_TYPE: &str = "schema";
+
+fn parse_format(format: Option<&str>) -> Result<Format, QueryError> {
+    match format {
+        None => Ok(Format::Walcast),
+        Some(text) => Format::parse(text).ok_or_else(|| {
+            QueryError::bad_query(format!(
+                "format={text}: give walcast (the default) or wal2json-v1"
+            ))
+        }),
+    }
+}
+
+/// `query=schema:<target>`: a table, `<schema>.*` or `*`; no conditions, `select=` or plugin
+/// (a schema event has no row to test or project).
+fn schema_request(
+    rest: &str,
+    filters: &[&str],
+    select: Option<&str>,
+    plugin: Option<&str>,
+    plugin_params: usize,
+    format: Option<&str>,
+) -> Result<Request, QueryError> {
+    let alone = |what: &str| {
+        QueryError::bad_query(format!(
+            "{what} cannot be used with query=schema:...: a schema event has no row to filter or \
+             project"
+        ))
+    };
+    if !filters.is_empty() {
+        return Err(alone("filter="));
+    }
+    if select.is_some() {
+        return Err(alone("select="));
+    }
+    if plugin.is_some() || plugin_params > 0 {
+        return Err(alone("plugin="));
+    }
+    let format = parse_format(format)?;
+    let (table, scope) = if rest == "*" {
+        (TableName::new("", ""), SchemaScope::Database)
+    } else if let Some(schema) = rest.strip_suffix(".*") {
+        let (schema, after) = ident(schema, &['.', ':'])
+            .map_err(|msg| QueryError::bad_query(format!("schema {schema:?}: {msg}")))?;
+        if !after.is_empty() {
+            return Err(QueryError::bad_query(format!(
+                "query=schema:{rest}: expected <table>, <schema>.* or *"
+            )));
+        }
+        (TableName::new(schema, ""), SchemaScope::Schema)
+    } else {
+        match parse_table(rest)? {
+            (table, None) => (table, SchemaScope::Table),
+            (_, Some(_)) => return Err(alone("a condition")),
+        }
+    };
+    Ok(Request {
+        ops: 0,
+        any_op: false,
+        table,
+        conditions: Vec::new(),
+        select: None,
+        plugin: None,
+        format,
+        schema_events: Some(scope),
     })
 }
 
@@ -291,7 +395,7 @@ fn parse_types(types: &str) -> Result<u8, QueryError> {
         let op = Op::ALL.iter().find(|op| op.as_str().eq_ignore_ascii_case(word)).ok_or_else(|| {
             QueryError::new(
                 code::UNKNOWN_CHANGE_TYPE,
-                format!("unknown change type {word:?}: expected *, or a comma list of insert, update, delete, truncate"),
+                format!("unknown change type {word:?}: expected *, or a comma list of insert, update, delete, truncate (or schema, alone)"),
             )
         })?;
         mask |= op.bit();

@@ -23,6 +23,11 @@ use crate::journal::{JournalError, JournalReader, RecordKind};
 use crate::vocab::{Frame, Lsn, Pos};
 
 use super::intake::decode_failed_frame;
+use super::schema_events::{
+    carry, follow_frame, frame_for, schema_changed_frame, Binding, Rebinding, Sees,
+};
+use crate::filter::Request;
+use crate::schema::SchemaEvent;
 use super::prefilter::Prefilter;
 use super::verdict::{rewritten_in, PluginOutcome};
 
@@ -37,6 +42,11 @@ pub struct CatchUpRequest {
     pub table: Box<str>,
     pub filter: Filter,
     pub plugin: Option<Arc<PluginGroup>>,
+    /// What `filter` was bound from and against: a schema event of the table carries it on.
+    pub binding: Option<Binding>,
+    /// A follower of schema events (`query=schema:...`): what it follows and may see; it gets
+    /// no row change.
+    pub follow: Option<(Arc<Request>, Sees)>,
 }
 
 /// The most one step may do.
@@ -100,6 +110,12 @@ struct Matcher {
     prefilter: Prefilter,
     decoder: Decoder,
     encoder: FrameEncoder,
+    /// What the last schema event of the table carried the subscription to, until the session
+    /// takes it (`CatchUp::take_rebound`).
+    rebound: Option<Rebinding>,
+    /// A schema event left the request unbound: its frames and the `schema_changed` error were
+    /// the last ones; why.
+    ended: Option<String>,
 }
 
 /// Outcome of one `CatchUp::step`.
@@ -111,12 +127,21 @@ pub enum Fill {
     End,
     /// A record after `until` was reached: the live stream has everything from there on.
     Until,
+    /// A schema event left the subscription's request unbound: the frames end with its
+    /// `schema_changed` error and the subscription ends (`CatchUp::ended`).
+    Ended,
 }
 
 impl CatchUp {
     pub fn new(reader: JournalReader, request: CatchUpRequest) -> CatchUp {
         let last = reader.position();
-        let prefilter = Prefilter::new(&request.schema, &request.table, request.filter.ops());
+        // A follower reads no row change.
+        let ops = if request.follow.is_some() {
+            0
+        } else {
+            request.filter.ops()
+        };
+        let prefilter = Prefilter::new(&request.schema, &request.table, ops);
         CatchUp {
             engine: Some(Box::new(Engine {
                 reader,
@@ -126,6 +151,8 @@ impl CatchUp {
                     prefilter,
                     decoder: Decoder::new(),
                     encoder: FrameEncoder::new(),
+                    rebound: None,
+                    ended: None,
                 },
                 last,
             })),
@@ -144,6 +171,16 @@ impl CatchUp {
     /// The last journal position taken: everything up to it was sent or did not match.
     pub fn position(&self) -> Pos {
         self.last
+    }
+
+    /// What a schema event read since the last call carried the subscription to.
+    pub fn take_rebound(&mut self) -> Option<Rebinding> {
+        self.engine.as_mut()?.matcher.rebound.take()
+    }
+
+    /// Why the subscription ended (after `Fill::Ended`).
+    pub fn ended(&self) -> Option<&str> {
+        self.engine.as_ref()?.matcher.ended.as_deref()
     }
 
     /// Append the frames of matching changes after `position()` to `out`, within `budget`, and
@@ -246,6 +283,18 @@ impl Engine {
                 produced += 1;
                 continue;
             }
+            if record.kind == RecordKind::Schema {
+                let before = out.len();
+                let ended = self.matcher.schema_record(record.pos, record.payload, out);
+                produced += out.len() - before;
+                if ended {
+                    return Ok(Fill::Ended);
+                }
+                continue;
+            }
+            if self.matcher.ended.is_some() {
+                return Ok(Fill::Ended);
+            }
             if !self.matcher.prefilter.may_match(record.payload) {
                 continue;
             }
@@ -262,6 +311,70 @@ impl Engine {
 }
 
 impl Matcher {
+    /// A schema event read from the journal: its frame for this subscription, if it concerns it,
+    /// with the subscription carried to the new shape, or its `schema_changed` end (true). A
+    /// record that is not an event is the `schema_unreadable` error every subscriber got live.
+    fn schema_record(&mut self, pos: Pos, payload: &[u8], out: &mut Vec<Frame>) -> bool {
+        let event = match SchemaEvent::from_record(payload) {
+            Ok(event) => event,
+            Err(error) => {
+                if payload.starts_with(br#"{"type":"error""#) {
+                    out.push(Frame::from(String::from_utf8_lossy(payload).into_owned()));
+                } else {
+                    tracing::error!(%pos, %error, "an unreadable schema record in the journal");
+                    out.push(super::intake::schema_unreadable_frame(
+                        pos.commit,
+                        Some(pos),
+                        &error.to_string(),
+                    ));
+                }
+                return false;
+            }
+        };
+        let diff = event.diff();
+        if let Some((request, sees)) = &self.request.follow {
+            if let Some(frame) = follow_frame(request, sees, &event, &diff, pos) {
+                out.push(frame);
+            }
+            return false;
+        }
+        let name = event.before_table().unwrap_or_else(|| event.table());
+        if name.schema != *self.request.schema || name.name != *self.request.table {
+            return false;
+        }
+        let req = &mut self.request;
+        let before_select = req.filter.select().map(<[_]>::to_vec);
+        match carry(req.binding.as_ref(), req.plugin.as_deref(), &event) {
+            Ok((rebinding, renamed)) => {
+                out.push(frame_for(
+                    &event,
+                    &diff,
+                    Some(pos),
+                    before_select.as_deref(),
+                    rebinding.filter.select(),
+                    &renamed,
+                ));
+                req.filter = rebinding.filter.clone();
+                req.binding = Some(rebinding.binding.clone());
+                self.rebound = Some(rebinding);
+                false
+            }
+            Err(unbound) => {
+                out.push(frame_for(
+                    &event,
+                    &diff,
+                    Some(pos),
+                    before_select.as_deref(),
+                    before_select.as_deref(),
+                    &[],
+                ));
+                out.push(schema_changed_frame(&name, &unbound.0));
+                self.ended = Some(format!("schema changed: {}", unbound.0));
+                true
+            }
+        }
+    }
+
     /// The frame a record earns without the pre-filter: its change's (or its plugin's), a
     /// `decode_failed` error, or none when it does not match.
     fn frame_of(&mut self, pos: Pos, lsn: Lsn, payload: &mut [u8]) -> Option<Frame> {

@@ -59,6 +59,8 @@ fn request(query: &str) -> CatchUpRequest {
         table: req.table.name.into(),
         filter,
         plugin: None,
+        binding: None,
+        follow: None,
     }
 }
 

@@ -18,6 +18,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::vocab::{Frame, Pos, SessionSignal};
 
+use super::schema_events::Rebinding;
+
 /// How many frames may pile up past the slowest reader before the log scans its members to drop
 /// what everyone has read. Scanning costs one atomic load per member, so it is amortised over
 /// this many appends.
@@ -95,6 +97,9 @@ pub struct Cohort {
     /// Every member was told to close (its plugin kept failing): the hub offers it nothing more
     /// and new subscribers with the same request get a fresh cohort.
     closed: AtomicBool,
+    /// The filter and binding the last schema event carried the cohort to: a member that
+    /// leaves for the journal reads on with it.
+    rebound: Mutex<Option<Rebinding>>,
 }
 
 impl Cohort {
@@ -109,6 +114,7 @@ impl Cohort {
             capacity: capacity.max(1),
             unwoken: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            rebound: Mutex::new(None),
         })
     }
 
@@ -182,6 +188,25 @@ impl Cohort {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Remember what a schema event carried the cohort to.
+    pub fn set_rebound(&self, rebinding: Rebinding) {
+        *self.rebound.lock() = Some(rebinding);
+    }
+
+    pub fn rebound(&self) -> Option<Rebinding> {
+        self.rebound.lock().clone()
+    }
+
+    /// Close every member with `code` and `reason`, the error frame that explains it already in
+    /// the log: the session sends the log's frames first and no error frame of its own.
+    pub fn end_explained(&self, code: u16, reason: &str) {
+        self.closed.store(true, Ordering::Release);
+        for m in self.members.lock().iter() {
+            m.signal.close_explained(code, reason);
+            m.waker.wake();
+        }
+    }
+
     /// Close every member with `code` and, for the close frame, `reason` (plugin failing).
     pub fn close_all(&self, code: u16, reason: Option<&str>) {
         self.closed.store(true, Ordering::Release);
@@ -224,6 +249,10 @@ pub struct Reader {
 impl Reader {
     pub(crate) fn member(&self) -> &Arc<Member> {
         &self.member
+    }
+
+    pub(crate) fn cohort(&self) -> &Arc<Cohort> {
+        &self.cohort
     }
 
     /// Wait for frames and move up to `max` of them into `out` (appended in order).

@@ -16,6 +16,7 @@ use crate::decode::{Action, DecodeError, Decoder, Undecoded};
 use crate::journal::{Identity, Journal};
 use crate::metrics::Metrics;
 use crate::named;
+use crate::schema::{self, Control, Message, SchemaEvent};
 use crate::source::{Boundary, Consumer, Upstream};
 use crate::vocab::{Frame, Lsn, Pos};
 
@@ -27,34 +28,53 @@ use super::registry::{Hub, Scratch};
 struct TxnProgress {
     /// Commit LSN, from the `B` message.
     commit: Lsn,
-    /// Changes of this transaction seen so far (delivered, skipped or undecodable).
+    /// Messages of this transaction seen so far that take positions (changes, delivered,
+    /// skipped or undecodable, and `walcast.ddl` messages).
     seen: u64,
-    /// The first `skip` changes were delivered before a disconnect: this is a replay.
+    /// The first `skip` of them were delivered before a disconnect: this is a replay.
     skip: u64,
     /// The whole transaction was delivered before a disconnect.
     skip_all: bool,
+    /// The last ordinal given in this transaction. Ordinals count changes and schema events (a
+    /// `walcast.ddl` message gives one per table, an inferred event one), so they are not `seen`.
+    ordinal: u32,
+    /// The last ordinal given before a disconnect, where the replay goes on.
+    skip_ordinal: u32,
 }
 
 impl TxnProgress {
-    /// How many leading changes have reached the hub, counting earlier connections.
+    /// How many leading messages have reached the hub, counting earlier connections.
     fn delivered(&self) -> u64 {
         self.seen.max(self.skip)
     }
+
+    /// The last ordinal given, counting earlier connections.
+    fn last_ordinal(&self) -> u32 {
+        self.ordinal.max(self.skip_ordinal)
+    }
+
+    /// The position of the next change or schema event.
+    fn next_pos(&mut self) -> Pos {
+        self.ordinal = self.last_ordinal().saturating_add(1);
+        Pos::new(self.commit, self.ordinal)
+    }
 }
 
-/// A transaction cut off by a disconnect, to be replayed: its first `delivered` changes are not
-/// dispatched again.
+/// A transaction cut off by a disconnect, to be replayed: its first `delivered` messages are not
+/// dispatched again, and what follows them goes on after ordinal `ordinal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cut {
     commit: Lsn,
     delivered: u64,
+    ordinal: u32,
 }
 
 /// Implements `source::Consumer` on the replication task: decode, dispatch, report boundaries.
 pub struct Intake {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
-    decoder: Decoder,
+    /// Away (`None`) only while `on_data` uses it.
+    decoder: Option<Box<Decoder>>,
     scratch: Scratch,
     /// The open transaction, if any.
     current: Option<TxnProgress>,
@@ -75,6 +95,14 @@ pub struct Intake {
     /// The slot is temporary: after a reconnect Postgres starts from its current position, and
     /// what was committed meanwhile (and the rest of a transaction cut off) never comes.
     temporary_slot: bool,
+    /// No event trigger is known to be installed: a change whose columns differ from the shape
+    /// the hub knows for its table gets an inferred schema event before it.
+    infer: bool,
+    /// A change's payload as Postgres sent it, kept while it is decoded in place when an
+    /// inferred schema event may have to be journaled before it.
+    raw: Vec<u8>,
+    /// Where schema events make cached table shapes stale.
+    catalog: Option<Arc<crate::filter::Catalog>>,
 }
 
 /// A long burst (a large transaction arriving faster than it is dispatched) still wakes sessions
@@ -89,7 +117,7 @@ impl Intake {
         Intake {
             hub,
             metrics,
-            decoder: Decoder::new(),
+            decoder: Some(Box::new(Decoder::new())),
             scratch: Scratch::default(),
             current: None,
             cut: None,
@@ -99,7 +127,24 @@ impl Intake {
             journal: None,
             named: None,
             temporary_slot: false,
+            infer: false,
+            raw: Vec::new(),
+            catalog: None,
         }
+    }
+
+    /// No event trigger is installed (`walcast setup`): infer schema events from changes whose
+    /// columns differ from the shape the hub knows. A `walcast.ddl` message turns this off (the
+    /// trigger exists), its `uninstalled` control message on.
+    pub fn with_inference(mut self, infer: bool) -> Self {
+        self.infer = infer;
+        self
+    }
+
+    /// Schema events drop the tables they change from `catalog`'s cache.
+    pub fn with_catalog(mut self, catalog: Arc<crate::filter::Catalog>) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Append every change to `journal` before dispatching it. Transactions the journal already
@@ -197,10 +242,13 @@ impl Intake {
             seen: 0,
             skip: 0,
             skip_all: commit > Lsn(0) && commit <= self.last_commit,
+            ordinal: 0,
+            skip_ordinal: 0,
         };
         if let Some(cut) = self.cut {
             if cut.commit == commit {
                 txn.skip = cut.delivered;
+                txn.skip_ordinal = cut.ordinal;
                 self.cut = None;
             } else if commit > cut.commit && !txn.skip_all {
                 // Cannot happen with Postgres (a cut transaction comes back before any later one);
@@ -254,6 +302,116 @@ impl Intake {
     }
 }
 
+impl Intake {
+    /// A `walcast.ddl` message: the table events of one DDL command, each journaled and
+    /// dispatched at its own position, or a control message of `walcast setup`. Counted like a
+    /// change, so a replay after a reconnect skips it as it skips the changes around it.
+    fn ddl_message(&mut self, wal_start: Lsn, transactional: bool, content: &str) {
+        if !transactional || self.current.is_none() {
+            self.metrics.schema_errors.inc();
+            tracing::warn!(lsn = %wal_start, "a walcast.ddl message outside a transaction is not a schema event (the event triggers emit them inside the DDL's transaction); ignored");
+            return;
+        }
+        let replayed = count_change(&mut self.current);
+        match schema::parse_message(content) {
+            Ok(Message::Control(Control::Installed)) => {
+                if self.infer {
+                    tracing::info!(lsn = %wal_start, "schema events: the event trigger was installed; schema events now come from it");
+                }
+                self.infer = false;
+            }
+            Ok(Message::Control(Control::Uninstalled)) => {
+                tracing::warn!(lsn = %wal_start, "schema events: the event trigger was uninstalled; changes whose columns differ from the catalog now emit inferred schema events");
+                self.infer = true;
+            }
+            Ok(Message::Events(events)) => {
+                if self.infer {
+                    tracing::info!(lsn = %wal_start, "schema events: a message of the event trigger arrived; schema events now come from it");
+                    self.infer = false;
+                }
+                if !replayed {
+                    for event in events {
+                        self.schema_event(event, wal_start);
+                    }
+                }
+            }
+            Err(error) if !replayed => self.unreadable_schema(wal_start, &error.to_string()),
+            Err(_) => {}
+        }
+    }
+
+    /// Journals a schema event at the next position of the open transaction and dispatches it
+    /// (which carries every cohort of its table to the new shape).
+    fn schema_event(&mut self, event: SchemaEvent, wal_start: Lsn) {
+        let Some(pos) = self.current.as_mut().map(TxnProgress::next_pos) else {
+            return;
+        };
+        if let Some(journal) = &mut self.journal {
+            journal.schema(pos, wal_start, &event.to_record());
+        }
+        let table = event.table();
+        match event.source {
+            schema::Source::Trigger => self.metrics.schema_events_trigger.inc(),
+            schema::Source::Inferred => self.metrics.schema_events_inferred.inc(),
+        };
+        tracing::info!(
+            %pos,
+            lsn = %wal_start,
+            %table,
+            source = ?event.source,
+            command = event.command.as_deref().unwrap_or("-"),
+            kind = event.kind().as_str(),
+            "schema event"
+        );
+        if let Some(catalog) = &self.catalog {
+            catalog.forget(&table);
+            if let Some(before) = event.before_table() {
+                catalog.forget(&before);
+            }
+        }
+        self.hub.dispatch_schema(&event, pos, &mut self.scratch);
+        self.unwoken += 1;
+    }
+
+    /// A `walcast.ddl` message this walcast cannot read (a newer version, damage, or the
+    /// trigger's own error): logged with its position, counted, journaled and sent to every
+    /// subscriber as a `schema_unreadable` error frame, so no one takes the silence for "no
+    /// change".
+    fn unreadable_schema(&mut self, wal_start: Lsn, error: &str) {
+        self.metrics.schema_errors.inc();
+        let pos = self.current.as_mut().map(TxnProgress::next_pos);
+        tracing::error!(lsn = %wal_start, pos = %pos.map(|p| p.to_string()).unwrap_or_default(), %error, "a walcast.ddl message could not be read; every subscriber gets a schema_unreadable error frame");
+        let frame = schema_unreadable_frame(wal_start, pos, error);
+        if let (Some(pos), Some(journal)) = (pos, &mut self.journal) {
+            journal.schema(pos, wal_start, frame.as_bytes());
+        }
+        self.hub
+            .dispatch_error(None, pos, &frame, &mut self.scratch);
+        self.unwoken += 1;
+    }
+}
+
+/// The error frame for a schema event that cannot be read (its journal record is this frame,
+/// so readers of the journal send it as it is).
+pub(super) fn schema_unreadable_frame(lsn: Lsn, pos: Option<Pos>, error: &str) -> Frame {
+    let mut text = String::with_capacity(200);
+    text.push_str(r#"{"type":"error","error":"schema_unreadable""#);
+    if let Some(pos) = pos {
+        text.push_str(r#","pos":""#);
+        text.push_str(&pos.to_string());
+        text.push('"');
+    }
+    text.push_str(r#","lsn":""#);
+    text.push_str(&lsn.to_string());
+    text.push_str(r#"","message":"#);
+    crate::decode::put_str(
+        &mut text,
+        &format!("a schema change at this position could not be read ({error}); the shape of the rows that follow may differ from what you know: read the table's columns again"),
+    );
+    text.push('}');
+    Frame::from(text)
+}
+
 /// Counts one change of the open transaction; true when it was delivered before a disconnect.
 fn count_change(current: &mut Option<TxnProgress>) -> bool {
     match current {
@@ -285,9 +443,15 @@ pub(super) fn decode_failed_frame(lsn: Lsn, error: DecodeError, seen: &Undecoded
     Frame::from(text)
 }
 
-impl Consumer for Intake {
-    fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn, payload: &mut [u8]) -> Boundary {
-        self.metrics.changes_received.inc();
+impl Intake {
+    /// `on_data` with the decoder taken out of `self`.
+    fn take(
+        &mut self,
+        decoder: &mut Decoder,
+        wal_start: Lsn,
+        wal_end: Lsn,
+        payload: &mut [u8],
+    ) -> Boundary {
         // Timing every message would cost two clock reads each; one in 16 is plenty for the
         // histogram.
         self.sampled = self.sampled.wrapping_add(1);
@@ -298,28 +462,37 @@ impl Consumer for Intake {
         let row = !matches!(Undecoded::action_prefix(payload), Some(b'B' | b'C' | b'M'));
         let mut replayed = false;
         let mut pos = None;
+        // Inferring: the change is journaled after it was decoded, since an inferred schema
+        // event may have to come first; its bytes as sent are kept meanwhile.
+        let deferred = row && self.infer;
         if row {
             replayed = count_change(&mut self.current);
-            pos = self
-                .current
-                .map(|txn| Pos::new(txn.commit, u32::try_from(txn.seen).unwrap_or(u32::MAX)));
-            match (replayed, pos) {
-                (false, Some(pos)) => {
-                    self.journal_change(pos, wal_start, payload);
+            match (replayed, self.current.is_some()) {
+                (false, true) if deferred => {
+                    if self.journal.is_some() {
+                        self.raw.clear();
+                        self.raw.extend_from_slice(payload);
+                    }
+                }
+                (false, true) => {
+                    pos = self.current.as_mut().map(TxnProgress::next_pos);
+                    if let Some(pos) = pos {
+                        self.journal_change(pos, wal_start, payload);
+                    }
                     if let Some(started) = started {
                         self.metrics
                             .journal_append_seconds
                             .observe(started.elapsed().as_secs_f64());
                     }
                 }
-                (false, None) => self.journal_halt(
+                (false, false) => self.journal_halt(
                     wal_start,
                     "a change outside a transaction (no readable begin message before it)",
                 ),
                 (true, _) => {}
             }
         }
-        let mut change = match self.decoder.decode(payload) {
+        let mut change = match decoder.decode(payload) {
             Ok(change) => change,
             Err(error) => {
                 if !row && Undecoded::action_prefix(payload) != Some(b'M') {
@@ -328,6 +501,12 @@ impl Consumer for Intake {
                         wal_start,
                         "a begin or commit message that cannot be decoded",
                     );
+                }
+                if deferred && !replayed {
+                    pos = self.current.as_mut().map(TxnProgress::next_pos);
+                    if let (Some(pos), Some(journal)) = (pos, &mut self.journal) {
+                        journal.change(pos, wal_start, &self.raw);
+                    }
                 }
                 self.undecodable(wal_start, pos, error, payload, row && !replayed);
                 self.hub.advance(wal_start);
@@ -356,7 +535,16 @@ impl Consumer for Intake {
                 self.current = None;
             }
             Action::Change(_) => {
-                if !replayed {
+                if !replayed && self.current.is_some() {
+                    if deferred {
+                        if let Some(event) = self.hub.infer(&change) {
+                            self.schema_event(event, wal_start);
+                        }
+                        pos = self.current.as_mut().map(TxnProgress::next_pos);
+                        if let (Some(pos), Some(journal)) = (pos, &mut self.journal) {
+                            journal.change(pos, wal_start, &self.raw);
+                        }
+                    }
                     if let Some(pos) = pos {
                         change.set_pos(pos);
                     }
@@ -364,8 +552,13 @@ impl Consumer for Intake {
                     self.dispatched();
                 }
             }
-            // Logical messages are not part of client protocol v1.
-            Action::Message { .. } => {}
+            Action::Message { transactional } => {
+                if change.prefix() == schema::MESSAGE_PREFIX {
+                    let content = change.content().to_owned();
+                    self.ddl_message(wal_start, transactional, &content);
+                }
+                // Other logical messages are not part of the client protocol.
+            }
         }
         self.hub.advance(wal_start);
         if let Some(started) = started {
@@ -374,6 +567,20 @@ impl Consumer for Intake {
                 .observe(started.elapsed().as_secs_f64());
         }
         self.boundary()
+    }
+}
+
+impl Consumer for Intake {
+    fn on_data(&mut self, wal_start: Lsn, wal_end: Lsn, payload: &mut [u8]) -> Boundary {
+        // The decoder is taken out while its borrowed view lives, so that a schema event may be
+        // journaled and dispatched before the change it precedes.
+        let mut decoder = self
+            .decoder
+            .take()
+            .unwrap_or_else(|| Box::new(Decoder::new()));
+        let boundary = self.take(&mut decoder, wal_start, wal_end, payload);
+        self.decoder = Some(decoder);
+        boundary
     }
 
     async fn ready(&mut self) -> bool {
@@ -443,6 +650,7 @@ impl Consumer for Intake {
                 self.cut = Some(Cut {
                     commit: txn.commit,
                     delivered: txn.delivered(),
+                    ordinal: txn.last_ordinal(),
                 });
             }
         }

@@ -81,6 +81,7 @@ impl Rig {
                 ops: req.ops,
                 filter,
                 plugin: None,
+                binding: None,
             },
             SessionSignal::new(&cancel),
         );

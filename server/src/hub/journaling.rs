@@ -72,6 +72,18 @@ impl Journaling {
         }
     }
 
+    /// Appends a schema event (its record) at its position; a refusal stops the journal.
+    pub fn schema(&mut self, pos: Pos, lsn: Lsn, payload: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if let Some(journal) = &mut self.journal {
+            if let Err(error) = journal.append_schema(pos, lsn, payload) {
+                self.fail(&error, lsn, Some(pos));
+            }
+        }
+    }
+
     pub fn commit(&mut self, commit: Lsn, end: Lsn) {
         if self.failed {
             return;

@@ -8,6 +8,7 @@ mod intake;
 mod journaling;
 mod prefilter;
 mod registry;
+mod schema_events;
 mod verdict;
 
 pub use catchup::{
@@ -16,6 +17,9 @@ pub use catchup::{
 pub use cohort::{Cohort, Entry, Next, Pushed, Reader};
 pub use intake::Intake;
 pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
+pub use schema_events::{
+    carry, frame_for, schema_changed_frame, Binding, FollowRequest, Rebinding, Sees, Sight,
+};
 pub use verdict::PluginOutcome;
 // public for benches
 #[doc(hidden)]

@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 use crate::vocab::{close_code, Frame, Lsn, Op, Pos, SessionSignal};
 
 use super::catchup::CatchUpSlots;
+use super::schema_events::{Binding, Follower, LastEvent, Rebinding};
+use crate::filter::{TableName, TableShape};
 use super::cohort::{Cohort, Member, Reader};
 use super::verdict::{rewritten_in, PluginOutcome};
 
@@ -28,15 +30,18 @@ type Tables = HashMap<Box<str>, TableSubs>;
 type CohortId = u64;
 
 /// What a cohort's members asked for, evaluated once per change for all of them.
-struct CohortEntry {
-    ops: u8,
-    filter: Filter,
+pub(super) struct CohortEntry {
+    pub(super) ops: u8,
+    pub(super) filter: Filter,
+    /// The request and the table shape the filter was bound against, so that a schema event
+    /// can carry it to the next shape (`None` in tests: any change of the table ends it).
+    pub(super) binding: Option<Binding>,
     /// Wasm filter group shared with every cohort of the same (plugin, params).
-    plugin: Option<Arc<PluginGroup>>,
+    pub(super) plugin: Option<Arc<PluginGroup>>,
     /// Index into the table's distinct projections; cohorts with the same `select=` and
     /// `format=` share one encoded frame per change.
     projection: usize,
-    cohort: Arc<Cohort>,
+    pub(super) cohort: Arc<Cohort>,
     key: Box<str>,
 }
 
@@ -47,8 +52,8 @@ struct EqIndex {
 }
 
 #[derive(Default)]
-struct TableSubs {
-    cohorts: HashMap<CohortId, CohortEntry>,
+pub(super) struct TableSubs {
+    pub(super) cohorts: HashMap<CohortId, CohortEntry>,
     /// Cohorts by the canonical form of their request.
     by_request: HashMap<Box<str>, CohortId>,
     /// Cohorts evaluated on every change of the table (no usable `eq` condition).
@@ -57,6 +62,9 @@ struct TableSubs {
     /// Distinct frame shapes: a `select=` list (`None` is the full row) and a format, with the
     /// number of cohorts using each.
     projections: Vec<(Shape, usize)>,
+    /// The table's columns as the stream last showed them (the first subscription's binding,
+    /// then each schema event's after-shape): what inferred schema events compare changes with.
+    pub(super) shape: Option<Arc<TableShape>>,
 }
 
 /// What one encoded frame looks like: which columns, in which format.
@@ -67,6 +75,44 @@ struct Shape {
 }
 
 impl TableSubs {
+    /// Rebuilds the indexes (eq index, scan list, projections) from the cohorts, after a schema
+    /// event changed their filters.
+    pub(super) fn reindex(&mut self) {
+        self.scan.clear();
+        self.eq.clear();
+        self.projections.clear();
+        let mut ids: Vec<CohortId> = self.cohorts.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(entry) = self.cohorts.get(&id) else {
+                continue;
+            };
+            let (select, format) = (entry.filter.select().map(<[_]>::to_vec), entry.filter.format());
+            let index = entry
+                .filter
+                .eq_index()
+                .map(|(column, key)| (column.to_owned(), key.to_vec(), entry.filter.eq_class()));
+            let projection = self.projection_slot(select.as_deref(), format);
+            if let Some(entry) = self.cohorts.get_mut(&id) {
+                entry.projection = projection;
+            }
+            match index {
+                Some((column, key, class)) => self
+                    .eq
+                    .entry(column.into())
+                    .or_insert_with(|| EqIndex {
+                        class: class.unwrap_or(TypeClass::Text),
+                        by_key: HashMap::new(),
+                    })
+                    .by_key
+                    .entry(key.into())
+                    .or_default()
+                    .push(id),
+                None => self.scan.push(id),
+            }
+        }
+    }
+
     fn projection_slot(&mut self, select: Option<&[Box<str>]>, format: Format) -> usize {
         if let Some(i) = self
             .projections
@@ -99,6 +145,8 @@ pub struct SubscribeRequest<'a> {
     pub ops: u8,
     pub filter: Filter,
     pub plugin: Option<Arc<PluginGroup>>,
+    /// The request and shape `filter` was bound against (see `CohortEntry::binding`).
+    pub binding: Option<Binding>,
 }
 
 /// Per-dispatch scratch reused across changes so fan-out allocates nothing once warm.
@@ -121,7 +169,13 @@ pub struct Scratch {
 /// changes), and a session that leaves its cohort's log full is detached from it (it goes on
 /// from the journal, see `ws::session`).
 pub struct Hub {
-    tables: RwLock<HashMap<Box<str>, Tables>>,
+    pub(super) tables: RwLock<HashMap<Box<str>, Tables>>,
+    /// Subscriptions to schema events only (`query=schema:...`); locked after `tables`.
+    pub(super) followers: RwLock<HashMap<CohortId, Follower>>,
+    /// Each table's last schema event (before and after shapes), so that a subscription bound
+    /// against the shape before it (validated just before the event) is carried over when it
+    /// registers after it. Bounded by `LAST_EVENTS`.
+    pub(super) last_events: parking_lot::Mutex<HashMap<TableName, LastEvent>>,
     next_id: AtomicU64,
     /// Highest LSN handed to the hub (start of the last dispatched message).
     position: AtomicU64,
@@ -142,6 +196,8 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>, queue_capacity: usize) -> Arc<Hub> {
         Arc::new(Hub {
             tables: RwLock::new(HashMap::new()),
+            followers: RwLock::new(HashMap::new()),
+            last_events: parking_lot::Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             position: AtomicU64::new(0),
             last_commit: AtomicU64::new(0),
@@ -150,6 +206,14 @@ impl Hub {
             metrics,
             catch_up_slots: CatchUpSlots::per_core(),
         })
+    }
+
+    pub(super) fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    pub(super) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Where catch-up steps take turns on the blocking pool.
@@ -182,7 +246,7 @@ impl Hub {
 
     /// Record `pos` as dispatched. Called under the registry's read lock, so a subscription
     /// (registered under the write lock) sees exactly the changes after the position it reads.
-    fn note_pos(&self, pos: Pos) {
+    pub(super) fn note_pos(&self, pos: Pos) {
         if pos > self.last_pos() {
             self.last_ordinal.store(pos.ordinal, Ordering::Release);
             self.last_commit.store(pos.commit.0, Ordering::Release);
@@ -212,12 +276,23 @@ impl Hub {
         signal: Arc<SessionSignal>,
         id: SubscriptionId,
     ) -> Subscription {
+        let mut req = req;
         let mut tables = self.tables.write();
+        let name = TableName::new(req.schema, req.table);
+        let ended = self.carry_stale(
+            &mut req.filter,
+            &mut req.binding,
+            req.plugin.as_deref(),
+            &name,
+        );
         let t = tables
             .entry(req.schema.into())
             .or_default()
             .entry(req.table.into())
             .or_default();
+        if t.shape.is_none() {
+            t.shape = req.binding.as_ref().map(|b| b.shape.clone());
+        }
         let open = t
             .by_request
             .get(req.key)
@@ -248,6 +323,7 @@ impl Hub {
                         ops: req.ops,
                         filter: req.filter,
                         plugin: req.plugin,
+                        binding: req.binding,
                         projection,
                         cohort: Cohort::new(self.queue_capacity),
                         key: req.key.into(),
@@ -258,7 +334,14 @@ impl Hub {
         };
         let reader = t.cohorts[&cohort_id].cohort.join(signal);
         let start = self.last_pos();
-        drop(tables);
+        if let Some(unbound) = ended {
+            // Validated against the shape before a schema event that no longer binds it.
+            let cohort = t.cohorts[&cohort_id].cohort.clone();
+            drop(tables);
+            super::schema_events::end_cohort(&self.metrics, &cohort, &name, None, &unbound);
+        } else {
+            drop(tables);
+        }
         self.metrics.subscriptions.inc();
         Subscription {
             hub: self.clone(),
@@ -274,6 +357,9 @@ impl Hub {
     fn unsubscribe(&self, schema: &str, table: &str, cohort_id: CohortId, member: &Arc<Member>) {
         let mut tables = self.tables.write();
         self.metrics.subscriptions.dec();
+        if self.drop_follower(cohort_id, member) {
+            return;
+        }
         let Some(by_table) = tables.get_mut(schema) else {
             return;
         };
@@ -393,13 +479,20 @@ impl Hub {
                 }
             }
         };
+
         match table {
             Some((schema, name)) => {
                 if let Some(t) = tables.get(schema).and_then(|s| s.get(name)) {
                     offer(t);
                 }
             }
-            None => tables.values().flat_map(|s| s.values()).for_each(offer),
+            None => {
+                tables.values().flat_map(|s| s.values()).for_each(offer);
+                // Followers of schema events hear of what concerns every table.
+                for follower in self.followers.read().values() {
+                    self.append_to(&follower.cohort, pos, frame, scratch);
+                }
+            }
         }
     }
 
@@ -475,14 +568,30 @@ impl Hub {
         self.append(entry, pos, &frame, scratch);
     }
 
-    fn append(&self, entry: &CohortEntry, pos: Option<Pos>, frame: &Frame, scratch: &mut Scratch) {
-        let pushed = entry.cohort.push(pos, frame);
+    pub(super) fn append(
+        &self,
+        entry: &CohortEntry,
+        pos: Option<Pos>,
+        frame: &Frame,
+        scratch: &mut Scratch,
+    ) {
+        self.append_to(&entry.cohort, pos, frame, scratch);
+    }
+
+    pub(super) fn append_to(
+        &self,
+        cohort: &Arc<Cohort>,
+        pos: Option<Pos>,
+        frame: &Frame,
+        scratch: &mut Scratch,
+    ) {
+        let pushed = cohort.push(pos, frame);
         self.metrics.frames_delivered.inc_by(pushed.readers as u64);
         if pushed.detached > 0 {
             self.metrics.sessions_behind.inc_by(pushed.detached as u64);
         }
         if pushed.first_mark {
-            scratch.touched.push(entry.cohort.clone());
+            scratch.touched.push(cohort.clone());
         }
     }
 }
@@ -519,6 +628,30 @@ impl Subscription {
     /// The session's read end of its cohort's frames.
     pub fn reader(&self) -> &Reader {
         &self.reader
+    }
+
+    /// The filter and binding its cohort was last carried to by a schema event, if any.
+    pub fn rebound(&self) -> Option<Rebinding> {
+        self.reader.cohort().rebound()
+    }
+}
+
+impl Subscription {
+    pub(super) fn follower(
+        hub: Arc<Hub>,
+        id: SubscriptionId,
+        reader: Reader,
+        start: Pos,
+    ) -> Subscription {
+        Subscription {
+            hub,
+            id,
+            cohort: id,
+            schema: "".into(),
+            table: "".into(),
+            reader,
+            start,
+        }
     }
 }
 

@@ -104,6 +104,7 @@ impl Rig {
                 ops: req.ops,
                 filter,
                 plugin: None,
+                binding: None,
             },
             SessionSignal::new(&self.root),
         )

@@ -16,11 +16,14 @@ pub(crate) const KIND_COMMIT: u8 = 2;
 /// A gap in the stream (a temporary slot re-created after a disconnect): readers hand it on like a
 /// change; its payload is the `gap` frame as live subscribers got it.
 pub(crate) const KIND_GAP: u8 = 3;
+/// A schema event inside a transaction, at its own position among the transaction's changes: its
+/// payload is the event as `schema::SchemaEvent::to_record` wrote it.
+pub(crate) const KIND_SCHEMA: u8 = 4;
 
 /// Records that readers return (they skip commit markers) and that take a position in the
 /// journal's strictly increasing order.
 pub(crate) fn is_positioned(kind: u8) -> bool {
-    kind == KIND_CHANGE || kind == KIND_GAP
+    kind == KIND_CHANGE || kind == KIND_GAP || kind == KIND_SCHEMA
 }
 
 /// Segment header: `magic[8] | version u32 | prev.commit u64 | prev.ordinal u32 | reserved u32 |
@@ -127,11 +130,12 @@ pub(crate) fn stored_crc(head: &[u8]) -> u32 {
 /// checksum is verified: a known kind, an empty commit marker, a payload that ends within
 /// `room` bytes after the header, a write time before `max_ms`. Returns the payload length.
 /// Random bytes almost never pass (the time alone turns away all but about one in ten million,
-/// the kind all but 3 in 256), so a scan for records after damage verifies few checksums.
+/// the kind all but 4 in 256), so a scan for records after damage verifies few checksums.
 pub(crate) fn candidate(h: &[u8], room: u64, max_ms: u64) -> Option<usize> {
     let kind = h[8];
     let len = u32_at(h, 0) as usize;
-    let known = matches!(kind, KIND_CHANGE | KIND_GAP) || (kind == KIND_COMMIT && len == 0);
+    let known =
+        matches!(kind, KIND_CHANGE | KIND_GAP | KIND_SCHEMA) || (kind == KIND_COMMIT && len == 0);
     let fits = len <= MAX_PAYLOAD && len as u64 <= room;
     (known && fits && u64_at(h, 29) <= max_ms).then_some(len)
 }
@@ -162,7 +166,7 @@ pub(crate) fn parse(buf: &[u8]) -> Parsed {
         return Parsed::Invalid("record checksum mismatch");
     }
     let kind = buf[8];
-    if !matches!(kind, KIND_CHANGE | KIND_COMMIT | KIND_GAP) {
+    if !matches!(kind, KIND_CHANGE | KIND_COMMIT | KIND_GAP | KIND_SCHEMA) {
         return Parsed::Invalid("unknown record kind");
     }
     Parsed::Record(Head {

@@ -38,7 +38,10 @@
 //! LSN (what the slot may be confirmed to). `kind` 3 is a gap (a temporary slot re-created: what
 //! was committed meanwhile never comes) between two transactions: its position is the next
 //! ordinal of the last transaction (closed for good), `lsn` that transaction's end, the payload
-//! the `gap` frame live subscribers got. `written_at_ms` is the wall-clock time of the append,
+//! the `gap` frame live subscribers got. `kind` 4 is a schema event (a DDL's effect on one
+//! table) inside its transaction, at its own position among the transaction's changes; `lsn` is
+//! the message's `wal_start`, the payload the event as JSON (`schema::SchemaEvent::to_record`),
+//! and the commit marker's count includes it. `written_at_ms` is the wall-clock time of the append,
 //! used by age-based retention.
 //!
 //! # Crash repair

@@ -1,12 +1,12 @@
 //! Catch-up readers: each walks the segments from its own position, concurrently with the
 //! writer, and never past what the writer has published (so never into a half-written record).
-//! It returns changes and gaps; commit markers are skipped. Does not decode or filter payloads.
+//! It returns changes, schema events and gaps; commit markers are skipped. Does not decode or filter payloads.
 
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-use super::format::{self, KIND_GAP, SEGMENT_HEADER_LEN};
+use super::format::{self, KIND_GAP, KIND_SCHEMA, SEGMENT_HEADER_LEN};
 use super::shared::{segment_path, Shared};
 use super::window::{Step, Window};
 use super::JournalError;
@@ -23,6 +23,8 @@ pub enum RecordKind {
     /// A gap in the stream (`Journal::append_gap`): the payload is the `gap` frame live
     /// subscribers got, to be sent as it is.
     Gap,
+    /// A schema event (`Journal::append_schema`): the payload is `schema::SchemaEvent`'s record.
+    Schema,
 }
 
 /// One change (or gap). The payload lives in the reader's buffer until the next call, mutable
@@ -135,10 +137,10 @@ impl JournalReader {
             self.skipping = false;
             self.after = head.pos;
             return Ok(Some(Record {
-                kind: if head.kind == KIND_GAP {
-                    RecordKind::Gap
-                } else {
-                    RecordKind::Change
+                kind: match head.kind {
+                    KIND_GAP => RecordKind::Gap,
+                    KIND_SCHEMA => RecordKind::Schema,
+                    _ => RecordKind::Change,
                 },
                 pos: head.pos,
                 wal_start: head.lsn,

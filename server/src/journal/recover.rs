@@ -13,7 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use tracing::warn;
 
-use super::format::{self, HeaderError, KIND_CHANGE, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
+use super::format::{
+    self, HeaderError, KIND_CHANGE, KIND_COMMIT, KIND_GAP, KIND_SCHEMA, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
+};
 use super::shared::{parse_segment_name, segment_path, IndexCursor, SegmentMeta};
 use super::window::{Step, Window};
 use super::JournalError;
@@ -272,7 +275,7 @@ fn scan(
             if head.pos <= meta.last.unwrap_or(prev) {
                 return Err(corrupt(path, offset, "change positions out of order"));
             }
-            if head.kind == KIND_CHANGE {
+            if head.kind == KIND_CHANGE || head.kind == KIND_SCHEMA {
                 changes += 1;
             }
             meta.first.get_or_insert(head.pos);
@@ -284,8 +287,8 @@ fn scan(
         meta.newest_ms = meta.newest_ms.max(head.written_at_ms);
         offset += head.record_len() as u64;
         // A commit marker ends a transaction; a gap sits between two, carrying the end of the
-        // last one: the journal may end after either.
-        if head.kind != KIND_CHANGE {
+        // last one: the journal may end after either. Changes and schema events are inside one.
+        if head.kind == KIND_COMMIT || head.kind == KIND_GAP {
             commit = Some(CommitPoint {
                 offset,
                 commit: head.pos.commit,

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 
 use super::format::{
-    encode_head, encode_segment_header, KIND_CHANGE, KIND_COMMIT, KIND_GAP, MAX_PAYLOAD,
+    encode_head, encode_segment_header, KIND_CHANGE, KIND_COMMIT, KIND_GAP, KIND_SCHEMA, MAX_PAYLOAD,
     RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use super::identity::{self, Identity};
@@ -190,6 +190,28 @@ impl Journal {
         wal_start: Lsn,
         payload: &[u8],
     ) -> Result<(), JournalError> {
+        self.append_positioned(KIND_CHANGE, pos, wal_start, payload)
+    }
+
+    /// Appends a schema event of the open transaction at its own position among the
+    /// transaction's changes (`payload`: `schema::SchemaEvent::to_record`). Ordered and bounded
+    /// exactly as a change is.
+    pub fn append_schema(
+        &mut self,
+        pos: Pos,
+        lsn: Lsn,
+        payload: &[u8],
+    ) -> Result<(), JournalError> {
+        self.append_positioned(KIND_SCHEMA, pos, lsn, payload)
+    }
+
+    fn append_positioned(
+        &mut self,
+        kind: u8,
+        pos: Pos,
+        wal_start: Lsn,
+        payload: &[u8],
+    ) -> Result<(), JournalError> {
         self.check()?;
         let refused = self.refusal(pos, payload.len());
         if let Some(error) = refused {
@@ -206,7 +228,7 @@ impl Journal {
         self.last_pos = Some(pos);
         let n = self.open_txn.map_or(0, |(_, n)| n);
         self.open_txn = Some((pos.commit, n + 1));
-        self.put(KIND_CHANGE, pos, wal_start, payload)
+        self.put(kind, pos, wal_start, payload)
     }
 
     /// Why a change at `pos` cannot be appended, if it cannot.

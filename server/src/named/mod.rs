@@ -423,7 +423,7 @@ impl Store {
         };
         if let Some(lease) = &entry.lease {
             lease.signal.close_with(
-                close_code::SUBSCRIPTION_DELETED,
+                close_code::SUBSCRIPTION_ENDED,
                 Some("subscription deleted by an operator"),
             );
         }

@@ -1,7 +1,7 @@
 //! Tests of the named subscriptions' store: claims, acks, persistence, bounds, expiry.
 
 use super::*;
-use crate::vocab::close_code::SUBSCRIPTION_DELETED as DELETED_CLOSE_CODE;
+use crate::vocab::close_code::SUBSCRIPTION_ENDED as DELETED_CLOSE_CODE;
 use crate::vocab::Lsn;
 
 fn signal() -> Arc<SessionSignal> {

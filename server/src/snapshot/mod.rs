@@ -49,7 +49,20 @@ pub enum SnapshotError {
     Sql(#[from] tokio_postgres::Error),
     #[error("pg_current_snapshot() gave {0:?}")]
     BadSnapshot(String),
+    /// The table's columns in the snapshot are not those the subscription was bound against
+    /// (a DDL committed in between): its rows would have another shape.
+    #[error("{0}")]
+    ShapeChanged(String),
 }
+
+/// The table's columns (name, type) as the snapshot's transaction sees them.
+const SHAPE_SQL: &str = "\
+SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum";
 
 impl SnapshotError {
     /// The server's own message when it gave one (permission denied, statement timeout).
@@ -103,6 +116,20 @@ impl Reader {
         let wal_lsn = lsn
             .parse::<Lsn>()
             .map_err(|_| SnapshotError::BadSnapshot(lsn.clone()))?;
+        // The rows must have the shape the subscription was bound against: a DDL committed
+        // between the request's check and this snapshot fails it clearly, never mixes shapes.
+        let seen = client
+            .query(SHAPE_SQL, &[&table.schema, &table.name])
+            .await?;
+        let same = seen.len() == columns.len()
+            && seen.iter().zip(columns.iter()).all(|(row, c)| {
+                row.get::<_, String>(0) == c.name && row.get::<_, String>(1) == c.type_name
+            });
+        if !same {
+            return Err(SnapshotError::ShapeChanged(format!(
+                "the columns of {table} changed between the subscription's check and its snapshot; subscribe again"
+            )));
+        }
         let Select { sql, params } = select(table, &columns, conditions);
         let declare = format!("DECLARE walcast_snapshot NO SCROLL CURSOR FOR {sql}");
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params

@@ -21,8 +21,10 @@ pub const SLOW_CONSUMER: u16 = 4008;
 pub const IDLE_TIMEOUT: u16 = 4009;
 /// The subscription's filter plugin failed repeatedly.
 pub const PLUGIN_FAILING: u16 = 4010;
-/// The socket's named subscription was deleted through the admin API.
-pub const SUBSCRIPTION_DELETED: u16 = 4011;
+/// The subscription ended for good: its named subscription was deleted through the admin API
+/// (`subscription_deleted`), or a schema event left its request unbound (`schema_changed`, the
+/// reason starting `schema changed:`).
+pub const SUBSCRIPTION_ENDED: u16 = 4011;
 
 /// The reason a close frame carries: the one given with the close (the failing plugin and its
 /// cause for 4010, Postgres's refusal for a LISTEN), else the code's standard text (empty for a
@@ -36,7 +38,7 @@ pub fn reason(code: u16, given: Option<&str>) -> String {
         GOING_AWAY => "server shutting down",
         PLUGIN_FAILING => "filter plugin failing",
         TOKEN_EXPIRED => "token expired",
-        SUBSCRIPTION_DELETED => "subscription deleted",
+        SUBSCRIPTION_ENDED => "subscription ended",
         _ => "",
     };
     standard.to_owned()

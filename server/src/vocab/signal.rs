@@ -21,6 +21,9 @@ pub struct SessionSignal {
     /// Close reason text for the close frame when the code's standard one says too little (the
     /// failing plugin and its cause for 4010). Set with the code, at most once.
     reason: OnceLock<Box<str>>,
+    /// The frames the session still has to send explain the close (an error frame is among
+    /// them): it sends them first and adds no error frame of its own.
+    explained: AtomicBool,
 }
 
 impl SessionSignal {
@@ -30,6 +33,7 @@ impl SessionSignal {
             closing: AtomicBool::new(false),
             code: AtomicU16::new(0),
             reason: OnceLock::new(),
+            explained: AtomicBool::new(false),
         })
     }
 
@@ -49,6 +53,21 @@ impl SessionSignal {
         }
         self.closing.store(true, Ordering::Release);
         self.close.cancel();
+    }
+
+    /// As `close_with`, when the frames still queued for the session end with the error frame
+    /// that explains the close (see `explained`).
+    pub fn close_explained(&self, code: u16, reason: &str) {
+        let first = self.code.load(Ordering::Acquire) == 0;
+        if first {
+            self.explained.store(true, Ordering::Release);
+        }
+        self.close_with(code, Some(reason));
+    }
+
+    /// Whether the close was explained by a frame still queued for the session.
+    pub fn explained(&self) -> bool {
+        self.explained.load(Ordering::Acquire)
     }
 
     /// Resolves when the session must close (hub decision or server shutdown).

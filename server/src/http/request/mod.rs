@@ -13,6 +13,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::auth::{Principal, SessionAuth};
+use crate::filter;
+use crate::hub::{Sees, Sight};
 use crate::named;
 use crate::vocab::SessionSignal;
 use crate::ws::session::{Opened, Opener, Refusal, Start};
@@ -60,7 +62,7 @@ impl SessionOpener {
             from,
             sub,
             snapshot,
-        } = validate(&self.st, asked).await?;
+        } = validate(&self.st, asked, self.sees()).await?;
         if snapshot {
             return Ok(Opened {
                 plan,
@@ -85,7 +87,12 @@ impl SessionOpener {
     /// the policy, `tables.allow`, a `from=` this server never reached or no longer holds).
     pub(crate) fn precheck(&self, params: &[(String, String)]) -> Result<(), HttpError> {
         let asked = self.asked(params)?;
-        check_allowed(&self.st, &asked.request.table)?;
+        if matches!(
+            asked.request.schema_events,
+            None | Some(filter::SchemaScope::Table)
+        ) {
+            check_allowed(&self.st, &asked.request.table)?;
+        }
         if let Some(from) = asked.from {
             journal_reader(&self.st, from)?;
         }
@@ -103,16 +110,50 @@ impl SessionOpener {
                     "this server has a policy and the request carries no token".into(),
                 ));
             };
-            policy
-                .apply(
-                    &auth.principal(),
-                    &mut asked.request,
-                    asked.snapshot,
-                    &self.st.limits,
-                )
-                .map_err(|r| refusal(r.code, r.message))?;
+            match asked.request.schema_events {
+                None => policy
+                    .apply(
+                        &auth.principal(),
+                        &mut asked.request,
+                        asked.snapshot,
+                        &self.st.limits,
+                    )
+                    .map_err(|r| refusal(r.code, r.message))?,
+                // One table's schema events: only a role with a rule for the table.
+                Some(filter::SchemaScope::Table) => {
+                    policy
+                        .visible_columns(&auth.principal(), &asked.request.table.to_string())
+                        .map_err(|r| refusal(r.code, r.message))?;
+                }
+                // Every event is checked against the role's rules as it comes (`sees`).
+                Some(_) => {}
+            }
         }
         Ok(asked)
+    }
+
+    /// What a follower of schema events may see of each table: nothing outside `tables.allow`;
+    /// under a policy, only tables a rule of its role names, with only the rule's columns.
+    fn sees(&self) -> Sees {
+        let allow = self.st.allow.clone();
+        let policy = self.st.auth.policy().cloned();
+        let principal = self.auth.as_ref().map(|a| a.principal());
+        Arc::new(move |table: &filter::TableName| {
+            if !allow.allows(&table.schema, &table.name) {
+                return Sight::Hidden;
+            }
+            let Some(policy) = &policy else {
+                return Sight::All;
+            };
+            let Some(principal) = &principal else {
+                return Sight::Hidden;
+            };
+            match policy.visible_columns(principal, &table.to_string()) {
+                Ok(None) => Sight::All,
+                Ok(Some(columns)) => Sight::Columns(columns.to_vec()),
+                Err(_) => Sight::Hidden,
+            }
+        })
     }
 
     /// Who the socket's named subscriptions belong to: the anonymous subject without

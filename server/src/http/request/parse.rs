@@ -100,6 +100,13 @@ pub(super) fn parse_asked(st: &AppState, params: &[(String, String)]) -> Result<
                 .into(),
         ));
     }
+    if snapshot && request.schema_events.is_some() {
+        return Err(refusal(
+            "bad_query",
+            "snapshot=true cannot be combined with query=schema:...: schema events have no rows"
+                .into(),
+        ));
+    }
     if snapshot && request.format == Format::Wal2jsonV1 {
         return Err(refusal(
             "bad_query",

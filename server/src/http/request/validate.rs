@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::filter::wasm::{PluginError, PluginGroup};
 use crate::filter::{self, TableName};
+use crate::hub::{Binding, Sees};
 use crate::journal::{JournalError, JournalReader};
 use crate::vocab::Pos;
 use crate::ws::session::Plan;
@@ -43,7 +44,11 @@ fn cohort_key(request: &filter::Request, plugin: Option<&PluginGroup>) -> String
     key
 }
 
-pub(super) async fn validate(st: &AppState, asked: Asked) -> Result<Validated, HttpError> {
+pub(super) async fn validate(
+    st: &AppState,
+    asked: Asked,
+    sees: Sees,
+) -> Result<Validated, HttpError> {
     let Asked {
         request,
         snapshot,
@@ -51,6 +56,9 @@ pub(super) async fn validate(st: &AppState, asked: Asked) -> Result<Validated, H
         sub,
         query,
     } = asked;
+    if request.schema_events.is_some() {
+        return follower(st, request, sees, from, sub, query);
+    }
     let table = &request.table;
     check_allowed(st, table)?;
     let plugin = match &request.plugin {
@@ -64,8 +72,8 @@ pub(super) async fn validate(st: &AppState, asked: Asked) -> Result<Validated, H
             Some(resolve_plugin(st, plugin).await?)
         }
     };
-    let columns = match lookup_columns(st, table).await {
-        Ok(Some(columns)) => columns,
+    let found = match lookup_columns(st, table).await {
+        Ok(Some(found)) => found,
         Ok(None) => {
             return Err(refusal(
                 "unknown_table",
@@ -77,6 +85,7 @@ pub(super) async fn validate(st: &AppState, asked: Asked) -> Result<Validated, H
             return Err(catalog_unavailable());
         }
     };
+    let columns = found.columns;
     let filter = filter::bind(&request, &columns).map_err(HttpError::from)?;
     if let Some(group) = &plugin {
         group.serve(filter.format());
@@ -85,6 +94,10 @@ pub(super) async fn validate(st: &AppState, asked: Asked) -> Result<Validated, H
     let from = from
         .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
         .transpose()?;
+    let binding = Binding {
+        request: Arc::new(request.clone()),
+        shape: found.shape,
+    };
     Ok(Validated {
         query,
         plan: Plan {
@@ -95,10 +108,50 @@ pub(super) async fn validate(st: &AppState, asked: Asked) -> Result<Validated, H
             plugin,
             columns,
             conditions: request.conditions,
+            binding: Some(binding),
+            follow: None,
         },
         from,
         sub,
         snapshot,
+    })
+}
+
+/// A subscription to schema events only (`query=schema:<target>`): one table's must be in
+/// `tables.allow` (it may not exist yet: its creation is an event); which events and columns
+/// each follower sees is decided per event (`sees`).
+fn follower(
+    st: &AppState,
+    request: filter::Request,
+    sees: Sees,
+    from: Option<Pos>,
+    sub: Option<String>,
+    query: String,
+) -> Result<Validated, HttpError> {
+    if request.schema_events == Some(filter::SchemaScope::Table) {
+        check_allowed(st, &request.table)?;
+    }
+    let filter = filter::bind(&request, &[]).map_err(HttpError::from)?;
+    let from = from
+        .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
+        .transpose()?;
+    let key = format!("schema:{}", request.target());
+    Ok(Validated {
+        query,
+        plan: Plan {
+            table: request.table.clone(),
+            key,
+            ops: 0,
+            filter,
+            plugin: None,
+            columns: Arc::from(Vec::new()),
+            conditions: Vec::new(),
+            binding: None,
+            follow: Some((Arc::new(request), sees)),
+        },
+        from,
+        sub,
+        snapshot: false,
     })
 }
 
@@ -185,15 +238,15 @@ async fn resolve_plugin(
 async fn lookup_columns(
     st: &AppState,
     table: &TableName,
-) -> Result<Option<Arc<[filter::ColumnInfo]>>, filter::CatalogError> {
+) -> Result<Option<filter::Found>, filter::CatalogError> {
     if !st.catalog.is_closed() {
-        match st.catalog.columns(table).await {
+        match st.catalog.find(table).await {
             Err(e) if e.is_closed() => {}
             other => return other,
         }
     }
     reconnect_catalog(st).await;
-    st.catalog.columns(table).await
+    st.catalog.find(table).await
 }
 
 /// A fresh catalog connection after the old one closed (Postgres restarted).

@@ -51,7 +51,8 @@ impl<S: Sink<Message> + Unpin> Session<S> {
     /// explain why: they go out first.
     pub(super) async fn closing(&mut self, i: usize) -> Result<(), End> {
         let code = self.subs[i].signal.code();
-        if code == close_code::PLUGIN_FAILING {
+        let explained = self.subs[i].signal.explained();
+        if code == close_code::PLUGIN_FAILING || explained {
             if let Mode::Live(subscription) = &self.subs[i].mode {
                 while let Some(Next::Frames) = subscription.reader().take(&mut self.batch, BATCH) {}
             }
@@ -61,10 +62,12 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         let reason = close_code::reason(code, sub.signal.reason());
         match sub.id {
             None => Err(End::Close(code, reason)),
+            // Its error frame went out with the frames above.
+            Some(_) if explained => Ok(()),
             Some(id) => {
                 let error = match code {
                     close_code::PLUGIN_FAILING => "plugin_failing",
-                    close_code::SUBSCRIPTION_DELETED => "subscription_deleted",
+                    close_code::SUBSCRIPTION_ENDED => "subscription_deleted",
                     close_code::SLOW_CONSUMER => "slow_consumer",
                     close_code::INTERNAL_ERROR => "internal_error",
                     close_code::GOING_AWAY => return Err(End::Close(code, reason)),

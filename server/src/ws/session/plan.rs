@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::filter::wasm::PluginGroup;
-use crate::filter::{ColumnInfo, Filter, RawCondition, TableName};
+use crate::filter::{ColumnInfo, Filter, RawCondition, Request, TableName};
+use crate::hub::{Binding, Rebinding, Sees};
 use crate::journal::JournalReader;
 use crate::named::Claim;
 use crate::vocab::{Pos, SessionSignal};
@@ -24,6 +25,29 @@ pub(crate) struct Plan {
     /// The table's columns and the request's conditions, for a snapshot's query.
     pub columns: Arc<[ColumnInfo]>,
     pub conditions: Vec<RawCondition>,
+    /// The request and the table shape `filter` was bound against: schema events carry it on.
+    pub binding: Option<Binding>,
+    /// A subscription to schema events only (`query=schema:...`): what it follows and may see.
+    pub follow: Option<(Arc<Request>, Sees)>,
+}
+
+impl Plan {
+    /// What the subscription names, for `subscribed`: its table, or a follower's target
+    /// (`public.people`, `sales.*`, `*`).
+    pub fn target(&self) -> String {
+        match &self.follow {
+            Some((request, _)) => request.target(),
+            None => self.table.to_string(),
+        }
+    }
+
+    /// Takes what a schema event carried the subscription to.
+    pub fn rebind(&mut self, rebinding: Rebinding) {
+        self.columns = rebinding.binding.shape.column_infos().into();
+        self.conditions = rebinding.binding.request.conditions.clone();
+        self.filter = rebinding.filter;
+        self.binding = Some(rebinding.binding);
+    }
 }
 
 /// Where a subscription starts.

@@ -49,6 +49,9 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             Err(Failed::Socket) => return Err(End::Gone),
             Err(Failed::Journal(error)) => return self.journal_failed(i, error).map(|()| true),
         };
+        if fill == Fill::Ended {
+            return self.schema_ended(i).map(|()| true);
+        }
         if fill == Fill::More {
             return Ok(true);
         }
@@ -67,7 +70,8 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         // Caught up: register, then the seam. Everything up to the subscription's start comes
         // from the journal (waiting for the burst that holds it to be published), everything
         // after it from the cohort.
-        let sub = &self.subs[i];
+        let sub = &mut self.subs[i];
+        sub.rebound = false;
         let subscription = subscribe(&self.ctx.hub, &sub.plan, &sub.signal, sub.hub_id);
         let start = subscription.start();
         let deadline = tokio::time::Instant::now() + SEAM_TIMEOUT;
@@ -75,6 +79,7 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         while self.subs[i].sent < start {
             match self.replay(i, Some(start)).await {
                 Ok(Fill::Until) => break,
+                Ok(Fill::Ended) => return self.schema_ended(i).map(|()| true),
                 Ok(_) => {}
                 Err(Failed::Socket) => return Err(End::Gone),
                 Err(Failed::Journal(error)) => return self.journal_failed(i, error).map(|()| true),
@@ -91,6 +96,13 @@ impl<S: Sink<Message> + Unpin> Session<S> {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if self.subs[i].rebound {
+            // A schema event before `start`, read only now, carried the plan on after it was
+            // registered with the hub: register again with the carried plan (the journal keeps
+            // what comes meanwhile).
+            drop(subscription);
+            return Ok(true);
         }
         let sub = &mut self.subs[i];
         sub.sent = sub.sent.max(start);
@@ -122,6 +134,10 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             .map_err(Failed::Journal)?;
         // Everything up to the position read was sent below or did not match.
         let read = catch_up.position();
+        if let Some(rebinding) = catch_up.take_rebound() {
+            sub.plan.rebind(rebinding);
+            sub.rebound = true;
+        }
         for frame in self.frames.drain(..) {
             let frame = sub.frame(frame);
             if self.sink.feed(Message::Text(frame)).await.is_err() {
@@ -133,9 +149,32 @@ impl<S: Sink<Message> + Unpin> Session<S> {
         Ok(fill)
     }
 
+    /// A schema event read from the journal left subscription `i`'s request unbound: its
+    /// `schema_changed` error went out with the journal's frames; the subscription ends (the
+    /// URL's with 4011).
+    fn schema_ended(&mut self, i: usize) -> Result<(), End> {
+        let reason = match &self.subs[i].mode {
+            Mode::CatchUp(catch_up) => catch_up.ended().unwrap_or("schema changed").to_owned(),
+            Mode::Live(_) => "schema changed".to_owned(),
+        };
+        self.ctx.metrics.schema_changed.inc();
+        let sub = self.remove(i);
+        tracing::info!(subscription = sub.hub_id, %reason, "a subscription ended reading a schema event from the journal (schema_changed)");
+        match sub.id {
+            None => Err(End::Close(close_code::SUBSCRIPTION_ENDED, reason)),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The cohort's log went on without subscription `i`: the rest comes from the journal.
     pub(super) fn fall_behind(&mut self, i: usize) -> Result<(), End> {
         let sub = &mut self.subs[i];
+        // A schema event may have carried the cohort on: read the journal with what it carried.
+        if let Mode::Live(subscription) = &sub.mode {
+            if let Some(rebinding) = subscription.rebound() {
+                sub.plan.rebind(rebinding);
+            }
+        }
         match self.ctx.journal.reader(sub.sent) {
             Ok(reader) => {
                 tracing::debug!(subscription = sub.hub_id, after = %sub.sent, "subscription fell behind its cohort's log: reading the journal");

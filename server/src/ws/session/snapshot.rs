@@ -62,6 +62,20 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             .await?;
         let mut reader = match opened {
             Ok(reader) => reader,
+            Err(crate::snapshot::SnapshotError::ShapeChanged(message)) => {
+                self.ctx.metrics.schema_changed.inc();
+                let sub = self.remove(i);
+                let frame = crate::hub::schema_changed_frame(&sub.plan.table, &message);
+                let frame = sub.frame(frame);
+                self.send(frame).await?;
+                return match sub.id {
+                    None => Err(End::Close(
+                        crate::vocab::close_code::SUBSCRIPTION_ENDED,
+                        format!("schema changed: {message}"),
+                    )),
+                    Some(_) => Ok(()),
+                };
+            }
             Err(error) => return self.snapshot_failed(i, &error.message()).await,
         };
         let (visibility, wal_lsn) = (reader.visibility.clone(), reader.wal_lsn);

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use axum::extract::ws::Message;
 use futures_util::Sink;
 
-use crate::filter::TableName;
-use crate::hub::{CatchUp, CatchUpRequest, Hub, SubscribeRequest, Subscription, SubscriptionId};
+use crate::hub::{
+    CatchUp, CatchUpRequest, FollowRequest, Hub, SubscribeRequest, Subscription, SubscriptionId,
+};
 use crate::journal::JournalReader;
 use crate::named::Claim;
 use crate::source::SourceStatus;
@@ -45,6 +46,8 @@ pub(super) struct Sub {
     /// After a snapshot taken at this WAL position: the subscription stays on the journal (which
     /// skips what the snapshot showed) until the stream is past it.
     pub(super) shown_until: Option<Lsn>,
+    /// A schema event read from the journal carried the plan on since this was last cleared.
+    pub(super) rebound: bool,
 }
 
 impl Sub {
@@ -129,10 +132,11 @@ impl<S: Sink<Message> + Unpin> Session<S> {
             sent,
             mode,
             shown_until: None,
+            rebound: false,
         };
         let hello = subscribed_frame(
             sub.hub_id,
-            &sub.plan.table,
+            &sub.plan.target(),
             stream_position(&self.ctx.hub, &self.ctx.status),
             sub.sent,
             sub.claim.as_ref().map(Claim::name),
@@ -222,6 +226,16 @@ pub(super) fn subscribe(
     signal: &Arc<SessionSignal>,
     hub_id: SubscriptionId,
 ) -> Subscription {
+    if let Some((request, sees)) = &plan.follow {
+        return hub.follow(
+            FollowRequest {
+                request: request.clone(),
+                sees: sees.clone(),
+            },
+            signal.clone(),
+            hub_id,
+        );
+    }
     hub.subscribe_with_id(
         SubscribeRequest {
             schema: &plan.table.schema,
@@ -230,6 +244,7 @@ pub(super) fn subscribe(
             ops: plan.ops,
             filter: plan.filter.clone(),
             plugin: plan.plugin.clone(),
+            binding: plan.binding.clone(),
         },
         signal.clone(),
         hub_id,
@@ -245,6 +260,8 @@ pub(super) fn catch_up_from(plan: &Plan, reader: JournalReader) -> CatchUp {
             table: plan.table.name.clone().into(),
             filter: plan.filter.clone(),
             plugin: plan.plugin.clone(),
+            binding: plan.binding.clone(),
+            follow: plan.follow.clone(),
         },
     )
 }
@@ -252,9 +269,9 @@ pub(super) fn catch_up_from(plan: &Plan, reader: JournalReader) -> CatchUp {
 /// `lsn` is the position the stream had reached when the subscription was registered, left out
 /// while none is known yet; `pos` the stream position it receives every change after.
 /// `sub` names a named subscription.
-fn subscribed_frame(id: u64, table: &TableName, lsn: Lsn, pos: Pos, sub: Option<&str>) -> Frame {
+fn subscribed_frame(id: u64, table: &str, lsn: Lsn, pos: Pos, sub: Option<&str>) -> Frame {
     // Built by hand so `type` comes first, as in every other frame.
-    let table = serde_json::Value::from(table.to_string());
+    let table = serde_json::Value::from(table);
     let mut body = format!(r#"{{"type":"subscribed","subscription":"{id}","table":{table}"#);
     if lsn > Lsn(0) {
         body.push_str(&format!(r#","lsn":"{lsn}""#));

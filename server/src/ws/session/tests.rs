@@ -58,6 +58,8 @@ impl Opener for TestOpener {
                     plugin: None,
                     columns: Arc::from(vec![ColumnInfo::new("id", "integer")]),
                     conditions: req.conditions.clone(),
+                    binding: None,
+                    follow: None,
                 },
                 start,
                 claim: None,
@@ -122,6 +124,8 @@ impl Rig {
             plugin: None,
             columns: Arc::from(vec![ColumnInfo::new("id", "integer")]),
             conditions: req.conditions,
+            binding: None,
+            follow: None,
         }
     }
 
