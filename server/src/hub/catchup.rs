@@ -23,13 +23,13 @@ use crate::journal::{JournalError, JournalReader, RecordKind};
 use crate::vocab::{Frame, Lsn, Pos};
 
 use super::intake::decode_failed_frame;
+use super::prefilter::Prefilter;
 use super::schema_events::{
     carry, follow_frame, frame_for, schema_changed_frame, Binding, Rebinding, Sees,
 };
+use super::verdict::{rewritten_in, PluginOutcome};
 use crate::filter::Request;
 use crate::schema::SchemaEvent;
-use super::prefilter::Prefilter;
-use super::verdict::{rewritten_in, PluginOutcome};
 
 /// Records one step reads at most, matching or not. A skipped record costs its checksum and the
 /// pre-filter (well under a microsecond), a decoded one a few microseconds: a step takes a few

@@ -399,3 +399,205 @@ async fn a_burst_of_transactions_is_one_fsync() {
     }
     assert_eq!(n, 600);
 }
+
+/// Column `name` of table `t` in a `walcast.ddl` message.
+fn ddl_column(attnum: i16, name: &str, type_name: &str, key: bool) -> serde_json::Value {
+    serde_json::json!({"attnum": attnum, "name": name, "type": type_name, "nullable": !key,
+        "default": null, "generated": null, "generation_expression": null, "identity": null,
+        "primary_key": key})
+}
+
+fn ddl_shape(table: &str, columns: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"schema": "public", "table": table, "oid": 16400,
+        "columns": columns, "primary_key": ["id"]})
+}
+
+/// A `walcast.ddl` message of the event triggers: `t` gets column `v`, and another table `u`
+/// (no subscriber) is created in the same command.
+fn ddl_message(xid: u64, at: u64) -> Msg {
+    let id = ddl_column(1, "id", "integer", true);
+    let content = serde_json::json!({"version": 1, "command": "ALTER TABLE", "tables": [
+        {"oid": 16400, "before": ddl_shape("t", vec![id.clone()]),
+         "after": ddl_shape("t", vec![id.clone(), ddl_column(2, "v", "text", false)])},
+        {"oid": 16401, "before": null, "after": ddl_shape("u", vec![id])}
+    ], "dropped": []});
+    let payload = serde_json::json!({"action": "M", "xid": xid, "lsn": lsn(at).to_string(),
+        "transactional": true, "prefix": "walcast.ddl", "content": content.to_string()});
+    Msg {
+        lsn: lsn(at),
+        json: payload.to_string(),
+    }
+}
+
+/// B, insert 1, the DDL message (two tables), insert 2, C.
+fn ddl_txn(xid: u64, commit_at: u64) -> Vec<Msg> {
+    vec![
+        begin(xid, commit_at),
+        insert(xid, commit_at - 30, 1),
+        ddl_message(xid, commit_at - 20),
+        insert(xid, commit_at - 10, 2),
+        commit(xid, commit_at),
+    ]
+}
+
+impl Rig {
+    /// A rig whose subscription is bound to `t (id integer)`, so schema events carry it on.
+    fn bound() -> Rig {
+        use crate::filter::{ColumnShape, TableShape};
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(metrics.clone(), 100_000);
+        let cancel = CancellationToken::new();
+        let params = vec![("query".to_owned(), "*:t".to_owned())];
+        let req = parse_request(&params).expect("valid request");
+        let filter = bind(&req, &[ColumnInfo::new("id", "integer")]).expect("binds");
+        let mut id = ColumnShape::named("id", "integer");
+        id.attnum = Some(1);
+        let shape = TableShape {
+            schema: "public".into(),
+            table: "t".into(),
+            oid: Some(16400),
+            columns: vec![id],
+            primary_key: vec!["id".into()],
+        };
+        let sub = hub.subscribe(
+            SubscribeRequest {
+                schema: "public",
+                table: "t",
+                key: "*:t",
+                ops: req.ops,
+                filter,
+                plugin: None,
+                binding: Some(crate::hub::Binding {
+                    request: Arc::new(req),
+                    shape: Arc::new(shape),
+                }),
+            },
+            SessionSignal::new(&cancel),
+        );
+        Rig {
+            intake: Intake::new(hub, metrics),
+            sub,
+            _cancel: cancel,
+        }
+    }
+
+    /// Every frame received so far: its type, and the row id or the table.
+    fn frames(&self) -> Vec<(String, String, Option<Pos>)> {
+        let mut frames: Vec<Entry> = Vec::new();
+        while self.sub.reader().take(&mut frames, 1024).is_some() {}
+        frames
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value =
+                    serde_json::from_str(f.frame.as_str()).expect("JSON frame");
+                let what = match v["type"].as_str() {
+                    Some("change") => v["new"]["id"].to_string(),
+                    _ => v["table"].as_str().unwrap_or_default().to_owned(),
+                };
+                (
+                    v["type"].as_str().unwrap_or_default().to_owned(),
+                    what,
+                    f.pos,
+                )
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_ddl_message_takes_one_position_per_table_between_the_changes() {
+    let mut rig = Rig::bound();
+    rig.feed(&ddl_txn(10, 1000));
+    let at = |n| Some(Pos::new(lsn(1000), n));
+    assert_eq!(
+        rig.frames(),
+        vec![
+            ("change".into(), "1".into(), at(1)),
+            ("schema".into(), "public.t".into(), at(2)),
+            // Ordinal 3 is table u's event, which this subscriber does not follow.
+            ("change".into(), "2".into(), at(4)),
+        ]
+    );
+}
+
+#[test]
+fn a_cut_anywhere_around_a_ddl_message_keeps_every_position() {
+    let txn = ddl_txn(10, 1000);
+    let mut whole = Rig::bound();
+    whole.feed(&txn);
+    let expected = whole.frames();
+    for cut in 1..txn.len() {
+        let mut rig = Rig::bound();
+        rig.feed(&txn[..cut]);
+        rig.intake.on_reconnect();
+        rig.feed(&txn);
+        assert_eq!(rig.frames(), expected, "cut after message {cut}");
+    }
+}
+
+#[test]
+fn schema_events_are_journaled_at_their_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut rig, handle) = journaled(dir.path(), None);
+    rig.feed(&ddl_txn(10, 1000));
+    let mut reader = handle.reader(Pos::ZERO).unwrap();
+    let mut kinds = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        kinds.push((record.kind, record.pos.ordinal));
+        if record.kind == crate::journal::RecordKind::Schema {
+            let event = crate::schema::SchemaEvent::from_record(record.payload).unwrap();
+            assert!(event.concerns("public", "t") || event.concerns("public", "u"));
+        }
+    }
+    use crate::journal::RecordKind::{Change, Schema};
+    assert_eq!(
+        kinds,
+        vec![(Change, 1), (Schema, 2), (Schema, 3), (Change, 4)]
+    );
+}
+
+#[test]
+fn an_unreadable_ddl_message_is_an_error_frame_for_every_subscriber() {
+    let mut rig = Rig::bound();
+    let mut txn = ddl_txn(10, 1000);
+    txn[2].json = txn[2].json.replace(r#"\"version\":1"#, r#"\"version\":9"#);
+    rig.feed(&txn);
+    let frames = rig.frames();
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert_eq!(frames[1].0, "error");
+    assert_eq!(frames[1].2, Some(Pos::new(lsn(1000), 2)));
+    assert_eq!(frames[2].2, Some(Pos::new(lsn(1000), 3)));
+}
+
+#[test]
+fn a_column_a_change_shows_and_the_table_lacks_is_an_inferred_event_before_it() {
+    let mut rig = Rig::bound();
+    rig.intake = std::mem::replace(
+        &mut rig.intake,
+        Intake::new(
+            Hub::new(Arc::new(Metrics::new()), 1),
+            Arc::new(Metrics::new()),
+        ),
+    )
+    .with_inference(true);
+    let mut txn = vec![begin(10, 1000), insert(10, 970, 1)];
+    txn.push(Msg {
+        lsn: lsn(980),
+        json: r#"{"action":"I","xid":10,"lsn":"0/3D4","schema":"public","table":"t","columns":[{"name":"id","type":"integer","value":2},{"name":"v","type":"text","value":"x"}]}"#.into(),
+    });
+    txn.push(insert(10, 990, 3));
+    txn.push(commit(10, 1000));
+    rig.feed(&txn);
+    let at = |n| Some(Pos::new(lsn(1000), n));
+    assert_eq!(
+        rig.frames(),
+        vec![
+            ("change".into(), "1".into(), at(1)),
+            ("schema".into(), "public.t".into(), at(2)),
+            ("change".into(), "2".into(), at(3)),
+            // Back to one column: the shape changed again.
+            ("schema".into(), "public.t".into(), at(4)),
+            ("change".into(), "3".into(), at(5)),
+        ]
+    );
+}

@@ -17,10 +17,10 @@ use crate::metrics::Metrics;
 use crate::vocab::{close_code, Frame, Lsn, Op, Pos, SessionSignal};
 
 use super::catchup::CatchUpSlots;
-use super::schema_events::{Binding, Follower, LastEvent, Rebinding};
-use crate::filter::{TableName, TableShape};
 use super::cohort::{Cohort, Member, Reader};
+use super::schema_events::{Binding, Follower, LastEvent, Rebinding};
 use super::verdict::{rewritten_in, PluginOutcome};
+use crate::filter::{TableName, TableShape};
 
 pub type SubscriptionId = u64;
 /// A `select=` list.
@@ -87,7 +87,10 @@ impl TableSubs {
             let Some(entry) = self.cohorts.get(&id) else {
                 continue;
             };
-            let (select, format) = (entry.filter.select().map(<[_]>::to_vec), entry.filter.format());
+            let (select, format) = (
+                entry.filter.select().map(<[_]>::to_vec),
+                entry.filter.format(),
+            );
             let index = entry
                 .filter
                 .eq_index()

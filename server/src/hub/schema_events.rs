@@ -105,7 +105,11 @@ impl Hub {
     }
 
     /// Takes a member out of follower cohort `id`; false when `id` is not a follower's.
-    pub(super) fn drop_follower(&self, id: SubscriptionId, member: &Arc<super::cohort::Member>) -> bool {
+    pub(super) fn drop_follower(
+        &self,
+        id: SubscriptionId,
+        member: &Arc<super::cohort::Member>,
+    ) -> bool {
         let mut followers = self.followers.write();
         let Some(follower) = followers.get(&id) else {
             return false;
@@ -181,7 +185,13 @@ impl Hub {
                             &[],
                         );
                         self.append_to(&entry.cohort, Some(pos), &frame, scratch);
-                        end_cohort(self.metrics(), &entry.cohort, &name, Some(scratch), &unbound);
+                        end_cohort(
+                            self.metrics(),
+                            &entry.cohort,
+                            &name,
+                            Some(scratch),
+                            &unbound,
+                        );
                     }
                 }
             }
@@ -244,9 +254,10 @@ fn same_columns(a: &TableShape, b: &TableShape) -> bool {
     a.schema == b.schema
         && a.table == b.table
         && a.columns.len() == b.columns.len()
-        && a.columns.iter().zip(&b.columns).all(|(x, y)| {
-            x.attnum == y.attnum && x.name == y.name && x.type_name == y.type_name
-        })
+        && a.columns
+            .iter()
+            .zip(&b.columns)
+            .all(|(x, y)| x.attnum == y.attnum && x.name == y.name && x.type_name == y.type_name)
 }
 
 /// Carries a subscription (its binding, and the plugin it runs) across `event`: its request
@@ -315,7 +326,12 @@ pub fn frame_for(
     Frame::from(text)
 }
 
-fn follower_frame(follower: &Follower, event: &SchemaEvent, diff: &Diff, pos: Pos) -> Option<Frame> {
+fn follower_frame(
+    follower: &Follower,
+    event: &SchemaEvent,
+    diff: &Diff,
+    pos: Pos,
+) -> Option<Frame> {
     follow_frame(&follower.request, &follower.sees, event, diff, pos)
 }
 
@@ -383,5 +399,8 @@ pub(super) fn end_cohort(
     metrics.schema_changed.inc_by(pushed.readers as u64);
     let _ = scratch;
     tracing::info!(%table, subscribers = pushed.readers, reason = %unbound.0, "schema event: a cohort's request no longer binds; its subscriptions end (schema_changed)");
-    cohort.end_explained(close_code::SUBSCRIPTION_ENDED, &format!("schema changed: {}", unbound.0));
+    cohort.end_explained(
+        close_code::SUBSCRIPTION_ENDED,
+        &format!("schema changed: {}", unbound.0),
+    );
 }

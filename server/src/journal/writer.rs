@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::RwLock;
 
 use super::format::{
-    encode_head, encode_segment_header, KIND_CHANGE, KIND_COMMIT, KIND_GAP, KIND_SCHEMA, MAX_PAYLOAD,
-    RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    encode_head, encode_segment_header, KIND_CHANGE, KIND_COMMIT, KIND_GAP, KIND_SCHEMA,
+    MAX_PAYLOAD, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use super::identity::{self, Identity};
 use super::recover::{recover, sync_dir};

@@ -415,6 +415,13 @@ impl Store {
             .collect()
     }
 
+    /// The position `name` resumes after, when it exists and has acknowledged one.
+    pub fn acked(&self, name: &str) -> Option<Pos> {
+        let entries = self.entries.lock();
+        let entry = entries.get(name).filter(|e| !e.pending)?;
+        (entry.stored.acked > Pos::ZERO).then_some(entry.stored.acked)
+    }
+
     /// Forget `name` (its connected session, if any, is closed with 4011). False when unknown.
     pub fn delete(&self, name: &str) -> bool {
         let mut entries = self.entries.lock();

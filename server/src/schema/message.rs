@@ -18,7 +18,9 @@ pub enum Message {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
-    #[error("walcast.ddl message version {0} is newer than this walcast reads (1): upgrade walcast")]
+    #[error(
+        "walcast.ddl message version {0} is newer than this walcast reads (1): upgrade walcast"
+    )]
     Version(u64),
     #[error("walcast.ddl message is not valid: {0}")]
     Invalid(String),

@@ -21,6 +21,10 @@ pub struct Unbound(pub String);
 /// `to` `None`: the table was dropped. A table renamed or moved ends the subscription too.
 /// Binding the rebound request's values against the new types is the caller's
 /// (`filter::bind`), which gives the `Unbound` message for a retype that no longer binds.
-pub fn rebind(request: &Request, from: &TableShape, to: Option<&TableShape>) -> Result<Rebound, Unbound> {
+pub fn rebind(
+    request: &Request,
+    from: &TableShape,
+    to: Option<&TableShape>,
+) -> Result<Rebound, Unbound> {
     todo!()
 }

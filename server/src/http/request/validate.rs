@@ -8,7 +8,8 @@ use std::sync::Arc;
 use crate::filter::wasm::{PluginError, PluginGroup};
 use crate::filter::{self, TableName};
 use crate::hub::{Binding, Sees};
-use crate::journal::{JournalError, JournalReader};
+use crate::journal::{JournalError, JournalReader, RecordKind};
+use crate::schema::SchemaEvent;
 use crate::vocab::Pos;
 use crate::ws::session::Plan;
 
@@ -85,8 +86,24 @@ pub(super) async fn validate(
             return Err(catalog_unavailable());
         }
     };
-    let columns = found.columns;
-    let filter = filter::bind(&request, &columns).map_err(HttpError::from)?;
+    let (filter, columns, shape) = match filter::bind(&request, &found.columns) {
+        Ok(filter) => (filter, found.columns, found.shape),
+        Err(error) => {
+            // A resume from before a schema event asks with the names of that time: bound
+            // against the shape the journal shows there, it is carried on at the event.
+            let resume = from.or_else(|| sub.as_deref().and_then(|n| st.named.acked(n)));
+            let then = match resume {
+                Some(at) => shape_at(st, table, at).await,
+                None => None,
+            };
+            let bound = then.and_then(|shape| {
+                let columns: Arc<[filter::ColumnInfo]> = shape.column_infos().into();
+                let filter = filter::bind(&request, &columns).ok()?;
+                Some((filter, columns, Arc::new(shape)))
+            });
+            bound.ok_or_else(|| HttpError::from(error))?
+        }
+    };
     if let Some(group) = &plugin {
         group.serve(filter.format());
     }
@@ -96,7 +113,7 @@ pub(super) async fn validate(
         .transpose()?;
     let binding = Binding {
         request: Arc::new(request.clone()),
-        shape: found.shape,
+        shape,
     };
     Ok(Validated {
         query,
@@ -232,6 +249,30 @@ async fn resolve_plugin(
             "the plugin crashed while starting".into(),
         )),
     }
+}
+
+/// The shape `table` had at journal position `after`: the before-shape of its first schema
+/// event after it, if the journal holds one (read on the blocking pool).
+async fn shape_at(st: &AppState, table: &TableName, after: Pos) -> Option<filter::TableShape> {
+    let mut reader = st.journal.reader(after).ok()?;
+    let table = table.clone();
+    tokio::task::spawn_blocking(move || {
+        while let Ok(Some(record)) = reader.next() {
+            if record.kind != RecordKind::Schema {
+                continue;
+            }
+            let Ok(event) = SchemaEvent::from_record(record.payload) else {
+                continue;
+            };
+            if event.before_table().as_ref() == Some(&table) {
+                return event.before;
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Catalog lookup that reconnects once when the SQL connection has gone away.
