@@ -535,8 +535,8 @@ impl Intake {
                 self.current = None;
             }
             Action::Change(_) => {
-                if !replayed && self.current.is_some() {
-                    if deferred {
+                if !replayed {
+                    if deferred && self.current.is_some() {
                         if let Some(event) = self.hub.infer(&change) {
                             self.schema_event(event, wal_start);
                         }

@@ -288,6 +288,25 @@ impl Hub {
             req.plugin.as_deref(),
             &name,
         );
+        if let Some(unbound) = ended {
+            // Validated against the shape before a schema event that no longer binds it: a
+            // cohort of its own, outside the registry, that ends at once.
+            let cohort = Cohort::new(self.queue_capacity);
+            let reader = cohort.join(signal);
+            let start = self.last_pos();
+            drop(tables);
+            super::schema_events::end_cohort(&self.metrics, &cohort, &name, None, &unbound);
+            self.metrics.subscriptions.inc();
+            return Subscription {
+                hub: self.clone(),
+                id,
+                cohort: id,
+                schema: req.schema.into(),
+                table: req.table.into(),
+                reader,
+                start,
+            };
+        }
         let t = tables
             .entry(req.schema.into())
             .or_default()
@@ -337,14 +356,7 @@ impl Hub {
         };
         let reader = t.cohorts[&cohort_id].cohort.join(signal);
         let start = self.last_pos();
-        if let Some(unbound) = ended {
-            // Validated against the shape before a schema event that no longer binds it.
-            let cohort = t.cohorts[&cohort_id].cohort.clone();
-            drop(tables);
-            super::schema_events::end_cohort(&self.metrics, &cohort, &name, None, &unbound);
-        } else {
-            drop(tables);
-        }
+        drop(tables);
         self.metrics.subscriptions.inc();
         Subscription {
             hub: self.clone(),

@@ -43,7 +43,7 @@ pub(super) fn place(
                 .into(),
         ));
     };
-    let table = plan.table.to_string();
+    let table = plan.target();
     let claim = st
         .named
         .claim(name, query, &table, owner, signal.clone())

@@ -89,19 +89,15 @@ pub(super) async fn validate(
     let (filter, columns, shape) = match filter::bind(&request, &found.columns) {
         Ok(filter) => (filter, found.columns, found.shape),
         Err(error) => {
-            // A resume from before a schema event asks with the names of that time: bound
-            // against the shape the journal shows there, it is carried on at the event.
+            // A resume asks with the names its subscription was made with: bound against the
+            // shape of that time (the journal's schema events tell it), carried through the
+            // events up to where it resumes; the catch-up carries it through the rest.
             let resume = from.or_else(|| sub.as_deref().and_then(|n| st.named.acked(n)));
             let then = match resume {
-                Some(at) => shape_at(st, table, at).await,
+                Some(at) => bind_then(st, &request, plugin.as_deref(), at).await?,
                 None => None,
             };
-            let bound = then.and_then(|shape| {
-                let columns: Arc<[filter::ColumnInfo]> = shape.column_infos().into();
-                let filter = filter::bind(&request, &columns).ok()?;
-                Some((filter, columns, Arc::new(shape)))
-            });
-            bound.ok_or_else(|| HttpError::from(error))?
+            then.ok_or_else(|| HttpError::from(error))?
         }
     };
     if let Some(group) = &plugin {
@@ -251,12 +247,74 @@ async fn resolve_plugin(
     }
 }
 
-/// The shape `table` had at journal position `after`: the before-shape of its first schema
-/// event after it, if the journal holds one (read on the blocking pool).
-async fn shape_at(st: &AppState, table: &TableName, after: Pos) -> Option<filter::TableShape> {
-    let mut reader = st.journal.reader(after).ok()?;
+/// A resumed request whose names the table no longer has, bound as it was when its names were
+/// current: against the before-shape of one of the table's schema events in the journal (the
+/// latest that binds it), then carried through the events up to `resume`. `None` when no
+/// shape in the journal binds it; 409 `schema_changed` when one does but an event up to
+/// `resume` ended it.
+async fn bind_then(
+    st: &AppState,
+    request: &filter::Request,
+    plugin: Option<&PluginGroup>,
+    resume: Pos,
+) -> Result<
+    Option<(
+        filter::Filter,
+        Arc<[filter::ColumnInfo]>,
+        Arc<filter::TableShape>,
+    )>,
+    HttpError,
+> {
+    let events = table_events(st, &request.table).await;
+    for k in (0..events.len()).rev() {
+        let Some(before) = &events[k].1.before else {
+            continue;
+        };
+        let columns: Arc<[filter::ColumnInfo]> = before.column_infos().into();
+        let Ok(mut filter) = filter::bind(request, &columns) else {
+            continue;
+        };
+        let mut binding = Binding {
+            request: Arc::new(request.clone()),
+            shape: Arc::new(before.clone()),
+        };
+        for (at, event) in events[k..].iter().filter(|(at, _)| *at <= resume) {
+            match crate::hub::carry(Some(&binding), plugin, event) {
+                Ok((rebinding, _)) => {
+                    filter = rebinding.filter;
+                    binding = rebinding.binding;
+                }
+                Err(unbound) => {
+                    return Err(refusal(
+                        "schema_changed",
+                        format!(
+                            "the subscription ended at {at}, before where it resumes: {}",
+                            unbound.0
+                        ),
+                    ))
+                }
+            }
+        }
+        let columns = binding.shape.column_infos().into();
+        return Ok(Some((filter, columns, binding.shape)));
+    }
+    Ok(None)
+}
+
+/// The schema events of `table` (under its name before each) the journal holds, oldest first
+/// (read on the blocking pool).
+async fn table_events(st: &AppState, table: &TableName) -> Vec<(Pos, SchemaEvent)> {
+    // From the oldest record retention left.
+    let reader = match st.journal.reader(Pos::ZERO) {
+        Err(JournalError::Expired { horizon, .. }) => st.journal.reader(horizon),
+        other => other,
+    };
+    let Ok(mut reader) = reader else {
+        return Vec::new();
+    };
     let table = table.clone();
     tokio::task::spawn_blocking(move || {
+        let mut events = Vec::new();
         while let Ok(Some(record)) = reader.next() {
             if record.kind != RecordKind::Schema {
                 continue;
@@ -265,14 +323,13 @@ async fn shape_at(st: &AppState, table: &TableName, after: Pos) -> Option<filter
                 continue;
             };
             if event.before_table().as_ref() == Some(&table) {
-                return event.before;
+                events.push((record.pos, event));
             }
         }
-        None
+        events
     })
     .await
-    .ok()
-    .flatten()
+    .unwrap_or_default()
 }
 
 /// Catalog lookup that reconnects once when the SQL connection has gone away.
