@@ -754,3 +754,76 @@ async fn schema_requests_are_checked_before_the_upgrade() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_subscription_keeps_its_query_across_a_rename_and_a_restart() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "schema_named").await?;
+    db.exec(PEOPLE).await?;
+    install_trigger(&db)?;
+    let journal = JournalDir::new("schema_named")?;
+    let start = || {
+        Walcast::builder(&db)
+            .env("WALCAST_JOURNAL_DIR", journal.path())
+            .start()
+    };
+    let params = [
+        ("query", "*:people"),
+        ("filter", "name.eq.bob"),
+        ("sub", "bobs"),
+    ];
+    let mut server = start().await?;
+    let (mut c, _) = WsClient::subscribe(&server, &params).await?;
+    db.exec("INSERT INTO people VALUES (1, 'bob', 30)").await?;
+    db.exec("ALTER TABLE people RENAME COLUMN name TO full_name")
+        .await?;
+    db.exec("INSERT INTO people VALUES (2, 'bob', 31)").await?;
+    let frames = expect_words(
+        &mut c,
+        None,
+        &[
+            "change insert 1",
+            "schema altered public.people",
+            "change insert 2",
+        ],
+        "named, live",
+    )
+    .await?;
+    // Acknowledged past the rename: the name's stored query still says `name`.
+    let acked = frames[2]["pos"].as_str().context("pos")?.to_owned();
+    c.ack(&acked).await?;
+    loop {
+        let v = next_json(&mut c, "acked").await?;
+        if v["type"] == "acked" && v["pos"] == acked.as_str() {
+            break;
+        }
+    }
+    c.close_and_wait(STEP).await?;
+    server.kill()?;
+    db.exec("INSERT INTO people VALUES (3, 'bob', 32)").await?;
+    db.exec("ALTER TABLE people DROP COLUMN age").await?;
+    db.exec("INSERT INTO people VALUES (4, 'bob')").await?;
+    let server = start().await?;
+    let (mut c, hello) = WsClient::subscribe(&server, &params).await?;
+    ensure!(
+        hello["pos"] == acked.as_str(),
+        "resumes after its ack: {hello}"
+    );
+    let frames = expect_words(
+        &mut c,
+        None,
+        &[
+            "change insert 3",
+            "schema altered public.people",
+            "change insert 4",
+        ],
+        "named, after the restart",
+    )
+    .await?;
+    check_diff(
+        &frames[1],
+        &[("dropped", json!(["age"]))],
+        "drop after restart",
+    )?;
+    ensure!(frames[2]["new"]["full_name"] == "bob", "{}", frames[2]);
+    Ok(())
+}
