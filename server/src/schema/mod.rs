@@ -15,7 +15,7 @@ mod rebind;
 
 pub use diff::{Change as ColumnChange, Diff, Renamed, Retyped};
 pub use event::{EventKind, RecordError, SchemaEvent, Source};
-pub use frame::{encode_frame, Side};
+pub use frame::{diff_is_invisible, encode_frame, Side};
 pub use infer::{differs, infer};
 pub use message::{parse_message, Control, Message, MessageError};
 pub use rebind::{rebind, Rebound, Unbound};

@@ -3,7 +3,7 @@
 
 use crate::filter::{Request, TableShape};
 
-use super::diff::Renamed;
+use super::diff::{pair_columns, Renamed};
 
 /// The request on the new shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,5 +26,58 @@ pub fn rebind(
     from: &TableShape,
     to: Option<&TableShape>,
 ) -> Result<Rebound, Unbound> {
-    todo!()
+    let Some(to) = to else {
+        return Err(Unbound(format!("table {} was dropped", from.name())));
+    };
+    if from.schema != to.schema || from.table != to.table {
+        return Err(Unbound(format!(
+            "table {} was renamed to {}; subscribe to the new name",
+            from.name(),
+            to.name()
+        )));
+    }
+    let pairs = pair_columns(from, to);
+    let mut renamed: Vec<Renamed> = Vec::new();
+    let mut carry = |name: &str| -> Result<String, Unbound> {
+        let Some(b) = from.columns.iter().position(|c| c.name == name) else {
+            // Not a column of the shape the request was bound against (a shape that only knew
+            // part of the table): it binds if the new shape has it.
+            return match to.column(name) {
+                Some(_) => Ok(name.to_owned()),
+                None => Err(Unbound(format!(
+                    "column \"{name}\" is not a column of {}",
+                    to.name()
+                ))),
+            };
+        };
+        let Some(a) = pairs[b] else {
+            return Err(Unbound(format!(
+                "column \"{name}\" of {} was dropped",
+                from.name()
+            )));
+        };
+        let new = &to.columns[a].name;
+        if new != name && !renamed.iter().any(|r| r.from == name) {
+            renamed.push(Renamed {
+                from: name.to_owned(),
+                to: new.clone(),
+            });
+        }
+        Ok(new.clone())
+    };
+    let mut request = request.clone();
+    for condition in &mut request.conditions {
+        condition.column = carry(&condition.column)?;
+    }
+    if let Some(select) = &mut request.select {
+        for column in select.iter_mut() {
+            *column = carry(column)?.into_boxed_str();
+        }
+    }
+    if let Some(columns) = request.plugin.as_mut().and_then(|p| p.columns.as_mut()) {
+        for column in columns.iter_mut() {
+            *column = carry(column)?;
+        }
+    }
+    Ok(Rebound { request, renamed })
 }
