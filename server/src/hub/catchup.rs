@@ -25,7 +25,7 @@ use crate::vocab::{Frame, Lsn, Pos};
 use super::intake::decode_failed_frame;
 use super::prefilter::Prefilter;
 use super::schema_events::{
-    carry, follow_frame, frame_for, schema_changed_frame, Binding, Rebinding, Sees,
+    carry, follow_frame, frame_for, schema_changed_frame, worth_a_frame, Binding, Rebinding, Sees,
 };
 use super::verdict::{rewritten_in, PluginOutcome};
 use crate::filter::Request;
@@ -346,14 +346,17 @@ impl Matcher {
         let before_select = req.filter.select().map(<[_]>::to_vec);
         match carry(req.binding.as_ref(), req.plugin.as_deref(), &event) {
             Ok((rebinding, renamed)) => {
-                out.push(frame_for(
-                    &event,
-                    &diff,
-                    Some(pos),
-                    before_select.as_deref(),
-                    rebinding.filter.select(),
-                    &renamed,
-                ));
+                let after_select = rebinding.filter.select();
+                if worth_a_frame(&event, &diff, before_select.as_deref(), after_select) {
+                    out.push(frame_for(
+                        &event,
+                        &diff,
+                        Some(pos),
+                        before_select.as_deref(),
+                        after_select,
+                        &renamed,
+                    ));
+                }
                 req.filter = rebinding.filter.clone();
                 req.binding = Some(rebinding.binding.clone());
                 self.rebound = Some(rebinding);

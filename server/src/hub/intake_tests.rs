@@ -407,8 +407,8 @@ fn ddl_column(attnum: i16, name: &str, type_name: &str, key: bool) -> serde_json
         "primary_key": key})
 }
 
-fn ddl_shape(table: &str, columns: Vec<serde_json::Value>) -> serde_json::Value {
-    serde_json::json!({"schema": "public", "table": table, "oid": 16400,
+fn ddl_shape(table: &str, oid: u32, columns: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({"schema": "public", "table": table, "oid": oid,
         "columns": columns, "primary_key": ["id"]})
 }
 
@@ -417,9 +417,9 @@ fn ddl_shape(table: &str, columns: Vec<serde_json::Value>) -> serde_json::Value 
 fn ddl_message(xid: u64, at: u64) -> Msg {
     let id = ddl_column(1, "id", "integer", true);
     let content = serde_json::json!({"version": 1, "command": "ALTER TABLE", "tables": [
-        {"oid": 16400, "before": ddl_shape("t", vec![id.clone()]),
-         "after": ddl_shape("t", vec![id.clone(), ddl_column(2, "v", "text", false)])},
-        {"oid": 16401, "before": null, "after": ddl_shape("u", vec![id])}
+        {"oid": 16400, "before": ddl_shape("t", 16400, vec![id.clone()]),
+         "after": ddl_shape("t", 16400, vec![id.clone(), ddl_column(2, "v", "text", false)])},
+        {"oid": 16401, "before": null, "after": ddl_shape("u", 16401, vec![id])}
     ], "dropped": []});
     let payload = serde_json::json!({"action": "M", "xid": xid, "lsn": lsn(at).to_string(),
         "transactional": true, "prefix": "walcast.ddl", "content": content.to_string()});
@@ -470,6 +470,7 @@ impl Rig {
                 binding: Some(crate::hub::Binding {
                     request: Arc::new(req),
                     shape: Arc::new(shape),
+                    policy: false,
                 }),
             },
             SessionSignal::new(&cancel),

@@ -27,6 +27,10 @@ const LAST_EVENTS: usize = 4096;
 pub struct Binding {
     pub request: Arc<Request>,
     pub shape: Arc<TableShape>,
+    /// A policy rewrote the request: its rule names columns by name, so a rename of a column
+    /// the request uses ends the subscription instead of carrying it (fail closed: a forged or
+    /// real rename never points a rule's column or row filter at another column).
+    pub policy: bool,
 }
 
 /// A subscription's filter and binding as a schema event carried them to a new shape.
@@ -162,15 +166,18 @@ impl Hub {
                 let before_select = entry.filter.select().map(<[_]>::to_vec);
                 match carry(entry.binding.as_ref(), entry.plugin.as_deref(), event) {
                     Ok((rebinding, renamed)) => {
-                        let frame = frame_for(
-                            event,
-                            &diff,
-                            Some(pos),
-                            before_select.as_deref(),
-                            rebinding.filter.select(),
-                            &renamed,
-                        );
-                        self.append_to(&entry.cohort, Some(pos), &frame, scratch);
+                        let after_select = rebinding.filter.select();
+                        if worth_a_frame(event, &diff, before_select.as_deref(), after_select) {
+                            let frame = frame_for(
+                                event,
+                                &diff,
+                                Some(pos),
+                                before_select.as_deref(),
+                                after_select,
+                                &renamed,
+                            );
+                            self.append_to(&entry.cohort, Some(pos), &frame, scratch);
+                        }
                         entry.filter = rebinding.filter.clone();
                         entry.binding = Some(rebinding.binding.clone());
                         entry.cohort.set_rebound(rebinding);
@@ -284,6 +291,18 @@ pub fn carry(
             e.message
         ))
     })?;
+    if binding.policy && !rebound.renamed.is_empty() {
+        let names: Vec<String> = rebound
+            .renamed
+            .iter()
+            .map(|r| format!("{:?} to {:?}", r.from, r.to))
+            .collect();
+        return Err(Unbound(format!(
+            "after {command} on {table}, columns this subscription uses were renamed ({}), and \
+             the policy's rule names columns by name; subscribe again",
+            names.join(", ")
+        )));
+    }
     if plugin.is_some() {
         let columns = |r: &Request| r.plugin.as_ref().and_then(|p| p.columns.clone());
         if columns(&rebound.request) != columns(&binding.request) {
@@ -298,10 +317,33 @@ pub fn carry(
             binding: Binding {
                 request: Arc::new(rebound.request),
                 shape: Arc::new(after.clone()),
+                policy: binding.policy,
             },
         },
         rebound.renamed,
     ))
+}
+
+/// Whether a subscriber whose `select=` was `before` and is now `after` has anything to learn
+/// from the event: a table altered only in columns it does not see is not worth a frame (nor a
+/// hint that hidden columns changed).
+pub fn worth_a_frame(
+    event: &SchemaEvent,
+    diff: &Diff,
+    before: Option<&[Box<str>]>,
+    after: Option<&[Box<str>]>,
+) -> bool {
+    if event.kind() != schema::EventKind::Altered {
+        return true;
+    }
+    let shows = |select: Option<&[Box<str>]>, column: &str| {
+        select.is_none_or(|s| s.iter().any(|c| &**c == column))
+    };
+    let visible = |side: Side, column: &str| match side {
+        Side::Before => shows(before, column),
+        Side::After => shows(after, column),
+    };
+    !schema::diff_is_invisible(diff, &visible)
 }
 
 /// The `schema` frame for a subscriber whose `select=` was `before` and is now `after` (`None`:
@@ -369,6 +411,9 @@ pub(super) fn follow_frame(
         };
         seen.as_ref().is_some_and(|s| s.shows(column))
     };
+    if event.kind() == schema::EventKind::Altered && schema::diff_is_invisible(diff, &visible) {
+        return None;
+    }
     let mut text = String::with_capacity(512);
     schema::encode_frame(&mut text, event, diff, Some(pos), &visible, &[]);
     Some(Frame::from(text))

@@ -110,6 +110,7 @@ pub(super) async fn validate(
     let binding = Binding {
         request: Arc::new(request.clone()),
         shape,
+        policy: st.auth.policy().is_some(),
     };
     Ok(Validated {
         query,
@@ -277,6 +278,7 @@ async fn bind_then(
         let mut binding = Binding {
             request: Arc::new(request.clone()),
             shape: Arc::new(before.clone()),
+            policy: st.auth.policy().is_some(),
         };
         for (at, event) in events[k..].iter().filter(|(at, _)| *at <= resume) {
             match crate::hub::carry(Some(&binding), plugin, event) {
