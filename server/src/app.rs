@@ -169,6 +169,12 @@ async fn serve(
     } else {
         source::slot_confirmed_flush(&client, &source_config).await?
     };
+    // Where schema events come from: `walcast setup`'s triggers, or inference from changes.
+    let schema_trigger = crate::setup::status(&client).await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "schema events: cannot read whether the trigger is installed; counting it as not installed");
+        crate::setup::TriggerStatus::NotInstalled
+    });
+    schema_trigger.log_at_start();
     let catalog = Arc::new(Catalog::new(client));
 
     let plugin_stop = CancellationToken::new();
@@ -193,6 +199,10 @@ async fn serve(
 
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .schema_trigger_version
+        .set(i64::from(schema_trigger.version()));
+    let _ = &schema_trigger;
     let named_dir = journal_dir.clone();
     let named_config = config.named.named_config(config.replication.temporary);
     let named_metrics = metrics.clone();

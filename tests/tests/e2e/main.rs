@@ -24,6 +24,7 @@ mod protocol;
 mod replay;
 mod resilience;
 mod scale;
+mod setup;
 mod smoke;
 mod snapshot;
 mod speculare;
