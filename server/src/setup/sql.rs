@@ -115,6 +115,9 @@ CREATE UNLOGGED TABLE IF NOT EXISTS walcast.ddl_state (
     PRIMARY KEY (pid, depth)
 );
 REVOKE ALL ON walcast.ddl_state FROM PUBLIC;
+-- Written after each message (see walcast.ddl_emit): a WAL record that decoding skips.
+CREATE SEQUENCE IF NOT EXISTS walcast.ddl_order;
+REVOKE ALL ON walcast.ddl_order FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION walcast.ddl_version() RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -196,6 +199,7 @@ DECLARE
     changed_oids bigint[];
     afters walcast.ddl_table[];
     moved bigint[];
+    message text;
 BEGIN
     IF tg_tag = ANY ({SKIPPED}) THEN
         RETURN;
@@ -223,13 +227,11 @@ BEGIN
                array_agg(d.after) FILTER (WHERE d.after IS NOT NULL)
           INTO changed, changed_oids, afters
           FROM diff AS d;
-        IF changed IS NULL THEN
-            RETURN;
+        IF changed IS NOT NULL THEN
+            message := format('{"version":1,"command":%s,"tables":%s,"dropped":%s}',
+                              to_json(tg_tag), changed, state.dropped);
         END IF;
-        PERFORM pg_logical_emit_message(true, 'walcast.ddl', format(
-            '{"version":1,"command":%s,"tables":%s,"dropped":%s}',
-            to_json(tg_tag), changed, state.dropped));
-        IF state.depth > 1 THEN
+        IF changed IS NOT NULL AND state.depth > 1 THEN
             -- A command run inside another one (by a function it calls, or by another event
             -- trigger): the outer command's message must not describe these changes again. Its
             -- before-shape of each table this command changed, and it had not, moves on.
@@ -251,10 +253,19 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         -- Never fail the user's command: say in the stream that this one is not described.
         RAISE WARNING 'walcast: cannot describe what % changed: % (%)', tg_tag, SQLERRM, SQLSTATE;
-        PERFORM pg_logical_emit_message(true, 'walcast.ddl', format(
-            '{"version":1,"command":%s,"error":%s}',
-            to_json(tg_tag), to_json(SQLSTATE || ': ' || SQLERRM)));
+        message := format('{"version":1,"command":%s,"error":%s}',
+                          to_json(tg_tag), to_json(SQLSTATE || ': ' || SQLERRM));
     END;
+    IF message IS NOT NULL THEN
+        -- Emitted here, not inside the block above: the block is a subtransaction of its own.
+        PERFORM pg_logical_emit_message(true, 'walcast.ddl', message);
+        -- Decoding files a transactional message under the end of its WAL record, which is
+        -- where the next record begins: a change of another subtransaction written right after
+        -- it (a DDL in a SAVEPOINT, then an INSERT) ties with it when decoding merges the
+        -- subtransactions, and which comes out first is then left to the merge. One more record
+        -- of this subtransaction, one that decoding skips (a sequence's), keeps them apart.
+        PERFORM setval('walcast.ddl_order', 1);
+    END IF;
 END
 $fn$;
 

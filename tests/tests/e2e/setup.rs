@@ -74,9 +74,8 @@ async fn create_slot(db: &TestDb<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The `walcast.ddl` messages the slot holds (consumed), their JSON content parsed. Each must
-/// be transactional.
-async fn take_messages(db: &TestDb<'_>) -> Result<Vec<Value>> {
+/// Everything the slot holds (consumed), one JSON value per wal2json message.
+async fn take_changes(db: &TestDb<'_>) -> Result<Vec<Value>> {
     let rows = db
         .client()
         .query(
@@ -85,20 +84,31 @@ async fn take_messages(db: &TestDb<'_>) -> Result<Vec<Value>> {
             &[&db.slot()],
         )
         .await?;
+    rows.iter()
+        .map(|row| Ok(serde_json::from_str(row.get::<_, &str>(0))?))
+        .collect()
+}
+
+/// The content of a `walcast.ddl` message, parsed; `None` for any other wal2json message. Each
+/// must be transactional.
+fn ddl_message(data: &Value) -> Result<Option<Value>> {
+    if data["action"] != "M" || data["prefix"] != "walcast.ddl" {
+        return Ok(None);
+    }
+    assert_eq!(data["transactional"], true, "{data}");
+    let content = data["content"]
+        .as_str()
+        .context("message without content")?;
+    let parsed = serde_json::from_str(content)
+        .with_context(|| format!("message content is not JSON: {content}"))?;
+    Ok(Some(parsed))
+}
+
+/// The `walcast.ddl` messages the slot holds (consumed), their JSON content parsed.
+async fn take_messages(db: &TestDb<'_>) -> Result<Vec<Value>> {
     let mut out = Vec::new();
-    for row in rows {
-        let data: Value = serde_json::from_str(row.get::<_, &str>(0))?;
-        if data["action"] != "M" || data["prefix"] != "walcast.ddl" {
-            continue;
-        }
-        assert_eq!(data["transactional"], true, "{data}");
-        let content = data["content"]
-            .as_str()
-            .context("message without content")?;
-        out.push(
-            serde_json::from_str(content)
-                .with_context(|| format!("message content is not JSON: {content}"))?,
-        );
+    for data in take_changes(db).await? {
+        out.extend(ddl_message(&data)?);
     }
     Ok(out)
 }
@@ -551,6 +561,161 @@ async fn setup_installs_triggers_that_describe_each_ddl_exactly() -> Result<()> 
     drop(owner);
     db.exec(&format!("DROP SCHEMA owned CASCADE; DROP ROLE {role}"))
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn setup_describes_nested_replica_and_undescribable_ddl_in_order_with_the_data() -> Result<()>
+{
+    let db = TestDb::new(PgCluster::shared(), "setup_edges").await?;
+    create_slot(&db).await?;
+    setup_ok(&unix_url(&db, "postgres"), &[]).await?;
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)").await?;
+    take_messages(&db).await?;
+    let t = oid(&db, "public", "t").await?;
+    let key = with(col(1, "id", "integer", false), "primary_key", true);
+
+    // In the transaction of the data, between the rows written before and after it.
+    db.exec(
+        "BEGIN; INSERT INTO t VALUES (1); ALTER TABLE t ADD COLUMN v text; \
+         INSERT INTO t VALUES (2, 'x'); COMMIT;",
+    )
+    .await?;
+    let changes = take_changes(&db).await?;
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|c| c["action"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(actions, ["B", "I", "M", "I", "C"], "{changes:?}");
+    let t2 = shape(
+        "public",
+        "t",
+        t,
+        vec![key.clone(), col(2, "v", "text", true)],
+        &["id"],
+    );
+    let t1 = shape("public", "t", t, vec![key.clone()], &["id"]);
+    assert_eq!(
+        ddl_message(&changes[2])?,
+        Some(ddl(
+            "ALTER TABLE",
+            vec![(t, t1.clone(), t2.clone())],
+            vec![]
+        ))
+    );
+
+    // The same inside a SAVEPOINT, with the next row written in another one: decoding must
+    // not place that row before the message.
+    db.exec(
+        "BEGIN; INSERT INTO t VALUES (3, 'y'); SAVEPOINT a; ALTER TABLE t ADD COLUMN w int; \
+         RELEASE a; SAVEPOINT b; INSERT INTO t VALUES (4, 'z', 1); RELEASE b; COMMIT;",
+    )
+    .await?;
+    let changes = take_changes(&db).await?;
+    let actions: Vec<&str> = changes
+        .iter()
+        .map(|c| c["action"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(actions, ["B", "I", "M", "I", "C"], "{changes:?}");
+    let t3 = shape(
+        "public",
+        "t",
+        t,
+        vec![
+            key.clone(),
+            col(2, "v", "text", true),
+            col(3, "w", "integer", true),
+        ],
+        &["id"],
+    );
+    assert_eq!(
+        ddl_message(&changes[2])?,
+        Some(ddl(
+            "ALTER TABLE",
+            vec![(t, t2.clone(), t3.clone())],
+            vec![]
+        ))
+    );
+
+    // A DDL run by a function that another DDL calls: each command describes its own changes.
+    db.exec(
+        "CREATE FUNCTION make_inner() RETURNS int LANGUAGE plpgsql AS \
+         $$ BEGIN EXECUTE 'CREATE TABLE inner_t (x int)'; RETURN 1; END $$",
+    )
+    .await?;
+    let got = step(&db, "CREATE TABLE outer_t AS SELECT make_inner() AS v").await?;
+    let (inner, outer) = (
+        oid(&db, "public", "inner_t").await?,
+        oid(&db, "public", "outer_t").await?,
+    );
+    let inner_shape = shape(
+        "public",
+        "inner_t",
+        inner,
+        vec![col(1, "x", "integer", true)],
+        &[],
+    );
+    let outer_shape = shape(
+        "public",
+        "outer_t",
+        outer,
+        vec![col(1, "v", "integer", true)],
+        &[],
+    );
+    assert_eq!(
+        got,
+        vec![
+            ddl(
+                "CREATE TABLE",
+                vec![(inner, Value::Null, inner_shape)],
+                vec![]
+            ),
+            ddl(
+                "CREATE TABLE AS",
+                vec![(outer, Value::Null, outer_shape)],
+                vec![]
+            ),
+        ],
+        "nested DDL"
+    );
+
+    // ENABLE ALWAYS: sessions replaying changes (session_replication_role = replica) are
+    // described too.
+    let got = step(
+        &db,
+        "SET session_replication_role = replica; ALTER TABLE t DROP COLUMN w; \
+         RESET session_replication_role",
+    )
+    .await?;
+    assert_eq!(got, vec![ddl("ALTER TABLE", vec![(t, t3, t2)], vec![])]);
+
+    // What the triggers cannot describe fails no DDL: the message says so instead.
+    db.exec("ALTER EVENT TRIGGER walcast_ddl_start DISABLE")
+        .await?;
+    let got = step(&db, "CREATE TABLE undescribed (x int)").await?;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (&got[0]["version"], &got[0]["command"]),
+        (&json!(1), &json!("CREATE TABLE"))
+    );
+    let error = got[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("P0001: no table shapes were read before the command"),
+        "{}",
+        got[0]
+    );
+    assert!(got[0].get("tables").is_none(), "{}", got[0]);
+    db.exec("ALTER EVENT TRIGGER walcast_ddl_start ENABLE ALWAYS")
+        .await?;
+    let got = step(&db, "DROP TABLE undescribed").await?;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["command"], "DROP TABLE");
+    let left: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM walcast.ddl_state", &[])
+        .await?
+        .get(0);
+    assert_eq!(left, 0, "before-shapes left behind");
     Ok(())
 }
 
