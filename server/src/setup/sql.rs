@@ -12,7 +12,9 @@
 //! The before-state lives in an unlogged table that only the installing role can write, not in
 //! a session setting: code that runs during the command (a column default, `USING`, a function
 //! in `CREATE TABLE AS`) can change any setting, and a forged before-state would describe
-//! renames that never happened. Shapes are composite values, compared as values and turned
+//! renames that never happened. (That closes one door only: on PostgreSQL 15 any role may call
+//! `pg_logical_emit_message` and write a `walcast.ddl` message of its own; nothing in the WAL
+//! says who wrote one.) Shapes are composite values, compared as values and turned
 //! into JSON only for the tables that changed: reading them is the cost every DDL pays.
 //!
 //! Types and defaults are printed with `search_path = pg_catalog` (the functions' own, as
