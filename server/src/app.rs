@@ -169,6 +169,12 @@ async fn serve(
     } else {
         source::slot_confirmed_flush(&client, &source_config).await?
     };
+    // Where schema events come from: `walcast setup`'s triggers, or inference from changes.
+    let schema_trigger = crate::setup::status(&client).await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "schema events: cannot read whether the trigger is installed; counting it as not installed");
+        crate::setup::TriggerStatus::NotInstalled
+    });
+    schema_trigger.log_at_start();
     let catalog = Arc::new(Catalog::new(client));
 
     let plugin_stop = CancellationToken::new();
@@ -193,6 +199,9 @@ async fn serve(
 
     let journal_handle = journal.handle();
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .schema_trigger_version
+        .set(i64::from(schema_trigger.version()));
     let named_dir = journal_dir.clone();
     let named_config = config.named.named_config(config.replication.temporary);
     let named_metrics = metrics.clone();
@@ -215,7 +224,11 @@ async fn serve(
     if let Some(last) = journal.last_pos().or(journal.starts_after()) {
         hub.resume_after(last);
     }
-    let schema_trigger_missing = true;
+    // Without a working trigger, schema events are inferred from the changes.
+    let schema_trigger_missing = !matches!(
+        schema_trigger,
+        crate::setup::TriggerStatus::Installed { enabled: true, .. }
+    );
     let status = Arc::new(SourceStatus::default());
     let source_stop = CancellationToken::new();
     let mut source_task = tokio::spawn(source::run(

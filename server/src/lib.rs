@@ -46,6 +46,8 @@ pub mod relay;
 mod reload;
 /// Schema events: the event triggers' messages, table shapes, diffs, rebinding, `schema` frames.
 pub mod schema;
+/// `walcast setup`: the event triggers that emit `walcast.ddl` messages; installed or not.
+pub mod setup;
 /// Snapshots: a subscription's current rows, read in one transaction.
 pub mod snapshot;
 /// The replication source: connection, slot, LSN feedback, reconnects; every Postgres connection.

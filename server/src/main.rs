@@ -1,7 +1,7 @@
 //! The `walcast` binary: parses flags, loads config from the real environment, starts the
 //! embedded demo cluster when no database is configured, binds the listener, turns SIGINT/SIGTERM
-//! into the root cancellation token and hands everything to `walcast::app::run`. No pipeline
-//! logic lives here.
+//! into the root cancellation token and hands everything to `walcast::app::run`; or runs a
+//! command (`setup`, `plugin`). No pipeline logic lives here.
 
 use std::process::ExitCode;
 
@@ -10,14 +10,28 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use walcast::config::{Cli, Command, Config, PluginCommand, PluginsConfig};
 use walcast::embedded::{self, EmbeddedPostgres};
+use walcast::setup::Action;
 
 /// Exit code for an invalid configuration (as clap uses for bad flags).
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Plugin(command)) = &cli.command {
-        return plugin_tool(command);
+    match &cli.command {
+        Some(Command::Plugin(command)) => return plugin_tool(command),
+        Some(Command::Setup(args)) => {
+            let action = if args.uninstall {
+                Action::Uninstall
+            } else {
+                Action::Install
+            };
+            if args.dry_run {
+                print!("{}", walcast::setup::dry_run(action));
+                return ExitCode::SUCCESS;
+            }
+            return setup_tool(&args.over(&cli), action);
+        }
+        None => {}
     }
     let config = match Config::load(&cli, &|key| std::env::var(key).ok()) {
         Ok(config) => config,
@@ -48,6 +62,42 @@ fn main() -> ExitCode {
                 .downcast_ref::<walcast::app::AppError>()
                 .map_or(1, walcast::app::AppError::exit_code);
             ExitCode::from(code)
+        }
+    }
+}
+
+/// `walcast setup [--uninstall]`: against the database the server would read.
+fn setup_tool(cli: &Cli, action: Action) -> ExitCode {
+    let config = match Config::load(cli, &|key| std::env::var(key).ok()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("walcast setup: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(pg) = config.pg_endpoint() else {
+        eprintln!(
+            "walcast setup: no database configured (set DATABASE_URL, database_url or \
+             --database-url); the embedded demo cluster installs the triggers by itself"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    walcast::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("walcast setup: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(walcast::setup::run(&pg, action)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("walcast setup: {err}");
+            ExitCode::from(err.exit_code())
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Metrics {
     /// Named subscriptions that stopped holding the journal after `named.idle_expiry` without a
     /// socket.
     pub named_expired: Counter,
+    /// `walcast.ddl_version()` of the schema-event triggers found at start; 0 when not installed.
+    pub schema_trigger_version: Gauge,
     /// Per plugin (label `plugin`): calls, traps, deadline hits, error verdicts, call time.
     plugin_calls: Family<Vec<(String, String)>, Counter>,
     plugin_traps: Family<Vec<(String, String)>, Counter>,
@@ -150,6 +152,7 @@ impl Metrics {
             ack_persists: Counter::default(),
             retention_held: Gauge::default(),
             named_expired: Counter::default(),
+            schema_trigger_version: Gauge::default(),
             plugin_calls: Family::default(),
             plugin_traps: Family::default(),
             plugin_deadline_hits: Family::default(),
@@ -239,6 +242,11 @@ impl Metrics {
             "named_subscriptions_expired",
             "Named subscriptions that stopped holding the journal after named.idle_expiry without a socket",
             m.named_expired.clone(),
+        );
+        registry.register(
+            "schema_trigger_version",
+            "Version of the schema-event triggers (walcast setup) found at start; 0 when not installed",
+            m.schema_trigger_version.clone(),
         );
         registry.register(
             "messages_received",

@@ -1,17 +1,53 @@
-//! The command line: `walcast [flags]` serves, `walcast plugin check|run` are the plugin
-//! author's tools. Declares flags only; `Config::apply_cli` applies them over the file and the
-//! environment, and `main` runs the tools.
+//! The command line: `walcast [flags]` serves, `walcast setup` installs the schema-event
+//! triggers, `walcast plugin check|run` are the plugin author's tools. Declares flags only;
+//! `Config::apply_cli` applies them over the file and the environment, and `main` runs the
+//! commands.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
-/// `walcast <command>`: tools that need no database.
+/// `walcast <command>`: tools beside the server.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Install the event triggers that describe schema changes (needs a role that may create
+    /// event triggers).
+    Setup(SetupArgs),
     /// Wasm filter plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+}
+
+/// `walcast setup`: connects as the server does (config file, DATABASE_URL, these flags).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SetupArgs {
+    /// Print the SQL and change nothing (needs no database).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove the triggers, their functions and the `walcast` schema.
+    #[arg(long)]
+    pub uninstall: bool,
+    /// Postgres URL (as `walcast --database-url`).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// TOML config file (as `walcast --config`).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl SetupArgs {
+    /// `cli` with this command's `--database-url` and `--config` over the top-level ones, for
+    /// `Config::load`.
+    pub fn over(&self, cli: &Cli) -> Cli {
+        let mut cli = cli.clone();
+        if let Some(url) = &self.database_url {
+            cli.database_url = Some(url.clone());
+        }
+        if let Some(config) = &self.config {
+            cli.config = Some(config.clone());
+        }
+        cli
+    }
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -42,7 +78,7 @@ pub enum PluginCommand {
     about = "Stream PostgreSQL changes to WebSocket clients"
 )]
 pub struct Cli {
-    /// Tools (plugin authoring); without one, walcast serves.
+    /// Tools (setup, plugin authoring); without one, walcast serves.
     #[command(subcommand)]
     pub command: Option<Command>,
     /// TOML config file (default: ./walcast.toml when it exists).

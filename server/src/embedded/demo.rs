@@ -1,6 +1,6 @@
-//! Demo data for the embedded cluster: the `public.people` table and a writer task that
-//! inserts, updates or deletes one row per second so a new user sees changes immediately. Starts
-//! no server (`cluster` does).
+//! Demo data for the embedded cluster: the `public.people` table, the schema-event triggers of
+//! `walcast setup`, and a writer task that inserts, updates or deletes one row per second so a
+//! new user sees changes immediately. Starts no server (`cluster` does).
 
 use std::time::Duration;
 
@@ -19,9 +19,10 @@ const CITIES: [&str; 6] = ["Lisbon", "Osaka", "Lagos", "Berlin", "Lima", "Pune"]
 /// Below this many rows the writer inserts instead of deleting, so the table never empties.
 const MIN_ROWS: i64 = 5;
 
-/// Creates `public.people` and fills it with ten rows when it is empty (idempotent).
+/// Creates `public.people` and fills it with ten rows when it is empty, and installs the
+/// schema-event triggers (idempotent).
 pub async fn seed_demo(url: &str) -> Result<(), EmbeddedError> {
-    let client = connect(url).await?;
+    let mut client = connect(url).await?;
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS public.people (
@@ -51,6 +52,11 @@ pub async fn seed_demo(url: &str) -> Result<(), EmbeddedError> {
         }
     }
     tracing::info!(table = "public.people", "demo table ready");
+    // The cluster's role is its superuser, so `walcast setup` needs no privilege here; without
+    // the triggers the demo still runs, with inferred schema events.
+    if let Err(error) = crate::setup::install(&mut client).await {
+        tracing::warn!(%error, "cannot install the schema-event triggers in the embedded cluster; schema events are inferred");
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ mod replay;
 mod resilience;
 mod scale;
 mod schema;
+mod setup;
 mod smoke;
 mod snapshot;
 mod speculare;

@@ -37,6 +37,10 @@ pub struct Args {
     pub journal_mib: u64,
     /// walcast builds measured side by side: (`before` | `after`, path) (`replay`).
     pub binaries: Vec<(String, String)>,
+    /// Tables, columns per table and timed statements per database and run (`ddl`).
+    pub tables: usize,
+    pub columns: usize,
+    pub statements: u64,
 }
 
 /// Every scenario with the flags it takes; `smoke` takes none.
@@ -100,6 +104,7 @@ pub const SCENARIOS: &[(&str, &[&str])] = &[
             "--after",
         ],
     ),
+    ("ddl", &["--tables", "--columns", "--statements", "--runs"]),
     ("smoke", &[]),
 ];
 
@@ -124,6 +129,9 @@ pub fn defaults(scenario: &str) -> Args {
         replays: vec![0, 20],
         journal_mib: 1024,
         binaries: Vec::new(),
+        tables: 100,
+        columns: 10,
+        statements: 200,
     };
     match scenario {
         "latency" => a.rate = 5_000,
@@ -162,6 +170,7 @@ pub fn defaults(scenario: &str) -> Args {
             a.rate = 1_000;
             a.seconds = 20;
         }
+        "ddl" => a.runs = 5,
         _ => {}
     }
     a
@@ -185,6 +194,9 @@ pub fn smoke(scenario: &str) -> Args {
     a.seconds = 1;
     a.replays = vec![2];
     a.journal_mib = 4;
+    a.tables = 5;
+    a.columns = 3;
+    a.statements = 20;
     a
 }
 
@@ -228,6 +240,9 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                     "--owners" => a.owners = n as usize,
                     "--concurrency" => a.concurrency = n as usize,
                     "--journal-mib" => a.journal_mib = n,
+                    "--tables" => a.tables = n as usize,
+                    "--columns" => a.columns = n as usize,
+                    "--statements" => a.statements = n,
                     other => bail!("unknown flag {other}"),
                 }
             }
@@ -243,6 +258,9 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         ("--channels", a.channels),
         ("--owners", a.owners as u64),
         ("--concurrency", a.concurrency as u64),
+        ("--tables", a.tables as u64),
+        ("--columns", a.columns as u64),
+        ("--statements", a.statements),
     ] {
         if v == 0 {
             bail!("{flag} must be at least 1");

@@ -20,6 +20,7 @@
 //! walcast-bench notify    [--sockets 1,100,1000] [--channels 100] [--rate 2000] [--seconds 5] [--runs 3]
 //! walcast-bench policy    [--subscribers 10000] [--owners 100] [--concurrency 50] [--rate 200] [--seconds 5] [--runs 3]
 //! walcast-bench replay    [--subscribers 100] [--replays 0,20] [--journal-mib 1024] [--rate 1000] [--seconds 20] [--runs 3] [--before PATH] [--after PATH]
+//! walcast-bench ddl       [--tables 100] [--columns 10] [--statements 200] [--runs 5]
 //! walcast-bench smoke
 //! ```
 //!
@@ -137,15 +138,23 @@
 //!   replays' connect, capped at 300 s), walcast CPU in cores over the window, frames, errors or
 //!   closes at the replay clients (must be 0), and with two builds the ratio before / after of
 //!   p99, per run and its median.
+//! - `ddl` (the cost of `walcast setup`'s event triggers on DDL): per run two databases with
+//!   `--tables` tables of `--columns` columns, the triggers installed in one by `walcast setup`;
+//!   on each, over one Unix-socket connection, `--statements` statements alternating `ALTER
+//!   TABLE t<k> ADD COLUMN x int` and `DROP COLUMN x` (tables round-robin), each timed from send
+//!   to reply, after an untimed pass of the same statements; which database goes first
+//!   alternates. Figures: median and p90 µs per statement without and with, the whole pass, and
+//!   the median of the per-run ratios of the medians.
 //! - `smoke`: every scenario once with tiny parameters (3 clients, 2 groups, 200 rows, rate 100
 //!   for 1 s, bigtx 2,000 rows, catchup 1 and 3 clients, resume 200 rows, snapshot 200 rows,
-//!   notify 3 sockets and 3 channels, replay 2 clients on a 4 MiB journal) on one Postgres
-//!   cluster; what the e2e suite runs.
+//!   notify 3 sockets and 3 channels, replay 2 clients on a 4 MiB journal, ddl 5 tables of 3
+//!   columns and 20 statements) on one Postgres cluster; what the e2e suite runs.
 //!
 //! `plugin` and `plugins` need `plugins/dist/threshold.wasm` (`sh plugins/build.sh`).
 
 mod args;
 mod clients;
+mod ddl;
 mod ingest;
 mod journal;
 mod latency;
@@ -177,7 +186,7 @@ fn cluster() -> Result<PgCluster> {
 }
 
 /// Every scenario `smoke` runs, in order.
-const SMOKE: [&str; 14] = [
+const SMOKE: [&str; 15] = [
     "ingest",
     "latency",
     "plugin",
@@ -192,6 +201,7 @@ const SMOKE: [&str; 14] = [
     "snapshot",
     "notify",
     "replay",
+    "ddl",
 ];
 
 #[tokio::main]
@@ -243,6 +253,7 @@ async fn run(cluster: &PgCluster, args: &Args) -> Result<()> {
         "notify" => notify::notify(cluster, args).await,
         "policy" => policy::policy(cluster, args).await,
         "replay" => replay::replay(cluster, args).await,
+        "ddl" => ddl::ddl(cluster, args).await,
         other => anyhow::bail!("no scenario {other}"),
     }
 }
