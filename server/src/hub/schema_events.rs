@@ -255,8 +255,9 @@ impl Hub {
     }
 }
 
-/// Whether two shapes have the same columns (attnum, name, type), whatever their other
-/// attributes.
+/// Whether two shapes have the same columns (attnum and name), whatever their other attributes
+/// (the event triggers print user-defined types schema-qualified, the catalog as the search
+/// path shows them).
 fn same_columns(a: &TableShape, b: &TableShape) -> bool {
     a.schema == b.schema
         && a.table == b.table
@@ -264,7 +265,7 @@ fn same_columns(a: &TableShape, b: &TableShape) -> bool {
         && a.columns
             .iter()
             .zip(&b.columns)
-            .all(|(x, y)| x.attnum == y.attnum && x.name == y.name && x.type_name == y.type_name)
+            .all(|(x, y)| x.attnum == y.attnum && x.name == y.name)
 }
 
 /// Carries a subscription (its binding, and the plugin it runs) across `event`: its request
