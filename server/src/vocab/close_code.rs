@@ -44,8 +44,34 @@ pub fn reason(code: u16, given: Option<&str>) -> String {
     standard.to_owned()
 }
 
+/// The most bytes a close frame's reason may hold (a control frame carries at most 125 bytes,
+/// two of them the code).
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// `reason` cut to fit a close frame: at most `MAX_REASON_BYTES`, at a character boundary, with
+/// `...` where it was cut. (The whole text goes out in the error frame or the log before it.)
+pub fn fit(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_owned();
+    }
+    let mut end = MAX_REASON_BYTES - 3;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &reason[..end])
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_reason_is_cut_to_fit_a_close_frame() {
+        let long = "schema changed: ".to_owned() + &"é".repeat(100);
+        let fitted = super::fit(&long);
+        assert!(fitted.len() <= super::MAX_REASON_BYTES, "{}", fitted.len());
+        assert!(fitted.ends_with("...") && long.starts_with(&fitted[..fitted.len() - 3]));
+        assert_eq!(super::fit("short"), "short");
+    }
+
     use super::*;
 
     #[test]

@@ -181,7 +181,7 @@ pub(crate) async fn run<S, R, E>(
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
-            reason: reason.into(),
+            reason: close_code::fit(&reason).into(),
         };
         let _ = tokio::time::timeout(
             Duration::from_secs(5),

@@ -86,8 +86,15 @@ pub(super) async fn validate(
             return Err(catalog_unavailable());
         }
     };
-    let (filter, columns, shape) = match filter::bind(&request, &found.columns) {
-        Ok(filter) => (filter, found.columns, found.shape),
+    let (filter, columns, binding) = match filter::bind(&request, &found.columns) {
+        Ok(filter) => {
+            let binding = Binding {
+                request: Arc::new(request.clone()),
+                shape: found.shape,
+                policy: st.auth.policy().is_some(),
+            };
+            (filter, found.columns, binding)
+        }
         Err(error) => {
             // A resume asks with the names its subscription was made with: bound against the
             // shape of that time (the journal's schema events tell it), carried through the
@@ -107,11 +114,6 @@ pub(super) async fn validate(
     let from = from
         .map(|from| journal_reader(st, from).map(|reader| (from, reader)))
         .transpose()?;
-    let binding = Binding {
-        request: Arc::new(request.clone()),
-        shape,
-        policy: st.auth.policy().is_some(),
-    };
     Ok(Validated {
         query,
         plan: Plan {
@@ -258,14 +260,7 @@ async fn bind_then(
     request: &filter::Request,
     plugin: Option<&PluginGroup>,
     resume: Pos,
-) -> Result<
-    Option<(
-        filter::Filter,
-        Arc<[filter::ColumnInfo]>,
-        Arc<filter::TableShape>,
-    )>,
-    HttpError,
-> {
+) -> Result<Option<(filter::Filter, Arc<[filter::ColumnInfo]>, Binding)>, HttpError> {
     let events = table_events(st, &request.table).await;
     for k in (0..events.len()).rev() {
         let Some(before) = &events[k].1.before else {
@@ -298,7 +293,7 @@ async fn bind_then(
             }
         }
         let columns = binding.shape.column_infos().into();
-        return Ok(Some((filter, columns, binding.shape)));
+        return Ok(Some((filter, columns, binding)));
     }
     Ok(None)
 }
