@@ -134,9 +134,8 @@ fn not_allowed_message(role: &str, cause: &tokio_postgres::Error) -> String {
          columns the change shows; a DDL that no change of its table follows goes unnoticed.\n\
          \n\
          Managed services: on Amazon RDS for PostgreSQL the master user (rds_superuser) may \
-         create event triggers; on Google Cloud SQL, members of cloudsqlsuperuser may; on \
-         Supabase, the postgres role may. Elsewhere, ask your provider whether event triggers \
-         are available."
+         create event triggers; on Supabase, the postgres role may. Elsewhere (Google Cloud \
+         SQL, Azure, others), ask your provider whether event triggers are available."
     )
 }
 

@@ -773,7 +773,6 @@ async fn setup_without_the_privilege_exits_1_and_says_what_is_needed() -> Result
         "walcast works without them",
         "inferred schema event",
         "rds_superuser",
-        "cloudsqlsuperuser",
         "ask your provider",
     ] {
         assert!(stderr.contains(piece), "lacks {piece:?}:\n{stderr}");
