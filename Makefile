@@ -47,6 +47,6 @@ run: setup plugins
 test: test-setup plugins
 	$(CARGO) build --workspace --release --all-targets
 	WALCAST_BIN="$(TARGET_DIR)/release/walcast" $(CARGO) test --workspace --release
-	# Short fuzzing run: each of the five targets for 10 s (builds them first;
+	# Short fuzzing run: each of the six targets for 10 s (builds them first;
 	# see docs/development/fuzzing.md).
 	bash server/fuzz/run.sh 10

@@ -4,8 +4,8 @@
 #   server/fuzz/run.sh [SECONDS] [TARGET...]
 #
 # Builds the targets (release, SanitizerCoverage on the parsers' crates: see sancov-rustc.sh)
-# into $CARGO_TARGET_DIR/fuzz (default target/fuzz), then runs each target (default: all five,
-# query decode client output journal) for SECONDS (default 10) from its seeds in server/fuzz/corpus/<t>
+# into $CARGO_TARGET_DIR/fuzz (default target/fuzz), then runs each target (default: all six,
+# query decode client output journal schema) for SECONDS (default 10) from its seeds in server/fuzz/corpus/<t>
 # plus the corpus earlier runs grew in target/fuzz/corpus/<t>. Prints per target the execs,
 # execs/s, coverage and corpus size; a crash (panic, timeout, out of memory) leaves its input in
 # target/fuzz/artifacts/<t>/ and makes the script exit 1. Installs g++ (libFuzzer is C++) when
@@ -17,7 +17,7 @@ root=$(cd "$here/../.." && pwd)
 secs=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(query decode client output journal)
+[ ${#targets[@]} -gt 0 ] || targets=(query decode client output journal schema)
 case "$secs" in '' | *[!0-9]*) echo "run.sh: SECONDS must be a whole number, got '$secs'" >&2; exit 2 ;; esac
 
 out=${CARGO_TARGET_DIR:-$root/target}/fuzz
@@ -49,14 +49,14 @@ RUSTC_WRAPPER="$here/sancov-rustc.sh" cargo build --release --bins \
 printf '%s' "$want" >"$stamp"
 echo "fuzz build: $(($(date +%s) - build_start)) s"
 
-declare -A dict=([query]=query [decode]=json [client]=client [output]=output [journal]=journal)
-declare -A max_len=([query]=4096 [decode]=8192 [client]=4096 [output]=8192 [journal]=64)
+declare -A dict=([query]=query [decode]=json [client]=client [output]=output [journal]=journal [schema]=json)
+declare -A max_len=([query]=4096 [decode]=8192 [client]=4096 [output]=8192 [journal]=64 [schema]=8192)
 fail=0
 summary=()
 for t in "${targets[@]}"; do
     bin="$out/release/$t"
     if [ ! -x "$bin" ] || [ -z "${dict[$t]:-}" ]; then
-        echo "run.sh: unknown target '$t' (query decode client output journal)" >&2
+        echo "run.sh: unknown target '$t' (query decode client output journal schema)" >&2
         exit 2
     fi
     work="$out/corpus/$t"
