@@ -848,3 +848,58 @@ async fn a_named_subscription_keeps_its_query_across_a_rename_and_a_restart() ->
     ensure!(frames[2]["new"]["full_name"] == "bob", "{}", frames[2]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_across_a_ddl_fails_clearly() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "schema_snapshot").await?;
+    db.exec(&format!(
+        "{PEOPLE}; INSERT INTO people VALUES (1, 'bob', 30); \
+         CREATE TABLE big (id int PRIMARY KEY, pad text); \
+         INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g"
+    ))
+    .await?;
+    install_trigger(&db)?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_SNAPSHOT_MAX_CONCURRENT", "1")
+        .start()
+        .await?;
+    // `big`'s snapshot holds the only slot while its client reads nothing.
+    let (mut big, _) =
+        WsClient::subscribe(&server, &[("query", "*:big"), ("snapshot", "true")]).await?;
+    // Validated now, against people (id, name, age); its snapshot waits for the slot.
+    let (mut late, _) = WsClient::subscribe(
+        &server,
+        &[
+            ("query", "*:people"),
+            ("filter", "name.eq.bob"),
+            ("snapshot", "true"),
+        ],
+    )
+    .await?;
+    ensure!(
+        next_json(&mut late, "queued").await?["type"] == "snapshot_queued",
+        "the second snapshot waits"
+    );
+    db.exec("ALTER TABLE people RENAME COLUMN name TO full_name")
+        .await?;
+    // The slot frees; the snapshot would read rows of another shape: it fails, clearly.
+    let mut rows = 0;
+    loop {
+        let v = next_json(&mut big, "big").await?;
+        if v["type"] == "snapshot_end" {
+            break;
+        }
+        rows += 1;
+    }
+    ensure!(rows == 200_000, "{rows} rows of big");
+    let v = next_json(&mut late, "late").await?;
+    ensure!(
+        v["type"] == "error" && v["error"] == "schema_changed",
+        "expected schema_changed, got {v}"
+    );
+    match late.next_frame(STEP).await? {
+        Frame::Close(Some(4011), reason) if reason.starts_with("schema changed") => {}
+        other => bail!("expected 4011: {other:?}"),
+    }
+    Ok(())
+}
