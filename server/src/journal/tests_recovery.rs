@@ -124,6 +124,45 @@ fn an_unfinished_transaction_is_cut_on_reopen() {
 }
 
 #[test]
+fn schema_records_sit_inside_their_transaction_for_readers_and_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Fsync::Burst, 1 << 20);
+    let mut j = Journal::open(cfg.clone()).unwrap();
+    change(&mut j, pos(1, 1));
+    j.append_schema(pos(1, 2), Lsn(0x100), b"{\"v\":1}")
+        .unwrap();
+    change(&mut j, pos(1, 3));
+    j.append_commit(commit_lsn(1), end_lsn(1)).unwrap();
+    // Transaction 2 is cut by a crash right after its schema record.
+    change(&mut j, pos(2, 1));
+    j.append_schema(pos(2, 2), Lsn(0x200), b"{\"v\":1}")
+        .unwrap();
+    j.flush().unwrap();
+    let kinds = |j: &Journal| {
+        let mut r = j.reader(Pos::ZERO).unwrap();
+        let mut out = Vec::new();
+        while let Some(record) = r.next().unwrap() {
+            out.push((record.kind, record.pos));
+        }
+        out
+    };
+    assert_eq!(kinds(&j).len(), 5);
+    // A schema record takes a position in order like a change.
+    assert!(j.append_schema(pos(2, 2), Lsn(0x200), b"{}").is_err());
+    drop(j);
+    let j = Journal::open(cfg).unwrap();
+    assert_eq!(j.last_pos(), Some(pos(1, 3)));
+    assert_eq!(
+        kinds(&j),
+        vec![
+            (RecordKind::Change, pos(1, 1)),
+            (RecordKind::Schema, pos(1, 2)),
+            (RecordKind::Change, pos(1, 3)),
+        ]
+    );
+}
+
+#[test]
 fn an_unfinished_transaction_spanning_segments_is_cut() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Fsync::Burst, 4 << 10);

@@ -903,3 +903,44 @@ async fn a_snapshot_across_a_ddl_fails_clearly() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_allow_governs_what_a_follower_sees() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "schema_allow").await?;
+    db.exec(&format!(
+        "{PEOPLE}; CREATE TABLE hidden (id int PRIMARY KEY)"
+    ))
+    .await?;
+    install_trigger(&db)?;
+    let server = Walcast::builder(&db)
+        .env("WALCAST_TABLES", "public.people")
+        .start()
+        .await?;
+    let (status, body) = server
+        .get(&format!(
+            "/ws?{}",
+            query_string(&[("query", "schema:hidden")])
+        ))
+        .await?;
+    ensure!(
+        status == 403 && body.contains("table_not_allowed"),
+        "{status} {body}"
+    );
+    let (mut every, _) = WsClient::subscribe(&server, &[("query", "schema:*")]).await?;
+    db.exec("ALTER TABLE hidden ADD COLUMN secret text").await?;
+    // Renamed out of (and into) the allow-list: hidden under one of its names, so not shown.
+    db.exec("ALTER TABLE hidden RENAME TO people2").await?;
+    db.exec("ALTER TABLE people ADD COLUMN note text").await?;
+    expect_words(
+        &mut every,
+        None,
+        &["schema altered public.people"],
+        "schema:* under tables.allow",
+    )
+    .await?;
+    ensure!(
+        every.next_frame(Duration::from_millis(500)).await.is_err(),
+        "nothing about tables outside tables.allow"
+    );
+    Ok(())
+}
