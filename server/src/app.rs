@@ -224,6 +224,13 @@ async fn serve(
     if let Some(last) = journal.last_pos().or(journal.starts_after()) {
         hub.resume_after(last);
     }
+    // The schema events an earlier run journaled, before the stream adds more.
+    let history_journal = journal_handle.clone();
+    let history =
+        tokio::task::spawn_blocking(move || crate::hub::journaled_events(&history_journal))
+            .await
+            .unwrap_or_default();
+    hub.load_history(history);
     // Without a working trigger, schema events are inferred from the changes.
     let schema_trigger_missing = !matches!(
         schema_trigger,

@@ -18,7 +18,8 @@ pub use cohort::{Cohort, Entry, Next, Pushed, Reader};
 pub use intake::Intake;
 pub use registry::{Hub, SubscribeRequest, Subscription, SubscriptionId};
 pub use schema_events::{
-    carry, frame_for, schema_changed_frame, Binding, FollowRequest, Rebinding, Sees, Sight,
+    carry, frame_for, journaled_events, schema_changed_frame, Binding, FollowRequest, Rebinding,
+    Sees, Sight,
 };
 pub use verdict::PluginOutcome;
 // public for benches

@@ -18,7 +18,7 @@ use crate::vocab::{close_code, Frame, Lsn, Op, Pos, SessionSignal};
 
 use super::catchup::CatchUpSlots;
 use super::cohort::{Cohort, Member, Reader};
-use super::schema_events::{Binding, Follower, LastEvent, Rebinding};
+use super::schema_events::{Binding, Follower, History, LastEvent, Rebinding};
 use super::verdict::{rewritten_in, PluginOutcome};
 use crate::filter::{TableName, TableShape};
 
@@ -179,6 +179,9 @@ pub struct Hub {
     /// against the shape before it (validated just before the event) is carried over when it
     /// registers after it. Bounded by `LAST_EVENTS`.
     pub(super) last_events: parking_lot::Mutex<HashMap<TableName, LastEvent>>,
+    /// Each table's schema events with their positions, oldest first (those the journal held at
+    /// start, then every one dispatched): what a resume with old column names is bound from.
+    pub(super) history: parking_lot::Mutex<History>,
     next_id: AtomicU64,
     /// Highest LSN handed to the hub (start of the last dispatched message).
     position: AtomicU64,
@@ -201,6 +204,7 @@ impl Hub {
             tables: RwLock::new(HashMap::new()),
             followers: RwLock::new(HashMap::new()),
             last_events: parking_lot::Mutex::new(HashMap::new()),
+            history: parking_lot::Mutex::new(History::default()),
             next_id: AtomicU64::new(1),
             position: AtomicU64::new(0),
             last_commit: AtomicU64::new(0),

@@ -6,11 +6,13 @@
 //! whose columns differ from the table's last known shape). Does not parse messages or diff
 //! shapes (`schema` does) and does not journal (`intake` does).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::decode::Change;
 use crate::filter::wasm::PluginGroup;
 use crate::filter::{self, Filter, Request, TableName, TableShape};
+use crate::journal::{JournalError, JournalHandle, RecordKind};
 use crate::metrics::Metrics;
 use crate::schema::{self, Diff, Renamed, SchemaEvent, Side, Source, Unbound};
 use crate::vocab::{close_code, Frame, Pos, SessionSignal};
@@ -79,6 +81,66 @@ pub(super) struct Follower {
 
 /// A table's last schema event.
 pub(super) type LastEvent = Arc<SchemaEvent>;
+
+/// Schema events a table's history keeps (its newest); a resume with names older than these is
+/// refused as any unknown column is.
+const HISTORY_PER_TABLE: usize = 256;
+/// Tables with a history; when full, the tables are forgotten and history starts over.
+const HISTORY_TABLES: usize = 4096;
+
+/// Each table's schema events (under its name before each event), oldest first.
+#[derive(Default)]
+pub(super) struct History {
+    tables: HashMap<TableName, VecDeque<(Pos, Arc<SchemaEvent>)>>,
+}
+
+impl History {
+    fn record(&mut self, pos: Pos, event: Arc<SchemaEvent>) {
+        let Some(table) = event.before_table() else {
+            return;
+        };
+        if self.tables.len() >= HISTORY_TABLES && !self.tables.contains_key(&table) {
+            self.tables.clear();
+        }
+        let events = self.tables.entry(table).or_default();
+        if events.back().is_some_and(|(last, _)| *last >= pos) {
+            return;
+        }
+        if events.len() >= HISTORY_PER_TABLE {
+            events.pop_front();
+        }
+        events.push_back((pos, event));
+    }
+}
+
+/// The schema events a journal holds, oldest first: read once at start (on the blocking pool)
+/// so that a resume with old column names finds them without reading the journal again.
+pub fn journaled_events(journal: &JournalHandle) -> Vec<(Pos, SchemaEvent)> {
+    let reader = match journal.reader(Pos::ZERO) {
+        Err(JournalError::Expired { horizon, .. }) => journal.reader(horizon),
+        other => other,
+    };
+    let Ok(mut reader) = reader else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    loop {
+        match reader.next() {
+            Ok(Some(record)) if record.kind == RecordKind::Schema => {
+                if let Ok(event) = SchemaEvent::from_record(record.payload) {
+                    events.push((record.pos, event));
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(error) => {
+                tracing::warn!(%error, "reading the journal's schema events stopped early");
+                break;
+            }
+        }
+    }
+    events
+}
 
 impl Hub {
     /// Register a follower of schema events (`query=schema:...`): every schema event dispatched
@@ -151,6 +213,7 @@ impl Hub {
         let mut tables = self.tables.write();
         self.note_pos(pos);
         self.remember(event);
+        self.history.lock().record(pos, Arc::new(event.clone()));
         let name = event.before_table().unwrap_or_else(|| event.table());
         let t = tables
             .get_mut(name.schema.as_str())
@@ -240,6 +303,24 @@ impl Hub {
             }
             Err(unbound) => Some(unbound),
         }
+    }
+
+    /// Takes the schema events an earlier run journaled (`journaled_events`).
+    pub fn load_history(&self, events: Vec<(Pos, SchemaEvent)>) {
+        let mut history = self.history.lock();
+        for (pos, event) in events {
+            history.record(pos, Arc::new(event));
+        }
+    }
+
+    /// `table`'s schema events under the name it had before each, oldest first.
+    pub fn schema_history(&self, table: &TableName) -> Vec<(Pos, Arc<SchemaEvent>)> {
+        self.history
+            .lock()
+            .tables
+            .get(table)
+            .map(|events| events.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn remember(&self, event: &SchemaEvent) {

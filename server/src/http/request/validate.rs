@@ -8,8 +8,7 @@ use std::sync::Arc;
 use crate::filter::wasm::{PluginError, PluginGroup};
 use crate::filter::{self, TableName};
 use crate::hub::{Binding, Sees};
-use crate::journal::{JournalError, JournalReader, RecordKind};
-use crate::schema::SchemaEvent;
+use crate::journal::{JournalError, JournalReader};
 use crate::vocab::Pos;
 use crate::ws::session::Plan;
 
@@ -261,7 +260,9 @@ async fn bind_then(
     plugin: Option<&PluginGroup>,
     resume: Pos,
 ) -> Result<Option<(filter::Filter, Arc<[filter::ColumnInfo]>, Binding)>, HttpError> {
-    let events = table_events(st, &request.table).await;
+    // The hub keeps each table's schema events (read from the journal at start, then as
+    // dispatched): no journal read per request.
+    let events = st.hub.schema_history(&request.table);
     for k in (0..events.len()).rev() {
         let Some(before) = &events[k].1.before else {
             continue;
@@ -296,37 +297,6 @@ async fn bind_then(
         return Ok(Some((filter, columns, binding)));
     }
     Ok(None)
-}
-
-/// The schema events of `table` (under its name before each) the journal holds, oldest first
-/// (read on the blocking pool).
-async fn table_events(st: &AppState, table: &TableName) -> Vec<(Pos, SchemaEvent)> {
-    // From the oldest record retention left.
-    let reader = match st.journal.reader(Pos::ZERO) {
-        Err(JournalError::Expired { horizon, .. }) => st.journal.reader(horizon),
-        other => other,
-    };
-    let Ok(mut reader) = reader else {
-        return Vec::new();
-    };
-    let table = table.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut events = Vec::new();
-        while let Ok(Some(record)) = reader.next() {
-            if record.kind != RecordKind::Schema {
-                continue;
-            }
-            let Ok(event) = SchemaEvent::from_record(record.payload) else {
-                continue;
-            };
-            if event.before_table().as_ref() == Some(&table) {
-                events.push((record.pos, event));
-            }
-        }
-        events
-    })
-    .await
-    .unwrap_or_default()
 }
 
 /// Catalog lookup that reconnects once when the SQL connection has gone away.
