@@ -944,3 +944,59 @@ async fn tables_allow_governs_what_a_follower_sees() -> Result<()> {
     );
     Ok(())
 }
+
+/// `walcast setup` (or `--uninstall`) on the running server's database.
+fn run_setup(db: &TestDb<'_>, uninstall: bool) -> Result<()> {
+    let mut args = vec!["setup", "--database-url"];
+    let url = db.url();
+    args.push(&url);
+    if uninstall {
+        args.push("--uninstall");
+    }
+    let out = Command::new(walcast_binary()?)
+        .args(&args)
+        .output()
+        .context("running walcast setup")?;
+    ensure!(
+        out.status.success(),
+        "walcast {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installing_and_removing_the_trigger_while_running_switches_the_source() -> Result<()> {
+    let db = TestDb::new(PgCluster::shared(), "schema_switch").await?;
+    db.exec(PEOPLE).await?;
+    let server = Walcast::start(&db).await?;
+    let (mut all, _) = WsClient::subscribe(&server, &[("query", "*:people")]).await?;
+    run_setup(&db, false)?;
+    // From the trigger now: the event comes with the DDL, before any change shows it.
+    db.exec("ALTER TABLE people ADD COLUMN email text").await?;
+    let frames = expect_words(
+        &mut all,
+        None,
+        &["schema altered public.people"],
+        "installed",
+    )
+    .await?;
+    ensure!(frames[0]["source"] == "trigger", "{}", frames[0]);
+    run_setup(&db, true)?;
+    db.exec("ALTER TABLE people DROP COLUMN email").await?;
+    db.exec("INSERT INTO people VALUES (1, 'ann', 30)").await?;
+    let frames = expect_words(
+        &mut all,
+        None,
+        &["schema altered public.people", "change insert 1"],
+        "uninstalled",
+    )
+    .await?;
+    ensure!(frames[0]["source"] == "inferred", "{}", frames[0]);
+    check_diff(
+        &frames[0],
+        &[("dropped", json!(["email"]))],
+        "inferred after uninstall",
+    )?;
+    Ok(())
+}
