@@ -58,6 +58,8 @@ pub mod telemetry;
 pub mod tls;
 /// The words stages share: positions, LSNs, operations, frames, session signals, close codes.
 pub mod vocab;
+/// Webhook endpoints: journal changes POSTed to receivers, signed, retried, guarded.
+pub mod webhooks;
 /// WebSocket sessions: the `/ws` session loop with its subscriptions, the `/listen` socket.
 pub mod ws;
 
