@@ -58,6 +58,8 @@ pub mod telemetry;
 pub mod tls;
 /// The words stages share: positions, LSNs, operations, frames, session signals, close codes.
 pub mod vocab;
+/// Webhooks: the bodies and headers each delivery `format` sends to an endpoint.
+pub mod webhooks;
 /// WebSocket sessions: the `/ws` session loop with its subscriptions, the `/listen` socket.
 pub mod ws;
 
