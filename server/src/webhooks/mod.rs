@@ -1,10 +1,12 @@
 //! Webhook endpoints: the journal's changes delivered to HTTP receivers, each endpoint at its own
 //! pace from its own durable position, signed the Standard Webhooks way. These are its first
 //! parts: signing and message ids (`sign`), the outbound client with its guard against private
-//! addresses (`outbound`), and when to retry or disable (`schedule`). It does not yet read the
-//! journal, keep endpoint state or serve the admin API.
+//! addresses (`outbound`), when to retry or disable (`schedule`), and the body and headers of
+//! pgstream's format (`pgstream`). It does not yet read the journal, keep endpoint state or serve
+//! the admin API, and decides nothing about who receives a change (`hub` does).
 
 mod outbound;
+pub mod pgstream;
 mod schedule;
 mod sign;
 
