@@ -53,6 +53,11 @@ impl TxnProgress {
         self.ordinal.max(self.skip_ordinal)
     }
 
+    /// The position the next change or schema event will take (`next_pos` without taking it).
+    fn peek_pos(&self) -> Pos {
+        Pos::new(self.commit, self.last_ordinal().saturating_add(1))
+    }
+
     /// The position of the next change or schema event.
     fn next_pos(&mut self) -> Pos {
         self.ordinal = self.last_ordinal().saturating_add(1);
@@ -198,6 +203,16 @@ impl Intake {
         if let Some(journal) = &mut self.journal {
             journal.change(pos, wal_start, payload);
         }
+    }
+
+    /// Inferring: the change decoded just now takes the next position and is journaled from
+    /// the bytes kept before decoding (`raw`).
+    fn journal_deferred(&mut self, wal_start: Lsn) -> Option<Pos> {
+        let pos = self.current.as_mut().map(TxnProgress::next_pos)?;
+        if let Some(journal) = &mut self.journal {
+            journal.change(pos, wal_start, &self.raw);
+        }
+        Some(pos)
     }
 
     fn journal_commit(&mut self, commit: Lsn, end: Lsn) {
@@ -503,10 +518,7 @@ impl Intake {
                     );
                 }
                 if deferred && !replayed {
-                    pos = self.current.as_mut().map(TxnProgress::next_pos);
-                    if let (Some(pos), Some(journal)) = (pos, &mut self.journal) {
-                        journal.change(pos, wal_start, &self.raw);
-                    }
+                    pos = self.journal_deferred(wal_start);
                 }
                 self.undecodable(wal_start, pos, error, payload, row && !replayed);
                 self.hub.advance(wal_start);
@@ -536,19 +548,30 @@ impl Intake {
             }
             Action::Change(_) => {
                 if !replayed {
-                    if deferred && self.current.is_some() {
-                        if let Some(event) = self.hub.infer(&change) {
-                            self.schema_event(event, wal_start);
+                    match self.current.map(|txn| txn.peek_pos()) {
+                        Some(peek) if deferred => {
+                            // Offered at the position it takes when no schema event comes
+                            // first; the lookup that offers it also compares its columns.
+                            change.set_pos(peek);
+                            let event =
+                                self.hub.dispatch_checking(&change, true, &mut self.scratch);
+                            if let Some(event) = event {
+                                self.schema_event(event, wal_start);
+                            }
+                            if let Some(pos) = self.journal_deferred(wal_start) {
+                                if pos != peek {
+                                    change.set_pos(pos);
+                                    self.hub.dispatch(&change, &mut self.scratch);
+                                }
+                            }
                         }
-                        pos = self.current.as_mut().map(TxnProgress::next_pos);
-                        if let (Some(pos), Some(journal)) = (pos, &mut self.journal) {
-                            journal.change(pos, wal_start, &self.raw);
+                        _ => {
+                            if let Some(pos) = pos {
+                                change.set_pos(pos);
+                            }
+                            self.hub.dispatch(&change, &mut self.scratch);
                         }
                     }
-                    if let Some(pos) = pos {
-                        change.set_pos(pos);
-                    }
-                    self.hub.dispatch(&change, &mut self.scratch);
                     self.dispatched();
                 }
             }

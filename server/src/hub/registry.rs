@@ -21,6 +21,7 @@ use super::cohort::{Cohort, Member, Reader};
 use super::schema_events::{Binding, Follower, History, LastEvent, Rebinding};
 use super::verdict::{rewritten_in, PluginOutcome};
 use crate::filter::{TableName, TableShape};
+use crate::schema::SchemaEvent;
 
 pub type SubscriptionId = u64;
 /// A `select=` list.
@@ -430,17 +431,33 @@ impl Hub {
     // public for benches
     #[doc(hidden)]
     pub fn dispatch(&self, change: &Change<'_>, scratch: &mut Scratch) {
-        let Some(op) = change.op() else { return };
+        let _ = self.dispatch_checking(change, false, scratch);
+    }
+
+    /// `dispatch`, and with `infer` (no event trigger installed) first, under the same lookup:
+    /// when the change's columns differ from the table's known shape, nothing is offered and
+    /// the inferred schema event is returned instead, to be journaled and dispatched before
+    /// the change is dispatched again.
+    pub(crate) fn dispatch_checking(
+        &self,
+        change: &Change<'_>,
+        infer: bool,
+        scratch: &mut Scratch,
+    ) -> Option<SchemaEvent> {
+        let op = change.op()?;
         let tables = self.tables.read();
+        let t = tables
+            .get(change.schema())
+            .and_then(|s| s.get(change.table()));
+        if infer {
+            if let Some(event) = t.and_then(|t| super::schema_events::inferred(t, change)) {
+                return Some(event);
+            }
+        }
         if let Some(pos) = change.pos() {
             self.note_pos(pos);
         }
-        let Some(t) = tables
-            .get(change.schema())
-            .and_then(|s| s.get(change.table()))
-        else {
-            return;
-        };
+        let t = t?;
         scratch.frames.clear();
         scratch.frames.resize(t.projections.len(), None);
         scratch.verdicts.clear();
@@ -450,7 +467,7 @@ impl Hub {
             for entry in t.cohorts.values() {
                 self.offer(entry, t, change, op, scratch);
             }
-            return;
+            return None;
         }
         for id in &t.scan {
             if let Some(entry) = t.cohorts.get(id) {
@@ -473,6 +490,7 @@ impl Hub {
             }
         }
         scratch.key = key_buf;
+        None
     }
 
     /// Offer an `error` frame about a change that could not be decoded to every open cohort of its

@@ -18,7 +18,7 @@ use crate::schema::{self, Diff, Renamed, SchemaEvent, Side, Source, Unbound};
 use crate::vocab::{close_code, Frame, Pos, SessionSignal};
 
 use super::cohort::Cohort;
-use super::registry::{Hub, Scratch, Subscription, SubscriptionId};
+use super::registry::{Hub, Scratch, Subscription, SubscriptionId, TableSubs};
 
 /// Tables whose last schema event the hub remembers (for subscriptions validated just before
 /// it); when full, the oldest half is forgotten.
@@ -186,25 +186,6 @@ impl Hub {
         true
     }
 
-    /// Without the event triggers: the inferred schema event a change implies, when its columns
-    /// differ from the shape the hub knows for its table (tables with subscriptions only).
-    pub fn infer(&self, change: &Change<'_>) -> Option<SchemaEvent> {
-        change.op()?;
-        let tables = self.tables.read();
-        let t = tables.get(change.schema())?.get(change.table())?;
-        let shape = t.shape.as_ref()?;
-        if !schema::differs(shape, change) {
-            return None;
-        }
-        Some(SchemaEvent {
-            source: Source::Inferred,
-            command: None,
-            oid: shape.oid,
-            before: Some((**shape).clone()),
-            after: Some(schema::infer(shape, change)),
-        })
-    }
-
     /// A schema event at `pos`: every open cohort of the table gets the `schema` frame and is
     /// carried to the new shape, or ends with `schema_changed`; every follower that follows the
     /// table and may see it gets the frame. Never blocks; wakes no one (see `wake`).
@@ -334,6 +315,22 @@ impl Hub {
         }
         last.insert(event.table(), shared);
     }
+}
+
+/// Without the event triggers: the inferred schema event a change of table `t` implies, when
+/// its columns differ from the table's known shape (tables with subscriptions only).
+pub(super) fn inferred(t: &TableSubs, change: &Change<'_>) -> Option<SchemaEvent> {
+    let shape = t.shape.as_ref()?;
+    if !schema::differs(shape, change) {
+        return None;
+    }
+    Some(SchemaEvent {
+        source: Source::Inferred,
+        command: None,
+        oid: shape.oid,
+        before: Some((**shape).clone()),
+        after: Some(schema::infer(shape, change)),
+    })
 }
 
 /// Whether two shapes have the same columns (attnum and name), whatever their other attributes
