@@ -67,12 +67,34 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
+        Rig::with_binding(false)
+    }
+
+    /// `bound`: the subscription knows the shape it was bound against (`t (id integer)`), so
+    /// schema events carry it on.
+    fn with_binding(bound: bool) -> Rig {
+        use crate::filter::{ColumnShape, TableShape};
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(metrics.clone(), 100_000);
         let cancel = CancellationToken::new();
         let params = vec![("query".to_owned(), "*:t".to_owned())];
         let req = parse_request(&params).expect("valid request");
         let filter = bind(&req, &[ColumnInfo::new("id", "integer")]).expect("binds");
+        let binding = bound.then(|| {
+            let mut id = ColumnShape::named("id", "integer");
+            id.attnum = Some(1);
+            crate::hub::Binding {
+                request: Arc::new(req.clone()),
+                shape: Arc::new(TableShape {
+                    schema: "public".into(),
+                    table: "t".into(),
+                    oid: Some(16400),
+                    columns: vec![id],
+                    primary_key: vec!["id".into()],
+                }),
+                policy: false,
+            }
+        });
         let sub = hub.subscribe(
             SubscribeRequest {
                 schema: "public",
@@ -81,7 +103,7 @@ impl Rig {
                 ops: req.ops,
                 filter,
                 plugin: None,
-                binding: None,
+                binding,
             },
             SessionSignal::new(&cancel),
         );
@@ -441,45 +463,8 @@ fn ddl_txn(xid: u64, commit_at: u64) -> Vec<Msg> {
 }
 
 impl Rig {
-    /// A rig whose subscription is bound to `t (id integer)`, so schema events carry it on.
     fn bound() -> Rig {
-        use crate::filter::{ColumnShape, TableShape};
-        let metrics = Arc::new(Metrics::new());
-        let hub = Hub::new(metrics.clone(), 100_000);
-        let cancel = CancellationToken::new();
-        let params = vec![("query".to_owned(), "*:t".to_owned())];
-        let req = parse_request(&params).expect("valid request");
-        let filter = bind(&req, &[ColumnInfo::new("id", "integer")]).expect("binds");
-        let mut id = ColumnShape::named("id", "integer");
-        id.attnum = Some(1);
-        let shape = TableShape {
-            schema: "public".into(),
-            table: "t".into(),
-            oid: Some(16400),
-            columns: vec![id],
-            primary_key: vec!["id".into()],
-        };
-        let sub = hub.subscribe(
-            SubscribeRequest {
-                schema: "public",
-                table: "t",
-                key: "*:t",
-                ops: req.ops,
-                filter,
-                plugin: None,
-                binding: Some(crate::hub::Binding {
-                    request: Arc::new(req),
-                    shape: Arc::new(shape),
-                    policy: false,
-                }),
-            },
-            SessionSignal::new(&cancel),
-        );
-        Rig {
-            intake: Intake::new(hub, metrics),
-            sub,
-            _cancel: cancel,
-        }
+        Rig::with_binding(true)
     }
 
     /// Every frame received so far: its type, and the row id or the table.
