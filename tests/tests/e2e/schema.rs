@@ -22,17 +22,7 @@ use super::auth::{good, hs, start_with, SECRET};
 
 /// `walcast setup` against the test database: the event triggers.
 fn install_trigger(db: &TestDb<'_>) -> Result<()> {
-    let out = Command::new(walcast_binary()?)
-        .args(["setup", "--database-url", &db.url()])
-        .output()
-        .context("running walcast setup")?;
-    ensure!(
-        out.status.success(),
-        "walcast setup failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    run_setup(db, false)
 }
 
 async fn next_json(c: &mut WsClient, what: &str) -> Result<Value> {
