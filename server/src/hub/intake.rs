@@ -114,6 +114,9 @@ pub struct Intake {
 /// this often, so they write while the hub works instead of all at the end.
 const WAKE_EVERY: u32 = 256;
 
+/// The most the buffer of a change's bytes (`raw`) keeps between changes.
+const RAW_KEPT: usize = 1 << 20;
+
 /// How much of an undecodable payload the log line shows.
 const LOGGED_BYTES: usize = 96;
 
@@ -211,6 +214,10 @@ impl Intake {
         let pos = self.current.as_mut().map(TxnProgress::next_pos)?;
         if let Some(journal) = &mut self.journal {
             journal.change(pos, wal_start, &self.raw);
+        }
+        // One huge change does not keep its size of memory for good.
+        if self.raw.capacity() > RAW_KEPT {
+            self.raw = Vec::new();
         }
         Some(pos)
     }
